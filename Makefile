@@ -1,0 +1,39 @@
+# wbdwi-node: every target bootstraps .venv by itself on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint bench tools image-test clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install --quiet -e . --group dev
+	@touch $(STAMP)
+
+## demo: run the node end to end on its embedded defaults
+demo: $(STAMP)
+	$(BIN)/python -m service.demo
+
+## tools: install dcmtk and orthanc (Debian packages) when missing and running as root
+tools:
+	@./tests/install-tools.sh
+
+## test: the whole suite (unit + integration with real dcmtk, Orthanc and dciodvfy)
+test: $(STAMP) tools
+	$(BIN)/python -m pytest
+
+## lint: ruff and mypy
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## bench: benchmarks that print figures and ratios against peers measured in the same run
+bench: $(STAMP) tools
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache demo-out

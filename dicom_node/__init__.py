@@ -1,0 +1,1 @@
+"""Everything DICOM: receive, assemble, write results, send, simulated scanner."""

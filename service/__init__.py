@@ -1,0 +1,1 @@
+"""Composition root: settings, CLI, logging, job store, worker, exporter, HTTP."""

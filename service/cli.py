@@ -1,0 +1,55 @@
+"""The ``wbdwi`` command line.
+
+Each subcommand lives in its own module under :mod:`service.commands` and
+exposes ``register(subparsers)``, which adds its parser and sets ``func`` to a
+callable taking the parsed namespace and returning an exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
+
+# Order is the order shown by ``wbdwi --help``.
+COMMAND_MODULES: tuple[str, ...] = (
+    "phantom",
+    "send",
+    "inspect",
+)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wbdwi-node")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wbdwi",
+        description="Whole-body DWI node: ADC, computed high-b, tumour load, DICOM results.",
+    )
+    parser.add_argument("--version", action="version", version=f"wbdwi {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"service.commands.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    status: int = args.func(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

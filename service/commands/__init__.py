@@ -1,0 +1,1 @@
+"""One module per ``wbdwi`` subcommand (see :mod:`service.cli`)."""

@@ -1,0 +1,171 @@
+"""The one exception hierarchy for everything on the DICOM side of the node.
+
+Every error raised on purpose by :mod:`dicom_node` derives from
+:class:`DicomNodeError`, so that the service can catch the family in one place,
+record the reason on the failed job and keep the job's input.
+
+Assembly errors (:class:`AssemblyError` and below) name the series and the
+reason in their message, for example::
+
+    series 1.2.3 (DWI station 2 b=900): 48 slices but 50 at b=50 (missing positions ...)
+
+The class tells *what kind* of problem it is (a single b-value, mixed
+orientations, ...), the message tells *where*. Writers, the SCP/SCU and the
+service add their own subclasses here, next to these, rather than inventing a
+second hierarchy.
+
+Hierarchy
+---------
+::
+
+    DicomNodeError
+    +-- AssemblyError
+    |   +-- NoDiffusionSeriesError     no DWI series among the input
+    |   +-- MultipleStudiesError       input spans more than one study / frame of reference
+    |   +-- MissingBValueError         a diffusion image with no b-value in any known place
+    |   +-- SingleBValueError          fewer than two distinct b-values
+    |   +-- MixedOrientationError      image orientations differ
+    |   +-- GeometryMismatchError      matrix, pixel or slice spacing, in-plane offset differ
+    |   |   +-- DuplicateSliceError    two images at one position that cannot be told apart
+    |   +-- MissingSlicesError         a station lacks slices (or a whole b-value)
+    |   +-- StationGapError            stations leave a gap along the body axis
+    |   +-- ZeroSignalError            a b-value stack with no signal at all
+    |   +-- UndecodablePixelDataError  truncated pixel data, unsupported transfer syntax
+    |   +-- UnreadableInstanceError    a DICOM file whose header cannot be parsed
+    +-- SendError
+        +-- AssociationFailedError     the peer could not be reached or rejected us
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AssemblyError",
+    "AssociationFailedError",
+    "DicomNodeError",
+    "DuplicateSliceError",
+    "GeometryMismatchError",
+    "MissingBValueError",
+    "MissingSlicesError",
+    "MixedOrientationError",
+    "MultipleStudiesError",
+    "NoDiffusionSeriesError",
+    "SendError",
+    "SingleBValueError",
+    "StationGapError",
+    "UndecodablePixelDataError",
+    "UnreadableInstanceError",
+    "ZeroSignalError",
+]
+
+
+class DicomNodeError(Exception):
+    """Base class of every error raised on purpose by :mod:`dicom_node`."""
+
+
+class AssemblyError(DicomNodeError):
+    """The instances of a study cannot be assembled into one DWI exam.
+
+    Parameters
+    ----------
+    reason
+        What is wrong, in words a radiographer or IT person can act on.
+    series_uid
+        The SeriesInstanceUID concerned, when the problem belongs to one series.
+    series_description
+        Its SeriesDescription, shown next to the UID for humans.
+
+    Attributes
+    ----------
+    reason, series_uid, series_description
+        As given, so that the service can record them in structured form.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        series_uid: str | None = None,
+        series_description: str = "",
+    ) -> None:
+        self.reason = reason
+        self.series_uid = series_uid
+        self.series_description = series_description
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        if self.series_uid is None:
+            return self.reason
+        label = f"series {self.series_uid}"
+        if self.series_description:
+            label += f" ({self.series_description})"
+        return f"{label}: {self.reason}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments do not survive the default pickling of exceptions
+        # (multiprocessing workers send errors back pickled).
+        return (
+            _rebuild_assembly_error,
+            (type(self), self.reason, self.series_uid, self.series_description),
+        )
+
+
+def _rebuild_assembly_error(
+    cls: type[AssemblyError], reason: str, series_uid: str | None, series_description: str
+) -> AssemblyError:
+    return cls(reason, series_uid=series_uid, series_description=series_description)
+
+
+class NoDiffusionSeriesError(AssemblyError):
+    """None of the input series is a diffusion-weighted acquisition."""
+
+
+class MultipleStudiesError(AssemblyError):
+    """The input mixes studies or frames of reference that cannot share one grid."""
+
+
+class MissingBValueError(AssemblyError):
+    """A diffusion image carries no b-value in any of the places the node reads."""
+
+
+class SingleBValueError(AssemblyError):
+    """Only one distinct b-value: no ADC can be computed."""
+
+
+class MixedOrientationError(AssemblyError):
+    """Images of the exam have different ImageOrientationPatient."""
+
+
+class GeometryMismatchError(AssemblyError):
+    """Stations or b-value stacks disagree on matrix, pixel spacing or slice spacing."""
+
+
+class DuplicateSliceError(GeometryMismatchError):
+    """Two images share one position and b-value and nothing tells which station each is."""
+
+
+class MissingSlicesError(AssemblyError):
+    """A station lacks slices for one b-value, or lacks a b-value entirely."""
+
+
+class StationGapError(AssemblyError):
+    """Consecutive stations do not touch: part of the body was not imaged."""
+
+
+class ZeroSignalError(AssemblyError):
+    """A b-value stack of a series has no signal (all pixels zero)."""
+
+
+class UndecodablePixelDataError(AssemblyError):
+    """Pixel data is truncated, malformed or in a transfer syntax that cannot be decoded."""
+
+
+class UnreadableInstanceError(AssemblyError):
+    """A file that claims to be DICOM (``DICM`` preamble) but whose header cannot be parsed."""
+
+
+class SendError(DicomNodeError):
+    """Sending instances to a remote application entity failed."""
+
+
+class AssociationFailedError(SendError):
+    """The association could not be established (unreachable, rejected or aborted)."""

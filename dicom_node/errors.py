@@ -33,7 +33,9 @@ Hierarchy
     |   +-- UndecodablePixelDataError  truncated pixel data, unsupported transfer syntax
     |   +-- UnreadableInstanceError    a DICOM file whose header cannot be parsed
     +-- SendError
-        +-- AssociationFailedError     the peer could not be reached or rejected us
+    |   +-- AssociationFailedError     the peer could not be reached or rejected us
+    +-- WriterError                    a result object cannot be written (subclasses in
+                                       dicom_node.writers.errors)
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ __all__ = [
     "StationGapError",
     "UndecodablePixelDataError",
     "UnreadableInstanceError",
+    "WriterError",
     "ZeroSignalError",
 ]
 
@@ -169,3 +172,10 @@ class SendError(DicomNodeError):
 
 class AssociationFailedError(SendError):
     """The association could not be established (unreachable, rejected or aborted)."""
+
+
+class WriterError(DicomNodeError):
+    """A result object (PM, derived MR, SEG, SR, key image) cannot be written.
+
+    Subclasses live in :mod:`dicom_node.writers.errors`.
+    """

@@ -36,6 +36,7 @@ __all__ = [
     "SUMMARY_SCHEMA_VERSION",
     "ExamSummary",
     "SummaryFormatError",
+    "chronological_key",
     "exam_sort_key",
     "summarize_exam",
 ]
@@ -226,7 +227,14 @@ def summarize_exam(
 
 def exam_sort_key(summary: ExamSummary) -> tuple[str, str, str]:
     """Chronological order of a patient's exams: date, then time, then UID (for ties)."""
-    return (summary.study_date, _normalised_tm(summary.study_time), summary.study_instance_uid)
+    return chronological_key(summary.study_date, summary.study_time, summary.study_instance_uid)
+
+
+def chronological_key(study_date: str, study_time: str, study_uid: str) -> tuple[str, str, str]:
+    """The order key of :func:`exam_sort_key` from the raw DICOM values."""
+    _check_da(study_date)
+    _check_tm(study_time)
+    return (study_date, _normalised_tm(study_time), study_uid)
 
 
 def _normalised_tm(tm: str) -> str:

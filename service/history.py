@@ -1,0 +1,313 @@
+"""The patients' exam history: one row per processed exam, for comparisons (issue 6).
+
+Every processed exam leaves its :class:`~processing.exam_summary.ExamSummary`
+(as JSON), the UIDs of the SR and SEG that carry it, where it came from (this
+node, or an SR fetched back from PACS) and a baseline flag. Comparisons read
+the priors of a patient (patient ID **and** issuer: the same ID from two
+issuers is two patients) from here.
+
+Baselines
+---------
+With no flag set, the patient's first exam is the baseline. The radiologist
+can mark another exam as a baseline (``wbdwi baseline PATIENT STUDY_UID``), for
+example at a change of therapy as exam 4 in seed 000. Flags are kept, not
+moved: the baseline in force for an exam is the latest flagged exam at or
+before it (:meth:`HistoryStore.baseline_for`), so that processing an older exam
+again still compares it with the baseline of its own therapy line.
+
+Storage
+-------
+SQLite in WAL mode (readers do not block the writer), in its own file next to
+the job store. Every call opens a short-lived connection, so one store object
+can be shared by threads and the CLI can change a baseline while the worker
+runs; writes take the lock up front (``BEGIN IMMEDIATE``) and wait up to
+``busy_timeout_s`` for it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+
+from processing.exam_summary import ExamSummary, chronological_key, exam_sort_key
+
+__all__ = [
+    "HistoryEntry",
+    "HistoryError",
+    "HistoryStore",
+    "PatientKey",
+    "SummarySource",
+    "UnknownExamError",
+]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS exam_history (
+    patient_id TEXT NOT NULL,
+    issuer_of_patient_id TEXT NOT NULL,
+    study_instance_uid TEXT NOT NULL,
+    study_date TEXT NOT NULL,
+    study_time_key TEXT NOT NULL,
+    summary_json TEXT NOT NULL,
+    sr_sop_instance_uid TEXT NOT NULL,
+    seg_sop_instance_uid TEXT NOT NULL,
+    is_baseline INTEGER NOT NULL DEFAULT 0,
+    source TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (patient_id, issuer_of_patient_id, study_instance_uid)
+);
+CREATE INDEX IF NOT EXISTS exam_history_by_date
+    ON exam_history (patient_id, issuer_of_patient_id, study_date, study_time_key);
+"""
+
+
+class HistoryError(Exception):
+    """The history store cannot do what was asked; the message says what and why."""
+
+
+class UnknownExamError(HistoryError, KeyError):
+    """No exam with that study UID is recorded for that patient."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class SummarySource(Enum):
+    """Where a history row came from."""
+
+    LOCAL = "local"  # processed by this node
+    PACS = "pacs"  # rebuilt from this node's SR fetched back from PACS
+
+
+@dataclass(frozen=True, slots=True)
+class PatientKey:
+    """A patient: Patient ID and Issuer of Patient ID (empty when none was sent)."""
+
+    patient_id: str
+    issuer_of_patient_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.patient_id:
+            raise HistoryError("patient ID must not be empty")
+
+    @classmethod
+    def of(cls, summary: ExamSummary) -> PatientKey:
+        """The patient of ``summary``."""
+        return cls(summary.patient_id, summary.issuer_of_patient_id)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One recorded exam."""
+
+    summary: ExamSummary
+    is_baseline: bool
+    source: SummarySource
+    updated_at: str
+
+    @property
+    def study_instance_uid(self) -> str:
+        """The exam's Study Instance UID."""
+        return self.summary.study_instance_uid
+
+
+class HistoryStore:
+    """SQLite store of exam summaries per patient (see the module docstring).
+
+    Parameters
+    ----------
+    path
+        Database file; its folder is created when missing.
+    busy_timeout_s
+        How long a call waits for another writer's lock before failing.
+    """
+
+    def __init__(self, path: Path | str, *, busy_timeout_s: float = 30.0) -> None:
+        self._path = Path(path)
+        self._busy_timeout_s = busy_timeout_s
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise HistoryError(
+                    f"history store {self._path}: SQLite refused WAL journal mode (got {mode}); "
+                    "put the data folder on a local file system"
+                )
+            conn.executescript(_SCHEMA)
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    def record_exam(
+        self, summary: ExamSummary, *, source: SummarySource = SummarySource.LOCAL
+    ) -> None:
+        """Insert or replace the exam's summary; an existing baseline flag is kept.
+
+        A summary rebuilt from PACS never replaces one this node computed
+        itself (the local one has the histogram and every number at full
+        precision).
+        """
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT source FROM exam_history WHERE patient_id = ? AND "
+                "issuer_of_patient_id = ? AND study_instance_uid = ?",
+                (summary.patient_id, summary.issuer_of_patient_id, summary.study_instance_uid),
+            ).fetchone()
+            if (
+                row is not None
+                and row[0] == SummarySource.LOCAL.value
+                and source is SummarySource.PACS
+            ):
+                return
+            conn.execute(
+                "INSERT INTO exam_history (patient_id, issuer_of_patient_id, study_instance_uid, "
+                "study_date, study_time_key, summary_json, sr_sop_instance_uid, "
+                "seg_sop_instance_uid, is_baseline, source, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?) "
+                "ON CONFLICT (patient_id, issuer_of_patient_id, study_instance_uid) DO UPDATE SET "
+                "study_date = excluded.study_date, study_time_key = excluded.study_time_key, "
+                "summary_json = excluded.summary_json, "
+                "sr_sop_instance_uid = excluded.sr_sop_instance_uid, "
+                "seg_sop_instance_uid = excluded.seg_sop_instance_uid, "
+                "source = excluded.source, updated_at = excluded.updated_at",
+                (
+                    summary.patient_id,
+                    summary.issuer_of_patient_id,
+                    summary.study_instance_uid,
+                    summary.study_date,
+                    exam_sort_key(summary)[1],
+                    json.dumps(summary.to_dict(), allow_nan=False, sort_keys=True),
+                    summary.sr_sop_instance_uid,
+                    summary.seg_sop_instance_uid,
+                    source.value,
+                    now,
+                ),
+            )
+
+    def get(self, patient: PatientKey, study_instance_uid: str) -> HistoryEntry:
+        """The recorded exam; :class:`UnknownExamError` when absent."""
+        with self._connect() as conn:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM exam_history WHERE patient_id = ? AND "
+                "issuer_of_patient_id = ? AND study_instance_uid = ?",
+                (patient.patient_id, patient.issuer_of_patient_id, study_instance_uid),
+            ).fetchone()
+        if row is None:
+            raise UnknownExamError(
+                f"study {study_instance_uid} is not in the history of this patient "
+                "(check the patient ID, its issuer and the study UID)"
+            )
+        return self._entry(row)
+
+    def exams(self, patient: PatientKey) -> list[HistoryEntry]:
+        """All recorded exams of ``patient``, oldest first."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM exam_history WHERE patient_id = ? AND "
+                "issuer_of_patient_id = ?",
+                (patient.patient_id, patient.issuer_of_patient_id),
+            ).fetchall()
+        entries = [self._entry(row) for row in rows]
+        return sorted(entries, key=lambda e: exam_sort_key(e.summary))
+
+    def priors(
+        self, patient: PatientKey, *, study_date: str, study_time: str = "", study_uid: str = ""
+    ) -> list[HistoryEntry]:
+        """The patient's exams strictly earlier than the given one, oldest first.
+
+        The given exam is ordered by date, time, then UID, as
+        :func:`~processing.exam_summary.exam_sort_key`; an entry with
+        ``study_uid`` itself is never a prior.
+        """
+        key = chronological_key(study_date, study_time, study_uid)
+        return [
+            entry
+            for entry in self.exams(patient)
+            if exam_sort_key(entry.summary) < key and entry.study_instance_uid != study_uid
+        ]
+
+    def set_baseline(self, patient: PatientKey, study_instance_uid: str) -> None:
+        """Mark an exam as a baseline (for it and the exams after it)."""
+        self._flag(patient, study_instance_uid, baseline=True)
+
+    def clear_baseline(self, patient: PatientKey, study_instance_uid: str) -> None:
+        """Remove an exam's baseline mark."""
+        self._flag(patient, study_instance_uid, baseline=False)
+
+    def baseline_for(
+        self, patient: PatientKey, *, study_date: str, study_time: str = "", study_uid: str = ""
+    ) -> HistoryEntry | None:
+        """The baseline in force for the given exam (known before it is processed).
+
+        The latest flagged exam at or before it (the exam itself when it is
+        recorded and flagged); with none flagged, the patient's first exam when
+        it is earlier; ``None`` when the given exam is the first.
+        """
+        key = chronological_key(study_date, study_time, study_uid)
+        candidates = [entry for entry in self.exams(patient) if exam_sort_key(entry.summary) <= key]
+        flagged = [entry for entry in candidates if entry.is_baseline]
+        if flagged:
+            return flagged[-1]
+        earlier = [e for e in candidates if e.study_instance_uid != study_uid]
+        return earlier[0] if earlier else None
+
+    def _flag(self, patient: PatientKey, study_instance_uid: str, *, baseline: bool) -> None:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE exam_history SET is_baseline = ? WHERE patient_id = ? AND "
+                "issuer_of_patient_id = ? AND study_instance_uid = ?",
+                (
+                    int(baseline),
+                    patient.patient_id,
+                    patient.issuer_of_patient_id,
+                    study_instance_uid,
+                ),
+            )
+            if cursor.rowcount == 0:
+                raise UnknownExamError(
+                    f"cannot {'set' if baseline else 'clear'} baseline: study "
+                    f"{study_instance_uid} is not in the history of this patient "
+                    "(process it first, or fetch the priors from PACS)"
+                )
+
+    @staticmethod
+    def _entry(row: tuple[str, int, str, str]) -> HistoryEntry:
+        summary_json, is_baseline, source, updated_at = row
+        return HistoryEntry(
+            summary=ExamSummary.from_dict(json.loads(summary_json)),
+            is_baseline=bool(is_baseline),
+            source=SummarySource(source),
+            updated_at=updated_at,
+        )
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self._path, timeout=self._busy_timeout_s, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
+            conn.execute("PRAGMA synchronous = FULL")
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+
+_COLUMNS = "summary_json, is_baseline, source, updated_at"

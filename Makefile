@@ -25,15 +25,20 @@ tools:
 test: $(STAMP) tools
 	$(BIN)/python -m pytest
 
-## lint: ruff and mypy
+## lint: ruff, mypy and hadolint (Dockerfile)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/hadolint --failure-threshold error Dockerfile
 
 ## bench: benchmarks that print figures and ratios against peers measured in the same run
 bench: $(STAMP) tools
 	$(BIN)/python -m benchmarks
+
+## image-test: build the Dockerfile with podman, run it, send a phantom exam, check results reach Orthanc (root)
+image-test: $(STAMP) tools
+	./deploy/image-test.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache demo-out

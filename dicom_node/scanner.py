@@ -16,10 +16,14 @@ demo). It mimics what real whole-body DWI exams look like on the wire:
   (Philips) one per image, so that a reader must apply it;
 - distractors in the same study: the scanner's own ADC series (ImageType
   DERIVED\\PRIMARY\\DIFFUSION\\ADC, carrying the vendor b-value tag like GE
-  does) and a T1-weighted series.
+  does) and a T1-weighted series (with b = 0 in the GE/Philips private element,
+  as those vendors write it on every MR image).
 
-UIDs derive from (patient id, scenario, seed, vendor, split), so that writing
-the same phantom twice gives identical files.
+Series and instance UIDs derive from (patient id, scenario, seed, vendor,
+split), so that writing the same phantom twice gives identical files. The study
+and frame-of-reference UIDs are the phantom's own (``Phantom.study_instance_uid``,
+``frame_of_reference_uid``) when it has them, so that the assembled exam carries
+the same identity as ``Phantom.to_exam()``.
 """
 
 from __future__ import annotations
@@ -197,6 +201,7 @@ def write_exam(
         study_datetime = _BASELINE_DATETIME
         if phantom.scenario != "baseline":
             study_datetime += _FOLLOW_UP_INTERVAL
+    key = (phantom, vendor, split)
     peak = float(signal.max())
     exam_slope = float(format_ds(peak / MAX_STORED_VALUE)) if peak > 0 else 1.0
     exam = _Exam(
@@ -204,8 +209,10 @@ def write_exam(
         vendor=vendor,
         split=split,
         out_dir=Path(out_dir),
-        study_uid=exam_uid(phantom, vendor, split, "study"),
-        frame_of_reference_uid=exam_uid(phantom, vendor, split, "frame-of-reference"),
+        study_uid=UID(getattr(phantom, "study_instance_uid", None) or exam_uid(*key, "study")),
+        frame_of_reference_uid=UID(
+            getattr(phantom, "frame_of_reference_uid", None) or exam_uid(*key, "frame")
+        ),
         study_datetime=study_datetime,
         exam_slope=exam_slope,
         private_block=private_block,
@@ -550,6 +557,9 @@ def _write_t1_series(exam: _Exam, series_number: int) -> list[Path]:
     ds.RescaleIntercept = "0"
     ds.RescaleSlope = format_ds(exam.exam_slope)
     ds.SequenceName = "*tse2d1_3"
+    if exam.vendor in (Vendor.GE, Vendor.PHILIPS):
+        # GE and Philips carry their b-value element on every MR image, 0 when not DWI.
+        _set_b_value(ds, exam, 0.0)
     _, _, affine = _geometry(phantom)
     folder = _series_folder(exam, series_number, description)
     low = int(np.argmin([float(b) for b in phantom.b_values]))

@@ -1,0 +1,198 @@
+"""Write every result object of one processed exam: one file per DICOM instance.
+
+:func:`write_results` is the one entry point (offline ``wbdwi process`` and
+the service's job runner both call it). It writes, into ``out_dir``::
+
+    adc_map/      ADC Parametric Map (float32)                 1 instance
+    adc/          ADC as derived MR (uint16, 10^-6 mm2/s)      1 per slice
+    b<value>/     computed high-b as derived MR                1 per slice, per b
+    seg/          tumour-load SEG (absent when nothing was segmented)
+    sr/           TID 1500 Measurement Report                  1 instance
+    key_images/   RGB Secondary Capture: MIP and histogram     2 instances
+
+Each file is named ``<SOPInstanceUID>.dcm`` and written atomically (temporary
+name, then rename), so a reader never sees half a file and writing the same
+exam again replaces files with identical UIDs.
+
+The derived computed-b series (or the ADC series when no computed-b image
+exists) is the *geometric source* of the Parametric Map and the SEG: one
+series covering the whole body on the composed grid, slice for slice, which
+highdicom requires, while the exam itself came from several station series.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from dicom_node.writers import (
+    WriterContext,
+    WriterIdentity,
+    build_adc_series,
+    build_computed_b_series,
+    build_key_images,
+    build_measurement_report,
+    build_parametric_map,
+    build_segmentation,
+    installed_version,
+)
+from dicom_node.writers.errors import WriterError
+from processing.exam import DwiExam
+from processing.results import Histogram, ProcessingResult
+
+__all__ = ["ResultObjects", "build_result_objects", "write_results"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResultObjects:
+    """All result datasets of one exam, by output folder, before writing."""
+
+    by_folder: dict[str, tuple[Dataset, ...]]
+
+    def count(self) -> int:
+        """Number of instances."""
+        return sum(len(datasets) for datasets in self.by_folder.values())
+
+
+def build_result_objects(
+    exam: DwiExam,
+    result: ProcessingResult,
+    *,
+    version_label: str | None = None,
+    device_serial_number: str | None = None,
+    institution_name: str = "",
+    content_datetime: datetime | None = None,
+    prior_histograms: Sequence[tuple[str, Histogram]] = (),
+) -> ResultObjects:
+    """Build every result dataset in memory (see :func:`write_results`)."""
+    identity = WriterIdentity(
+        software_version=version_label or installed_version(),
+        device_serial_number=device_serial_number or platform.node() or "unknown",
+        institution_name=institution_name,
+    )
+    ctx = WriterContext.create(
+        exam,
+        identity,
+        result.settings_digest,
+        computed_b_values=[computed.b_value for computed in result.computed],
+        content_datetime=content_datetime,
+    )
+    adc = build_adc_series(ctx, result)
+    computed = [build_computed_b_series(ctx, image, result.body_mask) for image in result.computed]
+    geometric_source = list(computed[0].datasets if computed else adc.datasets)
+    source_headers = ctx.read_source_headers()
+
+    parametric_map = build_parametric_map(ctx, result, geometric_source, source_headers)
+    segmentation = (
+        build_segmentation(ctx, result, geometric_source) if result.tumour_mask.any() else None
+    )
+    report = build_measurement_report(
+        ctx,
+        result,
+        segmentation=segmentation,
+        parametric_map=parametric_map,
+        evidence=[*geometric_source, *source_headers],
+    )
+    key_images = build_key_images(ctx, result, adc.datasets[0], priors=prior_histograms)
+
+    folders: dict[str, tuple[Dataset, ...]] = {
+        "adc_map": (parametric_map,),
+        "adc": adc.datasets,
+    }
+    for series, image in zip(computed, result.computed, strict=True):
+        folders[f"b{image.b_value:g}"] = series.datasets
+    if segmentation is not None:
+        folders["seg"] = (segmentation.dataset,)
+    folders["sr"] = (report,)
+    folders["key_images"] = tuple(key.dataset for key in key_images)
+    return ResultObjects(by_folder=folders)
+
+
+def _write_atomically(dataset: Dataset, path: Path) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=".", suffix=".part", dir=path.parent)
+    os.close(handle)
+    try:
+        dataset.save_as(temporary, enforce_file_format=True)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_results(
+    exam: DwiExam,
+    result: ProcessingResult,
+    out_dir: Path | str,
+    *,
+    version_label: str | None = None,
+    device_serial_number: str | None = None,
+    institution_name: str = "",
+    content_datetime: datetime | None = None,
+    prior_histograms: Sequence[tuple[str, Histogram]] = (),
+) -> list[Path]:
+    """Write the PM, derived MR series, SEG, SR and key images of one exam.
+
+    Parameters
+    ----------
+    exam
+        The assembled exam (its ``sources`` must point at readable files).
+    result
+        What processing made of it.
+    out_dir
+        Folder to write into (created if needed); see the module docstring.
+    version_label
+        Software version written into every object and into the UID seed
+        (default: the installed ``wbdwi-node`` version).
+    device_serial_number
+        Serial number of this installation (default: the host name).
+    institution_name
+        Institution of the node, if it should be recorded.
+    content_datetime
+        Content/creation date and time (default: now). UIDs do not depend on it.
+    prior_histograms
+        ``(label, histogram)`` of earlier exams, drawn as outlines in the
+        histogram key image.
+
+    Returns
+    -------
+    list[pathlib.Path]
+        Every file written, one per instance.
+
+    Raises
+    ------
+    dicom_node.errors.WriterError
+        When the inputs cannot make valid objects (geometry mismatch, missing
+        or unreadable sources, ...); nothing is written in that case.
+    """
+    objects = build_result_objects(
+        exam,
+        result,
+        version_label=version_label,
+        device_serial_number=device_serial_number,
+        institution_name=institution_name,
+        content_datetime=content_datetime,
+        prior_histograms=prior_histograms,
+    )
+    root = Path(out_dir)
+    written: list[Path] = []
+    for folder, datasets in objects.by_folder.items():
+        target = root / folder
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WriterError(f"cannot create result folder {target}: {exc}") from exc
+        for dataset in datasets:
+            path = target / f"{dataset.SOPInstanceUID}.dcm"
+            try:
+                _write_atomically(dataset, path)
+            except OSError as exc:
+                raise WriterError(f"cannot write {path}: {exc}") from exc
+            written.append(path)
+    return written

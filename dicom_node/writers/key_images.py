@@ -1,0 +1,157 @@
+"""Key images as RGB Secondary Capture (highdicom ``sc``, PS3.3 A.8.1).
+
+Two pictures that any viewer shows, in one series:
+
+1. the inverted-greyscale coronal MIP of the first computed high-b image with
+   the ADC class colours of the tumour load (:func:`render_class_mip`), with
+   Patient Orientation ``L\\F`` (columns towards patient left, rows towards
+   the feet);
+2. the ADC histogram of the tumour load over the class bands
+   (:func:`render_adc_histogram`), optionally with earlier exams' histograms.
+
+Text drawn on the pictures holds no patient identification, so Burned In
+Annotation is ``NO``. Patient and study attributes come from the derived
+series the pictures were made from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import highdicom as hd
+import numpy as np
+from numpy.typing import NDArray
+from pydicom.dataset import Dataset
+
+from dicom_node.writers.common import WriterContext, check_on_grid
+from dicom_node.writers.errors import WriterError
+from dicom_node.writers.rendering import MipGeometry, render_adc_histogram, render_class_mip
+from dicom_node.writers.seg import ADC_CLASS_RGB
+from processing.results import AdcClass, ComputedImage, Histogram, ProcessingResult
+
+__all__ = ["KeyImage", "build_key_images", "render_key_pictures"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyImage:
+    """One rendered picture and its Secondary Capture dataset."""
+
+    name: str
+    pixels: NDArray[np.uint8]
+    dataset: hd.sc.SCImage
+
+
+def _mip_source(result: ProcessingResult) -> ComputedImage | None:
+    return result.computed[0] if result.computed else None
+
+
+def render_key_pictures(
+    ctx: WriterContext,
+    result: ProcessingResult,
+    *,
+    priors: Sequence[tuple[str, Histogram]] = (),
+) -> list[tuple[str, NDArray[np.uint8], str]]:
+    """Render the pictures: ``(name, [H, W, 3] uint8, description)`` each."""
+    stats = result.stats
+    classes = stats.classes
+    pictures: list[tuple[str, NDArray[np.uint8], str]] = []
+    computed = _mip_source(result)
+    if computed is not None:
+        image = np.asarray(computed.image)
+        check_on_grid(f"computed b{computed.b_value:g} image", image, ctx.grid)
+        check_on_grid("tumour mask", np.asarray(result.tumour_mask), ctx.grid)
+        check_on_grid("ADC class labels", np.asarray(result.class_labels), ctx.grid)
+        volumes = {
+            AdcClass.RED: classes.red_ml,
+            AdcClass.YELLOW: classes.yellow_ml,
+            AdcClass.GREEN: classes.green_ml,
+        }
+        bounds = {
+            AdcClass.RED: f"< {classes.yellow_lower_um2s:g}",
+            AdcClass.YELLOW: f"{classes.yellow_lower_um2s:g}-{classes.green_lower_um2s:g}",
+            AdcClass.GREEN: f">= {classes.green_lower_um2s:g}",
+        }
+        legend = [
+            (
+                ADC_CLASS_RGB[adc_class],
+                f"{adc_class.name.lower()} ADC {bounds[adc_class]}: {volumes[adc_class]:.1f} ml",
+            )
+            for adc_class in AdcClass
+        ]
+        title = f"Computed b{computed.b_value:g} coronal MIP, tDV {stats.tdv_ml:.1f} ml"
+        if not result.tumour_mask.any():
+            title += " (no disease segmented)"
+        pictures.append(
+            (
+                "mip",
+                render_class_mip(
+                    image,
+                    np.asarray(result.tumour_mask, dtype=bool),
+                    np.asarray(result.class_labels),
+                    MipGeometry.from_affine(ctx.exam.affine),
+                    ADC_CLASS_RGB,
+                    title=title,
+                    legend=legend,
+                ),
+                f"Inverted coronal MIP of computed b{computed.b_value:g} with ADC classes",
+            )
+        )
+    median = f", median ADC {stats.adc.median:.0f}" if stats.adc is not None else ""
+    try:
+        histogram = render_adc_histogram(
+            stats.histogram,
+            classes,
+            ADC_CLASS_RGB,
+            title=f"ADC histogram of the tumour load: tDV {stats.tdv_ml:.1f} ml{median}",
+            priors=priors,
+        )
+    except ValueError as exc:
+        raise WriterError(f"ADC histogram key image: {exc}") from exc
+    pictures.append(("histogram", histogram, "ADC histogram of the tumour load, class bands"))
+    return pictures
+
+
+def build_key_images(
+    ctx: WriterContext,
+    result: ProcessingResult,
+    reference: Dataset,
+    *,
+    priors: Sequence[tuple[str, Histogram]] = (),
+) -> list[KeyImage]:
+    """Render the key pictures and wrap each in an RGB Secondary Capture image.
+
+    ``reference`` is one derived MR dataset of the exam, whose patient and study
+    attributes the pictures carry.
+    """
+    series_uid = ctx.uids.uid("key-images", "series")
+    images = []
+    for number, (name, pixels, description) in enumerate(
+        render_key_pictures(ctx, result, priors=priors), start=1
+    ):
+        is_mip = name == "mip"
+        dataset = hd.sc.SCImage.from_ref_dataset(
+            ref_dataset=reference,
+            pixel_array=pixels,
+            photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
+            bits_allocated=8,
+            coordinate_system=hd.CoordinateSystemNames.PATIENT,
+            series_instance_uid=series_uid,
+            series_number=ctx.series_number("key-images"),
+            sop_instance_uid=ctx.uids.uid("key-images", name),
+            instance_number=number,
+            manufacturer=ctx.identity.manufacturer,
+            patient_orientation=("L", "F"),
+            contributing_equipment=ctx.contributing_equipment(description),
+        )
+        if not is_mip:
+            dataset["PatientOrientation"].value = None  # Type 2: a chart has no patient orientation
+        dataset.SeriesDescription = "Key images wbdwi"
+        dataset.ImageComments = description
+        dataset.DerivationDescription = description
+        dataset.BurnedInAnnotation = "NO"
+        dataset.BodyPartExamined = ctx.body_part_examined
+        dataset.SoftwareVersions = ctx.identity.software_version
+        dataset.ManufacturerModelName = ctx.identity.model_name
+        images.append(KeyImage(name=name, pixels=pixels, dataset=dataset))
+    return images

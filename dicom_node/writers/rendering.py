@@ -1,0 +1,270 @@
+"""Pictures for the key images, drawn with NumPy and Pillow (no DICOM here).
+
+- :func:`render_class_mip`: an inverted-greyscale coronal maximum intensity
+  projection of a computed high-b image (bright lesions become dark, as readers
+  of whole-body DWI expect), with the ADC class colour of the projected tumour
+  voxel blended on top, a colour legend with the class volumes, and R/L
+  markers. Head at the top, patient right on the image left (radiological
+  convention), square display pixels.
+- :func:`render_adc_histogram`: the ADC histogram of the tumour load as volume
+  per bin, over coloured bands of the ADC classes, with labelled axes, numbers
+  on both axes, and optional outline histograms of earlier exams.
+
+Nothing identifying is drawn (no patient name, ID, date of birth).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageDraw, ImageFont
+
+from processing.results import AdcClass, ClassVolumes, Histogram
+
+__all__ = ["MipGeometry", "nice_ticks", "render_adc_histogram", "render_class_mip"]
+
+_WHITE = (255, 255, 255)
+_BLACK = (0, 0, 0)
+_GREY = (110, 110, 110)
+_MIP_BOX = (768, 1024)  # largest display height and width of the MIP picture (pixels)
+_OVERLAY_ALPHA = 0.65
+_PRIOR_COLOURS = ((40, 40, 200), (150, 40, 160), (20, 130, 150))
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+@dataclass(frozen=True, slots=True)
+class MipGeometry:
+    """How the exam grid maps to a coronal picture.
+
+    Parameters
+    ----------
+    projection_axis
+        Array axis (1 = rows, 2 = columns) most aligned with anterior-posterior.
+    flip_vertical
+        Whether slice index 0 is at the feet (so the picture must be flipped
+        to put the head at the top).
+    flip_horizontal
+        Whether the remaining in-plane axis runs towards patient right (so it
+        must be flipped to put patient right on the image left).
+    pixel_mm
+        Display pixel size (vertical, horizontal) in mm before resampling.
+    """
+
+    projection_axis: int
+    flip_vertical: bool
+    flip_horizontal: bool
+    pixel_mm: tuple[float, float]
+
+    @classmethod
+    def from_affine(cls, affine: NDArray[np.float64]) -> MipGeometry:
+        """Choose the projection from the affine (index ``(z, y, x)`` to LPS mm)."""
+        axes = np.asarray(affine, dtype=np.float64)[:3, :3]
+        spacing = np.linalg.norm(axes, axis=0)
+        # column k of ``axes`` is the LPS step of array axis k
+        projection_axis = 1 if abs(axes[1, 1]) / spacing[1] >= abs(axes[1, 2]) / spacing[2] else 2
+        lateral_axis = 3 - projection_axis
+        return cls(
+            projection_axis=projection_axis,
+            flip_vertical=bool(axes[2, 0] > 0),  # z index towards superior: head at the end
+            flip_horizontal=bool(axes[0, lateral_axis] < 0),  # towards patient right
+            pixel_mm=(float(spacing[0]), float(spacing[lateral_axis])),
+        )
+
+
+def _orient(plane: NDArray[np.generic], geometry: MipGeometry) -> NDArray[np.generic]:
+    if geometry.flip_vertical:
+        plane = plane[::-1, :]
+    if geometry.flip_horizontal:
+        plane = plane[:, ::-1]
+    return np.ascontiguousarray(plane)
+
+
+def render_class_mip(
+    image: NDArray[np.floating],
+    tumour_mask: NDArray[np.bool_],
+    class_labels: NDArray[np.integer],
+    geometry: MipGeometry,
+    class_colours: Mapping[AdcClass, tuple[int, int, int]],
+    *,
+    title: str,
+    legend: Sequence[tuple[tuple[int, int, int], str]],
+) -> NDArray[np.uint8]:
+    """Inverted coronal MIP with the ADC class overlay, as an ``[H, W, 3]`` uint8 picture.
+
+    Each projected ray that passes through the tumour mask takes the class of
+    the tumour voxel with the highest signal along it.
+    """
+    axis = geometry.projection_axis
+    mip = np.max(image, axis=axis).astype(np.float64)
+    positive = mip[mip > 0]
+    high = float(np.percentile(positive, 99.5)) if positive.size else 1.0
+    grey = 255.0 - np.clip(mip / (high if high > 0 else 1.0), 0.0, 1.0) * 255.0
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+
+    if tumour_mask.any():
+        tumour_signal = np.where(tumour_mask, image, -np.inf)
+        brightest = np.expand_dims(np.argmax(tumour_signal, axis=axis), axis)
+        ray_class = np.take_along_axis(class_labels, brightest, axis=axis).squeeze(axis)
+        ray_class = np.where(tumour_mask.any(axis=axis), ray_class, 0)
+        for adc_class, colour in class_colours.items():
+            hit = ray_class == adc_class.value
+            rgb[hit] = (1 - _OVERLAY_ALPHA) * rgb[hit] + _OVERLAY_ALPHA * np.asarray(colour)
+
+    picture = Image.fromarray(_orient(rgb, geometry).astype(np.uint8), mode="RGB")
+    rows, columns = picture.height, picture.width
+    height_mm, width_mm = rows * geometry.pixel_mm[0], columns * geometry.pixel_mm[1]
+    scale = min(_MIP_BOX[0] / height_mm, _MIP_BOX[1] / width_mm)  # display pixels per mm
+    width, height = max(1, round(width_mm * scale)), max(1, round(height_mm * scale))
+    picture = picture.resize((width, height), Image.Resampling.BILINEAR)
+
+    margin, line = 12, 26
+    header = margin + line * (1 + len(legend)) + margin
+    canvas = Image.new("RGB", (max(width, 420) + 2 * margin, height + header + margin), _WHITE)
+    draw = ImageDraw.Draw(canvas)
+    text_font, small = _font(20), _font(16)
+    draw.text((margin, margin), title, fill=_BLACK, font=text_font)
+    for index, (colour, text) in enumerate(legend):
+        top = margin + line * (index + 1) + 4
+        draw.rectangle((margin, top, margin + 18, top + 18), fill=colour, outline=_BLACK)
+        draw.text((margin + 28, top), text, fill=_BLACK, font=small)
+    left = (canvas.width - width) // 2
+    canvas.paste(picture, (left, header))
+    draw.text((left + 6, header + 6), "R", fill=(200, 0, 0), font=text_font)
+    draw.text((left + width - 20, header + 6), "L", fill=(200, 0, 0), font=text_font)
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def nice_ticks(low: float, high: float, target: int = 6) -> list[float]:
+    """Round tick values (1, 2, 2.5 or 5 times a power of ten) covering ``[low, high]``."""
+    if high <= low:
+        high = low + 1.0
+    raw = (high - low) / max(target, 1)
+    power = 10.0 ** np.floor(np.log10(raw))
+    step = next(m * power for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * power >= raw)
+    first = np.ceil(low / step) * step
+    count = int(np.floor((high - first) / step + 1e-9)) + 1
+    return [float(first + i * step) for i in range(count)]
+
+
+def _tick_text(value: float) -> str:
+    return f"{value:.0f}" if abs(value - round(value)) < 1e-9 else f"{value:g}"
+
+
+def _ml_per_bin(histogram: Histogram) -> NDArray[np.float64]:
+    return np.asarray(histogram.counts, dtype=np.float64) * histogram.voxel_volume_ml
+
+
+def render_adc_histogram(
+    histogram: Histogram,
+    classes: ClassVolumes,
+    class_colours: Mapping[AdcClass, tuple[int, int, int]],
+    *,
+    title: str,
+    priors: Sequence[tuple[str, Histogram]] = (),
+    width: int = 1000,
+    height: int = 640,
+) -> NDArray[np.uint8]:
+    """ADC histogram (ml per bin) over the class bands, as an ``[H, W, 3]`` uint8 picture.
+
+    Raises
+    ------
+    ValueError
+        When the histogram's bin edges and counts disagree.
+    """
+    edges = np.asarray(histogram.bin_edges_um2s, dtype=np.float64)
+    if edges.size != len(histogram.counts) + 1 or edges.size < 2:
+        raise ValueError(f"histogram has {edges.size} bin edges for {len(histogram.counts)} counts")
+    volumes = _ml_per_bin(histogram)
+    prior_volumes = [(label, prior, _ml_per_bin(prior)) for label, prior in priors]
+    top = max(
+        [float(volumes.max(initial=0.0))] + [float(v.max(initial=0.0)) for *_, v in prior_volumes]
+    )
+    top = top * 1.1 if top > 0 else 1.0
+
+    canvas = Image.new("RGB", (width, height), _WHITE)
+    draw = ImageDraw.Draw(canvas)
+    title_font, label_font, tick_font = _font(22), _font(19), _font(16)
+    left, right, upper, lower = 100, width - 30, 60, height - 80
+    x_low, x_high = float(edges[0]), float(edges[-1])
+
+    def x_px(value: float) -> float:
+        return left + (value - x_low) / (x_high - x_low) * (right - left)
+
+    def y_px(value: float) -> float:
+        return lower - value / top * (lower - upper)
+
+    bands = [
+        (AdcClass.RED, x_low, classes.yellow_lower_um2s),
+        (AdcClass.YELLOW, classes.yellow_lower_um2s, classes.green_lower_um2s),
+        (AdcClass.GREEN, classes.green_lower_um2s, x_high),
+    ]
+    for adc_class, band_start, band_stop in bands:
+        start, stop = max(band_start, x_low), min(band_stop, x_high)
+        if stop <= start:
+            continue
+        tint = tuple(int(255 - 0.25 * (255 - c)) for c in class_colours[adc_class])
+        draw.rectangle((x_px(start), upper, x_px(stop), lower), fill=tint)
+
+    for index, volume in enumerate(volumes):
+        if volume <= 0:
+            continue
+        draw.rectangle(
+            (x_px(edges[index]), y_px(volume), x_px(edges[index + 1]), lower),
+            fill=(60, 60, 60),
+        )
+    for number, (_, prior, prior_ml) in enumerate(prior_volumes):
+        prior_edges = np.asarray(prior.bin_edges_um2s, dtype=np.float64)
+        points = []
+        for index, volume in enumerate(prior_ml):
+            points += [
+                (x_px(prior_edges[index]), y_px(volume)),
+                (x_px(prior_edges[index + 1]), y_px(volume)),
+            ]
+        if points:
+            draw.line(points, fill=_PRIOR_COLOURS[number % len(_PRIOR_COLOURS)], width=3)
+
+    draw.line((left, lower, right, lower), fill=_BLACK, width=2)
+    draw.line((left, upper, left, lower), fill=_BLACK, width=2)
+    for tick in nice_ticks(x_low, x_high, 6):
+        x = x_px(tick)
+        draw.line((x, lower, x, lower + 8), fill=_BLACK, width=2)
+        draw.text((x, lower + 12), _tick_text(tick), fill=_BLACK, font=tick_font, anchor="mt")
+    for tick in nice_ticks(0.0, top, 5):
+        y = y_px(tick)
+        draw.line((left - 8, y, left, y), fill=_BLACK, width=2)
+        draw.line((left, y, right, y), fill=(220, 220, 220), width=1)
+        draw.text((left - 12, y), _tick_text(tick), fill=_BLACK, font=tick_font, anchor="rm")
+    draw.text(
+        ((left + right) / 2, height - 22),
+        "ADC (10^-6 mm2/s)",
+        fill=_BLACK,
+        font=label_font,
+        anchor="ms",
+    )
+    label = Image.new("RGB", (260, 30), _WHITE)
+    ImageDraw.Draw(label).text(
+        (130, 15), "Volume per bin (ml)", fill=_BLACK, font=label_font, anchor="mm"
+    )
+    canvas.paste(label.rotate(90, expand=True), (8, (upper + lower) // 2 - 130))
+    draw.text((left, 18), title, fill=_BLACK, font=title_font)
+    legend_x = right - 10
+    for number, (prior_label, *_rest) in enumerate(prior_volumes):
+        colour = _PRIOR_COLOURS[number % len(_PRIOR_COLOURS)]
+        y = upper + 14 + 24 * number
+        draw.line((legend_x - 260, y, legend_x - 230, y), fill=colour, width=3)
+        draw.text((legend_x - 222, y), prior_label, fill=_BLACK, font=tick_font, anchor="lm")
+    if not volumes.any():
+        draw.text(
+            ((left + right) / 2, (upper + lower) / 2),
+            "No disease segmented",
+            fill=_GREY,
+            font=title_font,
+            anchor="mm",
+        )
+    return np.asarray(canvas, dtype=np.uint8)

@@ -101,9 +101,7 @@ class DwiExam:
         return dz * dy * dx / 1000.0
 
 
-def index_to_patient(
-    affine: NDArray[np.float64], zyx: NDArray[np.float64]
-) -> NDArray[np.float64]:
+def index_to_patient(affine: NDArray[np.float64], zyx: NDArray[np.float64]) -> NDArray[np.float64]:
     """Map array indices ``(..., 3)`` in ``(z, y, x)`` order to patient LPS mm ``(..., 3)``."""
     zyx = np.asarray(zyx, dtype=np.float64)
     return zyx @ affine[:3, :3].T + affine[:3, 3]

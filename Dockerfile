@@ -91,9 +91,7 @@ COPY --from=build /opt/wbdwi/venv /opt/wbdwi/venv
 ENV PATH=/opt/wbdwi/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    WBDWI_DATA_DIR=/var/lib/wbdwi \
-    WBDWI_PORT=11112 \
-    WBDWI_HTTP_PORT=8080
+    WBDWI_NODE_DATA_DIR=/var/lib/wbdwi
 
 # Spool, job store and results: keep this on a persistent volume.
 VOLUME ["/var/lib/wbdwi"]
@@ -101,9 +99,13 @@ WORKDIR /var/lib/wbdwi
 USER 10001:10001
 
 # DICOM (C-ECHO, C-STORE, MPPS) and HTTP (/healthz, /readyz, /metrics).
+# Configure the node with WBDWI_<SECTION>_<KEY> variables (WBDWI_NODE_AE_TITLE,
+# WBDWI_EXPORT_DESTINATIONS, ...) or a TOML file named by WBDWI_CONFIG.
 EXPOSE 11112 8080
 
+# Asks the node over loopback; set a non-default HTTP port with
+# WBDWI_NODE_HTTP_PORT (not only in a TOML file) so that this check finds it.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('WBDWI_HTTP_PORT', '8080') + '/healthz', timeout=4).close()"]
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('WBDWI_NODE_HTTP_PORT', '8080') + '/healthz', timeout=4).close()"]
 
 ENTRYPOINT ["wbdwi", "serve"]

@@ -386,8 +386,11 @@ step "start the node container"
 # systemd here to run podman's health timer; the HEALTHCHECK runs once below.
 podman run --detach --name "$CONTAINER" --init --network host --read-only \
   --health-interval disable \
-  --env WBDWI_PORT="$NODE_PORT" --env WBDWI_HTTP_PORT="$NODE_HTTP_PORT" --env WBDWI_AET="$NODE_AET" \
-  "$IMAGE" --destination "$PACS_AET@127.0.0.1:$PACS_PORT" --quiet-seconds 3 >"$WORK/run.log" 2>&1 \
+  --env WBDWI_NODE_PORT="$NODE_PORT" --env WBDWI_NODE_HTTP_PORT="$NODE_HTTP_PORT" \
+  --env WBDWI_NODE_AE_TITLE="$NODE_AET" --env WBDWI_NODE_BIND_ADDRESS=127.0.0.1 \
+  --env WBDWI_EXPORT_DESTINATIONS="$PACS_AET@127.0.0.1:$PACS_PORT" \
+  --env WBDWI_COMPLETION_QUIET_SECONDS=3 \
+  "$IMAGE" >"$WORK/run.log" 2>&1 \
   || { cat "$WORK/run.log" >&2; die "podman run of $IMAGE failed"; }
 CONTAINER_STARTED=1
 NODE_URL="http://127.0.0.1:$NODE_HTTP_PORT"

@@ -239,8 +239,12 @@ def _paint_lesions(
     grid: ScanGrid,
     frame: BodyFrame,
     maps: tuple[NDArray[np.uint8], NDArray[np.int32], NDArray[np.float32], NDArray[np.float32]],
-) -> None:
+) -> dict[int, float]:
+    """Paint the lesions into the maps; return each lesion's fraction that replaced bone."""
     tissue, labels, adc, s0 = maps
+    bone = np.zeros(256, dtype=bool)
+    bone[[int(t) for t in (*MARROW_TISSUES, Tissue.CORTICAL_BONE)]] = True
+    bone_fraction: dict[int, float] = {}
     for spec in lesions:
         shape = _lesion_ellipsoid(spec, frame)
         lower, upper = shape.bounds()
@@ -271,6 +275,7 @@ def _paint_lesions(
             inside = np.ones((1, 1, 1), dtype=bool)
         if np.any(labels[index][inside] != 0):
             raise RuntimeError(f"lesion {spec.label} ({spec.bone}) overlaps another lesion")
+        bone_fraction[spec.label] = float(bone[tissue[index][inside]].mean())
         labels[index][inside] = spec.label
         tissue[index][inside] = Tissue.LESION
         s0[index][inside] = spec.s0
@@ -278,6 +283,7 @@ def _paint_lesions(
             1.0 + spec.adc_gradient * (np.broadcast_to(r2, inside.shape) - 0.6)
         )
         adc[index][inside] = profile[inside]
+    return bone_fraction
 
 
 def _check_separation(labels: NDArray[np.int32]) -> None:
@@ -347,6 +353,7 @@ def _truth(
     lesions: Sequence[LesionSpec],
     lesion_labels: NDArray[np.int32],
     true_adc: NDArray[np.float32],
+    bone_fraction: Mapping[int, float],
 ) -> dict[str, Any]:
     affine = grid.affine()
     dz, dy, dx = grid.spacing_mm
@@ -373,6 +380,7 @@ def _truth(
                 "volume_ml": count * voxel_ml,
                 "mean_adc_um2s": float(true_adc[box][mask].astype(np.float64).mean()),
                 "centroid_mm": [float(v) for v in centroid],
+                "bone_fraction": bone_fraction[spec.label],
                 "nominal_volume_ml": spec.nominal_volume_ml,
                 "nominal_adc_um2s": spec.adc_um2s,
                 "baseline_label": spec.baseline_label,
@@ -474,7 +482,7 @@ def make_phantom(
     s0 = s0_table[tissue]
     adc = adc_table[tissue]
     lesion_labels = np.zeros(grid.shape, dtype=np.int32)
-    _paint_lesions(lesions, grid, frame, (tissue, lesion_labels, adc, s0))
+    bone_fraction = _paint_lesions(lesions, grid, frame, (tissue, lesion_labels, adc, s0))
     _check_separation(lesion_labels)
 
     sigma = _noise_sigma(values, snr)
@@ -500,6 +508,7 @@ def make_phantom(
         lesions=lesions,
         lesion_labels=lesion_labels,
         true_adc=adc,
+        bone_fraction=bone_fraction,
     )
     affine = grid.affine()
     for array in (signal, affine, tissue, lesion_labels, adc, s0):

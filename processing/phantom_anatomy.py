@@ -69,6 +69,7 @@ class Anatomy:
     vertebrae: Mapping[str, Vertebra]
     ribs: Mapping[tuple[int, int], RibArc]  # (side, number 1..12) -> marrow arc
     sites: Mapping[str, BoneSite]
+    organs: Mapping[str, Ellipsoid]  # "kidney_right", "kidney_left", "bladder"
 
 
 def segment_ellipsoid(
@@ -257,7 +258,12 @@ _TORSO = Tube(
 _HEAD = Ellipsoid((0.0, 5.0, 105.0), (78.0, 98.0, 105.0))
 _FACE = Ellipsoid((0.0, -25.0, 165.0), (56.0, 60.0, 55.0))
 _NECK = Tube((160.0, 280.0), (0.0, 0.0), (15.0, 12.0), (55.0, 58.0), (55.0, 58.0))
-_SCROTUM = Ellipsoid((0.0, -60.0, 965.0), (32.0, 30.0, 35.0))
+_SCROTUM = Ellipsoid((0.0, -45.0, 962.0), (34.0, 30.0, 35.0))
+_KIDNEYS = {
+    name: Ellipsoid((side * 75.0, 42.0, h), (27.0, 21.0, 55.0), (0.0, side * 12.0, -side * 30.0))
+    for name, side, h in (("right", -1.0, 625.0), ("left", 1.0, 605.0))
+}
+_BLADDER = Ellipsoid((0.0, -30.0, 830.0), (45.0, 38.0, 35.0))
 
 
 def _thigh(side: float) -> Tube:
@@ -300,13 +306,13 @@ def _body(out: list[tuple[Tissue, Shape]]) -> None:
 
 
 def _bowel(out: list[tuple[Tissue, Shape]], rng: np.random.Generator) -> None:
-    """Four loops of small bowel, each a random walk of overlapping spheres."""
+    """Seven loops of small bowel, each a random walk of overlapping spheres."""
     low = np.array([-95.0, -75.0, 625.0])
     high = np.array([95.0, 0.0, 790.0])
-    for _ in range(4):
+    for _ in range(7):
         point = rng.uniform(low + 20.0, high - 20.0)
         direction = rng.normal(size=3)
-        for _ in range(10):
+        for _ in range(12):
             radius = float(rng.uniform(11.0, 13.0))
             center = (float(point[0]), float(point[1]), float(point[2]))
             out.append((Tissue.BOWEL, Ellipsoid(center, (radius, radius, radius))))
@@ -324,21 +330,20 @@ def _organs(out: list[tuple[Tissue, Shape]], rng: np.random.Generator) -> None:
     out.append(
         (Tissue.HEART, Ellipsoid((15.0, -20.0, 440.0), (55.0, 50.0, 55.0), (0.0, 0.0, -30.0)))
     )
-    out.append((Tissue.LIVER, Ellipsoid((-50.0, 0.0, 545.0), (88.0, 72.0, 62.0), (0.0, 10.0, 0.0))))
+    out.append(
+        (Tissue.LIVER, Ellipsoid((-62.0, -12.0, 545.0), (85.0, 62.0, 60.0), (0.0, 10.0, 0.0)))
+    )
     out.append(
         (Tissue.SPLEEN, Ellipsoid((88.0, 45.0, 522.0), (28.0, 50.0, 42.0), (0.0, 0.0, -30.0)))
     )
-    for side, h in ((-1.0, 625.0), (1.0, 605.0)):
-        kidney = Ellipsoid(
-            (side * 70.0, 52.0, h), (27.0, 21.0, 55.0), (0.0, side * 12.0, -side * 30.0)
-        )
+    for kidney in _KIDNEYS.values():
         out.append((Tissue.FAT, kidney.grown(7.0)))
         out.append((Tissue.KIDNEY, kidney))
     _bowel(out, rng)
-    out.append((Tissue.BLADDER, Ellipsoid((0.0, -30.0, 830.0), (45.0, 38.0, 35.0))))
+    out.append((Tissue.BLADDER, _BLADDER))
     out.append((Tissue.PROSTATE, Ellipsoid((0.0, -22.0, 884.0), (20.0, 15.0, 16.0))))
     for side in (-1.0, 1.0):
-        out.append((Tissue.TESTIS, Ellipsoid((side * 14.0, -62.0, 968.0), (11.0, 13.0, 19.0))))
+        out.append((Tissue.TESTIS, Ellipsoid((side * 14.0, -47.0, 965.0), (11.0, 13.0, 19.0))))
         out.append(
             (Tissue.SALIVARY_GLAND, Ellipsoid((side * 47.0, 8.0, 168.0), (10.0, 16.0, 20.0)))
         )
@@ -475,6 +480,15 @@ def _sites(vertebrae: Mapping[str, Vertebra]) -> dict[str, BoneSite]:
         a, b = v.semi_xy
         room = (a - _CORTEX_MM, b - _CORTEX_MM, v.half_height - 1.2)
         sites[v.name] = BoneSite(f"vertebra {v.name}", v.region, (x, y, h), (0.0, 0.0, 0.0), room)
+        if v.name.startswith("L"):
+            for side, name in ((-1.0, "right"), (1.0, "left")):
+                sites[f"{v.name}_transverse_{name}"] = BoneSite(
+                    f"vertebra {v.name} ({name} transverse process)",
+                    v.region,
+                    (side * (a + 13.0), y + b + 2.0, h),
+                    (0.0, 0.0, 0.0),
+                    (13.0, 4.5, 5.5),
+                )
     return sites
 
 
@@ -499,4 +513,11 @@ def build_anatomy(rng: np.random.Generator) -> Anatomy:
         vertebrae=MappingProxyType(by_name),
         ribs=MappingProxyType(ribs),
         sites=MappingProxyType(_sites(by_name)),
+        organs=MappingProxyType(
+            {
+                "kidney_right": _KIDNEYS["right"],
+                "kidney_left": _KIDNEYS["left"],
+                "bladder": _BLADDER,
+            }
+        ),
     )

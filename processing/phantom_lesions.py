@@ -29,8 +29,10 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 import numpy as np
+from numpy.typing import NDArray
 
 from processing.phantom_anatomy import Anatomy, BoneSite
+from processing.phantom_shapes import Ellipsoid, rotation_matrix
 from processing.phantom_tissues import MUSCLE_S0
 
 __all__ = [
@@ -133,6 +135,61 @@ def _fit_semi(volume_ml: float, room: tuple[float, float, float]) -> tuple[float
     return (a, b, c)
 
 
+def _surface_points(ellipsoid: Ellipsoid, count: int = 400) -> NDArray[np.float64]:
+    """Points ``(n, 3)`` as ``(x, y, h)`` spread evenly over an ellipsoid's surface."""
+    i = np.arange(count) + 0.5
+    polar = np.arccos(1.0 - 2.0 * i / count)
+    azimuth = np.pi * (1.0 + 5.0**0.5) * i
+    unit = np.stack(
+        [np.sin(polar) * np.cos(azimuth), np.sin(polar) * np.sin(azimuth), np.cos(polar)], axis=1
+    )
+    matrix = rotation_matrix(ellipsoid.rotation_deg)
+    points: NDArray[np.float64] = (unit * np.asarray(ellipsoid.semi_axes)) @ matrix.T + np.asarray(
+        ellipsoid.center
+    )
+    return points
+
+
+def _gap(first: Ellipsoid, second: Ellipsoid) -> float:
+    """Smallest distance between two ellipsoids' surfaces (sampled), mm; 0 when they overlap."""
+    a, b = _surface_points(first), _surface_points(second, 1600)
+    if (
+        first.contains(b[:, 2], b[:, 1], b[:, 0]).any()
+        or second.contains(a[:, 2], a[:, 1], a[:, 0]).any()
+    ):
+        return 0.0
+    return float(np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=2)).min())
+
+
+def _place_at_gap(
+    start: tuple[float, float, float],
+    semi: tuple[float, float, float],
+    neighbour: Ellipsoid,
+    gap_mm: float,
+    max_travel_mm: float,
+) -> tuple[float, float, float]:
+    """Centre moved from ``start`` along ``x`` towards ``neighbour`` to leave ``gap_mm``.
+
+    The travel is limited to ``max_travel_mm`` either way so that the lesion stays
+    centred in its bone; at the limit the gap is whatever remains.
+    """
+    side = 1.0 if neighbour.center[0] > start[0] else -1.0
+
+    def moved(travel: float) -> tuple[float, float, float]:
+        return (start[0] + side * travel, start[1], start[2])
+
+    low, high = -max_travel_mm, max_travel_mm
+    if _gap(Ellipsoid(moved(high), semi), neighbour) > gap_mm:
+        return moved(high)
+    for _ in range(25):
+        middle = (low + high) / 2.0
+        if _gap(Ellipsoid(moved(middle), semi), neighbour) > gap_mm:
+            low = middle
+        else:
+            high = middle
+    return moved(low)
+
+
 def _rib_site(anatomy: Anatomy, side: int, number: int, phi: float) -> BoneSite:
     arc = anatomy.ribs[(side, number)]
     center = arc.centre_line(phi)
@@ -227,20 +284,19 @@ def plan_lesions(
         draw(900.0, 1050.0),
         note="close to the bladder",
     )
-    # Vertebral body lesion flush with the lateral cortex, facing a kidney.
+    # Transverse-process lesion (expansile) a few mm from a kidney.
     kidney_side = int(rng.choice([-1, 1]))
-    kidney_level = str(rng.choice(["L1", "L2"]))
-    site = sites[kidney_level]
-    semi = _fit_semi(draw(2.5, 4.0), site.max_semi)
-    x, y, h = site.center
-    offset = kidney_side * (site.max_semi[0] - semi[0] + 2.0)
+    kidney_level = str(rng.choice(["L2", "L3"]))
+    site = sites[f"{kidney_level}_transverse_{_side_name(kidney_side)}"]
+    semi = _fit_semi(draw(1.2, 2.0), (13.0, 7.0, 7.0))
+    kidney = anatomy.organs[f"kidney_{_side_name(kidney_side)}"]
     add(
-        "kidney_vertebra",
+        "kidney_transverse_process",
         site,
         0.0,
         draw(750.0, 900.0),
         note=f"close to the {_side_name(kidney_side)} kidney",
-        center=(x + offset, y, h),
+        center=_place_at_gap(site.center, semi, kidney, draw(5.0, 8.0), site.max_semi[0]),
         semi=semi,
     )
     add("lumbar", sites[str(rng.choice(["L4", "L5"]))], draw(5.0, 9.0), draw(600.0, 700.0))

@@ -30,6 +30,7 @@ __all__ = [
     "Tube",
     "grid_region",
     "rasterise",
+    "rotation_matrix",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -47,7 +48,7 @@ class Shape(Protocol):
         ...
 
 
-def _rotation(degrees_xyz: tuple[float, float, float]) -> FloatArray:
+def rotation_matrix(degrees_xyz: tuple[float, float, float]) -> FloatArray:
     """Rotation ``Rz @ Ry @ Rx`` from angles in degrees about the frame axes."""
     rx, ry, rz = (math.radians(d) for d in degrees_xyz)
     cx, sx, cy, sy, cz, sz = (
@@ -93,7 +94,7 @@ class Ellipsoid:
             raise ValueError(f"ellipsoid semi-axes must be positive, got {self.semi_axes}")
 
     def _matrix(self) -> FloatArray:
-        return _rotation(self.rotation_deg)
+        return rotation_matrix(self.rotation_deg)
 
     def bounds(self) -> tuple[FloatArray, FloatArray]:
         matrix = self._matrix()

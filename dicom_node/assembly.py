@@ -182,7 +182,13 @@ def assemble_exam(paths: Iterable[Path | str]) -> AssembledExam:
         listing = "; ".join(f"{s.uid} ({s.description}): {s.reason}" for s in ignored)
         raise NoDiffusionSeriesError(
             "no diffusion-weighted series among the input"
-            + (f" (ignored: {listing})" if listing else f" ({len(skipped)} non-DICOM file(s))")
+            + (
+                f" (ignored: {listing})"
+                if listing
+                else f" ({len(skipped)} file(s) skipped as not DICOM images)"
+                if skipped
+                else " (no DICOM images given)"
+            )
         )
     first = _check_single_study(frames)
     b_keys = sorted({round(f.b_value) for f in frames})

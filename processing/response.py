@@ -18,7 +18,7 @@ RAC  rule code                   condition (changes against the reference exam)
 4    ``new_equivocal``           any other new lesion >= ``new_min_ml``
 4    ``equivocal_growth``        volume +``equivocal_growth_pct`` or more and at least
                                  +``growth_min_increase_ml``
-4    ``rising_high_b``           high-b signal +``high_b_change_pct`` or more with
+4    ``rising_high_b``           high-b signal +``high_b_rise_pct`` or more with
                                  current ADC below ``adc_responding_um2s``
 1    ``adc_crossed_responding``  ADC from <= ``adc_responding_um2s`` to above it
                                  (rise of at least ``adc_no_change_pct``)
@@ -34,7 +34,7 @@ RAC  rule code                   condition (changes against the reference exam)
 3    ``no_change``               none of the above
 ==== =========================== ===================================================
 
-"Falling high-b signal" means a fall of at least ``high_b_change_pct``; when
+"Falling high-b signal" means a fall of at least ``high_b_fall_pct``; when
 ``response_requires_falling_high_b`` is off, an ADC rise alone is enough.
 
 Progression rules compare with ``progression_reference`` (the previous exam by
@@ -138,9 +138,16 @@ class ResponseSettings:
     adc_no_change_pct
         15: bone-marrow ADC reproducibility 14.8 % (Messiou 2011); a threshold
         crossing with a smaller rise is measurement noise.
-    high_b_change_pct
-        15: engineering default (no published repeatability of normalised high-b
-        lesion signal); changes smaller than this are "no change".
+    high_b_rise_pct
+        15: engineering default (no published repeatability of lesion high-b
+        signal between exams): a rise that alone suggests progression (RAC 4)
+        must exceed plausible gain and noise differences between visits.
+    high_b_fall_pct
+        10: a fall that confirms an ADC rise (RAC 1/2). At constant S0 the
+        smallest rise those rules accept (25 %) from an active lesion's ADC of
+        600-800 um2/s lowers the b = 1000 signal by 14-18 %
+        (``1 - exp(-b * dADC)``); 10 % leaves room for noise while still
+        refusing a steady or rising signal.
     response_requires_falling_high_b
         True: MET-RADS-P ties the 40 % and 25-40 % rules to falling high-b signal.
     equivocal_growth_pct
@@ -173,7 +180,8 @@ class ResponseSettings:
     adc_rise_highly_likely_pct: float = 40.0
     adc_rise_likely_pct: float = 25.0
     adc_no_change_pct: float = 15.0
-    high_b_change_pct: float = 15.0
+    high_b_rise_pct: float = 15.0
+    high_b_fall_pct: float = 10.0
     response_requires_falling_high_b: bool = True
     equivocal_growth_pct: float = 39.75
     clear_growth_pct: float = 72.8
@@ -192,7 +200,8 @@ class ResponseSettings:
             "adc_rise_highly_likely_pct",
             "adc_rise_likely_pct",
             "adc_no_change_pct",
-            "high_b_change_pct",
+            "high_b_rise_pct",
+            "high_b_fall_pct",
             "equivocal_growth_pct",
             "clear_growth_pct",
             "growth_min_increase_ml",
@@ -316,7 +325,7 @@ def assess_persistent_lesion(
     high_b_pct = progression.high_b_change_pct
     if (
         high_b_pct is not None
-        and high_b_pct >= s.high_b_change_pct
+        and high_b_pct >= s.high_b_rise_pct
         and math.isfinite(progression.adc_um2s)
         and progression.adc_um2s < s.adc_responding_um2s
     ):
@@ -335,7 +344,7 @@ def assess_persistent_lesion(
     change = f"ADC {before:.0f} -> {after:.0f} um2/s ({rise_pct:+.0f} %) since {ref_uid}"
     real_rise = rise_pct >= s.adc_no_change_pct
     falling_pct = response.high_b_change_pct
-    high_b_falls = falling_pct is not None and falling_pct <= -s.high_b_change_pct
+    high_b_falls = falling_pct is not None and falling_pct <= -s.high_b_fall_pct
     high_b_ok = high_b_falls or not s.response_requires_falling_high_b
     high_b_text = "high-b not measurable" if falling_pct is None else f"high-b {falling_pct:+.0f} %"
     if real_rise and before <= s.adc_responding_um2s < after:

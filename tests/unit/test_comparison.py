@@ -348,8 +348,8 @@ def test_settings_reject_inconsistent_thresholds() -> None:
         ResponseSettings(adc_active_um2s=1500.0)
     with pytest.raises(ValueError, match="equivocal_growth_pct"):
         ResponseSettings(equivocal_growth_pct=80.0)
-    with pytest.raises(ValueError, match="high_b_change_pct"):
-        ResponseSettings(high_b_change_pct=-1.0)
+    with pytest.raises(ValueError, match="high_b_fall_pct"):
+        ResponseSettings(high_b_fall_pct=-1.0)
 
 
 def test_combination_progression_dominates_else_volume() -> None:

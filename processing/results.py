@@ -137,3 +137,6 @@ class ProcessingResult:
     device: str
     timings_s: dict[str, float] = field(default_factory=dict)
     settings_digest: str = ""  # short hash of the processing settings used
+    # What the segmentation found and used (noise sigma, reference signal, threshold,
+    # landmarks, components removed by each rule); JSON-ready scalars.
+    diagnostics: dict[str, float | int | str | None] = field(default_factory=dict)

@@ -1,0 +1,258 @@
+"""Noise estimate, input checks and the mono-exponential ADC fit.
+
+Model
+-----
+``S(b) = S0 * exp(-b * ADC)`` for each voxel, fitted by weighted linear least
+squares on ``ln S`` over the b-values ``>= adc_min_b``. Since
+``Var(ln S) ~ sigma^2 / S^2`` (first-order error propagation), the optimal
+weights are ``S^2`` (Kingsley, Concepts Magn Reson 2006); we use the measured
+signal for the first pass and the fitted signal for the following passes
+(iteratively re-weighted linear least squares, Veraart et al., NeuroImage 2013,
+which removes most of the bias of weighting by noisy samples). The fit is the
+closed-form solution of the two-parameter problem, evaluated for all voxels at
+once with a loop over the few b-value planes only.
+
+Noise floor
+-----------
+Magnitude images have Rician noise; in air (no signal) it is Rayleigh
+distributed with mode ``sigma``. :func:`estimate_noise_sigma` takes the mode of
+the low-intensity histogram of the lowest-b image (air is the most frequent
+intensity of a whole-body field of view). Signal is clipped at
+``signal_floor_sigma * sigma`` before the logarithm, and voxels whose lowest-b
+signal is not above ``adc_min_snr * sigma`` are flagged invalid, as are fits
+outside ``[0, adc_max_um2s]`` (open-source convention: ADC > 5e-3 mm2/s is
+noise; see ``docs/algorithm.md``).
+
+Units: b in s/mm2, ADC in um2/s (1e-6 mm2/s). Internally b is scaled to
+1000 s/mm2 so that float32 sums stay well conditioned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from processing.backend import Backend
+from processing.errors import InvalidExamError
+from processing.settings import ProcessingSettings
+
+__all__ = [
+    "AdcFit",
+    "NoiseEstimate",
+    "check_signal",
+    "estimate_noise_sigma",
+    "fit_adc",
+    "fitted_b_indices",
+]
+
+_B_SCALE = 1000.0  # b in units of 1000 s/mm2; the slope is then in 1e-3 mm2/s
+_HISTOGRAM_BINS = 512
+
+
+@dataclass(frozen=True, slots=True)
+class NoiseEstimate:
+    """Background noise of the lowest-b image.
+
+    Attributes
+    ----------
+    sigma
+        Rician/Rayleigh ``sigma`` in signal units (0 when the background is
+        exactly zero: noise-free data or a scanner that masks air).
+    floor
+        The smallest positive signal used anywhere: ``max(sigma, 1e-6 * p99)``.
+    method
+        ``"rayleigh mode"`` or ``"zero background"``.
+    """
+
+    sigma: float
+    floor: float
+    method: str
+
+
+@dataclass(frozen=True, slots=True)
+class AdcFit:
+    """ADC map (um2/s, 0 where invalid) and its validity mask, on the backend's device."""
+
+    adc: Any
+    valid: Any
+
+
+def check_signal(signal: Any, b_values: tuple[float, ...], backend: Backend) -> None:
+    """Reject exams that cannot give a meaningful ADC.
+
+    Raises
+    ------
+    InvalidExamError
+        b-values not finite, negative or not strictly increasing; signal with
+        NaN/infinite or negative values; all-zero signal.
+    """
+    xp = backend.xp
+    if any(not (b == b and abs(b) != float("inf")) for b in b_values):
+        raise InvalidExamError(f"b-values must be finite numbers, got {list(b_values)}")
+    if any(b < 0 for b in b_values):
+        raise InvalidExamError(f"b-values must not be negative, got {list(b_values)}")
+    for lower, upper in zip(b_values, b_values[1:], strict=False):
+        if not upper > lower:
+            raise InvalidExamError(
+                f"b-values must strictly increase along the first signal axis, got {list(b_values)}"
+            )
+    if not bool(xp.isfinite(signal).all()):
+        count = int(xp.count_nonzero(~xp.isfinite(signal)))
+        raise InvalidExamError(f"signal contains {count} NaN or infinite values")
+    minimum = backend.scalar(signal.min())
+    if minimum < 0:
+        raise InvalidExamError(
+            f"signal contains negative values (minimum {minimum:g}); magnitude DWI cannot be "
+            "negative, check rescale slope/intercept"
+        )
+    if backend.scalar(signal.max()) <= 0:
+        raise InvalidExamError("signal is zero everywhere")
+    for index, b_value in enumerate(b_values):
+        if backend.scalar(signal[index].max()) <= 0:
+            raise InvalidExamError(f"signal is zero everywhere at b = {b_value:g} s/mm2")
+
+
+def fitted_b_indices(b_values: tuple[float, ...], adc_min_b: float) -> tuple[int, ...]:
+    """Indices of the b-values used by the fit (``b >= adc_min_b``).
+
+    Raises
+    ------
+    InvalidExamError
+        Fewer than two b-values qualify.
+    """
+    used = tuple(i for i, b in enumerate(b_values) if b >= adc_min_b)
+    if len(used) < 2:
+        raise InvalidExamError(
+            f"need at least two b-values >= adc_min_b = {adc_min_b:g} s/mm2 for an ADC fit, "
+            f"got {list(b_values)}"
+        )
+    return used
+
+
+def estimate_noise_sigma(
+    low_b: Any, settings: ProcessingSettings, backend: Backend
+) -> NoiseEstimate:
+    """Estimate the Rician ``sigma`` from the air of the lowest-b image.
+
+    Parameters
+    ----------
+    low_b
+        The lowest-b volume ``[z, y, x]`` on the device.
+    settings
+        Uses ``zero_background_fraction``.
+    backend
+        Array backend.
+
+    Notes
+    -----
+    When at least ``zero_background_fraction`` of the voxels are exactly zero,
+    the air has been masked (or the data are noise-free) and ``sigma`` is 0;
+    otherwise ``sigma`` is the mode of the histogram of the positive values
+    below their 99th centile (512 bins, lightly smoothed), i.e. the Rayleigh
+    mode of air. The estimate assumes that the field of view contains air, which
+    holds for whole-body DWI (the body fills well under half of a 400-500 mm
+    axial field of view over most of its length).
+    """
+    xp = backend.xp
+    flat = low_b.ravel()
+    positive = flat[flat > 0]
+    if positive.size == 0:
+        raise InvalidExamError("lowest-b signal is zero everywhere")
+    p99 = backend.scalar(xp.percentile(positive, 99.0))
+    floor_abs = max(1e-6 * p99, float(xp.finfo(xp.float32).tiny))
+    zero_fraction = 1.0 - positive.size / flat.size
+    if zero_fraction >= settings.zero_background_fraction:
+        return NoiseEstimate(sigma=0.0, floor=floor_abs, method="zero background")
+    counts, edges = xp.histogram(positive, bins=_HISTOGRAM_BINS, range=(0.0, p99))
+    kernel = xp.asarray([1.0, 2.0, 3.0, 2.0, 1.0], dtype=xp.float64)
+    smoothed = xp.convolve(counts.astype(xp.float64), kernel, mode="same")
+    mode_bin = int(xp.argmax(smoothed))
+    sigma = 0.5 * backend.scalar(edges[mode_bin] + edges[mode_bin + 1])
+    return NoiseEstimate(sigma=sigma, floor=max(sigma, floor_abs), method="rayleigh mode")
+
+
+def fit_adc(
+    signal: Any,
+    b_values: tuple[float, ...],
+    body: Any,
+    noise: NoiseEstimate,
+    settings: ProcessingSettings,
+    backend: Backend,
+) -> AdcFit:
+    """Fit the mono-exponential ADC in every voxel.
+
+    Parameters
+    ----------
+    signal
+        ``[b, z, y, x]`` float32 on the device, b increasing.
+    b_values
+        s/mm2, one per signal plane.
+    body
+        Boolean ``[z, y, x]`` body mask; outside it the ADC is invalid.
+    noise
+        From :func:`estimate_noise_sigma`.
+    settings
+        Uses ``adc_min_b``, ``adc_fit_iterations``, ``signal_floor_sigma``,
+        ``adc_min_snr``, ``adc_max_um2s``.
+    backend
+        Array backend.
+
+    Returns
+    -------
+    AdcFit
+        ADC in um2/s (float32, 0 where invalid) and the validity mask.
+    """
+    xp = backend.xp
+    used = fitted_b_indices(b_values, settings.adc_min_b)
+    clip = max(settings.signal_floor_sigma * noise.sigma, noise.floor * 1e-3)
+    b_scaled = [float(b_values[i]) / _B_SCALE for i in used]
+    logs = [xp.log(xp.maximum(signal[i], xp.float32(clip))) for i in used]
+
+    # Pass 1 weights: measured S_i^2, normalised by the first fitted plane's S^2.
+    weights = [xp.exp(xp.float32(2.0) * (log - logs[0])) for log in logs]
+    slope = _weighted_slope(logs, weights, b_scaled, xp)
+    for _ in range(settings.adc_fit_iterations - 1):
+        # Re-weight with the fitted signal: S_i / S_0 = exp(slope * (b_i - b_0)).
+        bounded = xp.clip(slope, xp.float32(-_max_slope(settings)), xp.float32(0.0))
+        weights = [xp.exp(xp.float32(2.0 * (b - b_scaled[0])) * bounded) for b in b_scaled]
+        slope = _weighted_slope(logs, weights, b_scaled, xp)
+    del logs, weights
+
+    adc = slope
+    adc *= xp.float32(-_B_SCALE)  # 1e-3 mm2/s -> um2/s
+    min_signal = max(settings.adc_min_snr * noise.sigma, noise.floor)
+    valid = body & (signal[0] > xp.float32(min_signal)) & xp.isfinite(adc)
+    valid &= adc >= 0
+    valid &= adc <= xp.float32(settings.adc_max_um2s)
+    adc = xp.where(valid, adc, xp.float32(0.0)).astype(xp.float32, copy=False)
+    return AdcFit(adc=adc, valid=valid)
+
+
+def _max_slope(settings: ProcessingSettings) -> float:
+    return settings.adc_max_um2s / _B_SCALE
+
+
+def _weighted_slope(logs: list[Any], weights: list[Any], b_scaled: list[float], xp: Any) -> Any:
+    """Closed-form weighted least-squares slope of ``log`` against ``b``, voxel-wise.
+
+    Centred form ``sum w (b - b_w)(y - y_w) / sum w (b - b_w)^2`` to avoid the
+    cancellation of the textbook normal equations in float32.
+    """
+    total = weights[0].copy()
+    b_mean = weights[0] * xp.float32(b_scaled[0])
+    y_mean = weights[0] * logs[0]
+    for w, b, y in zip(weights[1:], b_scaled[1:], logs[1:], strict=True):
+        total += w
+        b_mean += w * xp.float32(b)
+        y_mean += w * y
+    b_mean /= total
+    y_mean /= total
+    numerator = xp.zeros_like(total)
+    denominator = xp.zeros_like(total)
+    for w, b, y in zip(weights, b_scaled, logs, strict=True):
+        db = xp.float32(b) - b_mean
+        wdb = w * db
+        numerator += wdb * (y - y_mean)
+        denominator += wdb * db
+    numerator /= denominator
+    return numerator

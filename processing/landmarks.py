@@ -1,0 +1,188 @@
+"""Body landmarks found from the body outline: neck, legs, trunk midline.
+
+The rules use only the shape of the body mask, which every whole-body exam
+has, and no atlas:
+
+- **Neck**: the narrowest body cross-section ``neck_search_mm`` below the top of
+  the body, accepted only if the exam starts at the head (the first body slices
+  are small and grow to a head cross-section clearly wider than the neck) and
+  the body widens again below it (shoulders). Adult head height (vertex to
+  chin) is ~ 22-25 cm, so the narrowest neck lies 12-33 cm below the vertex.
+- **Crotch**: the most cranial slice of the run of slices, reaching the last
+  slice, where the body splits into two large cross-sections of comparable
+  area (the thighs). Absent when the exam stops above the thighs or the thighs
+  touch.
+- **Trunk**: in every slice, the largest 2-D body component; its centroid and
+  bounding box give the midline and the antero-posterior extent used by the
+  organ and region rules.
+
+Profiles are computed on the device; only 1-D/2-D per-slice summaries (a few
+kB) are downloaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from processing.backend import Backend
+from processing.segmentation import in_plane_structure, label_components
+from processing.settings import ProcessingSettings
+
+__all__ = ["BodyLandmarks", "find_landmarks"]
+
+_LEG_AREA_RATIO = 0.4  # the smaller thigh cross-section is at least 40 % of the larger
+_LEG_MIN_AREA_MM2 = 4000.0  # a mid-thigh cross-section is ~ 150-250 cm2
+_HEAD_TOP_RATIO = 0.5  # the first body slice is under half of the largest head section
+_SHOULDER_RATIO = 1.5  # the body below the neck widens to at least 1.5 x the neck
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLandmarks:
+    """Landmarks of one exam, in slice indices of the exam grid (head first).
+
+    Attributes
+    ----------
+    top, bottom
+        First and last slice holding body.
+    neck
+        Slice of the narrowest neck, ``None`` when the exam does not start at the head.
+    crotch
+        First slice where the thighs are separate, ``None`` when not seen.
+    trunk_center
+        ``(z, 2)`` float array: trunk centroid ``(y, x)`` in voxel indices per slice
+        (NaN where a slice holds no body).
+    trunk_box
+        ``(z, 4)`` float array: trunk ``(y_min, y_max, x_min, x_max)`` per slice.
+    body_area_mm2
+        ``(z,)`` cross-sectional area of the body per slice.
+    slice_mm
+        Slice spacing.
+    """
+
+    top: int
+    bottom: int
+    neck: int | None
+    crotch: int | None
+    trunk_center: NDArray[np.float64]
+    trunk_box: NDArray[np.float64]
+    body_area_mm2: NDArray[np.float64]
+    slice_mm: float
+
+    def level_below_neck(self, fraction: float) -> float:
+        """Slice index at ``fraction`` of the neck-to-crotch distance (estimated ends)."""
+        start, end = self.trunk_span()
+        return start + fraction * (end - start)
+
+    def trunk_span(self) -> tuple[float, float]:
+        """Neck and crotch slices, each estimated from the body's length when not found.
+
+        Without a neck the top of the body is used; without a crotch the last
+        body slice. Both are documented approximations (``docs/algorithm.md``).
+        """
+        start = float(self.neck if self.neck is not None else self.top)
+        end = float(self.crotch if self.crotch is not None else self.bottom)
+        return start, max(end, start + 1.0)
+
+
+def find_landmarks(
+    body: Any, spacing_mm: tuple[float, float, float], settings: ProcessingSettings, backend: Backend
+) -> BodyLandmarks:
+    """Find the neck, the crotch and the trunk of every slice from the body mask."""
+    xp = backend.xp
+    dz, dy, dx = spacing_mm
+    nz, ny, nx = body.shape
+    pixel_mm2 = dy * dx
+    components = label_components(body, backend, structure=in_plane_structure(backend))
+    labels = components.labels
+    count = components.count
+    area = backend.to_host(body.sum(axis=(1, 2))).astype(np.float64) * pixel_mm2
+    center = np.full((nz, 2), np.nan)
+    box = np.full((nz, 4), np.nan)
+    present = np.flatnonzero(area > 0)
+    if count == 0 or present.size == 0:
+        return BodyLandmarks(0, nz - 1, None, None, center, box, area, dz)
+
+    flat = labels.ravel()
+    where = xp.flatnonzero(flat)
+    component = flat[where].astype(xp.int64)
+    z_index, rest = xp.divmod(where, ny * nx)
+    y_index, x_index = xp.divmod(rest, nx)
+    sizes = components.sizes.astype(xp.float64)
+    slice_of = xp.bincount(component, weights=z_index.astype(xp.float64), minlength=count + 1)
+    slice_of[1:] /= sizes[1:]
+    sum_y = xp.bincount(component, weights=y_index.astype(xp.float64), minlength=count + 1)
+    sum_x = xp.bincount(component, weights=x_index.astype(xp.float64), minlength=count + 1)
+    host_sizes = backend.to_host(components.sizes).astype(np.float64)
+    host_slice = np.rint(backend.to_host(slice_of)).astype(np.int64)
+    host_y = backend.to_host(sum_y)
+    host_x = backend.to_host(sum_x)
+
+    # Largest and second-largest component of each slice.
+    first = np.full(nz, 0, dtype=np.int64)
+    second_area = np.zeros(nz)
+    first_area = np.zeros(nz)
+    for label in range(1, count + 1):
+        z = host_slice[label]
+        size = host_sizes[label] * pixel_mm2
+        if size > first_area[z]:
+            second_area[z] = first_area[z]
+            first_area[z] = size
+            first[z] = label
+        elif size > second_area[z]:
+            second_area[z] = size
+    has = first > 0
+    center[has, 0] = host_y[first[has]] / host_sizes[first[has]]
+    center[has, 1] = host_x[first[has]] / host_sizes[first[has]]
+
+    is_trunk = xp.zeros(count + 1, dtype=bool)
+    is_trunk[xp.asarray(first[has])] = True
+    trunk = is_trunk[labels]
+    rows = backend.to_host(trunk.any(axis=2))
+    cols = backend.to_host(trunk.any(axis=1))
+    for z in np.flatnonzero(has):
+        ys = np.flatnonzero(rows[z])
+        xs = np.flatnonzero(cols[z])
+        box[z] = (ys[0], ys[-1], xs[0], xs[-1])
+
+    top = int(present[0])
+    bottom = int(present[-1])
+    neck = _find_neck(area, top, bottom, dz, settings)
+    crotch = _find_crotch(first_area, second_area, top, bottom)
+    return BodyLandmarks(top, bottom, neck, crotch, center, box, area, dz)
+
+
+def _find_neck(
+    area: NDArray[np.float64], top: int, bottom: int, dz: float, settings: ProcessingSettings
+) -> int | None:
+    low_mm, high_mm = settings.neck_search_mm
+    first = top + int(np.ceil(low_mm / dz))
+    last = min(bottom, top + int(np.floor(high_mm / dz)))
+    if last <= first:
+        return None
+    smooth = np.convolve(area, np.ones(3) / 3.0, mode="same")
+    neck = first + int(np.argmin(smooth[first : last + 1]))
+    head_max = float(area[top:neck].max())
+    if head_max <= 0 or area[top] > _HEAD_TOP_RATIO * head_max:
+        return None  # the exam does not start at the vertex
+    if smooth[neck] > settings.neck_max_area_ratio * head_max:
+        return None
+    below = area[neck : min(bottom + 1, neck + int(np.ceil(200.0 / dz)))]
+    if below.size == 0 or below.max() < _SHOULDER_RATIO * smooth[neck]:
+        return None
+    return neck
+
+
+def _find_crotch(
+    first_area: NDArray[np.float64], second_area: NDArray[np.float64], top: int, bottom: int
+) -> int | None:
+    legs = (second_area >= _LEG_MIN_AREA_MM2) & (second_area >= _LEG_AREA_RATIO * first_area)
+    if not legs[bottom]:
+        return None
+    z = bottom
+    while z - 1 > top and legs[z - 1]:
+        z -= 1
+    return z

@@ -1,0 +1,229 @@
+"""Rules that remove normal high-signal structures from the tumour candidates.
+
+On computed high-b images many normal tissues are as bright as bone disease:
+brain, spinal cord, salivary glands, spleen, kidneys, bowel, prostate and
+testes (seed 000 removes "brain, kidneys and bowel" by hand; the ICR tools use
+a skeleton mask, Candito et al. 2025). Each rule below uses a property that
+real anatomy has on every scanner, never a position taken from the phantom;
+``docs/algorithm.md`` lists each rule's source and its known failure modes.
+
+1. :func:`head_exclusion` - above the neck (found from the body outline), keep
+   only the cranial vault's shell (scalp, skull): the brain lies deeper than
+   ``skull_shell_mm`` below the skin; the face and skull base below the vault
+   (salivary glands, tonsils, nasal mucosa) are excluded. With
+   ``exclude_head`` the whole head is excluded (Blackledge et al. 2014: below C4).
+2. :func:`fluid_and_kidney` - regions whose locally averaged ADC is that of
+   kidney or free fluid (CSF, urine, bile, bowel content) are removed with a
+   one-voxel margin.
+3. :func:`spinal_cord` - long, thin cranio-caudal runs (cord; also a filled
+   thecal sac) are removed.
+4. :func:`component_rules` - per connected component: minimum volume; large
+   thick components are solid organs (spleen, liver, brain when no head was
+   found); components that do not touch bone marrow are soft-tissue organs
+   (bowel, prostate, testes, nodes): bone disease sits in marrow, which on
+   STIR-prepared DWI is the only tissue with low ADC (~400 um2/s) and a clear
+   low-b signal.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from processing.backend import Backend
+from processing.landmarks import BodyLandmarks
+from processing.segmentation import (
+    Components,
+    component_slice_range,
+    in_plane_structure,
+    label_components,
+)
+from processing.settings import ProcessingSettings
+
+__all__ = [
+    "ComponentDecision",
+    "component_rules",
+    "fluid_and_kidney",
+    "head_exclusion",
+    "marrow_like",
+    "spinal_cord",
+]
+
+
+def head_exclusion(
+    body: Any,
+    landmarks: BodyLandmarks,
+    spacing_mm: tuple[float, float, float],
+    settings: ProcessingSettings,
+    backend: Backend,
+) -> Any:
+    """Voxels of the head that are never tumour candidates (brain, face, skull base).
+
+    Returns an all-False mask when no head was found (the exam does not start
+    at the vertex, or no neck narrowing was seen).
+    """
+    xp = backend.xp
+    excluded = xp.zeros(body.shape, dtype=bool)
+    if landmarks.neck is None:
+        return excluded
+    neck = landmarks.neck
+    if settings.exclude_head:
+        excluded[: neck + 1] = True
+        return excluded
+    excluded[: neck + 1] = True
+    vault_end = landmarks.top + int(
+        math.floor(settings.skull_vault_fraction * (neck - landmarks.top))
+    )
+    if vault_end < landmarks.top:
+        return excluded
+    # Depth below the skin in 3-D (anisotropic spacing); slices above the vault end only.
+    head = body[: vault_end + 1]
+    depth = backend.ndimage.distance_transform_edt(head, sampling=spacing_mm)
+    shell = head & (depth <= xp.float32(settings.skull_shell_mm))
+    excluded[: vault_end + 1] = ~shell
+    return excluded
+
+
+def fluid_and_kidney(
+    candidates: Any, adc: Any, spacing_mm: tuple[float, float, float],
+    settings: ProcessingSettings, backend: Backend
+) -> Any:
+    """Candidate voxels in kidney-like or fluid-like regions (to be removed).
+
+    The ADC is averaged over the 3x3x3 candidate neighbourhood (normalised
+    convolution: only candidate voxels count), which reduces its noise about
+    five-fold; connected regions where the average reaches ``fluid_adc_um2s``
+    and that hold at least ``fluid_min_volume_ml`` are removed together with a
+    one-voxel margin (the partial-volume rim).
+    """
+    xp = backend.xp
+    ndimage = backend.ndimage
+    weight = candidates.astype(xp.float32)
+    total = ndimage.uniform_filter(weight, size=3, mode="constant")
+    summed = ndimage.uniform_filter(xp.where(candidates, adc, xp.float32(0.0)), size=3,
+                                    mode="constant")
+    local = summed / xp.maximum(total, xp.float32(1e-6))
+    fluid = candidates & (local >= xp.float32(settings.fluid_adc_um2s))
+    components = label_components(fluid, backend)
+    if components.count == 0:
+        return fluid
+    voxel_ml = spacing_mm[0] * spacing_mm[1] * spacing_mm[2] / 1000.0
+    keep = components.sizes >= max(1, math.ceil(settings.fluid_min_volume_ml / voxel_ml))
+    keep[0] = False
+    organ = keep[components.labels]
+    organ = ndimage.binary_dilation(organ, structure=xp.ones((3, 3, 3), dtype=bool))
+    return organ & candidates
+
+
+def spinal_cord(
+    candidates: Any, spacing_mm: tuple[float, float, float], settings: ProcessingSettings,
+    backend: Backend
+) -> Any:
+    """Candidate voxels of the spinal cord (to be removed).
+
+    The cord is a chain of small in-slice blobs: every slice's candidate blobs
+    of at most ``cord_max_area_mm2`` are kept, and the 3-D components of those
+    small blobs (26-connectivity, which follows the curvature of the spine by
+    one voxel per slice) that span at least ``cord_min_length_mm`` along z are
+    cord. The result is grown by one voxel within the slice (partial-volume
+    rim). Focal lesions contribute small blobs only at their caps, which are
+    short; diffuse marrow disease spans many slices but its blobs are as
+    large as a vertebral body.
+    """
+    xp = backend.xp
+    ndimage = backend.ndimage
+    dz, dy, dx = spacing_mm
+    blobs = label_components(candidates, backend, structure=in_plane_structure(backend))
+    if blobs.count == 0:
+        return xp.zeros_like(candidates)
+    thin = blobs.sizes <= settings.cord_max_area_mm2 / (dy * dx)
+    thin[0] = False
+    chains = label_components(thin[blobs.labels], backend)
+    if chains.count == 0:
+        return xp.zeros_like(candidates)
+    first, last = component_slice_range(chains, backend)
+    long_enough = (last - first + 1) * dz >= settings.cord_min_length_mm
+    long_enough[0] = False
+    cord = long_enough[chains.labels]
+    cord = ndimage.binary_dilation(cord, structure=in_plane_structure(backend))
+    return cord & candidates
+
+
+def marrow_like(
+    adc: Any, valid: Any, low_b: Any, low_b_reference: float, settings: ProcessingSettings,
+    backend: Backend
+) -> Any:
+    """Voxels that look like normal red marrow: low ADC with a clear low-b signal.
+
+    Red marrow has ADC ~ 360-450 um2/s (Koutoulidis 2017) and, after STIR, a
+    low-b signal well above that of suppressed fat; no other tissue combines
+    the two. The signal floor is ``marrow_min_signal_ratio`` of the reference
+    (muscle) low-b signal.
+    """
+    xp = backend.xp
+    low, high = settings.marrow_adc_um2s
+    return (
+        valid
+        & (adc >= xp.float32(low))
+        & (adc <= xp.float32(high))
+        & (low_b >= xp.float32(settings.marrow_min_signal_ratio * low_b_reference))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentDecision:
+    """Which components survive, and how many each rule removed."""
+
+    keep: Any  # bool device array indexed by label
+    removed_small: int
+    removed_organ: int
+    removed_no_bone: int
+
+
+def component_rules(
+    components: Components,
+    marrow: Any,
+    spacing_mm: tuple[float, float, float],
+    settings: ProcessingSettings,
+    backend: Backend,
+) -> ComponentDecision:
+    """Apply the per-component rules (minimum volume, solid organ, bone contact)."""
+    xp = backend.xp
+    ndimage = backend.ndimage
+    voxel_ml = spacing_mm[0] * spacing_mm[1] * spacing_mm[2] / 1000.0
+    count = components.count
+    labels = components.labels
+    if count == 0:
+        return ComponentDecision(xp.zeros(1, dtype=bool), 0, 0, 0)
+    sizes = components.sizes
+    keep = sizes >= max(1, math.ceil(settings.min_lesion_volume_ml / voxel_ml))
+    keep[0] = False
+    removed_small = count - int(keep.sum())
+
+    removed_organ = 0
+    big = keep & (sizes >= math.ceil(settings.organ_min_volume_ml / voxel_ml))
+    if bool(big.any()):
+        inside = big[labels]
+        depth = ndimage.distance_transform_edt(inside, sampling=spacing_mm)
+        big_labels = xp.flatnonzero(big)
+        thickness = ndimage.maximum(depth, labels, big_labels)
+        organ = xp.zeros_like(keep)
+        organ[big_labels] = xp.asarray(thickness) >= settings.organ_min_thickness_mm
+        removed_organ = int(organ.sum())
+        keep &= ~organ
+
+    removed_no_bone = 0
+    if settings.bone_contact_min_fraction > 0 and bool(keep.any()):
+        kept = xp.where(keep[labels], labels, 0)
+        grown = ndimage.grey_dilation(kept, size=(3, 3, 3))
+        ring = (grown > 0) & (kept == 0) & (labels == 0)
+        ring_labels = grown[ring]
+        ring_total = xp.bincount(ring_labels, minlength=count + 1)
+        ring_marrow = xp.bincount(ring_labels, weights=marrow[ring].astype(xp.float64),
+                                  minlength=count + 1)
+        fraction = ring_marrow / xp.maximum(ring_total, 1)
+        no_bone = keep & (fraction < settings.bone_contact_min_fraction)
+        removed_no_bone = int(no_bone.sum())
+        keep &= ~no_bone
+    return ComponentDecision(keep, removed_small, removed_organ, removed_no_bone)

@@ -1,0 +1,307 @@
+"""One exam in, one :class:`~processing.results.ProcessingResult` out.
+
+:func:`process_exam` uploads the signal to the chosen backend once, runs every
+stage there (noise, body mask, ADC, computed b, segmentation, statistics) and
+downloads the maps once at the end. Stage timings are measured with a device
+synchronisation at each boundary so that GPU and CPU figures compare.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from processing.adc import check_signal, estimate_noise_sigma, fit_adc
+from processing.backend import Backend, Device, select_backend
+from processing.computed_b import compute_high_b
+from processing.exam import DwiExam, index_to_patient
+from processing.landmarks import BodyLandmarks, find_landmarks
+from processing.normal_structures import (
+    component_rules,
+    fluid_and_kidney,
+    head_exclusion,
+    marrow_like,
+    spinal_cord,
+)
+from processing.regions import assign_region
+from processing.results import (
+    ComputedImage,
+    ExamStats,
+    LesionStats,
+    ProcessingResult,
+)
+from processing.segmentation import (
+    body_mask,
+    label_components,
+    reference_signal,
+)
+from processing.settings import ProcessingSettings, settings_digest
+from processing.statistics import (
+    adc_histogram,
+    adc_statistics,
+    class_volumes,
+    classify_adc,
+    lesion_measures,
+)
+
+__all__ = ["SegmentationSummary", "process_exam"]
+
+_DEFAULT_SETTINGS = ProcessingSettings()
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentationSummary:
+    """What the segmentation did (for logs and the measurement report)."""
+
+    reference_signal: float
+    threshold: float
+    noise_sigma: float
+    neck_slice: int | None
+    crotch_slice: int | None
+    removed_small: int
+    removed_organ: int
+    removed_no_bone: int
+
+    def as_dict(self) -> dict[str, float | int | str | None]:
+        """JSON-ready copy for :attr:`ProcessingResult.diagnostics`."""
+        return {
+            "reference_signal": self.reference_signal,
+            "threshold": self.threshold,
+            "noise_sigma": self.noise_sigma,
+            "neck_slice": self.neck_slice,
+            "crotch_slice": self.crotch_slice,
+            "removed_small": self.removed_small,
+            "removed_organ": self.removed_organ,
+            "removed_no_bone": self.removed_no_bone,
+        }
+
+
+class _StageTimer:
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self._backend.synchronize()
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def process_exam(
+    exam: DwiExam,
+    settings: ProcessingSettings = _DEFAULT_SETTINGS,
+    *,
+    device: Device | str = Device.AUTO,
+    yellow_lower_um2s: float | None = None,
+) -> ProcessingResult:
+    """Compute ADC, computed-b images, tumour segmentation and statistics of ``exam``.
+
+    Parameters
+    ----------
+    exam
+        The assembled exam.
+    settings
+        Thresholds and options (``docs/algorithm.md``).
+    device
+        ``auto`` (GPU when CuPy and a device are present), ``gpu`` or ``cpu``.
+    yellow_lower_um2s
+        Lower bound of the yellow ADC class: the baseline exam's 95th centile
+        when known (seed 000); ``None`` uses ``settings.yellow_lower_default_um2s``.
+
+    Raises
+    ------
+    processing.errors.InvalidExamError
+        The exam cannot be processed (see :func:`processing.adc.check_signal`).
+    processing.backend.BackendUnavailableError
+        ``device="gpu"`` without CuPy or a CUDA device.
+    """
+    if yellow_lower_um2s is not None and not (
+        math.isfinite(yellow_lower_um2s) and yellow_lower_um2s >= 0
+    ):
+        raise ValueError(f"yellow_lower_um2s must be a finite ADC >= 0, got {yellow_lower_um2s}")
+    backend = select_backend(device)
+    xp = backend.xp
+    timer = _StageTimer(backend)
+    total_start = time.perf_counter()
+    spacing = exam.spacing_mm
+    voxel_ml = exam.voxel_volume_ml
+
+    with timer("upload"):
+        signal = backend.asarray(exam.signal)
+    with timer("checks"):
+        check_signal(signal, exam.b_values, backend)
+    with timer("body_mask"):
+        low_b = signal[0]
+        noise = estimate_noise_sigma(low_b, settings, backend)
+        body = body_mask(low_b, noise, settings, backend)
+    with timer("adc_fit"):
+        fit = fit_adc(signal, exam.b_values, body, noise, settings, backend)
+    with timer("computed_b"):
+        b_ref = exam.b_values[-1]
+        wanted = dict.fromkeys((*settings.computed_b_values, settings.segmentation_b_value))
+        images = {
+            b: compute_high_b(signal[-1], b_ref, fit.adc, fit.valid, b, backend) for b in wanted
+        }
+    with timer("segmentation"):
+        landmarks = find_landmarks(body, spacing, settings, backend)
+        tumour, summary = _segment(
+            low_b, images[settings.segmentation_b_value], fit.adc, fit.valid, body, landmarks,
+            noise.sigma, exam, settings, backend,
+        )
+        lesions = label_components(tumour, backend, structure=_connectivity(settings, backend))
+    with timer("statistics"):
+        values = fit.adc[tumour]
+        adc_stats = adc_statistics(values, backend)
+        low_hist, high_hist = settings.histogram_range_um2s
+        histogram = adc_histogram(
+            values, low_hist, high_hist, settings.histogram_bin_um2s, voxel_ml, backend
+        )
+        if yellow_lower_um2s is None:
+            yellow, source = settings.yellow_lower_default_um2s, "default"
+        else:
+            yellow, source = float(yellow_lower_um2s), "baseline p95"
+        classes = classify_adc(fit.adc, tumour, yellow, settings.green_lower_um2s, backend)
+        volumes = class_volumes(classes, voxel_ml, yellow, settings.green_lower_um2s, source,
+                                backend)
+        measures = lesion_measures(
+            lesions.labels, lesions.count, fit.adc, images[settings.segmentation_b_value], backend
+        )
+        tdv_ml = float(int(values.size)) * voxel_ml
+    with timer("download"):
+        adc_host = backend.to_host(fit.adc).astype(np.float32, copy=False)
+        valid_host = backend.to_host(fit.valid).astype(bool, copy=False)
+        body_host = backend.to_host(body).astype(bool, copy=False)
+        tumour_host = backend.to_host(tumour).astype(bool, copy=False)
+        classes_host = backend.to_host(classes).astype(np.uint8, copy=False)
+        labels_host = backend.to_host(lesions.labels).astype(np.int32, copy=False)
+        computed = tuple(
+            ComputedImage(
+                b_value=float(b),
+                image=backend.to_host(images[b]).astype(np.float32, copy=False),
+            )
+            for b in settings.computed_b_values
+        )
+    with timer("regions"):
+        lesion_rows = _lesion_rows(measures, exam, body_host, landmarks, voxel_ml, settings)
+    timings = dict(timer.timings)
+    timings["total"] = time.perf_counter() - total_start
+    stats = ExamStats(
+        tdv_ml=tdv_ml,
+        adc=adc_stats,
+        histogram=histogram,
+        classes=volumes,
+        lesions=lesion_rows,
+    )
+    for array in (adc_host, valid_host, body_host, tumour_host, classes_host, labels_host):
+        array.flags.writeable = False
+    for image in computed:
+        image.image.flags.writeable = False
+    return ProcessingResult(
+        adc=adc_host,
+        adc_valid=valid_host,
+        computed=computed,
+        body_mask=body_host,
+        tumour_mask=tumour_host,
+        class_labels=classes_host,
+        lesion_labels=labels_host,
+        stats=stats,
+        device=backend.description,
+        timings_s=timings,
+        settings_digest=settings_digest(settings),
+        diagnostics=summary.as_dict(),
+    )
+
+
+def _connectivity(settings: ProcessingSettings, backend: Backend) -> Any:
+    return backend.ndimage.generate_binary_structure(3, settings.lesion_connectivity)
+
+
+def _segment(
+    low_b: Any,
+    high_b: Any,
+    adc: Any,
+    valid: Any,
+    body: Any,
+    landmarks: BodyLandmarks,
+    noise_sigma: float,
+    exam: DwiExam,
+    settings: ProcessingSettings,
+    backend: Backend,
+) -> tuple[Any, SegmentationSummary]:
+    """Threshold, ADC window and the normal-structure rules; returns the tumour mask."""
+    xp = backend.xp
+    spacing = exam.spacing_mm
+    tissue = body & valid
+    reference = reference_signal(high_b, adc, tissue, settings, backend)
+    low_reference = reference_signal(low_b, adc, tissue, settings, backend)
+    threshold = settings.threshold_ratio * reference
+    candidates = tissue & (high_b >= xp.float32(threshold))
+    candidates &= ~head_exclusion(body, landmarks, spacing, settings, backend)
+    if settings.cranio_caudal_limit_z_mm is not None:
+        candidates &= _below_limit(exam, settings.cranio_caudal_limit_z_mm, backend)
+    candidates &= ~fluid_and_kidney(candidates, adc, spacing, settings, backend)
+    window_low, window_high = settings.adc_window_um2s
+    candidates &= (adc >= xp.float32(window_low)) & (adc <= xp.float32(window_high))
+    candidates &= ~spinal_cord(candidates, spacing, settings, backend)
+    components = label_components(candidates, backend, structure=_connectivity(settings, backend))
+    marrow = marrow_like(adc, valid, low_b, low_reference, settings, backend)
+    decision = component_rules(components, marrow, spacing, settings, backend)
+    tumour = decision.keep[components.labels]
+    summary = SegmentationSummary(
+        reference_signal=reference,
+        threshold=threshold,
+        noise_sigma=noise_sigma,
+        neck_slice=landmarks.neck,
+        crotch_slice=landmarks.crotch,
+        removed_small=decision.removed_small,
+        removed_organ=decision.removed_organ,
+        removed_no_bone=decision.removed_no_bone,
+    )
+    return tumour, summary
+
+
+def _below_limit(exam: DwiExam, limit_z_mm: float, backend: Backend) -> Any:
+    """Slices whose patient Z (LPS, superior positive) is below ``limit_z_mm``."""
+    xp = backend.xp
+    nz = exam.shape[1]
+    index = np.zeros((nz, 3))
+    index[:, 0] = np.arange(nz)
+    z_mm = index_to_patient(exam.affine, index)[:, 2]
+    keep = backend.asarray(z_mm < limit_z_mm)
+    return xp.broadcast_to(keep[:, None, None], exam.shape[1:])
+
+
+def _lesion_rows(
+    measures: Any,
+    exam: DwiExam,
+    body: np.ndarray[Any, np.dtype[np.bool_]],
+    landmarks: BodyLandmarks,
+    voxel_ml: float,
+    settings: ProcessingSettings,
+) -> tuple[LesionStats, ...]:
+    rows: list[LesionStats] = []
+    centroids_mm = index_to_patient(exam.affine, measures.centroid_index)
+    for index in range(len(measures.voxel_counts)):
+        centroid = centroids_mm[index]
+        rows.append(
+            LesionStats(
+                label=index + 1,
+                volume_ml=float(measures.voxel_counts[index]) * voxel_ml,
+                adc_mean=float(measures.adc_mean[index]),
+                adc_median=float(measures.adc_median[index]),
+                centroid_mm=(float(centroid[0]), float(centroid[1]), float(centroid[2])),
+                region=assign_region(
+                    measures.centroid_index[index], body, landmarks, exam.spacing_mm, settings
+                ),
+                mean_high_b=float(measures.high_b_mean[index]),
+            )
+        )
+    return tuple(rows)

@@ -1,0 +1,215 @@
+"""Every number the processing uses, with its default and where it comes from.
+
+:class:`ProcessingSettings` is a frozen dataclass: one instance describes one
+processing run and :func:`settings_digest` gives it a short stable hash that
+goes into the results (and into the result UIDs), so that a change of any
+threshold yields new objects in PACS. ``docs/algorithm.md`` explains each
+field; the comments below give the short version and the source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+
+__all__ = ["ProcessingSettings", "settings_as_dict", "settings_digest"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessingSettings:
+    """Thresholds and options of the processing pipeline (see ``docs/algorithm.md``)."""
+
+    # --- noise and ADC fit -------------------------------------------------------
+    adc_min_b: float = 50.0
+    """Lowest b-value (s/mm2) used by the ADC fit. DESIGN.md / seed 000 (b50/600/900);
+    perfusion inflates ADC below ~100, so raise it (e.g. 100-300) when b-values allow
+    (PMC3411587)."""
+    adc_fit_iterations: int = 2
+    """Weighted log-linear passes: 1 = weights from measured S^2, 2 = re-weighted with the
+    fitted signal (Veraart et al., NeuroImage 2013)."""
+    adc_max_um2s: float = 5000.0
+    """ADC above this is noise (open-source convention: 5e-3 mm2/s)."""
+    signal_floor_sigma: float = 0.5
+    """Signal is clipped at this multiple of the noise sigma before the logarithm."""
+    adc_min_snr: float = 3.0
+    """A voxel's ADC is valid only where the lowest-b signal exceeds this multiple of sigma
+    (Rician bias of magnitude data becomes severe below SNR ~3; Gudbjartsson & Patz,
+    MRM 1995)."""
+    zero_background_fraction: float = 0.2
+    """When at least this share of the lowest-b voxels is exactly 0, the air has been masked
+    (or the data are noise-free) and sigma is taken as 0."""
+
+    # --- computed high-b -----------------------------------------------------------
+    computed_b_values: tuple[float, ...] = (1000.0,)
+    """Computed-b images produced (s/mm2). Seed 000: b1000-1200; up to 2000 supported."""
+    segmentation_b_value: float = 1000.0
+    """Computed b-value of the image that is thresholded (seed 000: 1000-1200)."""
+
+    # --- body mask -----------------------------------------------------------------
+    body_threshold_snr: float = 5.0
+    """Body = lowest-b signal above this multiple of sigma (Rayleigh air exceeds 5 sigma
+    with probability exp(-12.5) ~ 4e-6), holes filled per slice."""
+    body_min_component_fraction: float = 0.05
+    """Body components smaller than this share of the largest are dropped (noise, coil
+    artefacts); arms and legs are connected to the trunk over z."""
+
+    # --- tumour threshold and ADC window --------------------------------------------
+    reference_adc_range_um2s: tuple[float, float] = (1200.0, 1800.0)
+    """Voxels whose ADC lies in this range (skeletal muscle 1.4-1.6e-3 mm2/s, the most
+    abundant soft tissue of the body) give the reference signal: the median computed-b
+    signal of body voxels in this ADC range."""
+    threshold_ratio: float = 1.6
+    """High-b threshold in multiples of the reference (muscle) signal at the segmentation
+    b-value. Replaces seed 000's fixed ~100 AU, which depends on scanner units."""
+    adc_window_um2s: tuple[float, float] = (500.0, 2200.0)
+    """Tumour voxels have ADC in this window: the lower bound rejects normal marrow
+    (0.36e-3, Koutoulidis 2017; normal/abnormal cut-off 0.655e-3, Messiou 2011) and T2-dark
+    noise; the upper bound keeps responding disease (> 1400-1500, MET-RADS-P) and rejects
+    free fluid (CSF, urine ~3.0e-3)."""
+
+    # --- normal structures ----------------------------------------------------------
+    exclude_head: bool = False
+    """Exclude everything cranial to the neck (brain, salivary glands, Waldeyer's ring), as
+    Blackledge et al. 2014 segment below C4 and seed 000 removes the brain."""
+    skull_shell_mm: float = 13.0
+    """With the head included: the cranial vault's shell kept for skull lesions is this deep
+    (scalp 5-7 mm + skull 5-8 mm; the brain surface lies deeper, beyond CSF and meninges)."""
+    skull_vault_fraction: float = 0.5
+    """With the head included: the vault is the upper half of the vertex-to-neck distance
+    (above the skull base; the external auditory meatus lies about half-way); below it the
+    face, salivary glands and tonsils are excluded."""
+    neck_search_mm: tuple[float, float] = (120.0, 330.0)
+    """The neck is the narrowest body cross-section this far below the top of the body
+    (adult head height vertex-chin ~ 220-250 mm; anthropometric surveys)."""
+    neck_max_area_ratio: float = 0.75
+    """A neck is accepted only where its cross-section is below this share of the largest
+    head cross-section above it (otherwise the exam does not start at the head)."""
+    cranio_caudal_limit_z_mm: float | None = None
+    """Optional: nothing is segmented cranial to this patient Z (LPS, mm)."""
+    cord_min_length_mm: float = 75.0
+    """Spinal cord: candidate voxels in cranio-caudal runs at least this long (three
+    vertebral levels; focal bone lesions are shorter, diffuse disease is wider)."""
+    cord_max_area_mm2: float = 300.0
+    """... whose in-slice blob is at most this large (cord ~80 mm2, ~1 cm diameter,
+    blurred by 3-4 mm pixels; a vertebral body is ~1000-1500 mm2)."""
+    fluid_adc_um2s: float = 1800.0
+    """Regions whose locally averaged ADC reaches this value are kidney (1.94e-3, Jafar
+    2016) or fluid (CSF, urine, bile, bowel content ~3e-3) and are removed ..."""
+    fluid_min_volume_ml: float = 5.0
+    """... when at least this large (smaller ones are left to the voxel ADC window)."""
+    organ_min_volume_ml: float = 100.0
+    """Components at least this large and thick are solid organs (spleen 107-314 ml,
+    Prassopoulos 1997; liver, brain) ..."""
+    organ_min_thickness_mm: float = 15.0
+    """... when their largest inscribed sphere has at least this radius (marrow disease is
+    confined by cortical bone: vertebral bodies, ribs and the iliac wings are thinner)."""
+
+    marrow_adc_um2s: tuple[float, float] = (150.0, 650.0)
+    """Normal red marrow: ADC ~ 360-450 um2/s (Koutoulidis 2017), below the 655 normal/abnormal
+    cut-off (Messiou 2011); the range allows for fit noise."""
+    marrow_min_signal_ratio: float = 0.15
+    """... and a lowest-b signal of at least this share of the reference (muscle) lowest-b
+    signal (red marrow ~0.3-0.5 of muscle after STIR; suppressed fat far below)."""
+    bone_contact_min_fraction: float = 0.025
+    """A component is bone disease only when at least this share of the voxels around it is
+    marrow-like (bone lesions are embedded in marrow). 0 disables the rule."""
+
+    # --- components -----------------------------------------------------------------
+    min_lesion_volume_ml: float = 0.5
+    """Smallest reported component: about a 1 cm sphere (0.52 ml). Focal lesions are > 5 mm
+    (IMWG / MY-RADS) and >= 1 ml is 'clinically relevant'; below ~10 voxels of a 3x3x5 mm
+    grid, noise clusters dominate."""
+    lesion_connectivity: int = 3
+    """Connectivity rank of lesions: 1 = faces (6-neighbourhood), 3 = faces, edges and
+    corners (26-neighbourhood, as lesion-wise metrics such as autoPET use)."""
+
+    # --- body regions of lesions ------------------------------------------------------
+    region_levels: tuple[float, float, float, float, float] = (0.07, 0.44, 0.60, 0.67, 0.80)
+    """Vertebral/pelvic levels as fractions of the neck-to-crotch distance: T1, L1, iliac
+    crest, L5/S1, hip joint. From adult segment proportions (Drillis & Contini 1966: neck
+    ~0.85 H, iliac crest ~0.59 H, greater trochanter ~0.53 H, crotch ~0.48 H; lumbar spine
+    ~0.10 H). Expect errors of one or two vertebral levels."""
+    spine_halfwidth_mm: float = 35.0
+    """The spine column: within this distance of the trunk midline and posterior to the trunk
+    centre (vertebral bodies are 30-50 mm wide)."""
+    lateral_fraction: float = 0.6
+    """At hip level, lesions farther than this share of the trunk half-width from the midline
+    are femoral (limbs); between L1 and the iliac crest they are lower ribs (thorax)."""
+
+    # --- statistics -----------------------------------------------------------------
+    histogram_range_um2s: tuple[float, float] = (0.0, 3000.0)
+    """ADC histogram range (seed 000's histograms span 0-3000 um2/s)."""
+    histogram_bin_um2s: float = 25.0
+    """ADC histogram bin width."""
+    green_lower_um2s: float = 1500.0
+    """Green class: ADC >= 1500 ('highly likely responding', seed 000; MET-RADS-P > 1400)."""
+    yellow_lower_default_um2s: float = 1000.0
+    """Yellow lower bound when no baseline p95 is known: MET-RADS-P RAC 2 counts a rise
+    from <= 1000 as response (Padhani 2017); seed 000's baselines gave 1127 and 1256."""
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if self.adc_fit_iterations < 1:
+            problems.append("adc_fit_iterations must be >= 1")
+        if not self.computed_b_values:
+            problems.append("computed_b_values must not be empty")
+        problems.extend(
+            f"computed b-value {b} must be in (0, 5000]"
+            for b in (*self.computed_b_values, self.segmentation_b_value)
+            if not 0 < b <= 5000
+        )
+        for name in ("reference_adc_range_um2s", "adc_window_um2s", "histogram_range_um2s"):
+            low, high = getattr(self, name)
+            if not low < high:
+                problems.append(f"{name} must be (low, high) with low < high, got {(low, high)}")
+        if self.lesion_connectivity not in (1, 2, 3):
+            problems.append("lesion_connectivity must be 1, 2 or 3")
+        if self.histogram_bin_um2s <= 0:
+            problems.append("histogram_bin_um2s must be positive")
+        low_mm, high_mm = self.neck_search_mm
+        if not 0 <= low_mm < high_mm:
+            problems.append("neck_search_mm must be (low, high) with 0 <= low < high")
+        for name in (
+            "threshold_ratio",
+            "min_lesion_volume_ml",
+            "cord_min_length_mm",
+            "cord_max_area_mm2",
+            "fluid_min_volume_ml",
+            "organ_min_volume_ml",
+            "organ_min_thickness_mm",
+            "skull_shell_mm",
+            "marrow_min_signal_ratio",
+            "adc_max_um2s",
+            "body_threshold_snr",
+        ):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be positive")
+        if problems:
+            raise ValueError("invalid processing settings: " + "; ".join(problems))
+
+
+def settings_digest(settings: ProcessingSettings) -> str:
+    """A 12-hex-digit SHA-256 digest of every field (stable across runs and platforms)."""
+    payload = {f.name: _canonical(getattr(settings, f.name)) for f in fields(settings)}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _canonical(value: object) -> object:
+    if isinstance(value, tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def settings_as_dict(settings: ProcessingSettings) -> dict[str, object]:
+    """Every field as JSON-ready values (tuples become lists)."""
+    return {name: _plain(value) for name, value in asdict(settings).items()}
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -279,10 +279,11 @@ def _paint_lesions(
         labels[index][inside] = spec.label
         tissue[index][inside] = Tissue.LESION
         s0[index][inside] = spec.s0
-        profile = spec.adc_um2s * (
-            1.0 + spec.adc_gradient * (np.broadcast_to(r2, inside.shape) - 0.6)
-        )
-        adc[index][inside] = profile[inside]
+        # Centre the radial profile on the lesion's own voxels so that the mean ADC
+        # on the grid is the nominal one (and scenario ratios hold exactly).
+        radius_sq = np.broadcast_to(r2, inside.shape)[inside]
+        profile = spec.adc_um2s * (1.0 + spec.adc_gradient * (radius_sq - radius_sq.mean()))
+        adc[index][inside] = profile
     return bone_fraction
 
 

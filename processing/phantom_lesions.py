@@ -6,9 +6,10 @@ the same lesions. Each lesion is an ellipsoid centred in the marrow of one bone,
 shaped to the room the bone offers (vertebral bodies, sacrum, ilium, pubic
 ramus, ribs, femora, skull diploe), with its own S0 and a mean ADC of 600-1700
 um2/s; inside it the ADC varies smoothly with the normalised radius ``r``
-(``ADC = mean * (1 + g (r^2 - 3/5))``, ``|g| <= 0.25``, so the continuous mean is
-the nominal mean). Baseline volumes run from 0.3 ml (a rib) to ~50 ml (the
-sacrum); one lesion sits next to a kidney, one next to the bladder.
+(``ADC = mean * (1 + g (r^2 - <r^2>))``, ``|g| <= 0.25``, ``<r^2>`` the average
+over the lesion's voxels, so that the mean over its voxels is the nominal mean).
+Baseline volumes run from 0.3 ml (a rib) to ~50 ml (the sacrum); one lesion sits
+next to a kidney, one next to the bladder.
 
 Scenarios (issue 6) change the lesions as a treatment course would:
 
@@ -135,7 +136,7 @@ def _fit_semi(volume_ml: float, room: tuple[float, float, float]) -> tuple[float
     return (a, b, c)
 
 
-def _surface_points(ellipsoid: Ellipsoid, count: int = 400) -> NDArray[np.float64]:
+def _surface_points(ellipsoid: Ellipsoid, count: int = 300) -> NDArray[np.float64]:
     """Points ``(n, 3)`` as ``(x, y, h)`` spread evenly over an ellipsoid's surface."""
     i = np.arange(count) + 0.5
     polar = np.arccos(1.0 - 2.0 * i / count)
@@ -152,7 +153,7 @@ def _surface_points(ellipsoid: Ellipsoid, count: int = 400) -> NDArray[np.float6
 
 def _gap(first: Ellipsoid, second: Ellipsoid) -> float:
     """Smallest distance between two ellipsoids' surfaces (sampled), mm; 0 when they overlap."""
-    a, b = _surface_points(first), _surface_points(second, 1600)
+    a, b = _surface_points(first), _surface_points(second, 900)
     if (
         first.contains(b[:, 2], b[:, 1], b[:, 0]).any()
         or second.contains(a[:, 2], a[:, 1], a[:, 0]).any()
@@ -181,7 +182,7 @@ def _place_at_gap(
     low, high = -max_travel_mm, max_travel_mm
     if _gap(Ellipsoid(moved(high), semi), neighbour) > gap_mm:
         return moved(high)
-    for _ in range(25):
+    for _ in range(10):  # to 2 * max_travel / 1024, a few hundredths of a mm
         middle = (low + high) / 2.0
         if _gap(Ellipsoid(moved(middle), semi), neighbour) > gap_mm:
             low = middle

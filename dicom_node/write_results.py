@@ -87,9 +87,7 @@ def build_result_objects(
     adc = build_adc_series(ctx, result)
     computed = [build_computed_b_series(ctx, image, result.body_mask) for image in result.computed]
     geometric_source = list(computed[0].datasets if computed else adc.datasets)
-    source_headers = ctx.read_source_headers()
-
-    parametric_map = build_parametric_map(ctx, result, geometric_source, source_headers)
+    parametric_map = build_parametric_map(ctx, result, geometric_source)
     segmentation = (
         build_segmentation(ctx, result, geometric_source) if result.tumour_mask.any() else None
     )
@@ -98,7 +96,7 @@ def build_result_objects(
         result,
         segmentation=segmentation,
         parametric_map=parametric_map,
-        evidence=[*geometric_source, *source_headers],
+        evidence=[*geometric_source, *ctx.source_evidence()],
     )
     key_images = build_key_images(ctx, result, adc.datasets[0], priors=prior_histograms)
 

@@ -33,7 +33,13 @@ from processing.results import (
     ProcessingResult,
 )
 
-__all__ = ["SyntheticExam", "make_result", "write_synthetic_exam"]
+__all__ = [
+    "SyntheticExam",
+    "make_result",
+    "phantom_exam_and_result",
+    "result_from_truth",
+    "write_synthetic_exam",
+]
 
 B_VALUES = (50.0, 600.0, 900.0)
 ROWS, COLUMNS = 40, 48
@@ -176,14 +182,39 @@ def write_synthetic_exam(folder: Path, *, patient_name: str = "Doe^Jane") -> Syn
 
 
 def make_result(synthetic: SyntheticExam, *, empty: bool = False) -> ProcessingResult:
-    """A ProcessingResult from the truth arrays (statistics computed here with NumPy)."""
-    exam = synthetic.exam
-    adc = synthetic.adc
-    lesions = np.zeros_like(synthetic.lesions) if empty else synthetic.lesions
+    """A ProcessingResult from the synthetic exam's truth arrays."""
+    regions = {1: BodyRegion.DORSAL_SPINE, 2: BodyRegion.PELVIS, 3: BodyRegion.OTHER}
+    return result_from_truth(
+        synthetic.exam,
+        adc=synthetic.adc,
+        lesions=np.zeros_like(synthetic.lesions) if empty else synthetic.lesions,
+        body=synthetic.body,
+        s0=synthetic.s0,
+        regions=regions,
+    )
+
+
+def result_from_truth(
+    exam: DwiExam,
+    *,
+    adc: NDArray[np.floating],
+    lesions: NDArray[np.integer],
+    body: NDArray[np.bool_],
+    s0: NDArray[np.floating],
+    regions: dict[int, BodyRegion],
+    yellow_lower: float = YELLOW_LOWER,
+) -> ProcessingResult:
+    """A ProcessingResult from known arrays; the statistics are computed here with NumPy.
+
+    Stands in for the processing engine: the writers only need a consistent
+    result on the exam grid, and these numbers are then checked in the SR.
+    """
+    adc = np.asarray(adc, dtype=np.float32)
+    lesions = np.asarray(lesions, dtype=np.int32)
     mask = lesions > 0
     classes = np.zeros(mask.shape, dtype=np.uint8)
-    classes[mask & (adc < YELLOW_LOWER)] = AdcClass.RED.value
-    classes[mask & (adc >= YELLOW_LOWER) & (adc < GREEN_LOWER)] = AdcClass.YELLOW.value
+    classes[mask & (adc < yellow_lower)] = AdcClass.RED.value
+    classes[mask & (adc >= yellow_lower) & (adc < GREEN_LOWER)] = AdcClass.YELLOW.value
     classes[mask & (adc >= GREEN_LOWER)] = AdcClass.GREEN.value
     voxel_ml = exam.voxel_volume_ml
     values = adc[mask].astype(np.float64)
@@ -204,11 +235,11 @@ def make_result(synthetic: SyntheticExam, *, empty: bool = False) -> ProcessingR
             p75=float(pct[3]),
             p90=float(pct[4]),
             p95=float(pct[5]),
-            skewness=float((centred**3).mean() / sd**3),
-            kurtosis=float((centred**4).mean() / sd**4 - 3.0),
+            skewness=float((centred**3).mean() / sd**3) if sd > 0 else 0.0,
+            kurtosis=float((centred**4).mean() / sd**4 - 3.0) if sd > 0 else 0.0,
         )
     lesion_stats = []
-    for label in range(1, int(lesions.max()) + 1):
+    for label in (int(v) for v in np.unique(lesions[mask])):
         inside = lesions == label
         centroid = np.array(ndimage.center_of_mass(inside))
         mm = centroid @ exam.affine[:3, :3].T + exam.affine[:3, 3]
@@ -219,11 +250,11 @@ def make_result(synthetic: SyntheticExam, *, empty: bool = False) -> ProcessingR
                 adc_mean=float(adc[inside].mean()),
                 adc_median=float(np.median(adc[inside])),
                 centroid_mm=(float(mm[0]), float(mm[1]), float(mm[2])),
-                region=(BodyRegion.DORSAL_SPINE, BodyRegion.PELVIS, BodyRegion.OTHER)[label - 1],
+                region=regions.get(label, BodyRegion.OTHER),
                 mean_high_b=float(label * 10.0),
             )
         )
-    b1000 = (synthetic.s0 * np.exp(-1000.0 * adc * 1e-6)).astype(np.float32)
+    computed = (np.asarray(s0) * np.exp(-1000.0 * adc * 1e-6)).astype(np.float32)
     stats = ExamStats(
         tdv_ml=float(mask.sum() * voxel_ml),
         adc=stats_adc,
@@ -232,22 +263,46 @@ def make_result(synthetic: SyntheticExam, *, empty: bool = False) -> ProcessingR
             red_ml=float((classes == 1).sum() * voxel_ml),
             yellow_ml=float((classes == 2).sum() * voxel_ml),
             green_ml=float((classes == 3).sum() * voxel_ml),
-            yellow_lower_um2s=YELLOW_LOWER,
+            yellow_lower_um2s=yellow_lower,
             green_lower_um2s=GREEN_LOWER,
             yellow_lower_source="default",
         ),
         lesions=tuple(lesion_stats),
     )
     return ProcessingResult(
-        adc=adc.astype(np.float32),
-        adc_valid=synthetic.body.copy(),
-        computed=(ComputedImage(b_value=1000.0, image=b1000),),
-        body_mask=synthetic.body.copy(),
+        adc=np.where(body, adc, 0.0).astype(np.float32),
+        adc_valid=np.asarray(body, dtype=bool).copy(),
+        computed=(ComputedImage(b_value=1000.0, image=computed),),
+        body_mask=np.asarray(body, dtype=bool).copy(),
         tumour_mask=mask,
         class_labels=classes,
-        lesion_labels=lesions.astype(np.int32),
+        lesion_labels=lesions,
         stats=stats,
         device="cpu",
         timings_s={"total": 0.1},
         settings_digest="test-settings-1",
     )
+
+
+def phantom_exam_and_result(
+    folder: Path, preset: str = "small", *, seed: int = 1
+) -> tuple[DwiExam, ProcessingResult]:
+    """Phantom -> simulated scanner -> assembly, and a result from the phantom truth."""
+    from dicom_node.assembly import assemble_exam
+    from dicom_node.scanner import write_exam
+    from processing.phantom import make_phantom
+
+    phantom = make_phantom(preset, snr=0.0, seed=seed)
+    exam = assemble_exam(write_exam(phantom, folder)).exam
+    regions = {
+        int(lesion["label"]): BodyRegion(lesion["region"]) for lesion in phantom.truth["lesions"]
+    }
+    result = result_from_truth(
+        exam,
+        adc=phantom.true_adc,
+        lesions=phantom.lesion_labels,
+        body=phantom.tissue_labels > 0,
+        s0=phantom.s0,
+        regions=regions,
+    )
+    return exam, result

@@ -393,13 +393,60 @@ class WriterContext:
         )
         return items
 
-    def source_paths(self) -> list[str]:
-        """Distinct stored paths of all source instances, in exam order."""
-        return list(dict.fromkeys(ref.path for ref in self.exam.sources))
+    def _instances(self) -> dict[str, tuple[SourceRef, list[int]]]:
+        """Distinct source instances in exam order, with their referenced frames."""
+        instances: dict[str, tuple[SourceRef, list[int]]] = {}
+        for ref in self.exam.sources:
+            _, frames = instances.setdefault(ref.sop_instance_uid, (ref, []))
+            if ref.frame_number is not None:
+                frames.append(ref.frame_number)
+        return instances
 
-    def read_source_headers(self) -> list[Dataset]:
-        """Headers (no pixels) of every distinct source instance, for source references."""
-        return [_read_header(path) for path in self.source_paths()]
+    def add_source_references(self, dataset: Dataset) -> None:
+        """Reference every source instance of the exam in ``dataset``.
+
+        Appends to the Source Image Sequence (PS3.3 C.7.6.1.1.4, purpose DCM
+        121322) and the Referenced Series Sequence of the Common Instance
+        Reference Module (PS3.3 C.12.2), merging with what is already there.
+        Built from the exam's source references: no header is read again.
+        """
+        purpose = hd.sr.CodedConcept.from_code(codes.DCM.SourceImageForImageProcessingOperation)
+        items = list(dataset.get("SourceImageSequence", []))
+        series_items = {
+            item.SeriesInstanceUID: item for item in dataset.get("ReferencedSeriesSequence", [])
+        }
+        for ref, frames in self._instances().values():
+            item = Dataset()
+            item.ReferencedSOPClassUID = ref.sop_class_uid
+            item.ReferencedSOPInstanceUID = ref.sop_instance_uid
+            if frames:
+                item.ReferencedFrameNumber = sorted(set(frames))
+            item.PurposeOfReferenceCodeSequence = [purpose]
+            items.append(item)
+            series = series_items.get(ref.series_instance_uid)
+            if series is None:
+                series = Dataset()
+                series.SeriesInstanceUID = ref.series_instance_uid
+                series.ReferencedInstanceSequence = []
+                series_items[ref.series_instance_uid] = series
+            instance = Dataset()
+            instance.ReferencedSOPClassUID = ref.sop_class_uid
+            instance.ReferencedSOPInstanceUID = ref.sop_instance_uid
+            series.ReferencedInstanceSequence.append(instance)
+        dataset.SourceImageSequence = items
+        dataset.ReferencedSeriesSequence = list(series_items.values())
+
+    def source_evidence(self) -> list[Dataset]:
+        """One minimal dataset (identity only) per source instance, for SR evidence."""
+        evidence = []
+        for ref, _ in self._instances().values():
+            item = Dataset()
+            item.SOPClassUID = ref.sop_class_uid
+            item.SOPInstanceUID = ref.sop_instance_uid
+            item.SeriesInstanceUID = ref.series_instance_uid
+            item.StudyInstanceUID = self.exam.study_instance_uid
+            evidence.append(item)
+        return evidence
 
 
 def computed_series_kind(b_value: float) -> str:

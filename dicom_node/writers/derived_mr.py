@@ -193,8 +193,6 @@ def _slice_datasets(
         ds.SliceLocation = f"{float(np.dot(position, normal)):.6f}"
         ds.SourceImageSequence = _source_image_sequence(ctx.sources_by_slice[z])
         plane = np.ascontiguousarray(stored[z])
-        ds.SmallestImagePixelValue = int(plane.min())
-        ds.LargestImagePixelValue = int(plane.max())
         ds.PixelData = plane.tobytes()
         datasets.append(ds)
     return tuple(datasets)

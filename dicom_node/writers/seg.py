@@ -18,7 +18,8 @@ tracking ID that the SR reuses. Anatomic region SCT 272673000 "Bone" (or the
 bone region of the lesion); none for lesions outside the named bone regions.
 
 BINARY, uncompressed, empty frames omitted; frames are pixel-aligned with the
-geometric source series (one derived MR image per slice of the exam grid).
+geometric source series (one derived MR image per slice of the exam grid);
+the original b-value images are referenced too.
 Only the slices that hold tumour are passed to highdicom, which keeps memory
 to ``slices_with_tumour x rows x columns x segments`` booleans.
 """
@@ -241,6 +242,7 @@ def build_segmentation(
         )
     except ValueError as exc:
         raise WriterError(f"Segmentation could not be built: {exc}") from exc
+    ctx.add_source_references(seg)
     seg.SeriesDescription = "Tumour load SEG wbdwi"
     seg.BodyPartExamined = ctx.body_part_examined
     return SegmentationOutput(dataset=seg, total=total, classes=class_infos, lesions=lesion_infos)

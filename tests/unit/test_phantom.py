@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -47,7 +48,7 @@ def time_points() -> dict[str, Phantom]:
     }
 
 
-def _lesions(phantom: Phantom) -> dict[int, dict[str, object]]:
+def _lesions(phantom: Phantom) -> dict[int, dict[str, Any]]:
     return {int(row["label"]): row for row in phantom.truth["lesions"]}
 
 
@@ -332,3 +333,24 @@ def test_custom_b_values_are_used() -> None:
     assert phantom.b_values == (0.0, 400.0, 1400.0)
     assert phantom.signal.shape[0] == 3
     np.testing.assert_allclose(phantom.signal[0], phantom.s0, rtol=1e-6)
+
+
+def test_lesion_adc_varies_inside_larger_lesions(reference_clean: Phantom) -> None:
+    spreads = []
+    for label, row in _lesions(reference_clean).items():
+        if row["volume_ml"] >= 5.0:
+            values = reference_clean.true_adc[reference_clean.lesion_labels == label]
+            spreads.append(float(values.max() - values.min()) / row["mean_adc_um2s"])
+    assert spreads
+    assert max(spreads) > 0.1
+    assert max(spreads) <= 0.5 + 1e-6  # |g| <= 0.25 over r^2 in [0, 1]
+
+
+@pytest.mark.slow
+def test_large_preset_is_feasible() -> None:
+    phantom = make_phantom("large", patient_id=PATIENT)
+    assert phantom.signal.shape == (4, 280, 256, 256)
+    assert phantom.signal.dtype == np.float32
+    assert phantom.signal.nbytes < 320e6
+    assert len(phantom.truth["lesions"]) == len(_lesions(phantom)) >= 12
+    assert not phantom.signal.flags.writeable

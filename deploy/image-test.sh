@@ -24,6 +24,9 @@ BASE_IMAGE=localhost/wbdwi-base:${SUITE}
 IMAGE=localhost/wbdwi-node:image-test
 HOST_BIN=${WBDWI_HOST_BIN:-$REPO/.venv/bin}
 RESULTS_TIMEOUT_S=${WBDWI_IMAGE_TEST_RESULTS_TIMEOUT:-600}
+# 1 builds the GPU variant (CuPy installed); with no GPU here the node must
+# still come up on the CPU path.
+WITH_GPU=${WBDWI_IMAGE_TEST_WITH_GPU:-0}
 NODE_AET=WBDWI
 PACS_AET=ORTHANC
 # What the node must deliver into the input's study (SOP Class UIDs, PS3.4 B.5):
@@ -318,7 +321,7 @@ while IFS=$'\t' read -r kind value; do
 done <<<"$pip_settings"
 
 podman build --pull=never --network host --format docker --layers \
-  --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg WITH_GPU=0 \
+  --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg WITH_GPU="$WITH_GPU" \
   "${build_options[@]}" \
   --tag "$IMAGE" --file "$REPO/Dockerfile" "$REPO" >"$WORK/build.log" 2>&1 \
   || { tail -n 40 "$WORK/build.log" >&2; die "podman build failed (log above)"; }
@@ -451,22 +454,24 @@ def get(path: str) -> object:
 
 
 deadline = time.monotonic() + timeout_s
+sop_class_of: dict[str, str] = {}  # Orthanc instance id -> SOP Class UID
 found: dict[str, set[str]] = {}
 while True:
-    found = {}
-    studies = get("/studies?expand")
-    for study in studies:
+    for study in get("/studies?expand"):
         uid = study["MainDicomTags"]["StudyInstanceUID"]
         if uid != study_uid:
             sys.exit(f"Orthanc holds study {uid}, not the input's study {study_uid}")
         for series_id in study["Series"]:
-            instances = get(f"/series/{series_id}/instances")
-            for instance in instances:
+            for instance in get(f"/series/{series_id}/instances"):
+                if instance["ID"] in sop_class_of:
+                    continue
                 with urllib.request.urlopen(
                     f"{pacs_url}/instances/{instance['ID']}/metadata/SopClassUid", timeout=10
                 ) as response:
-                    sop_class = response.read().decode()
-                found.setdefault(sop_class, set()).add(instance["ID"])
+                    sop_class_of[instance["ID"]] = response.read().decode()
+    found = {}
+    for instance_id, sop_class in sop_class_of.items():
+        found.setdefault(sop_class, set()).add(instance_id)
     missing = [name for name, uids in expected.items() if not uids & found.keys()]
     if not missing:
         break

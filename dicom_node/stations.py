@@ -213,10 +213,20 @@ def _overlap_fraction(a_start: float, a_end: float, b_start: float, b_end: float
     return overlap / shortest
 
 
+def _stack_recency(stack: _Stack) -> tuple[int, str, str]:
+    number, uid = stack.series.sort_key
+    return (number, _natural(stack.acquisition), uid)
+
+
 def _group_stations(
     acquisitions: dict[tuple[str, str], dict[int, _Stack]],
-) -> tuple[list[_Station], list[_Station]]:
-    """Merge acquisitions into stations; return (stations, superseded repeats)."""
+) -> tuple[list[_Station], list[_Stack]]:
+    """Merge acquisitions into stations; return (stations, superseded stacks).
+
+    An acquisition joins a station when their depth ranges overlap by more than
+    half of the shorter one. Where both hold the same b-value, the later stack
+    (SeriesNumber, then AcquisitionNumber) is kept: a repeated acquisition.
+    """
     pending = []
     for stacks in acquisitions.values():
         station = _Station({})
@@ -224,21 +234,31 @@ def _group_stations(
         pending.append(station)
     pending.sort(key=lambda s: (s.start, s.recency))
     stations: list[_Station] = []
-    superseded: list[_Station] = []
+    superseded: list[_Stack] = []
     for candidate in pending:
-        for index, station in enumerate(stations):
-            if _overlap_fraction(station.start, station.end, candidate.start, candidate.end) <= 0.5:
-                continue
-            if station.stacks.keys().isdisjoint(candidate.stacks.keys()):
-                station.extend(candidate.stacks)
-            elif candidate.recency > station.recency:
-                superseded.append(station)
-                stations[index] = candidate
-            else:
-                superseded.append(candidate)
-            break
-        else:
+        target = next(
+            (
+                station
+                for station in stations
+                if _overlap_fraction(station.start, station.end, candidate.start, candidate.end)
+                > 0.5
+            ),
+            None,
+        )
+        if target is None:
             stations.append(candidate)
+            continue
+        merged = dict(target.stacks)
+        for b_key, stack in candidate.stacks.items():
+            current = merged.get(b_key)
+            if current is None or _stack_recency(stack) > _stack_recency(current):
+                if current is not None:
+                    superseded.append(current)
+                merged[b_key] = stack
+            else:
+                superseded.append(stack)
+        target.stacks = {}
+        target.extend(merged)
     stations.sort(key=lambda s: s.start)
     return stations, superseded
 
@@ -354,7 +374,9 @@ def compose_stations(frames: Sequence[DwiFrame]) -> ComposedVolume:
     tolerance = max(0.05, 0.02 * spacing)
 
     origin_depth = min(station.start for station in stations)
-    n_slices = round((max(station.end for station in stations) - origin_depth) / spacing) + 1
+    # The grid never reaches past the last slice (no extrapolation).
+    extent = max(station.end for station in stations) - origin_depth
+    n_slices = int(np.floor((extent + tolerance) / spacing)) + 1
     grid: NDArray[np.float64] = origin_depth + spacing * np.arange(n_slices, dtype=np.float64)
     covered = _check_coverage(stations, grid, tolerance, spacing)
     b_values = tuple(
@@ -451,10 +473,12 @@ def _check_coverage(
     above = max(
         (n for n, s in enumerate(stations, start=1) if s.end < grid[first]),
         key=lambda n: stations[n - 1].end,
+        default=1,
     )
     below = min(
         (n for n, s in enumerate(stations, start=1) if s.start > grid[first]),
         key=lambda n: stations[n - 1].start,
+        default=len(stations),
     )
     gap = stations[below - 1].start - stations[above - 1].end - spacing
     raise _fail(
@@ -468,28 +492,33 @@ def _check_coverage(
 
 
 def _superseded_series(
-    stations: list[_Station], repeats: list[_Station]
+    stations: list[_Station], repeats: list[_Stack]
 ) -> tuple[SupersededSeries, ...]:
+    """Series none of whose stacks is used because later repeats replaced them."""
     used = {stack.series.uid for s in stations for stack in s.stacks.values()}
     result: dict[str, SupersededSeries] = {}
     for repeat in repeats:
-        for stack in repeat.stacks.values():
-            if stack.series.uid in used or stack.series.uid in result:
-                continue
-            replacement = next(
-                (
-                    s
-                    for s in stations
-                    if _overlap_fraction(s.start, s.end, repeat.start, repeat.end) > 0.5
-                ),
-                None,
-            )
-            by = (
-                f"series {replacement.series.number} ({replacement.series.description})"
-                if replacement is not None
-                else "a later series"
-            )
-            result[stack.series.uid] = SupersededSeries(
-                stack.series, f"repeated acquisition of a station: superseded by {by}"
-            )
+        uid = repeat.series.uid
+        if uid in used or uid in result:
+            continue
+        replacement = next(
+            (
+                s.stacks[repeat.b_key]
+                for s in stations
+                if repeat.b_key in s.stacks
+                and _overlap_fraction(
+                    s.start, s.end, float(repeat.depths[0]), float(repeat.depths[-1])
+                )
+                > 0.5
+            ),
+            None,
+        )
+        by = (
+            f"series {replacement.series.number} ({replacement.series.description})"
+            if replacement is not None
+            else "a later series"
+        )
+        result[uid] = SupersededSeries(
+            repeat.series, f"repeated acquisition of a station: superseded by {by}"
+        )
     return tuple(sorted(result.values(), key=lambda s: s.series.sort_key))

@@ -34,6 +34,8 @@ Hierarchy
     |   +-- UnreadableInstanceError    a DICOM file whose header cannot be parsed
     +-- SendError
     |   +-- AssociationFailedError     the peer could not be reached or rejected us
+    |       +-- AssociationRejectedError   the peer refused the association (AE titles,
+    |                                      contexts): a configuration problem
     +-- WriterError                    a result object cannot be written (subclasses in
                                        dicom_node.writers.errors)
 """
@@ -43,6 +45,7 @@ from __future__ import annotations
 __all__ = [
     "AssemblyError",
     "AssociationFailedError",
+    "AssociationRejectedError",
     "DicomNodeError",
     "DuplicateSliceError",
     "GeometryMismatchError",
@@ -172,6 +175,13 @@ class SendError(DicomNodeError):
 
 class AssociationFailedError(SendError):
     """The association could not be established (unreachable, rejected or aborted)."""
+
+
+class AssociationRejectedError(AssociationFailedError):
+    """The peer answered A-ASSOCIATE-RJ: wrong AE titles or no common context.
+
+    Retrying soon does not help; someone has to fix the configuration.
+    """
 
 
 class WriterError(DicomNodeError):

@@ -19,6 +19,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "phantom",
     "send",
     "inspect",
+    "serve",
+    "status",
+    "echo",
+    "retry",
 )
 
 

@@ -1,0 +1,327 @@
+"""The durable spool: every acknowledged instance is on disk, named by its UIDs.
+
+A received C-STORE data set is written exactly as it arrived (no decode, no
+re-encode), behind a DICOM file meta header built here, to a temporary file in
+the spool's own ``.incoming`` folder; the file is fsynced and renamed
+atomically to ``<root>/<study UID>/<series UID>/<SOP instance UID>.dcm``, the
+folder is fsynced, the instance is recorded through an
+:class:`InstanceRecorder`, and only then may the SCP answer success.
+
+The spool, not the job store, is the truth: :meth:`Spool.scan` lists what is
+on disk so that a restart indexes files whose row was lost (a power cut
+between the rename and the database commit).
+
+UIDs become path parts only after they match the UID grammar of PS3.5 9.1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import Protocol
+
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset, read_file_meta_info
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+
+from dicom_node.errors import DicomNodeError
+
+__all__ = [
+    "InstanceHeader",
+    "InstanceRecorder",
+    "InvalidInstanceError",
+    "Spool",
+    "SpoolWriteError",
+    "SpooledInstance",
+    "encode_file_meta",
+    "is_valid_uid",
+    "read_instance_header",
+]
+
+_UID_GRAMMAR = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_LAST_HEADER_TAG = 0x0020000E  # Series Instance UID: everything we need comes before it
+INCOMING = ".incoming"
+
+
+class InvalidInstanceError(DicomNodeError):
+    """A received data set cannot be understood (bad UIDs, unparsable header)."""
+
+
+class SpoolWriteError(DicomNodeError):
+    """The spool could not store an instance (disk full, permissions, I/O error)."""
+
+
+def is_valid_uid(value: str) -> bool:
+    """True when ``value`` is a DICOM UID (PS3.5 9.1): digits and dots, <= 64 chars."""
+    return 0 < len(value) <= 64 and _UID_GRAMMAR.match(value) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceHeader:
+    """The identifying attributes of a received instance, read without decoding pixels."""
+
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    series_description: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledInstance:
+    """An instance that is safely in the spool (what the job store records)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    series_description: str
+    transfer_syntax_uid: str
+    calling_ae: str
+    path: Path
+    size_bytes: int
+    received_at: float
+
+
+class InstanceRecorder(Protocol):
+    """Where the spool records instances (the service's job store)."""
+
+    def has_instance(self, sop_instance_uid: str) -> bool:
+        """True when this SOP instance is already stored."""
+        ...
+
+    def record_instance(self, instance: SpooledInstance) -> bool:
+        """Record a stored instance; False when it was already recorded."""
+        ...
+
+
+def _element(group: int, element: int, vr: bytes, value: bytes, pad: bytes) -> bytes:
+    if len(value) % 2:
+        value += pad
+    return struct.pack("<HH2sH", group, element, vr, len(value)) + value
+
+
+def encode_file_meta(
+    sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_ae: str
+) -> bytes:
+    """Preamble, ``DICM`` and the File Meta Information group (PS3.10 7.1), explicit VR LE."""
+    body = b"".join(
+        (
+            struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01",
+            _element(0x0002, 0x0002, b"UI", sop_class_uid.encode("ascii"), b"\x00"),
+            _element(0x0002, 0x0003, b"UI", sop_instance_uid.encode("ascii"), b"\x00"),
+            _element(0x0002, 0x0010, b"UI", transfer_syntax_uid.encode("ascii"), b"\x00"),
+            _element(0x0002, 0x0012, b"UI", PYNETDICOM_IMPLEMENTATION_UID.encode("ascii"), b"\x00"),
+            _element(
+                0x0002, 0x0013, b"SH", PYNETDICOM_IMPLEMENTATION_VERSION.encode("ascii"), b" "
+            ),
+            _element(0x0002, 0x0016, b"AE", source_ae.strip().encode("ascii", "replace"), b" "),
+        )
+    )
+    group_length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body))
+    return b"\x00" * 128 + b"DICM" + group_length + body
+
+
+def _stop_after_series_uid(tag: int, _vr: str | None, _length: int) -> bool:
+    return tag > _LAST_HEADER_TAG
+
+
+def _text(dataset: Dataset, keyword: str) -> str:
+    value = dataset.get(keyword, "")
+    return "" if value is None else str(value).strip()
+
+
+def read_instance_header(encoded: bytes, transfer_syntax_uid: str) -> InstanceHeader:
+    """Read SOP instance, study and series UIDs (and description) from encoded bytes.
+
+    Only the elements up to (0020,000E) are parsed; pixel data are never touched.
+    Raises :class:`InvalidInstanceError` when the header cannot be read or a UID is
+    missing or malformed.
+    """
+    syntax = UID(transfer_syntax_uid)
+    stream = encoded
+    if syntax == DeflatedExplicitVRLittleEndian:
+        try:
+            stream = zlib.decompressobj(-zlib.MAX_WBITS).decompress(encoded)
+        except zlib.error as error:
+            raise InvalidInstanceError(f"deflated data set cannot be inflated: {error}") from None
+    try:
+        dataset = read_dataset(
+            BytesIO(stream), syntax.is_implicit_VR, True, stop_when=_stop_after_series_uid
+        )
+        header = InstanceHeader(
+            sop_instance_uid=_text(dataset, "SOPInstanceUID"),
+            study_uid=_text(dataset, "StudyInstanceUID"),
+            series_uid=_text(dataset, "SeriesInstanceUID"),
+            series_description=_text(dataset, "SeriesDescription"),
+        )
+    except (ValueError, TypeError, EOFError, OSError, struct.error, NotImplementedError) as error:
+        raise InvalidInstanceError(f"data set header cannot be parsed: {error}") from None
+    for name in ("sop_instance_uid", "study_uid", "series_uid"):
+        value = getattr(header, name)
+        if not is_valid_uid(value):
+            raise InvalidInstanceError(f"{name} {value!r} is missing or not a valid UID")
+    return header
+
+
+class Spool:
+    """Files of received instances under one root folder.
+
+    Parameters
+    ----------
+    root
+        The spool folder (created when missing).
+    fsync
+        fsync each file and its folder before an instance counts as stored.
+    """
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root
+        self.fsync = fsync
+        self._incoming = root / INCOMING
+        self._incoming.mkdir(parents=True, exist_ok=True)
+        self._known_dirs: set[Path] = set()
+
+    def path_for(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> Path:
+        """Where an instance lives; every UID must pass :func:`is_valid_uid`."""
+        for value in (study_uid, series_uid, sop_instance_uid):
+            if not is_valid_uid(value):
+                raise InvalidInstanceError(f"{value!r} is not a valid UID; refusing it as a path")
+        return self.root / study_uid / series_uid / f"{sop_instance_uid}.dcm"
+
+    def store(
+        self,
+        encoded_dataset: bytes,
+        *,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        calling_ae: str,
+        recorder: InstanceRecorder,
+    ) -> tuple[SpooledInstance | None, bool]:
+        """Store a received data set durably and record it.
+
+        Returns ``(instance, is_new)``; a SOP instance that is already stored is not
+        written again (``is_new`` False, instance ``None``).
+
+        Raises
+        ------
+        InvalidInstanceError
+            The data set's UIDs are malformed or do not match the request.
+        SpoolWriteError
+            Writing, syncing or renaming failed (disk full, permissions).
+        """
+        if not is_valid_uid(sop_class_uid):
+            raise InvalidInstanceError(f"SOP class UID {sop_class_uid!r} is not a valid UID")
+        header = read_instance_header(encoded_dataset, transfer_syntax_uid)
+        if header.sop_instance_uid != sop_instance_uid:
+            raise InvalidInstanceError(
+                f"data set SOP instance UID {header.sop_instance_uid} differs from the "
+                f"request's {sop_instance_uid}"
+            )
+        if recorder.has_instance(sop_instance_uid):
+            return None, False
+        path = self.path_for(header.study_uid, header.series_uid, sop_instance_uid)
+        meta = encode_file_meta(sop_class_uid, sop_instance_uid, transfer_syntax_uid, calling_ae)
+        self._write_atomically(path, meta, encoded_dataset)
+        instance = SpooledInstance(
+            sop_instance_uid=sop_instance_uid,
+            sop_class_uid=sop_class_uid,
+            study_uid=header.study_uid,
+            series_uid=header.series_uid,
+            series_description=header.series_description,
+            transfer_syntax_uid=str(transfer_syntax_uid),
+            calling_ae=calling_ae.strip(),
+            path=path,
+            size_bytes=len(meta) + len(encoded_dataset),
+            received_at=time.time(),
+        )
+        return instance, recorder.record_instance(instance)
+
+    def _write_atomically(self, path: Path, meta: bytes, body: bytes) -> None:
+        temporary = self._incoming / f"{path.stem}.{uuid.uuid4().hex}.part"
+        try:
+            folder = path.parent
+            if folder not in self._known_dirs:
+                folder.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                os.write(descriptor, meta)
+                view = memoryview(body)
+                while view:
+                    written = os.write(descriptor, view)
+                    view = view[written:]
+                if self.fsync:
+                    os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.replace(temporary, path)
+            if self.fsync:
+                self._fsync_dir(folder)
+                if folder not in self._known_dirs:
+                    self._fsync_dir(folder.parent)
+                    self._fsync_dir(folder.parent.parent)
+            self._known_dirs.add(folder)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise SpoolWriteError(f"cannot store {path.name}: {error.strerror or error}") from error
+
+    @staticmethod
+    def _fsync_dir(folder: Path) -> None:
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    def discard_incomplete(self) -> int:
+        """Delete temporary files left by a crash mid-write; returns how many."""
+        count = 0
+        for leftover in self._incoming.glob("*.part"):
+            leftover.unlink(missing_ok=True)
+            count += 1
+        return count
+
+    def scan(self) -> Iterator[Path]:
+        """Every stored instance file (``<study>/<series>/<sop>.dcm``)."""
+        for study in self.root.iterdir():
+            if study.name == INCOMING or not study.is_dir():
+                continue
+            for series in study.iterdir():
+                if series.is_dir():
+                    yield from series.glob("*.dcm")
+
+    def read_spooled(self, path: Path) -> SpooledInstance:
+        """Rebuild the record of a spooled file from its file meta and header."""
+        try:
+            meta = read_file_meta_info(path)
+            with path.open("rb") as handle:
+                handle.seek(132)
+                group_length_bytes = handle.read(12)
+                group_length = struct.unpack("<I", group_length_bytes[8:12])[0]
+                handle.seek(132 + 12 + group_length)
+                encoded = handle.read()
+        except (OSError, ValueError, struct.error) as error:
+            raise InvalidInstanceError(f"spooled file {path} cannot be read: {error}") from None
+        syntax = str(meta.get("TransferSyntaxUID", ""))
+        header = read_instance_header(encoded, syntax)
+        return SpooledInstance(
+            sop_instance_uid=header.sop_instance_uid,
+            sop_class_uid=str(meta.get("MediaStorageSOPClassUID", "")),
+            study_uid=header.study_uid,
+            series_uid=header.series_uid,
+            series_description=header.series_description,
+            transfer_syntax_uid=syntax,
+            calling_ae=str(meta.get("SourceApplicationEntityTitle", "") or "").strip(),
+            path=path,
+            size_bytes=path.stat().st_size,
+            received_at=path.stat().st_mtime,
+        )

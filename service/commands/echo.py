@@ -1,0 +1,84 @@
+"""``wbdwi echo``: C-ECHO the node itself, a peer, or every configured destination."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from pynetdicom import AE
+
+from dicom_node.scp import VERIFICATION
+from service.commands.serve import add_config_argument
+from service.settings import Destination, SettingsError, load_settings, parse_destination
+
+__all__ = ["echo", "register", "run"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``echo`` subcommand."""
+    parser = subparsers.add_parser(
+        "echo",
+        help="DICOM C-ECHO (verification) of the node or a peer",
+        description="Without PEER, echo this node (localhost, its port and AE title from the "
+        "settings). With --destinations, echo every configured result destination.",
+    )
+    parser.add_argument("peer", nargs="?", metavar="AET@HOST:PORT")
+    parser.add_argument("--destinations", action="store_true", help="echo every destination")
+    parser.add_argument("--calling-aet", help="our AE title (default: the node's)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds")
+    add_config_argument(parser)
+    parser.set_defaults(func=run)
+
+
+def echo(peer: Destination, calling_aet: str, timeout: float) -> str | None:
+    """C-ECHO ``peer``; ``None`` on success, else what went wrong."""
+    ae = AE(ae_title=calling_aet)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.add_requested_context(VERIFICATION)
+    association = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    if association.is_rejected:
+        primitive = association.acceptor.primitive
+        reason = getattr(primitive, "reason_str", "") or "no reason given"
+        return f"association rejected ({reason}); check the AE titles"
+    if not association.is_established:
+        return "no association (peer unreachable, refused or aborted)"
+    try:
+        status = association.send_c_echo()
+    finally:
+        if association.is_established:
+            association.release()
+    if "Status" not in status:
+        return "no C-ECHO response"
+    if int(status.Status) != 0:
+        return f"C-ECHO status 0x{int(status.Status):04X}"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """0 when every echo succeeded, 1 otherwise, 2 on bad arguments."""
+    overrides = {"node": {"data_dir": args.data_dir}} if args.data_dir else {}
+    try:
+        settings = load_settings(args.config, overrides=overrides)
+        if args.peer:
+            peers = [parse_destination(args.peer)]
+        elif args.destinations:
+            peers = list(settings.export.destinations)
+        else:
+            peers = [Destination(settings.node.ae_title, "127.0.0.1", settings.node.port)]
+    except SettingsError as error:
+        print(f"wbdwi echo: {error}", file=sys.stderr)
+        return 2
+    if not peers:
+        print("wbdwi echo: no destination configured", file=sys.stderr)
+        return 2
+    calling = args.calling_aet or settings.node.ae_title
+    failures = 0
+    for peer in peers:
+        problem = echo(peer, calling, args.timeout)
+        if problem is None:
+            print(f"{peer}: echo ok")
+        else:
+            failures += 1
+            print(f"{peer}: {problem}", file=sys.stderr)
+    return 1 if failures else 0

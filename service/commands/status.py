@@ -1,0 +1,120 @@
+"""``wbdwi status``: jobs, outbox and failures of a node, read from its job store."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+from service.commands.serve import add_config_argument
+from service.jobs import JobRecord, JobState, OutboxState
+from service.jobstore import SqliteJobStore
+from service.node import JOB_STORE_FILE
+from service.settings import SettingsError, load_settings
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``status`` subcommand."""
+    parser = subparsers.add_parser(
+        "status",
+        help="show jobs, deliveries and failures",
+        description="Print the node's jobs (newest first), the outbox per destination, "
+        "failed jobs with their reasons and dead-lettered deliveries.",
+    )
+    add_config_argument(parser)
+    parser.add_argument("--limit", type=int, default=20, help="jobs shown (default 20)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(func=run)
+
+
+def _time(value: float) -> str:
+    return dt.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _job_line(job: JobRecord) -> str:
+    seconds = "" if job.processing_seconds is None else f"{job.processing_seconds:.1f}s"
+    line = (
+        f"{job.job_id:>5}  {job.state.value:<10} v{job.version:<2} {job.instance_count:>5} inst  "
+        f"{seconds:>7}  {_time(job.updated_at)}  {job.study_uid}"
+    )
+    if job.reason:
+        line += f"\n       reason: {job.reason}"
+    return line
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the status; 0 when nothing failed, 1 when a job failed or a delivery is dead."""
+    overrides = {"node": {"data_dir": args.data_dir}} if args.data_dir else {}
+    try:
+        settings = load_settings(args.config, overrides=overrides)
+    except SettingsError as error:
+        print(f"wbdwi status: {error}", file=sys.stderr)
+        return 2
+    path = settings.node.data_dir.resolve() / JOB_STORE_FILE
+    if not path.exists():
+        print(f"wbdwi status: no job store at {path} (has the node run here?)", file=sys.stderr)
+        return 2
+    store = SqliteJobStore(path)
+    try:
+        jobs = store.jobs(limit=args.limit)
+        counts = store.job_counts()
+        outbox = store.outbox_counts()
+        dead = store.dead_letters()
+        failed = [job for job in store.jobs(limit=100000) if job.state is JobState.FAILED]
+    finally:
+        store.close()
+    if args.json:
+        payload = {
+            "jobs_by_state": {state.value: n for state, n in counts.items()},
+            "jobs": [
+                {
+                    "job_id": j.job_id,
+                    "state": j.state.value,
+                    "version": j.version,
+                    "study_uid": j.study_uid,
+                    "instances": j.instance_count,
+                    "reason": j.reason,
+                    "processing_seconds": j.processing_seconds,
+                }
+                for j in jobs
+            ],
+            "outbox": [
+                {"destination": d, "state": s.value, "count": n} for (d, s), n in outbox.items()
+            ],
+            "dead_letters": [
+                {
+                    "job_id": r.job_id,
+                    "destination": r.destination,
+                    "path": r.path,
+                    "attempts": r.attempts,
+                    "last_error": r.last_error,
+                }
+                for r in dead
+            ],
+        }
+        print(json.dumps(payload, indent=2))
+    else:
+        print("jobs: " + ", ".join(f"{s.value} {n}" for s, n in counts.items() if n) or "none")
+        print("   id  state      ver  inputs   proc.  updated              study")
+        for job in jobs:
+            print(_job_line(job))
+        print("outbox:")
+        destinations = sorted({d for d, _ in outbox})
+        for destination in destinations:
+            parts = [f"{s.value} {outbox.get((destination, s), 0)}" for s in OutboxState]
+            print(f"  {destination}: " + ", ".join(parts))
+        if not destinations:
+            print("  empty")
+        if failed:
+            print(f"failed jobs ({len(failed)}): retry with `wbdwi retry JOB`")
+            for job in failed[: args.limit]:
+                print(f"  {job.job_id}: {job.reason}")
+        if dead:
+            print(f"dead letters ({len(dead)}):")
+            for row in dead[: args.limit]:
+                print(f"  job {row.job_id} -> {row.destination}: {row.last_error}")
+    return 1 if failed or dead else 0

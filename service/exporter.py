@@ -1,0 +1,232 @@
+"""The outbox loop: deliver result files to each destination, with backoff and a ledger.
+
+Each due outbox row is first checked against the ledger: an instance the
+destination already acknowledged (a job that ran twice, a restart after the
+acknowledgement) is marked sent without sending it again. The rest go over one
+association per destination and round. Every acknowledgement is written to the
+ledger before the next file is sent.
+
+Retry policy (``[export]`` settings):
+
+- a failed file or an unreachable destination: ``backoff_initial_seconds``
+  doubling up to ``backoff_max_seconds``;
+- an association *rejected* by the destination (AE titles): logged as a
+  configuration problem and retried every ``rejected_retry_seconds``;
+- after ``max_attempts`` a row is dead-lettered: visible in ``wbdwi status``
+  and the metrics, requeued with ``wbdwi retry JOB``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from dicom_node.errors import AssociationFailedError, AssociationRejectedError, SendError
+from dicom_node.export import ResultFile, read_result_identity, store_results
+from dicom_node.send import Destination, StoreOutcome
+from service.jobs import OutboxRecord, OutboxState
+from service.jobstore import SqliteJobStore
+from service.settings import ExportSettings, parse_destination
+
+__all__ = ["ExportCounters", "Exporter", "backoff_seconds"]
+
+LOGGER = structlog.get_logger(__name__)
+
+
+def backoff_seconds(attempts: int, settings: ExportSettings) -> float:
+    """Delay before the next try after ``attempts`` failures (1, 2, 4, ... up to the cap)."""
+    exponent = max(attempts - 1, 0)
+    if exponent > 60:
+        return settings.backoff_max_seconds
+    return float(min(settings.backoff_initial_seconds * 2**exponent, settings.backoff_max_seconds))
+
+
+@dataclass(slots=True)
+class ExportCounters:
+    """Counters since start (read by the metrics endpoint)."""
+
+    attempts: int = 0
+    sent: int = 0
+    failures: int = 0
+    rejected_associations: int = 0
+    dead_lettered: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **increments: int) -> None:
+        """Add to counters atomically."""
+        with self._lock:
+            for name, value in increments.items():
+                setattr(self, name, getattr(self, name) + value)
+
+
+class Exporter:
+    """Delivers due outbox rows.
+
+    Parameters
+    ----------
+    store
+        The job store (outbox and ledger).
+    settings
+        Retry policy and timeouts.
+    calling_ae
+        Our AE title towards the destinations.
+    clock
+        Wall clock (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        store: SqliteJobStore,
+        settings: ExportSettings,
+        calling_ae: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.calling_ae = calling_ae
+        self.counters = ExportCounters()
+        self._clock = clock
+        self._wake = threading.Event()
+
+    def wake(self, *_: object) -> None:
+        """Look at the outbox now (called when a job finished processing)."""
+        self._wake.set()
+
+    def run(self, stop: threading.Event, idle_seconds: float = 1.0) -> None:
+        """Deliver until ``stop`` is set; the file in flight is finished first."""
+        while not stop.is_set():
+            try:
+                self.deliver_due(stop)
+            except Exception:
+                # A database hiccup must not end delivery; log and try again later.
+                LOGGER.exception("export_round_failed")
+            self._wake.wait(self._sleep_seconds(idle_seconds))
+            self._wake.clear()
+
+    def _sleep_seconds(self, idle_seconds: float) -> float:
+        pending = self.store.outbox(state=OutboxState.PENDING, limit=1)
+        if not pending:
+            return idle_seconds
+        next_due = min(row.next_try_at for row in self.store.outbox(state=OutboxState.PENDING))
+        return max(0.05, min(idle_seconds, next_due - self._clock()))
+
+    def deliver_due(self, stop: threading.Event | None = None) -> int:
+        """One round: send every due row; returns how many were acknowledged."""
+        due = self.store.outbox(state=OutboxState.PENDING, due_before=self._clock())
+        by_destination: dict[str, list[OutboxRecord]] = defaultdict(list)
+        for row in due:
+            by_destination[row.destination].append(row)
+        acknowledged = 0
+        for destination, rows in by_destination.items():
+            if stop is not None and stop.is_set():
+                break
+            acknowledged += self._deliver(destination, rows)
+        return acknowledged
+
+    def _fail(self, row: OutboxRecord, error: str, delay: float) -> None:
+        self.counters.add(failures=1)
+        state = self.store.mark_attempt_failed(
+            row.outbox_id,
+            error,
+            self._clock() + delay,
+            max_attempts=self.settings.max_attempts,
+        )
+        if state is OutboxState.DEAD:
+            self.counters.add(dead_lettered=1)
+            LOGGER.error(
+                "export_dead_lettered",
+                job_id=row.job_id,
+                destination=row.destination,
+                sop_instance_uid=row.sop_instance_uid,
+                attempts=row.attempts + 1,
+                last_error=error,
+            )
+
+    def _deliver(self, destination_text: str, rows: list[OutboxRecord]) -> int:
+        destination = parse_destination(destination_text)
+        peer = Destination(
+            host=destination.host,
+            port=destination.port,
+            called_aet=destination.ae_title,
+            calling_aet=self.calling_ae,
+            timeout_s=self.settings.timeout_seconds,
+        )
+        to_send: list[tuple[OutboxRecord, ResultFile]] = []
+        acknowledged = 0
+        for row in rows:
+            if self.store.acknowledged(destination_text, row.sop_instance_uid):
+                self.store.mark_sent(row.outbox_id)
+                acknowledged += 1
+                LOGGER.info(
+                    "export_skipped_already_acknowledged",
+                    job_id=row.job_id,
+                    destination=destination_text,
+                    sop_instance_uid=row.sop_instance_uid,
+                )
+                continue
+            try:
+                to_send.append((row, read_result_identity(row.path)))
+            except SendError as error:
+                self._fail(row, str(error), backoff_seconds(row.attempts + 1, self.settings))
+        if not to_send:
+            return acknowledged
+        by_path = {result.path: row for row, result in to_send}
+        sent_now = 0
+
+        def record(outcome: StoreOutcome) -> None:
+            nonlocal sent_now
+            row = by_path[outcome.path]
+            self.counters.add(attempts=1)
+            if outcome.stored:
+                self.store.mark_sent(row.outbox_id)
+                self.counters.add(sent=1)
+                sent_now += 1
+            else:
+                LOGGER.warning(
+                    "export_file_failed",
+                    job_id=row.job_id,
+                    destination=destination_text,
+                    sop_instance_uid=row.sop_instance_uid,
+                    detail=outcome.detail,
+                )
+                self._fail(row, outcome.detail, backoff_seconds(row.attempts + 1, self.settings))
+
+        try:
+            seconds = store_results([result for _, result in to_send], peer, record)
+        except AssociationRejectedError as error:
+            self.counters.add(attempts=len(to_send), rejected_associations=1)
+            LOGGER.error(
+                "export_configuration_problem",
+                destination=destination_text,
+                reason=str(error),
+                retry_in_seconds=self.settings.rejected_retry_seconds,
+                hint="check the AE titles: the destination must know this node's AE title",
+            )
+            for row, _ in to_send:
+                self._fail(row, str(error), self.settings.rejected_retry_seconds)
+            return acknowledged
+        except AssociationFailedError as error:
+            self.counters.add(attempts=len(to_send))
+            delay = backoff_seconds(min(row.attempts for row, _ in to_send) + 1, self.settings)
+            LOGGER.warning(
+                "export_destination_unreachable",
+                destination=destination_text,
+                reason=str(error),
+                retry_in_seconds=delay,
+            )
+            for row, _ in to_send:
+                self._fail(row, str(error), backoff_seconds(row.attempts + 1, self.settings))
+            return acknowledged
+        LOGGER.info(
+            "export_round",
+            destination=destination_text,
+            sent=sent_now,
+            failed=len(to_send) - sent_now,
+            seconds=round(seconds, 3),
+        )
+        return acknowledged + sent_now

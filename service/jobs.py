@@ -1,0 +1,207 @@
+"""Jobs as plain data, and the queue interface every backend implements.
+
+A :class:`JobSpec` is everything a worker needs to process one exam, as JSON:
+where the inputs are stored (never the pixels), the processing settings, where
+the results go. Any worker loop calls :func:`service.worker.run_job` with one.
+
+:class:`JobQueue` is the seam between the node and its queue backend. The
+embedded backend is SQLite (:class:`service.jobstore.SqliteJobStore`); past one
+machine the same interface is implemented on a distributed queue engine.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "PIPELINE_NAME",
+    "JobQueue",
+    "JobRecord",
+    "JobSpec",
+    "JobState",
+    "OutboxRecord",
+    "OutboxState",
+    "make_job_key",
+]
+
+PIPELINE_NAME = "wbdwi"
+
+
+class JobState(enum.Enum):
+    """Life of an exam: ``receiving -> ready -> processing -> exporting -> done``, or ``failed``."""
+
+    RECEIVING = "receiving"
+    READY = "ready"
+    PROCESSING = "processing"
+    EXPORTING = "exporting"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class OutboxState(enum.Enum):
+    """One result file for one destination: waiting, acknowledged, or given up (dead letter)."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    DEAD = "dead"
+
+
+def make_job_key(study_uid: str, software_version: str, sop_instance_uids: Sequence[str]) -> str:
+    """``study UID : pipeline/version : digest of the input instances``.
+
+    The same study with the same inputs and software always gets the same key, so
+    submitting it twice is a no-op; instances that arrive late change the digest
+    and make a new job (a new version of the results).
+    """
+    digest = hashlib.sha256("\n".join(sorted(sop_instance_uids)).encode()).hexdigest()[:16]
+    return f"{study_uid}:{PIPELINE_NAME}/{software_version}:{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A job as plain JSON: identity, input references, settings and destinations.
+
+    Attributes
+    ----------
+    job_key
+        Study UID + pipeline + version + input digest (:func:`make_job_key`).
+    job_id
+        The queue's id of the job (``wbdwi retry JOB`` takes it).
+    study_uid
+        Study Instance UID of the exam.
+    version
+        1 for the first processing of a study, 2 when late instances came, ...
+    input_paths
+        Stored instances of the exam (spool files).
+    output_dir
+        Folder the result files are written to.
+    destinations
+        ``AET@HOST:PORT`` of each destination; empty keeps the results in ``output_dir``.
+    device
+        ``auto``, ``gpu`` or ``cpu``.
+    processing
+        Fields of :class:`processing.settings.ProcessingSettings` (JSON values).
+    """
+
+    job_key: str
+    job_id: int
+    study_uid: str
+    version: int
+    input_paths: tuple[str, ...]
+    output_dir: str
+    destinations: tuple[str, ...] = ()
+    device: str = "auto"
+    processing: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Serialise to a JSON object (stable key order)."""
+        payload = {
+            "job_key": self.job_key,
+            "job_id": self.job_id,
+            "study_uid": self.study_uid,
+            "version": self.version,
+            "input_paths": list(self.input_paths),
+            "output_dir": self.output_dir,
+            "destinations": list(self.destinations),
+            "device": self.device,
+            "processing": dict(self.processing),
+        }
+        return json.dumps(payload, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        """Parse :meth:`to_json` output; raises ``ValueError`` naming a missing field."""
+        payload = json.loads(text)
+        if not isinstance(payload, dict):
+            raise ValueError("a job spec must be a JSON object")
+        try:
+            return cls(
+                job_key=str(payload["job_key"]),
+                job_id=int(payload["job_id"]),
+                study_uid=str(payload["study_uid"]),
+                version=int(payload["version"]),
+                input_paths=tuple(str(p) for p in payload["input_paths"]),
+                output_dir=str(payload["output_dir"]),
+                destinations=tuple(str(d) for d in payload.get("destinations", ())),
+                device=str(payload.get("device", "auto")),
+                processing=dict(payload.get("processing", {})),
+            )
+        except KeyError as missing:
+            raise ValueError(f"job spec lacks the field {missing}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """What the queue knows about one job (for status, metrics and retries)."""
+
+    job_id: int
+    study_uid: str
+    version: int
+    state: JobState
+    calling_ae: str
+    reason: str
+    job_key: str | None
+    created_at: float
+    updated_at: float
+    last_instance_at: float
+    instance_count: int
+    attempts: int
+    processing_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """One result file queued for one destination."""
+
+    outbox_id: int
+    job_id: int
+    destination: str
+    path: str
+    sop_instance_uid: str
+    state: OutboxState
+    attempts: int
+    next_try_at: float
+    last_error: str
+
+
+class JobQueue(Protocol):
+    """What the node needs from a job queue backend."""
+
+    def submit(self, spec: JobSpec) -> bool:
+        """Queue a ready job; ``False`` (and nothing changes) when its ``job_key`` exists."""
+        ...
+
+    def claim(self) -> JobSpec | None:
+        """Take the oldest ready job (it becomes ``processing``), or ``None``."""
+        ...
+
+    def finish_processing(
+        self,
+        job_id: int,
+        results: Sequence[tuple[str, str]],
+        destinations: Sequence[str],
+        processing_seconds: float,
+    ) -> None:
+        """Record the result files ``(path, sop_instance_uid)`` and queue them per destination."""
+        ...
+
+    def fail(self, job_id: int, reason: str) -> None:
+        """Mark the job failed with a human-readable reason (its inputs are kept)."""
+        ...
+
+    def status(self, job_id: int) -> JobRecord:
+        """The job's current record; ``KeyError`` when unknown."""
+        ...
+
+    def retry(self, job_id: int) -> JobRecord:
+        """Requeue a failed job or its dead-lettered deliveries."""
+        ...
+
+    def dead_letters(self) -> list[OutboxRecord]:
+        """Deliveries that were given up."""
+        ...

@@ -1,0 +1,334 @@
+"""The node: receiver, completion, worker, exporter and HTTP, started and stopped together.
+
+Start order: open the job store; recover (delete half-written spool files,
+index spool files the store does not know, put interrupted jobs back to
+``ready``); pick the processing device and say which; start the threads; open
+the DICOM port last, so nothing is acknowledged before the node can keep it.
+
+Stop order (SIGTERM): close the DICOM port (open associations get a grace
+period; what they already got acknowledged is in the spool), stop completion
+detection, let the worker finish its job for ``shutdown_grace_seconds`` (a job
+still running then is left ``processing`` and resumes at the next start), let
+the exporter finish the file in flight, stop HTTP, close the store.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from dicom_node.scp import DicomReceiver, ReceiverConfig
+from dicom_node.spool import InvalidInstanceError, Spool, SpooledInstance
+from dicom_node.writers import installed_version
+from processing.backend import select_backend
+from service.completion import CompletionDetector
+from service.exporter import Exporter
+from service.http import HealthServer, Metric
+from service.jobs import JobSpec, JobState, OutboxState
+from service.jobstore import SqliteJobStore
+from service.settings import OtherStoragePolicy, Settings
+from service.worker import JobOutcome, Worker
+
+__all__ = ["Node", "RecoveryReport"]
+
+LOGGER = structlog.get_logger(__name__)
+
+JOB_STORE_FILE = "jobs.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What the start-up recovery found."""
+
+    partial_files_removed: int
+    spool_files_indexed: int
+    spool_files_unreadable: int
+    jobs_resumed: int
+
+
+class Node:
+    """The whole node in one process.
+
+    Parameters
+    ----------
+    settings
+        Everything configurable.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.node.data_dir.resolve()
+        self.store = SqliteJobStore(self.data_dir / JOB_STORE_FILE)
+        self.spool = Spool(self.data_dir / "spool", fsync=settings.receive.fsync)
+        self.version = installed_version()
+        self.completion = CompletionDetector(self.store, settings, self.version)
+        self.exporter = Exporter(self.store, settings.export, settings.node.ae_title)
+        self.worker = Worker(self.store, on_finished=self._job_finished)
+        self.receiver = DicomReceiver(
+            ReceiverConfig(
+                ae_title=settings.node.ae_title,
+                port=settings.node.port,
+                bind_address=settings.node.bind_address,
+                max_associations=settings.receive.max_associations,
+                calling_ae_allow=settings.receive.calling_ae_allow,
+                check_called_ae=settings.receive.check_called_ae,
+                accept_other_storage=(
+                    settings.receive.other_storage is OtherStoragePolicy.ACCEPT_AND_IGNORE
+                ),
+                network_timeout_seconds=settings.receive.network_timeout_seconds,
+                max_pdu_bytes=settings.receive.max_pdu_bytes,
+            ),
+            self.spool,
+            self.store,
+            on_mpps_completed=self.completion.wake,
+        )
+        self.http: HealthServer | None = None
+        self.device_description = ""
+        self._stop = threading.Event()
+        self._worker_stop = threading.Event()
+        self._threads: dict[str, threading.Thread] = {}
+        self._processing_seconds_total = 0.0
+        self._jobs_finished = 0
+        self._jobs_failed = 0
+        self._started = False
+
+    # --------------------------------------------------------------- lifecycle
+    def recover(self) -> RecoveryReport:
+        """Repair what a crash may have left: partial files, unindexed files, running jobs."""
+        removed = self.spool.discard_incomplete()
+        known = self.store.known_instance_paths()
+        indexed = unreadable = 0
+        for path in self.spool.scan():
+            if str(path) in known:
+                continue
+            try:
+                instance: SpooledInstance = self.spool.read_spooled(path)
+            except InvalidInstanceError as error:
+                unreadable += 1
+                LOGGER.error("spool_file_unreadable", path=str(path), reason=str(error))
+                continue
+            if self.store.record_instance(instance):
+                indexed += 1
+        resumed = self.store.resume_after_restart()
+        report = RecoveryReport(removed, indexed, unreadable, resumed)
+        LOGGER.info(
+            "recovered",
+            partial_files_removed=removed,
+            spool_files_indexed=indexed,
+            spool_files_unreadable=unreadable,
+            jobs_resumed=resumed,
+        )
+        return report
+
+    def start(self) -> None:
+        """Recover, choose the device, start every part; the DICOM port opens last."""
+        LOGGER.info(
+            "node_starting",
+            version=self.version,
+            ae_title=self.settings.node.ae_title,
+            data_dir=str(self.data_dir),
+        )
+        self.recover()
+        backend = select_backend(self.settings.node.device)
+        self.device_description = backend.description
+        LOGGER.info(
+            "processing_device",
+            device=backend.name,
+            description=backend.description,
+            requested=self.settings.node.device.value,
+        )
+        self._spawn("completion", lambda: self.completion.run(self._stop))
+        for index in range(self.settings.node.workers):
+            self._spawn(f"worker-{index + 1}", lambda: self.worker.run(self._worker_stop))
+        self._spawn("exporter", lambda: self.exporter.run(self._stop))
+        if self.settings.node.http_port:
+            self.http = HealthServer(
+                self.settings.node.bind_address,
+                self.settings.node.http_port,
+                self.readiness_problems,
+                self.metrics,
+            )
+            self.http.start()
+        self.receiver.start()
+        self._started = True
+        LOGGER.info(
+            "node_started",
+            dicom_port=self.receiver.port,
+            http_port=self.http.port if self.http else None,
+            destinations=[str(d) for d in self.settings.export.destinations] or "results folder",
+        )
+
+    def _spawn(self, name: str, target: object) -> None:
+        assert callable(target)
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads[name] = thread
+
+    def stop(self) -> None:
+        """Graceful stop (see the module docstring)."""
+        if not self._started:
+            self.store.close()
+            return
+        LOGGER.info("node_stopping")
+        grace = self.settings.node.shutdown_grace_seconds
+        self.receiver.stop(grace_seconds=min(grace, 10.0))
+        self._stop.set()
+        self._worker_stop.set()
+        self.completion.wake()
+        self.worker.wake()
+        self.exporter.wake()
+        deadline = time.monotonic() + grace
+        for name, thread in self._threads.items():
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                LOGGER.warning(
+                    "thread_left_running",
+                    thread=name,
+                    job_id=self.worker.current_job if name.startswith("worker") else None,
+                    note="the job resumes at the next start",
+                )
+        if self.http is not None:
+            self.http.stop()
+        running = [name for name, thread in self._threads.items() if thread.is_alive()]
+        if not running:
+            self.store.close()
+        self._started = False
+        LOGGER.info("node_stopped", left_running=running)
+
+    # ----------------------------------------------------------------- probes
+    def readiness_problems(self) -> list[str]:
+        """What keeps the node from being ready (empty list: ready)."""
+        problems: list[str] = []
+        if not self.receiver.is_running:
+            problems.append("DICOM listener not running")
+        try:
+            self.store.ping()
+        except Exception as error:
+            problems.append(f"job store unavailable: {error}")
+        problems.extend(
+            f"{name} thread stopped"
+            for name, thread in self._threads.items()
+            if not thread.is_alive()
+        )
+        return problems
+
+    def _job_finished(self, spec: JobSpec, outcome: JobOutcome | None, seconds: float) -> None:
+        self._processing_seconds_total += seconds
+        if outcome is None:
+            self._jobs_failed += 1
+        else:
+            self._jobs_finished += 1
+            self.exporter.wake()
+
+    def metrics(self) -> list[Metric]:
+        """Current metric families (see ``docs/service.md``)."""
+        stats = self.receiver.stats
+        counters = self.exporter.counters
+        jobs = self.store.job_counts()
+        outbox = self.store.outbox_counts()
+        pending = sum(n for (_, state), n in outbox.items() if state is OutboxState.PENDING)
+        dead = sum(n for (_, state), n in outbox.items() if state is OutboxState.DEAD)
+        return [
+            Metric(
+                "wbdwi_instances_received_total",
+                "counter",
+                "Instances stored in the spool since start.",
+                (({}, stats.instances_stored),),
+            ),
+            Metric(
+                "wbdwi_instances_received_bytes_total",
+                "counter",
+                "Bytes of instances stored since start.",
+                (({}, stats.bytes_stored),),
+            ),
+            Metric(
+                "wbdwi_instances_duplicate_total",
+                "counter",
+                "Instances received again (stored once).",
+                (({}, stats.instances_duplicate),),
+            ),
+            Metric(
+                "wbdwi_instances_ignored_total",
+                "counter",
+                "Non-MR instances accepted and not kept.",
+                (({}, stats.instances_ignored),),
+            ),
+            Metric(
+                "wbdwi_instances_failed_total",
+                "counter",
+                "C-STOREs answered with an error status.",
+                (({}, stats.instances_failed),),
+            ),
+            Metric(
+                "wbdwi_associations_rejected_total",
+                "counter",
+                "Association requests rejected.",
+                (({}, stats.associations_rejected),),
+            ),
+            Metric(
+                "wbdwi_jobs",
+                "gauge",
+                "Jobs by state.",
+                tuple(({"state": state.value}, count) for state, count in jobs.items()),
+            ),
+            Metric(
+                "wbdwi_queue_depth",
+                "gauge",
+                "Work waiting: ready jobs plus pending deliveries.",
+                (({}, jobs[JobState.READY] + pending),),
+            ),
+            Metric(
+                "wbdwi_processing_seconds_total",
+                "counter",
+                "Seconds spent running jobs since start.",
+                (({}, self._processing_seconds_total),),
+            ),
+            Metric(
+                "wbdwi_jobs_processed_total",
+                "counter",
+                "Jobs run since start, by outcome.",
+                (
+                    ({"outcome": "ok"}, self._jobs_finished),
+                    ({"outcome": "failed"}, self._jobs_failed),
+                ),
+            ),
+            Metric(
+                "wbdwi_export_attempts_total",
+                "counter",
+                "C-STORE attempts of result files since start.",
+                (({}, counters.attempts),),
+            ),
+            Metric(
+                "wbdwi_export_failures_total",
+                "counter",
+                "Failed deliveries since start.",
+                (({}, counters.failures),),
+            ),
+            Metric(
+                "wbdwi_export_rejected_associations_total",
+                "counter",
+                "Associations a destination rejected (configuration problems).",
+                (({}, counters.rejected_associations),),
+            ),
+            Metric(
+                "wbdwi_outbox",
+                "gauge",
+                "Outbox rows by destination and state.",
+                tuple(
+                    ({"destination": dest, "state": state.value}, n)
+                    for (dest, state), n in sorted(
+                        outbox.items(), key=lambda i: (i[0][0], i[0][1].value)
+                    )
+                ),
+            ),
+            Metric("wbdwi_dead_letters", "gauge", "Deliveries given up.", (({}, dead),)),
+        ]
+
+    @property
+    def results_dir(self) -> Path:
+        """Where result files are written."""
+        return self.settings.results_dir.resolve()

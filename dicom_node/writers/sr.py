@@ -18,8 +18,9 @@ references the ADC Parametric Map it was read from (source of measurement). The
 tracking UIDs and IDs are those of the SEG segments.
 
 When nothing was segmented there is no SEG: the report holds one TID 1501
-group "Total tumour load" with Volume 0 ml and the qualitative evaluation
-DCM 121071 "Finding" = DCM 111286 "No abnormality".
+group "Total tumour load" with Finding DCM 111286 "No abnormality", Volume
+0 ml and the qualitative evaluation SCT 14799000 "Neoplasm, secondary" =
+SCT 272519000 "Absent".
 
 The 25th and 75th centiles have no standard code (CID 7464/7465 stop at the
 5/10/90/95th); they use the private coding scheme ``99WBDWI``, declared in the
@@ -281,15 +282,13 @@ def build_measurement_report(
                     uid=ctx.uids.uid("tracking", "total-tumour-load"),
                     identifier="Total tumour load",
                 ),
-                finding_type=SEGMENT_TYPE,
+                finding_type=codes.DCM.NoAbnormality,
                 finding_category=SEGMENT_CATEGORY,
                 algorithm_id=_algorithm(ctx, digest_parameters),
                 finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Bone)],
                 measurements=[_volume(0.0)],
                 qualitative_evaluations=[
-                    hd.sr.QualitativeEvaluation(
-                        name=codes.DCM.Finding, value=codes.DCM.NoAbnormality
-                    )
+                    hd.sr.QualitativeEvaluation(name=SEGMENT_TYPE, value=codes.SCT.Absent)
                 ],
                 source_images=[
                     hd.sr.SourceImageForMeasurementGroup(
@@ -325,6 +324,9 @@ def build_measurement_report(
     except ValueError as exc:
         raise WriterError(f"Measurement Report could not be built: {exc}") from exc
     sr.SeriesDescription = "Tumour load report wbdwi"
+    sr.ManufacturerModelName = ctx.identity.model_name
+    sr.SoftwareVersions = ctx.identity.software_version
+    sr.DeviceSerialNumber = ctx.identity.device_serial_number
     if segmentation is not None and result.stats.adc is not None:
         scheme = Dataset()  # declares the private scheme of the 25th/75th centile codes
         scheme.CodingSchemeDesignator = LOCAL_CODING_SCHEME

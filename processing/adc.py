@@ -62,11 +62,14 @@ class NoiseEstimate:
         The smallest positive signal used anywhere: ``max(sigma, 1e-6 * p99)``.
     method
         ``"rayleigh mode"`` or ``"zero background"``.
+    p99
+        99th centile of the positive lowest-b values (a robust bright-tissue level).
     """
 
     sigma: float
     floor: float
     method: str
+    p99: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,13 +165,15 @@ def estimate_noise_sigma(
     floor_abs = max(1e-6 * p99, float(xp.finfo(xp.float32).tiny))
     zero_fraction = 1.0 - positive.size / flat.size
     if zero_fraction >= settings.zero_background_fraction:
-        return NoiseEstimate(sigma=0.0, floor=floor_abs, method="zero background")
+        return NoiseEstimate(sigma=0.0, floor=floor_abs, method="zero background", p99=p99)
     counts, edges = xp.histogram(positive, bins=_HISTOGRAM_BINS, range=(0.0, p99))
     kernel = xp.asarray([1.0, 2.0, 3.0, 2.0, 1.0], dtype=xp.float64)
     smoothed = xp.convolve(counts.astype(xp.float64), kernel, mode="same")
     mode_bin = int(xp.argmax(smoothed))
     sigma = 0.5 * backend.scalar(edges[mode_bin] + edges[mode_bin + 1])
-    return NoiseEstimate(sigma=sigma, floor=max(sigma, floor_abs), method="rayleigh mode")
+    return NoiseEstimate(
+        sigma=sigma, floor=max(sigma, floor_abs), method="rayleigh mode", p99=p99
+    )
 
 
 def fit_adc(

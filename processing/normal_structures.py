@@ -171,6 +171,17 @@ def marrow_like(
     )
 
 
+def _bounding_box(mask: Any, backend: Backend) -> tuple[slice, slice, slice]:
+    """Slices of the smallest box holding ``mask``, with a one-voxel margin of background."""
+    box = []
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        present = backend.to_host(mask.any(axis=others))
+        where = present.nonzero()[0]
+        box.append(slice(max(int(where[0]) - 1, 0), int(where[-1]) + 2))
+    return (box[0], box[1], box[2])
+
+
 @dataclass(frozen=True, slots=True)
 class ComponentDecision:
     """Which components survive, and how many each rule removed."""
@@ -205,11 +216,11 @@ def component_rules(
     big = keep & (sizes >= math.ceil(settings.organ_min_volume_ml / voxel_ml))
     if bool(big.any()):
         inside = big[labels]
-        depth = ndimage.distance_transform_edt(inside, sampling=spacing_mm)
-        big_labels = xp.flatnonzero(big)
-        thickness = ndimage.maximum(depth, labels, big_labels)
-        organ = xp.zeros_like(keep)
-        organ[big_labels] = xp.asarray(thickness) >= settings.organ_min_thickness_mm
+        box = _bounding_box(inside, backend)
+        depth = ndimage.distance_transform_edt(inside[box], sampling=spacing_mm)
+        deep = depth >= xp.float32(settings.organ_min_thickness_mm)
+        organ = xp.bincount(labels[box][deep], minlength=count + 1) > 0
+        organ[0] = False
         removed_organ = int(organ.sum())
         keep &= ~organ
 

@@ -243,7 +243,12 @@ def _segment(
     reference = reference_signal(high_b, adc, tissue, settings, backend)
     low_reference = reference_signal(low_b, adc, tissue, settings, backend)
     threshold = settings.threshold_ratio * reference
-    candidates = tissue & (high_b >= xp.float32(threshold))
+    smoothed = high_b
+    if settings.threshold_smoothing_mm > 0:
+        _, dy, dx = spacing
+        sigma = (0.0, settings.threshold_smoothing_mm / dy, settings.threshold_smoothing_mm / dx)
+        smoothed = backend.ndimage.gaussian_filter(high_b, sigma=sigma, mode="constant")
+    candidates = tissue & (smoothed >= xp.float32(threshold))
     candidates &= ~head_exclusion(body, landmarks, spacing, settings, backend)
     if settings.cranio_caudal_limit_z_mm is not None:
         candidates &= _below_limit(exam, settings.cranio_caudal_limit_z_mm, backend)

@@ -118,15 +118,21 @@ def body_mask(
 ) -> Any:
     """The patient's body on the lowest-b image.
 
-    Threshold at ``body_threshold_snr * sigma`` (or the positive floor when the
-    background is exactly zero), close small gaps and fill holes slice by slice
+    Threshold at ``body_threshold_snr * sigma`` or ``body_threshold_p99_fraction``
+    of the 99th centile of the lowest-b signal, whichever is higher (the second
+    keeps the outline the same on noise-free or air-masked data, where sigma is
+    0: STIR-suppressed fat stays outside), close small gaps and fill holes slice by slice
     (lungs, bowel gas and fat-suppressed fat inside the outline are body), then
     keep the connected components of at least ``body_min_component_fraction``
     of the largest one.
     """
     xp = backend.xp
     ndimage = backend.ndimage
-    threshold = max(settings.body_threshold_snr * noise.sigma, noise.floor)
+    threshold = max(
+        settings.body_threshold_snr * noise.sigma,
+        settings.body_threshold_p99_fraction * noise.p99,
+        noise.floor,
+    )
     mask = low_b > xp.float32(threshold)
     plane = in_plane_structure(backend)
     mask = ndimage.binary_closing(mask, structure=plane, iterations=1, border_value=0)

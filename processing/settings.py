@@ -50,6 +50,9 @@ class ProcessingSettings:
     body_threshold_snr: float = 5.0
     """Body = lowest-b signal above this multiple of sigma (Rayleigh air exceeds 5 sigma
     with probability exp(-12.5) ~ 4e-6), holes filled per slice."""
+    body_threshold_p99_fraction: float = 0.02
+    """... or this share of the 99th centile of the lowest-b signal (fluid, spleen, brain at
+    b50 are ~5-10x muscle, so this is ~0.1-0.2x muscle: above suppressed fat and lung)."""
     body_min_component_fraction: float = 0.05
     """Body components smaller than this share of the largest are dropped (noise, coil
     artefacts); arms and legs are connected to the trunk over z."""
@@ -59,7 +62,11 @@ class ProcessingSettings:
     """Voxels whose ADC lies in this range (skeletal muscle 1.4-1.6e-3 mm2/s, the most
     abundant soft tissue of the body) give the reference signal: the median computed-b
     signal of body voxels in this ADC range."""
-    threshold_ratio: float = 1.6
+    threshold_smoothing_mm: float = 1.5
+    """In-slice Gaussian smoothing (sigma, mm) of the computed-b image before the threshold:
+    halves the noise so that organs just below the threshold (liver) do not break into
+    speckles above it; small next to the 3-4 mm pixels of WB-DWI."""
+    threshold_ratio: float = 1.4
     """High-b threshold in multiples of the reference (muscle) signal at the segmentation
     b-value. Replaces seed 000's fixed ~100 AU, which depends on scanner units."""
     adc_window_um2s: tuple[float, float] = (500.0, 2200.0)
@@ -72,9 +79,11 @@ class ProcessingSettings:
     exclude_head: bool = False
     """Exclude everything cranial to the neck (brain, salivary glands, Waldeyer's ring), as
     Blackledge et al. 2014 segment below C4 and seed 000 removes the brain."""
-    skull_shell_mm: float = 13.0
+    skull_shell_mm: float = 8.0
     """With the head included: the cranial vault's shell kept for skull lesions is this deep
-    (scalp 5-7 mm + skull 5-8 mm; the brain surface lies deeper, beyond CSF and meninges)."""
+    below the body outline. On STIR DWI the scalp fat is dark, so the outline is the skin or
+    the skull; the skull is 5-7 mm thick and the brain lies beyond CSF and meninges, about
+    8-12 mm below the outer table."""
     skull_vault_fraction: float = 0.5
     """With the head included: the vault is the upper half of the vertex-to-neck distance
     (above the skull base; the external auditory meatus lies about half-way); below it the

@@ -187,7 +187,8 @@ def _send_one(assoc: Association, header: _FileHeader) -> StoreOutcome:
     elif uncompressed_ok:
         try:
             payload = dcmread(header.path)
-            payload.decompress()
+            # Same instance in another transfer syntax: the SOP Instance UID must not change.
+            payload.decompress(generate_instance_uid=False)
         except Exception as exc:
             # Decoder failures come in many types; this file is reported as not sent.
             return StoreOutcome(

@@ -9,6 +9,7 @@ from typing import Any
 
 from dicom_node.dicom_files import find_dicom_files
 from dicom_node.errors import SendError
+from dicom_node.mpps import complete_mpps, create_mpps, performed_exam
 from dicom_node.send import DEFAULT_CALLING_AET, Destination, send_files
 
 __all__ = ["add_destination_arguments", "collect_files", "register", "run"]
@@ -34,6 +35,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="DIR", help="folders or files")
     add_destination_arguments(parser)
+    parser.add_argument(
+        "--mpps",
+        action="store_true",
+        help="act as the scanner: MPPS N-CREATE (IN PROGRESS) before sending, "
+        "N-SET COMPLETED listing every instance after",
+    )
     parser.set_defaults(func=run)
 
 
@@ -70,7 +77,12 @@ def run(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
     )
     try:
+        exam = performed_exam(files) if getattr(args, "mpps", False) else None
+        mpps_uid = create_mpps(destination, exam) if exam is not None else None
         report = send_files(files, destination)
+        if exam is not None and mpps_uid is not None:
+            complete_mpps(destination, mpps_uid, exam)
+            print(f"MPPS {mpps_uid} COMPLETED ({exam.instance_count} instance(s))")
     except SendError as exc:
         print(f"wbdwi send: {exc}", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "phantom",
     "send",
     "inspect",
+    "process",
     "serve",
     "status",
     "echo",

@@ -29,6 +29,8 @@ Units: b in s/mm2, ADC in um2/s (1e-6 mm2/s). Internally b is scaled to
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,11 +92,11 @@ def check_signal(signal: Any, b_values: tuple[float, ...], backend: Backend) -> 
         NaN/infinite or negative values; all-zero signal.
     """
     xp = backend.xp
-    if any(not (b == b and abs(b) != float("inf")) for b in b_values):
+    if any(not math.isfinite(b) for b in b_values):
         raise InvalidExamError(f"b-values must be finite numbers, got {list(b_values)}")
     if any(b < 0 for b in b_values):
         raise InvalidExamError(f"b-values must not be negative, got {list(b_values)}")
-    for lower, upper in zip(b_values, b_values[1:], strict=False):
+    for lower, upper in itertools.pairwise(b_values):
         if not upper > lower:
             raise InvalidExamError(
                 f"b-values must strictly increase along the first signal axis, got {list(b_values)}"
@@ -171,14 +173,13 @@ def estimate_noise_sigma(
     smoothed = xp.convolve(counts.astype(xp.float64), kernel, mode="same")
     mode_bin = int(xp.argmax(smoothed))
     sigma = 0.5 * backend.scalar(edges[mode_bin] + edges[mode_bin + 1])
-    return NoiseEstimate(
-        sigma=sigma, floor=max(sigma, floor_abs), method="rayleigh mode", p99=p99
-    )
+    return NoiseEstimate(sigma=sigma, floor=max(sigma, floor_abs), method="rayleigh mode", p99=p99)
 
 
 def fit_adc(
     signal: Any,
     b_values: tuple[float, ...],
+    *,
     body: Any,
     noise: NoiseEstimate,
     settings: ProcessingSettings,

@@ -21,7 +21,7 @@ _UM2S_TO_MM2S = 1e-6
 
 
 def compute_high_b(
-    signal_ref: Any, b_ref: float, adc: Any, valid: Any, b_value: float, backend: Backend
+    signal_ref: Any, b_ref: float, adc: Any, valid: Any, b_value: float, *, backend: Backend
 ) -> Any:
     """One computed-b image on the device.
 

@@ -89,7 +89,10 @@ class BodyLandmarks:
 
 
 def find_landmarks(
-    body: Any, spacing_mm: tuple[float, float, float], settings: ProcessingSettings, backend: Backend
+    body: Any,
+    spacing_mm: tuple[float, float, float],
+    settings: ProcessingSettings,
+    backend: Backend,
 ) -> BodyLandmarks:
     """Find the neck, the crotch and the trunk of every slice from the body mask."""
     xp = backend.xp

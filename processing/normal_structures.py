@@ -72,9 +72,7 @@ def head_exclusion(
         excluded[: neck + 1] = True
         return excluded
     excluded[: neck + 1] = True
-    vault_end = landmarks.top + int(
-        math.floor(settings.skull_vault_fraction * (neck - landmarks.top))
-    )
+    vault_end = landmarks.top + math.floor(settings.skull_vault_fraction * (neck - landmarks.top))
     if vault_end < landmarks.top:
         return excluded
     # Depth below the skin in 3-D (anisotropic spacing); slices above the vault end only.
@@ -86,8 +84,11 @@ def head_exclusion(
 
 
 def fluid_and_kidney(
-    candidates: Any, adc: Any, spacing_mm: tuple[float, float, float],
-    settings: ProcessingSettings, backend: Backend
+    candidates: Any,
+    adc: Any,
+    spacing_mm: tuple[float, float, float],
+    settings: ProcessingSettings,
+    backend: Backend,
 ) -> Any:
     """Candidate voxels in kidney-like or fluid-like regions (to be removed).
 
@@ -101,8 +102,9 @@ def fluid_and_kidney(
     ndimage = backend.ndimage
     weight = candidates.astype(xp.float32)
     total = ndimage.uniform_filter(weight, size=3, mode="constant")
-    summed = ndimage.uniform_filter(xp.where(candidates, adc, xp.float32(0.0)), size=3,
-                                    mode="constant")
+    summed = ndimage.uniform_filter(
+        xp.where(candidates, adc, xp.float32(0.0)), size=3, mode="constant"
+    )
     local = summed / xp.maximum(total, xp.float32(1e-6))
     fluid = candidates & (local >= xp.float32(settings.fluid_adc_um2s))
     components = label_components(fluid, backend)
@@ -117,8 +119,10 @@ def fluid_and_kidney(
 
 
 def spinal_cord(
-    candidates: Any, spacing_mm: tuple[float, float, float], settings: ProcessingSettings,
-    backend: Backend
+    candidates: Any,
+    spacing_mm: tuple[float, float, float],
+    settings: ProcessingSettings,
+    backend: Backend,
 ) -> Any:
     """Candidate voxels of the spinal cord (to be removed).
 
@@ -151,8 +155,13 @@ def spinal_cord(
 
 
 def marrow_like(
-    adc: Any, valid: Any, low_b: Any, low_b_reference: float, settings: ProcessingSettings,
-    backend: Backend
+    adc: Any,
+    valid: Any,
+    low_b: Any,
+    low_b_reference: float,
+    *,
+    settings: ProcessingSettings,
+    backend: Backend,
 ) -> Any:
     """Voxels that look like normal red marrow: low ADC with a clear low-b signal.
 
@@ -231,8 +240,9 @@ def component_rules(
         ring = (grown > 0) & (kept == 0) & (labels == 0)
         ring_labels = grown[ring]
         ring_total = xp.bincount(ring_labels, minlength=count + 1)
-        ring_marrow = xp.bincount(ring_labels, weights=marrow[ring].astype(xp.float64),
-                                  minlength=count + 1)
+        ring_marrow = xp.bincount(
+            ring_labels, weights=marrow[ring].astype(xp.float64), minlength=count + 1
+        )
         fraction = ring_marrow / xp.maximum(ring_total, 1)
         no_bone = keep & (fraction < settings.bone_contact_min_fraction)
         removed_no_bone = int(no_bone.sum())

@@ -128,7 +128,6 @@ def process_exam(
     ):
         raise ValueError(f"yellow_lower_um2s must be a finite ADC >= 0, got {yellow_lower_um2s}")
     backend = select_backend(device)
-    xp = backend.xp
     timer = _StageTimer(backend)
     total_start = time.perf_counter()
     spacing = exam.spacing_mm
@@ -143,18 +142,29 @@ def process_exam(
         noise = estimate_noise_sigma(low_b, settings, backend)
         body = body_mask(low_b, noise, settings, backend)
     with timer("adc_fit"):
-        fit = fit_adc(signal, exam.b_values, body, noise, settings, backend)
+        fit = fit_adc(
+            signal, exam.b_values, body=body, noise=noise, settings=settings, backend=backend
+        )
     with timer("computed_b"):
         b_ref = exam.b_values[-1]
         wanted = dict.fromkeys((*settings.computed_b_values, settings.segmentation_b_value))
         images = {
-            b: compute_high_b(signal[-1], b_ref, fit.adc, fit.valid, b, backend) for b in wanted
+            b: compute_high_b(signal[-1], b_ref, fit.adc, fit.valid, b, backend=backend)
+            for b in wanted
         }
     with timer("segmentation"):
         landmarks = find_landmarks(body, spacing, settings, backend)
         tumour, summary = _segment(
-            low_b, images[settings.segmentation_b_value], fit.adc, fit.valid, body, landmarks,
-            noise.sigma, exam, settings, backend,
+            low_b=low_b,
+            high_b=images[settings.segmentation_b_value],
+            adc=fit.adc,
+            valid=fit.valid,
+            body=body,
+            landmarks=landmarks,
+            noise_sigma=noise.sigma,
+            exam=exam,
+            settings=settings,
+            backend=backend,
         )
         lesions = label_components(tumour, backend, structure=_connectivity(settings, backend))
     with timer("statistics"):
@@ -162,15 +172,26 @@ def process_exam(
         adc_stats = adc_statistics(values, backend)
         low_hist, high_hist = settings.histogram_range_um2s
         histogram = adc_histogram(
-            values, low_hist, high_hist, settings.histogram_bin_um2s, voxel_ml, backend
+            values,
+            lower_um2s=low_hist,
+            upper_um2s=high_hist,
+            bin_width_um2s=settings.histogram_bin_um2s,
+            voxel_volume_ml=voxel_ml,
+            backend=backend,
         )
         if yellow_lower_um2s is None:
             yellow, source = settings.yellow_lower_default_um2s, "default"
         else:
             yellow, source = float(yellow_lower_um2s), "baseline p95"
         classes = classify_adc(fit.adc, tumour, yellow, settings.green_lower_um2s, backend)
-        volumes = class_volumes(classes, voxel_ml, yellow, settings.green_lower_um2s, source,
-                                backend)
+        volumes = class_volumes(
+            classes,
+            voxel_volume_ml=voxel_ml,
+            yellow_lower_um2s=yellow,
+            green_lower_um2s=settings.green_lower_um2s,
+            yellow_lower_source=source,
+            backend=backend,
+        )
         measures = lesion_measures(
             lesions.labels, lesions.count, fit.adc, images[settings.segmentation_b_value], backend
         )
@@ -190,7 +211,14 @@ def process_exam(
             for b in settings.computed_b_values
         )
     with timer("regions"):
-        lesion_rows = _lesion_rows(measures, exam, body_host, landmarks, voxel_ml, settings)
+        lesion_rows = _lesion_rows(
+            measures,
+            exam=exam,
+            body=body_host,
+            landmarks=landmarks,
+            voxel_ml=voxel_ml,
+            settings=settings,
+        )
     timings = dict(timer.timings)
     timings["total"] = time.perf_counter() - total_start
     stats = ExamStats(
@@ -225,6 +253,7 @@ def _connectivity(settings: ProcessingSettings, backend: Backend) -> Any:
 
 
 def _segment(
+    *,
     low_b: Any,
     high_b: Any,
     adc: Any,
@@ -257,7 +286,7 @@ def _segment(
     candidates &= (adc >= xp.float32(window_low)) & (adc <= xp.float32(window_high))
     candidates &= ~spinal_cord(candidates, spacing, settings, backend)
     components = label_components(candidates, backend, structure=_connectivity(settings, backend))
-    marrow = marrow_like(adc, valid, low_b, low_reference, settings, backend)
+    marrow = marrow_like(adc, valid, low_b, low_reference, settings=settings, backend=backend)
     decision = component_rules(components, marrow, spacing, settings, backend)
     tumour = decision.keep[components.labels]
     summary = SegmentationSummary(
@@ -286,6 +315,7 @@ def _below_limit(exam: DwiExam, limit_z_mm: float, backend: Backend) -> Any:
 
 def _lesion_rows(
     measures: Any,
+    *,
     exam: DwiExam,
     body: np.ndarray[Any, np.dtype[np.bool_]],
     landmarks: BodyLandmarks,

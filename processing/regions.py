@@ -43,11 +43,11 @@ def assign_region(
     settings: ProcessingSettings,
 ) -> BodyRegion:
     """Region of a lesion whose centroid is ``centroid_index`` ``(z, y, x)`` (host arrays)."""
-    nz, ny, nx = body.shape
+    nz = body.shape[0]
     z = int(np.clip(round(float(centroid_index[0])), 0, nz - 1))
     y = float(centroid_index[1])
     x = float(centroid_index[2])
-    _, dy, dx = spacing_mm
+    dx = spacing_mm[2]
     center = landmarks.trunk_center[z]
     box = landmarks.trunk_box[z]
     if np.isnan(center).any():

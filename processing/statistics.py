@@ -27,8 +27,8 @@ from processing.results import AdcClass, AdcStats, ClassVolumes, Histogram
 
 __all__ = [
     "LesionMeasures",
-    "adc_statistics",
     "adc_histogram",
+    "adc_statistics",
     "class_volumes",
     "classify_adc",
     "lesion_measures",
@@ -80,6 +80,7 @@ def adc_statistics(values: Any, backend: Backend) -> AdcStats | None:
 
 def adc_histogram(
     values: Any,
+    *,
     lower_um2s: float,
     upper_um2s: float,
     bin_width_um2s: float,
@@ -120,6 +121,7 @@ def classify_adc(
 
 def class_volumes(
     class_labels: Any,
+    *,
     voxel_volume_ml: float,
     yellow_lower_um2s: float,
     green_lower_um2s: float,
@@ -175,7 +177,7 @@ def lesion_measures(
     values = adc.ravel()[where].astype(xp.float64)
     signal = high_b.ravel()[where].astype(xp.float64)
     counts = xp.bincount(labels, minlength=count)
-    nz, ny, nx = lesion_labels.shape
+    _, ny, nx = lesion_labels.shape
     z_index, rest = xp.divmod(where, ny * nx)
     y_index, x_index = xp.divmod(rest, nx)
     sums = [

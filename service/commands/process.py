@@ -51,8 +51,13 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("folder", type=Path, metavar="DIR")
-    parser.add_argument("--out", type=Path, required=True, metavar="OUT",
-                        help="output folder (created when missing)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="OUT",
+        help="output folder (created when missing)",
+    )
     parser.add_argument(
         "--device",
         choices=[d.value for d in Device],
@@ -110,8 +115,9 @@ def run_offline(
     out.mkdir(parents=True, exist_ok=True)
     path = out / MEASUREMENTS_FILE
     _write_json_atomically(path, measurements)
-    return OfflineRun(result=result, assembled=assembled, measurements_path=path,
-                      measurements=measurements)
+    return OfflineRun(
+        result=result, assembled=assembled, measurements_path=path, measurements=measurements
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,12 +125,17 @@ def run(args: argparse.Namespace) -> int:
     from dicom_node.errors import AssemblyError
 
     if args.yellow_lower is not None and not 0 <= args.yellow_lower < float("inf"):
-        print(f"wbdwi process: --yellow-lower must be a finite ADC >= 0, got {args.yellow_lower}",
-              file=sys.stderr)
+        print(
+            f"wbdwi process: --yellow-lower must be a finite ADC >= 0, got {args.yellow_lower}",
+            file=sys.stderr,
+        )
         return 2
     try:
         outcome = run_offline(
-            args.folder, args.out, ProcessingSettings(), args.device,
+            args.folder,
+            args.out,
+            ProcessingSettings(),
+            args.device,
             yellow_lower_um2s=args.yellow_lower,
         )
     except (NotADirectoryError, AssemblyError, ProcessingError, BackendUnavailableError) as exc:

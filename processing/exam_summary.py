@@ -93,6 +93,9 @@ class ExamSummary:
         The node's SR and SEG for this exam (empty when not written yet).
     software_version
         Version of the node that produced the numbers (empty when unknown).
+    voxel_volume_ml
+        Volume of one voxel of the exam grid, ml (NaN when unknown, e.g. rebuilt
+        from a report); sets the sampling-noise floor of lesion growth.
     """
 
     study_instance_uid: str
@@ -108,6 +111,7 @@ class ExamSummary:
     sr_sop_instance_uid: str = ""
     seg_sop_instance_uid: str = ""
     software_version: str = ""
+    voxel_volume_ml: float = math.nan
 
     def __post_init__(self) -> None:
         if not self.study_instance_uid:
@@ -154,6 +158,7 @@ class ExamSummary:
             "sr_sop_instance_uid": self.sr_sop_instance_uid,
             "seg_sop_instance_uid": self.seg_sop_instance_uid,
             "software_version": self.software_version,
+            "voxel_volume_ml": _num_out(self.voxel_volume_ml),
         }
 
     @classmethod
@@ -190,6 +195,9 @@ class ExamSummary:
             sr_sop_instance_uid=str(data.get("sr_sop_instance_uid", "")),
             seg_sop_instance_uid=str(data.get("seg_sop_instance_uid", "")),
             software_version=str(data.get("software_version", "")),
+            voxel_volume_ml=_num_in(data, "voxel_volume_ml")
+            if "voxel_volume_ml" in data
+            else math.nan,
         )
 
 
@@ -222,6 +230,7 @@ def summarize_exam(
         sr_sop_instance_uid=sr_sop_instance_uid,
         seg_sop_instance_uid=seg_sop_instance_uid,
         software_version=software_version,
+        voxel_volume_ml=exam.voxel_volume_ml,
     )
 
 

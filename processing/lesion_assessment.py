@@ -99,7 +99,14 @@ def _group_change(
         high_b=high_b,
         reference_high_b=ref_high_b,
         distance_mm=group.distance_mm,
+        voxel_volume_ml=_coarser(current.voxel_volume_ml, reference.voxel_volume_ml),
     )
+
+
+def _coarser(a: float, b: float) -> float:
+    """The larger of two voxel volumes, ignoring unknown (NaN) ones."""
+    known = [v for v in (a, b) if math.isfinite(v) and v > 0]
+    return max(known) if known else math.nan
 
 
 def _aggregate(

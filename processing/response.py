@@ -14,10 +14,10 @@ RAC  rule code                   condition (changes against the reference exam)
 5    ``new_unequivocal``         new lesion >= ``new_unequivocal_ml`` with ADC below
                                  ``new_unequivocal_adc_below_um2s``
 5    ``clear_growth``            volume +``clear_growth_pct`` or more and at least
-                                 +``growth_min_increase_ml``
+                                 the growth floor (below)
 4    ``new_equivocal``           any other new lesion >= ``new_min_ml``
 4    ``equivocal_growth``        volume +``equivocal_growth_pct`` or more and at least
-                                 +``growth_min_increase_ml``
+                                 the growth floor (below)
 4    ``rising_high_b``           high-b signal +``high_b_rise_pct`` or more with
                                  current ADC below ``adc_responding_um2s``
 1    ``adc_crossed_responding``  ADC from <= ``adc_responding_um2s`` to above it
@@ -33,6 +33,12 @@ RAC  rule code                   condition (changes against the reference exam)
                                  RAC 1 rise) with falling high-b signal
 3    ``no_change``               none of the above
 ==== =========================== ===================================================
+
+The growth floor is the larger of ``growth_min_increase_ml`` and
+``growth_min_increase_voxels`` voxels of the coarser of the two exams' grids
+(when known): a segmented volume moves by whole border voxels when the grid
+samples a lesion differently between visits, which on a coarse grid is more
+than the fixed floor.
 
 "Falling high-b signal" means a fall of at least ``high_b_fall_pct``; when
 ``response_requires_falling_high_b`` is off, an ADC rise alone is enough.
@@ -160,6 +166,11 @@ class ResponseSettings:
         0.5: growth must also add this much volume (about 11 voxels of the
         consensus 5 x 3 x 3 mm), so that one slice of partial volume on a small
         lesion is not growth. Engineering default.
+    growth_min_increase_voxels
+        4: growth must also exceed this many voxels of the coarser grid: a
+        re-sampled lesion gains or loses border voxels on several faces at once
+        (about one voxel per face over four faces). Matters only on grids
+        coarser than ~0.12 ml per voxel. Engineering default.
     new_min_ml
         0.065: MY-RADS counts focal lesions > 5 mm; a 5 mm sphere is 0.065 ml.
         Smaller new or vanished foci do not count.
@@ -186,6 +197,7 @@ class ResponseSettings:
     equivocal_growth_pct: float = 39.75
     clear_growth_pct: float = 72.8
     growth_min_increase_ml: float = 0.5
+    growth_min_increase_voxels: float = 4.0
     new_min_ml: float = 0.065
     new_unequivocal_ml: float = 1.0
     new_unequivocal_adc_below_um2s: float = 1400.0
@@ -205,6 +217,7 @@ class ResponseSettings:
             "equivocal_growth_pct",
             "clear_growth_pct",
             "growth_min_increase_ml",
+            "growth_min_increase_voxels",
             "new_min_ml",
             "new_unequivocal_ml",
             "new_unequivocal_adc_below_um2s",
@@ -241,6 +254,7 @@ class LesionChange:
     Volumes in ml, ADC in um2/s (the statistic of the settings, volume-weighted
     over a group), high-b in the units of ``LesionStats.mean_high_b`` (NaN when
     unknown). ``distance_mm`` is the centroid distance after the global shift.
+    ``voxel_volume_ml`` is the larger voxel of the two exams (NaN when unknown).
     """
 
     reference_study_uid: str
@@ -253,6 +267,7 @@ class LesionChange:
     high_b: float
     reference_high_b: float
     distance_mm: float
+    voxel_volume_ml: float = math.nan
 
     @property
     def volume_change_ml(self) -> float:
@@ -307,7 +322,10 @@ def assess_persistent_lesion(
     growth_pct = progression.volume_change_pct
     growth_ml = progression.volume_change_ml
     ref_uid = progression.reference_study_uid
-    if growth_pct is not None and growth_ml >= s.growth_min_increase_ml:
+    floor_ml = s.growth_min_increase_ml
+    if math.isfinite(progression.voxel_volume_ml):
+        floor_ml = max(floor_ml, s.growth_min_increase_voxels * progression.voxel_volume_ml)
+    if growth_pct is not None and growth_ml >= floor_ml:
         if growth_pct >= s.clear_growth_pct:
             return RuleOutcome(
                 ResponseCategory.HIGHLY_LIKELY_PROGRESSING,

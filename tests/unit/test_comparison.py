@@ -105,6 +105,7 @@ def _summary(
         sr_sop_instance_uid=f"{uid}.9",
         seg_sop_instance_uid=f"{uid}.8",
         software_version="0.1.0",
+        voxel_volume_ml=0.045,
     )
 
 
@@ -333,6 +334,14 @@ def test_each_lesion_rule_fires_as_designed(
 ) -> None:
     outcome = assess_persistent_lesion(change, change, ResponseSettings())
     assert (outcome.category, outcome.rule) == (category, rule), outcome.reason
+
+
+def test_growth_must_exceed_a_few_voxels_of_the_coarser_grid() -> None:
+    change = _change(volume=(4.0, 6.0))  # +50 %, +2 ml
+    fine = assess_persistent_lesion(change, change, ResponseSettings())
+    assert fine.rule == "equivocal_growth"
+    coarse = replace(change, voxel_volume_ml=0.6)  # 4 voxels = 2.4 ml > 2 ml
+    assert assess_persistent_lesion(coarse, coarse, ResponseSettings()).rule == "no_change"
 
 
 def test_falling_high_b_requirement_can_be_switched_off() -> None:

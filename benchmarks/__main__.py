@@ -1,0 +1,39 @@
+"""Run every benchmark module: ``benchmarks/bench_*.py``, each exposing ``main() -> None``.
+
+``python -m benchmarks`` runs them all in name order; ``python -m benchmarks NAME ...``
+runs only those whose module name contains one of the NAMEs (e.g. ``assembly``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from pathlib import Path
+
+
+def _modules() -> list[str]:
+    folder = Path(__file__).resolve().parent
+    return sorted(f"benchmarks.{path.stem}" for path in folder.glob("bench_*.py"))
+
+
+def main(argv: list[str]) -> int:
+    selected = [m for m in _modules() if not argv or any(word in m for word in argv)]
+    if not selected:
+        print(f"no benchmark module matches {argv}; available: {_modules()}", file=sys.stderr)
+        return 2
+    for name in selected:
+        module = importlib.import_module(name)
+        runner = getattr(module, "main", None)
+        if not callable(runner):
+            print(f"{name} has no main(): skipped", file=sys.stderr)
+            continue
+        print(f"== {name}", flush=True)
+        started = time.perf_counter()
+        runner()
+        print(f"== {name} done in {time.perf_counter() - started:.1f} s\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

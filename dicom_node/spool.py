@@ -134,9 +134,14 @@ def _stop_after_series_uid(tag: int, _vr: str | None, _length: int) -> bool:
     return tag > _LAST_HEADER_TAG
 
 
-def _text(dataset: Dataset, keyword: str) -> str:
-    value = dataset.get(keyword, "")
-    return "" if value is None else str(value).strip()
+def _text(dataset: Dataset, tag: int) -> str:
+    """The element's raw value as text, without pydicom's value conversion or validation."""
+    element = dataset.get_item(tag)
+    if element is None or element.value is None:
+        return ""
+    value = element.value
+    text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    return text.rstrip("\x00 ").strip()
 
 
 def read_instance_header(encoded: bytes, transfer_syntax_uid: str) -> InstanceHeader:
@@ -158,10 +163,10 @@ def read_instance_header(encoded: bytes, transfer_syntax_uid: str) -> InstanceHe
             BytesIO(stream), syntax.is_implicit_VR, True, stop_when=_stop_after_series_uid
         )
         header = InstanceHeader(
-            sop_instance_uid=_text(dataset, "SOPInstanceUID"),
-            study_uid=_text(dataset, "StudyInstanceUID"),
-            series_uid=_text(dataset, "SeriesInstanceUID"),
-            series_description=_text(dataset, "SeriesDescription"),
+            sop_instance_uid=_text(dataset, 0x00080018),
+            study_uid=_text(dataset, 0x0020000D),
+            series_uid=_text(dataset, 0x0020000E),
+            series_description=_text(dataset, 0x0008103E),
         )
     except (ValueError, TypeError, EOFError, OSError, struct.error, NotImplementedError) as error:
         raise InvalidInstanceError(f"data set header cannot be parsed: {error}") from None

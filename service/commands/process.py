@@ -1,9 +1,10 @@
 """``wbdwi process``: assemble and process a folder of DICOM files offline.
 
 No network: the DWI exam under ``DIR`` is assembled, processed on the chosen
-device and the measurement report is written to ``OUT/measurements.json``.
-:func:`run_offline` is the reusable core (the result writers add their DICOM
-objects to ``OUT`` from the :class:`OfflineRun` it returns).
+device and the measurement report is written to ``OUT/measurements.json``,
+beside the DICOM result objects (Parametric Map, derived MR series, SEG, SR,
+key images; one file per instance, see :mod:`dicom_node.write_results`).
+:func:`run_offline` is the reusable core.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class OfflineRun:
     assembled: Any  # dicom_node.assembly.AssembledExam
     measurements_path: Path
     measurements: dict[str, Any]
+    dicom_files: tuple[Path, ...] = ()
 
 
 def register(subparsers: Any) -> None:
@@ -82,7 +84,10 @@ def run_offline(
     *,
     yellow_lower_um2s: float | None = None,
 ) -> OfflineRun:
-    """Assemble the exam under ``folder``, process it and write ``out/measurements.json``.
+    """Assemble and process the exam under ``folder``; write measurements and DICOM results.
+
+    ``out/measurements.json`` first, then the result objects of
+    :func:`dicom_node.write_results.write_results` into ``out``.
 
     Raises
     ------
@@ -94,9 +99,12 @@ def run_offline(
         The exam's signal cannot be processed.
     processing.backend.BackendUnavailableError
         ``device="gpu"`` without CuPy or a CUDA device.
+    dicom_node.errors.WriterError
+        A result object cannot be written.
     """
     from dicom_node.assembly import assemble_exam
     from dicom_node.dicom_files import find_dicom_files
+    from dicom_node.write_results import write_results
     from processing.pipeline import process_exam
 
     started = time.perf_counter()
@@ -115,14 +123,21 @@ def run_offline(
     out.mkdir(parents=True, exist_ok=True)
     path = out / MEASUREMENTS_FILE
     _write_json_atomically(path, measurements)
+    dicom_files = write_results(
+        assembled.exam, result, out, version_label=measurements["software_version"]
+    )
     return OfflineRun(
-        result=result, assembled=assembled, measurements_path=path, measurements=measurements
+        result=result,
+        assembled=assembled,
+        measurements_path=path,
+        measurements=measurements,
+        dicom_files=tuple(dicom_files),
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Process and write; 2 with the reason on stderr when the input is not usable."""
-    from dicom_node.errors import AssemblyError
+    from dicom_node.errors import AssemblyError, WriterError
 
     if args.yellow_lower is not None and not 0 <= args.yellow_lower < float("inf"):
         print(
@@ -138,14 +153,20 @@ def run(args: argparse.Namespace) -> int:
             args.device,
             yellow_lower_um2s=args.yellow_lower,
         )
-    except (NotADirectoryError, AssemblyError, ProcessingError, BackendUnavailableError) as exc:
+    except (
+        NotADirectoryError,
+        AssemblyError,
+        ProcessingError,
+        BackendUnavailableError,
+        WriterError,
+    ) as exc:
         print(f"wbdwi process: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     summary = outcome.measurements
     print(
         f"wbdwi process: tDV {summary['tdv_ml']:.1f} ml, {len(summary['lesions'])} lesions, "
         f"device {summary['device']}, {summary['timings_s']['total']:.2f} s -> "
-        f"{outcome.measurements_path}"
+        f"{outcome.measurements_path} and {len(outcome.dicom_files)} DICOM files"
     )
     return 0
 

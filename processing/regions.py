@@ -13,9 +13,9 @@ Rules, in order:
    the vertex to the neck) -> cervical spine; otherwise skull.
 2. At or below the crotch, or outside the trunk's cross-section (an arm) ->
    limbs.
-3. Spine column (within ``spine_halfwidth_mm`` of the trunk midline and
-   posterior to the trunk centre): above T1 cervical, above L1 dorsal, above
-   L5/S1 lumbosacral; the sacrum counts with the pelvic ring (pelvis).
+3. Spine column (within ``spine_halfwidth_mm`` of the trunk midline and not
+   more than ``spine_anterior_margin_mm`` anterior to the trunk centre): above
+   T1 cervical, above L1 dorsal, above L5/S1 lumbosacral; the sacrum counts with the pelvic ring (pelvis).
 4. Elsewhere: above T1 other (neck soft tissue); T1-L1 thorax (ribs, sternum,
    scapulae, clavicles); L1 to iliac crest: lateral -> thorax (lower ribs),
    else other; below the iliac crest: pelvis, except lateral at hip level ->
@@ -47,12 +47,15 @@ def assign_region(
     z = int(np.clip(round(float(centroid_index[0])), 0, nz - 1))
     y = float(centroid_index[1])
     x = float(centroid_index[2])
-    dx = spacing_mm[2]
+    dy, dx = spacing_mm[1], spacing_mm[2]
     center = landmarks.trunk_center[z]
     box = landmarks.trunk_box[z]
     if np.isnan(center).any():
         return BodyRegion.OTHER
-    in_spine = abs(x - center[1]) * dx <= settings.spine_halfwidth_mm and y >= center[0]
+    in_spine = (
+        abs(x - center[1]) * dx <= settings.spine_halfwidth_mm
+        and (y - center[0]) * dy >= -settings.spine_anterior_margin_mm
+    )
     half_width = max(1.0, 0.5 * (box[3] - box[2]))
     lateral = abs(x - center[1]) > settings.lateral_fraction * half_width
 

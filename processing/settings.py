@@ -140,8 +140,11 @@ class ProcessingSettings:
     ~0.85 H, iliac crest ~0.59 H, greater trochanter ~0.53 H, crotch ~0.48 H; lumbar spine
     ~0.10 H). Expect errors of one or two vertebral levels."""
     spine_halfwidth_mm: float = 35.0
-    """The spine column: within this distance of the trunk midline and posterior to the trunk
-    centre (vertebral bodies are 30-50 mm wide)."""
+    """The spine column: within this distance of the trunk midline (vertebral bodies are
+    30-50 mm wide) ..."""
+    spine_anterior_margin_mm: float = 30.0
+    """... and not more than this anterior to the trunk's centroid (the lumbar lordosis brings
+    L4-L5 forward to about the middle of the antero-posterior depth)."""
     lateral_fraction: float = 0.6
     """At hip level, lesions farther than this share of the trunk half-width from the midline
     are femoral (limbs); between L1 and the iliac crest they are lower ribs (thorax)."""

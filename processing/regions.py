@@ -15,7 +15,8 @@ Rules, in order:
    limbs.
 3. Spine column (within ``spine_halfwidth_mm`` of the trunk midline and not
    more than ``spine_anterior_margin_mm`` anterior to the trunk centre): above
-   T1 cervical, above L1 dorsal, above L5/S1 lumbosacral; the sacrum counts with the pelvic ring (pelvis).
+   T1 cervical, above L1 dorsal, above L5/S1 lumbosacral; the sacrum counts
+   with the pelvic ring (pelvis).
 4. Elsewhere: above T1 other (neck soft tissue); T1-L1 thorax (ribs, sternum,
    scapulae, clavicles); L1 to iliac crest: lateral -> thorax (lower ribs),
    else other; below the iliac crest: pelvis, except lateral at hip level ->

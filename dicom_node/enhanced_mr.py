@@ -115,6 +115,27 @@ def write_enhanced_mr(
     ds.NumberOfFrames = len(frames)
     ds.LossyImageCompression = "00"
 
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.AcquisitionDuration = 120.0
+    # MR Pulse Sequence module (PS3.3 C.8.13.4), required for ORIGINAL images.
+    ds.PulseSequenceName = "EPI_DWI_STIR"
+    ds.EchoPulseSequence = "SPIN"
+    ds.MultipleSpinEcho = "NO"
+    ds.MultiPlanarExcitation = "NO"
+    ds.PhaseContrast = "NO"
+    ds.TimeOfFlightContrast = "NO"
+    ds.SteadyStatePulseSequence = "NONE"
+    ds.EchoPlanarPulseSequence = "YES"
+    ds.SaturationRecovery = "NO"
+    ds.SpectrallySelectedSuppression = "NONE"
+    ds.OversamplingPhase = "NONE"
+    ds.GeometryOfKSpaceTraversal = "RECTILINEAR"
+    ds.SegmentedKSpaceTraversal = "SINGLE"
+    ds.NumberOfKSpaceTrajectories = 1
+    ds.MRAcquisitionType = "2D"
+    ds.RectilinearPhaseEncodeReordering = "LINEAR"
+    ds.AcquisitionContextSequence = DicomSequence([])
+    acquisition_datetime = str(ds.get("AcquisitionDateTime", "")) or "20260101000000"
     ds.DimensionOrganizationSequence = DicomSequence(
         [_item(DimensionOrganizationUID=dimension_organization_uid)]
     )
@@ -148,6 +169,113 @@ def write_enhanced_mr(
         PixelValueTransformationSequence=DicomSequence(
             [_item(RescaleIntercept="0", RescaleSlope=rescale_slope, RescaleType="US")]
         ),
+        FrameAnatomySequence=DicomSequence(
+            [
+                _item(
+                    AnatomicRegionSequence=DicomSequence(
+                        [
+                            _item(
+                                CodeValue="38266002",
+                                CodingSchemeDesignator="SCT",
+                                CodeMeaning="Entire body",
+                            )
+                        ]
+                    ),
+                    FrameLaterality="U",
+                )
+            ]
+        ),
+        MRTimingAndRelatedParametersSequence=DicomSequence(
+            [
+                _item(
+                    RepetitionTime=6800.0,
+                    FlipAngle=90.0,
+                    EchoTrainLength=1,
+                    RFEchoTrainLength=1,
+                    GradientEchoTrainLength=1,
+                    GradientOutputType="DB_DT",
+                    GradientOutput=20.0,
+                    OperatingModeSequence=DicomSequence(
+                        [
+                            _item(OperatingModeType=kind, OperatingMode="IEC_NORMAL")
+                            for kind in ("STATIC FIELD", "RF", "GRADIENT")
+                        ]
+                    ),
+                    SpecificAbsorptionRateSequence=DicomSequence(
+                        [
+                            _item(
+                                SpecificAbsorptionRateDefinition="IEC_WHOLE_BODY",
+                                SpecificAbsorptionRateValue=0.8,
+                            )
+                        ]
+                    ),
+                )
+            ]
+        ),
+        MREchoSequence=DicomSequence([_item(EffectiveEchoTime=68.0)]),
+        MRFOVGeometrySequence=DicomSequence(
+            [
+                _item(
+                    InPlanePhaseEncodingDirection="COLUMN",
+                    MRAcquisitionFrequencyEncodingSteps=columns,
+                    MRAcquisitionPhaseEncodingStepsInPlane=rows,
+                    PercentSampling=100.0,
+                    PercentPhaseFieldOfView=100.0,
+                )
+            ]
+        ),
+        MRModifierSequence=DicomSequence(
+            [
+                _item(
+                    InversionRecovery="YES",
+                    InversionTimes=[180.0],
+                    FlowCompensation="NONE",
+                    T2Preparation="NO",
+                    SpectrallySelectedExcitation="NONE",
+                    SpatialPresaturation="NONE",
+                    PartialFourier="NO",
+                    ParallelAcquisition="YES",
+                    ParallelAcquisitionTechnique="SENSE",
+                    ParallelReductionFactorInPlane=2.0,
+                    ParallelReductionFactorOutOfPlane=1.0,
+                    ParallelReductionFactorSecondInPlane=1.0,
+                )
+            ]
+        ),
+        MRImagingModifierSequence=DicomSequence(
+            [
+                _item(
+                    MagnetizationTransfer="NONE",
+                    BloodSignalNulling="NO",
+                    Tagging="NONE",
+                    TransmitterFrequency=63.68,
+                    PixelBandwidth=2000.0,
+                )
+            ]
+        ),
+        MRReceiveCoilSequence=DicomSequence(
+            [
+                _item(
+                    ReceiveCoilName="BODY ARRAY",
+                    ReceiveCoilManufacturerName="",
+                    ReceiveCoilType="MULTICOIL",
+                    QuadratureReceiveCoil="NO",
+                    MultiCoilDefinitionSequence=DicomSequence(
+                        [_item(MultiCoilElementName="ALL", MultiCoilElementUsed="YES")]
+                    ),
+                )
+            ]
+        ),
+        MRTransmitCoilSequence=DicomSequence(
+            [
+                _item(
+                    TransmitCoilName="BODY",
+                    TransmitCoilManufacturerName="",
+                    TransmitCoilType="BODY",
+                )
+            ]
+        ),
+        MRAveragesSequence=DicomSequence([_item(NumberOfAverages=4.0)]),
         MRImageFrameTypeSequence=DicomSequence(
             [
                 _item(
@@ -173,6 +301,9 @@ def write_enhanced_mr(
                 FrameContentSequence=DicomSequence(
                     [
                         _item(
+                            FrameAcquisitionDateTime=acquisition_datetime,
+                            FrameReferenceDateTime=acquisition_datetime,
+                            FrameAcquisitionDuration=6800.0,
                             StackID=frame.stack_id,
                             InStackPositionNumber=frame.in_stack_position,
                             DimensionIndexValues=[

@@ -468,7 +468,6 @@ def _write_enhanced_dwi(
 ) -> Path:
     phantom = exam.phantom
     ds = _common_header(exam, series_number, description)
-    _mr_acquisition(ds, diffusion=True)
     orientation, pixel_spacing, affine = _geometry(phantom)
     frames = []
     in_stack_counter: dict[tuple[int, int], int] = {}

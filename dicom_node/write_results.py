@@ -12,7 +12,9 @@ the service's job runner both call it). It writes, into ``out_dir``::
 
 Each file is named ``<SOPInstanceUID>.dcm`` and written atomically (temporary
 name, then rename), so a reader never sees half a file and writing the same
-exam again replaces files with identical UIDs.
+exam again replaces files with identical UIDs. The derived MR series are
+encoded with :func:`dicom_node.writers.encoding.encode_series` (shared elements
+encoded once; the same bytes as pydicom writes).
 
 The derived computed-b series (or the ADC series when no computed-b image
 exists) is the *geometric source* of the Parametric Map and the SEG: one
@@ -25,7 +27,7 @@ from __future__ import annotations
 import os
 import platform
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +45,7 @@ from dicom_node.writers import (
     build_segmentation,
     installed_version,
 )
+from dicom_node.writers.encoding import encode_series
 from dicom_node.writers.errors import WriterError
 from processing.exam import DwiExam
 from processing.results import Histogram, ProcessingResult
@@ -55,6 +58,7 @@ class ResultObjects:
     """All result datasets of one exam, by output folder, before writing."""
 
     by_folder: dict[str, tuple[Dataset, ...]]
+    derived_series_folders: frozenset[str] = frozenset()  # encoded with encode_series
 
     def count(self) -> int:
         """Number of instances."""
@@ -110,14 +114,19 @@ def build_result_objects(
         folders["seg"] = (segmentation.dataset,)
     folders["sr"] = (report,)
     folders["key_images"] = tuple(key.dataset for key in key_images)
-    return ResultObjects(by_folder=folders)
+    derived = {"adc", *(f"b{image.b_value:g}" for image in result.computed)}
+    return ResultObjects(by_folder=folders, derived_series_folders=frozenset(derived))
 
 
-def _write_atomically(dataset: Dataset, path: Path) -> None:
+def _write_atomically(content: Dataset | bytes, path: Path) -> None:
     handle, temporary = tempfile.mkstemp(prefix=".", suffix=".part", dir=path.parent)
-    os.close(handle)
     try:
-        dataset.save_as(temporary, enforce_file_format=True)
+        if isinstance(content, bytes):
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(content)
+        else:
+            os.close(handle)
+            content.save_as(temporary, enforce_file_format=True)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -186,10 +195,13 @@ def write_results(
             target.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise WriterError(f"cannot create result folder {target}: {exc}") from exc
-        for dataset in datasets:
+        contents: Iterable[Dataset | bytes] = (
+            encode_series(datasets) if folder in objects.derived_series_folders else datasets
+        )
+        for dataset, content in zip(datasets, contents, strict=True):
             path = target / f"{dataset.SOPInstanceUID}.dcm"
             try:
-                _write_atomically(dataset, path)
+                _write_atomically(content, path)
             except OSError as exc:
                 raise WriterError(f"cannot write {path}: {exc}") from exc
             written.append(path)

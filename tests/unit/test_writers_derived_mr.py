@@ -13,10 +13,12 @@ from pydicom.uid import MRImageStorage
 from dicom_node.writers import (
     ResultGeometryError,
     WriterContext,
+    WriterError,
     WriterIdentity,
     build_adc_series,
     build_computed_b_series,
 )
+from dicom_node.writers.encoding import encode_series
 from processing.results import ComputedImage, ProcessingResult
 from tests.writer_fixtures import SyntheticExam, make_result, write_synthetic_exam
 
@@ -123,3 +125,31 @@ def test_off_grid_or_non_finite_maps_are_refused(
     transposed = ComputedImage(1000.0, np.ascontiguousarray(result.computed[0].image[:, :40, :40]))
     with pytest.raises(ResultGeometryError, match="computed b1000 image has shape"):
         build_computed_b_series(ctx, transposed, result.body_mask)
+
+
+def test_series_encoding_is_byte_identical_to_pydicom(
+    ctx: WriterContext, result: ProcessingResult, tmp_path: Path
+) -> None:
+    for series in (
+        build_adc_series(ctx, result),
+        build_computed_b_series(ctx, result.computed[0], result.body_mask),
+    ):
+        encoded = list(encode_series(series.datasets))
+        assert len(encoded) == len(series.datasets)
+        for dataset, data in zip(series.datasets, encoded, strict=True):
+            path = tmp_path / "reference.dcm"
+            dataset.save_as(path, enforce_file_format=True)
+            assert data == path.read_bytes()
+
+
+def test_series_encoding_refuses_other_transfer_syntaxes(
+    ctx: WriterContext, result: ProcessingResult
+) -> None:
+    series = build_adc_series(ctx, result)
+    dataset = series.datasets[0]
+    dataset.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    try:
+        with pytest.raises(WriterError, match="Explicit VR Little Endian only"):
+            list(encode_series(series.datasets))
+    finally:
+        dataset.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian

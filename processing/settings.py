@@ -68,7 +68,10 @@ class ProcessingSettings:
     speckles above it; small next to the 3-4 mm pixels of WB-DWI."""
     threshold_ratio: float = 1.4
     """High-b threshold in multiples of the reference (muscle) signal at the segmentation
-    b-value. Replaces seed 000's fixed ~100 AU, which depends on scanner units."""
+    b-value. Replaces seed 000's fixed ~100 AU, which depends on scanner units. At b1000,
+    active bone disease (ADC 0.7-1.0e-3) is 2-5x muscle, but lesions with ADC near
+    1.5-1.7e-3 (responding, MET-RADS-P) fade to ~1.5x: 1.4 keeps them while normal marrow
+    (~1.1x) and muscle stay below; brighter normal tissues are removed by the rules below."""
     adc_window_um2s: tuple[float, float] = (500.0, 2200.0)
     """Tumour voxels have ADC in this window: the lower bound rejects normal marrow
     (0.36e-3, Koutoulidis 2017; normal/abnormal cut-off 0.655e-3, Messiou 2011) and T2-dark
@@ -121,8 +124,10 @@ class ProcessingSettings:
     """... and a lowest-b signal of at least this share of the reference (muscle) lowest-b
     signal (red marrow ~0.3-0.5 of muscle after STIR; suppressed fat far below)."""
     bone_contact_min_fraction: float = 0.025
-    """A component is bone disease only when at least this share of the voxels around it is
-    marrow-like (bone lesions are embedded in marrow). 0 disables the rule."""
+    """A component is bone disease only when at least this share of the voxels just around it
+    is marrow-like (bone lesions are embedded in marrow; bowel, prostate, testes and nodes are
+    wrapped in fat). Small on purpose: a lesion that fills a thin bone (rib, transverse
+    process) touches marrow only at its ends. 0 disables the rule."""
 
     # --- components -----------------------------------------------------------------
     min_lesion_volume_ml: float = 0.5

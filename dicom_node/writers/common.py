@@ -259,7 +259,8 @@ class WriterContext:
 
         ``computed_b_values`` fixes the series numbers: Parametric Map, ADC,
         one series per computed b-value, SEG, SR, key images, in that order,
-        from the next hundred above the highest input series number.
+        from the next thousand above the highest series number of the DWI input
+        (scanners number their own series, distractors included, well below).
 
         Raises
         ------
@@ -345,7 +346,7 @@ class WriterContext:
             acquisition_equipment=equipment,
             body_part_examined=str(reference.get("BodyPartExamined", "") or "WHOLEBODY"),
             slice_thickness=float(thickness) if thickness else grid.slice_spacing,
-            first_series_number=(highest // 100 + 1) * 100,
+            first_series_number=(highest // 1000 + 1) * 1000,
             series_kinds=(
                 "adc-pm",
                 "adc",

@@ -79,6 +79,7 @@ def test_context_copies_patient_and_study_and_numbers_series_above_the_input(
     assert numbers == sorted(numbers)
     assert len(set(numbers)) == len(numbers)
     assert min(numbers) > max(int(header.SeriesNumber), 4)
+    assert numbers[0] == 1000  # the next thousand above the DWI series 3 and 4
     with pytest.raises(WriterError, match="no series number"):
         ctx.series_number("computed-b2000")
 

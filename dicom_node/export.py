@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.status import code_to_category
 
@@ -32,6 +32,9 @@ from dicom_node.errors import AssociationFailedError, AssociationRejectedError, 
 from dicom_node.send import Destination, StoreOutcome, requested_contexts
 
 __all__ = ["ResultFile", "read_result_identity", "store_results"]
+
+# pynetdicom converts between the two little-endian uncompressed syntaxes when sending.
+_UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +127,13 @@ def store_results(
                     StoreOutcome(result.path, result.sop_instance_uid, None, "association lost")
                 )
                 continue
-            if (result.sop_class_uid, result.transfer_syntax) not in accepted:
+            uncompressed_ok = result.transfer_syntax in _UNCOMPRESSED and any(
+                (result.sop_class_uid, syntax) in accepted for syntax in _UNCOMPRESSED
+            )
+            if (
+                result.sop_class_uid,
+                result.transfer_syntax,
+            ) not in accepted and not uncompressed_ok:
                 on_outcome(
                     StoreOutcome(
                         result.path,

@@ -91,15 +91,25 @@ def _wait_until_ready(server: OrthancServer, process: subprocess.Popen[bytes]) -
 
 
 @contextmanager
-def running_orthanc(workdir: Path, *, aet: str = ORTHANC_AET) -> Iterator[OrthancServer]:
-    """Start Orthanc with its files under ``workdir``; stop it on exit."""
+def running_orthanc(
+    workdir: Path,
+    *,
+    aet: str = ORTHANC_AET,
+    dicom_port: int | None = None,
+    http_port: int | None = None,
+) -> Iterator[OrthancServer]:
+    """Start Orthanc with its files under ``workdir``; stop it on exit.
+
+    ``dicom_port``/``http_port`` fix the ports (free ones otherwise), so that a test
+    can start Orthanc again where a node already sends.
+    """
     binary = orthanc_binary()
     root = Path(workdir) / "orthanc"
     storage = root / "storage"
     storage.mkdir(parents=True, exist_ok=True)
     server = OrthancServer(
-        http_port=free_port(),
-        dicom_port=free_port(),
+        http_port=http_port or free_port(),
+        dicom_port=dicom_port or free_port(),
         aet=aet,
         storage=storage,
         log_path=root / "orthanc.log",
@@ -131,7 +141,9 @@ def running_orthanc(workdir: Path, *, aet: str = ORTHANC_AET) -> Iterator[Orthan
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=root,
-            env={**os.environ, "LANG": "C"},
+            # DCMTK inside Orthanc reads TCP_NODELAY: without it every C-STORE response
+            # waits for a delayed ACK (~20 instances/s instead of hundreds).
+            env={**os.environ, "LANG": "C", "TCP_NODELAY": "1"},
         )
     try:
         _wait_until_ready(server, process)

@@ -22,10 +22,13 @@ import numpy as np
 import pydicom
 import pytest
 
+from dicom_node.assembly import assemble_exam
+from dicom_node.dicom_files import find_dicom_files
 from dicom_node.scanner import write_exam
 from dicom_node.write_results import write_results
 from dicom_node.writers.sr import adc_statistic_codes
 from processing.phantom import make_phantom
+from processing.pipeline import process_exam
 from processing.settings import ProcessingSettings
 from service.commands.process import OfflineRun, run_offline
 from tests.conftest import require_tool
@@ -150,3 +153,22 @@ def test_objects_without_disease_pass_dciodvfy(offline: OfflineRun, tmp_path: Pa
     paths = write_results(offline.assembled.exam, empty, tmp_path, version_label="1.0.0")
     assert not [p for p in paths if p.parent.name == "seg"]
     _check_all(paths)
+
+
+def test_objects_from_enhanced_multiframe_sources(tmp_path: Path) -> None:
+    scanner = tmp_path / "scanner"
+    write_exam(make_phantom("small", seed=2), scanner, vendor="enhanced", distractors=False)
+    exam = assemble_exam(find_dicom_files(scanner)).exam
+    assert exam.sources[0].frame_number is not None
+    result = process_exam(exam, device="cpu")
+    paths = write_results(exam, result, tmp_path / "out", version_label="1.0.0")
+    _check_all(paths)
+    adc = pydicom.dcmread(next(p for p in paths if p.parent.name == "adc"))
+    items = adc.SourceImageSequence  # one frame per b-value at this slice
+    assert len(items) == len(exam.b_values)
+    assert len({(i.ReferencedSOPInstanceUID, int(i.ReferencedFrameNumber)) for i in items}) == 3
+    pm = pydicom.dcmread(_only(tuple(paths), "adc_map"), stop_before_pixels=True)
+    enhanced = [i for i in pm.SourceImageSequence if "ReferencedFrameNumber" in i]
+    assert {i.ReferencedSOPInstanceUID for i in enhanced} == {
+        r.sop_instance_uid for r in exam.sources
+    }

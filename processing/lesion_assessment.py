@@ -53,7 +53,8 @@ class LesionAssessment:
 
     ``label`` is the current exam's lesion label (``None`` for a disappeared
     lesion, whose ``reference_labels`` name it in the progression reference).
-    ``category`` is ``None`` for a new or disappeared focus too small to count.
+    ``category`` is ``None`` for a new or disappeared focus too small to count,
+    or within the growth floor of the detection limit (``rule`` says which).
     """
 
     status: LesionStatus
@@ -143,6 +144,7 @@ def assess_lesions(
         references[settings.progression_reference] or previous_ref
     )
 
+    coarser_voxel = _coarser(current.voxel_volume_ml, progression_exam.voxel_volume_ml)
     assessments: list[LesionAssessment] = []
     for lesion in current.lesions:
         changes: dict[ReferenceExam, LesionChange | None] = {}
@@ -159,7 +161,9 @@ def assess_lesions(
         if progression_group is None:
             status = LesionStatus.NEW
             reference_labels: tuple[int, ...] = ()
-            outcome = assess_new_lesion(lesion, progression_exam.study_instance_uid, settings)
+            outcome = assess_new_lesion(
+                lesion, progression_exam.study_instance_uid, settings, voxel_volume_ml=coarser_voxel
+            )
         else:
             status = LesionStatus.PERSISTENT
             reference_labels = progression_group.reference_labels
@@ -190,7 +194,9 @@ def assess_lesions(
         )
     for label in progression_matching.disappeared_labels:
         gone = progression_exam.lesion(label)
-        outcome = assess_disappeared_lesion(gone, progression_exam.study_instance_uid, settings)
+        outcome = assess_disappeared_lesion(
+            gone, progression_exam.study_instance_uid, settings, voxel_volume_ml=coarser_voxel
+        )
         assessments.append(
             LesionAssessment(
                 status=LesionStatus.DISAPPEARED,

@@ -15,7 +15,8 @@ RAC  rule code                   condition (changes against the reference exam)
                                  ``new_unequivocal_adc_below_um2s``
 5    ``clear_growth``            volume +``clear_growth_pct`` or more and at least
                                  the growth floor (below)
-4    ``new_equivocal``           any other new lesion >= ``new_min_ml``
+4    ``new_equivocal``           any other new lesion >= ``new_min_ml`` (and not near
+                                 the detection limit, below)
 4    ``equivocal_growth``        volume +``equivocal_growth_pct`` or more and at least
                                  the growth floor (below)
 4    ``rising_high_b``           high-b signal +``high_b_rise_pct`` or more with
@@ -24,8 +25,9 @@ RAC  rule code                   condition (changes against the reference exam)
                                  (rise of at least ``adc_no_change_pct``)
 1    ``adc_rise_highly_likely``  ADC rise >= ``adc_rise_highly_likely_pct`` with
                                  falling high-b signal
-1    ``disappeared``             lesion of the reference exam (>= ``new_min_ml``)
-                                 no longer seen (return of normal marrow)
+1    ``disappeared``             lesion of the reference exam (>= ``new_min_ml``, not
+                                 near the detection limit) no longer seen (return of
+                                 normal marrow)
 2    ``adc_into_intermediate``   ADC from <= ``adc_active_um2s`` to above it but
                                  <= ``adc_responding_um2s`` (rise of at least
                                  ``adc_no_change_pct``)
@@ -39,6 +41,16 @@ The growth floor is the larger of ``growth_min_increase_ml`` and
 (when known): a segmented volume moves by whole border voxels when the grid
 samples a lesion differently between visits, which on a coarse grid is more
 than the fixed floor.
+
+A lesion is only seen when the segmentation reports it, from
+``detection_limit_ml`` (the processing's smallest reported lesion). A new
+lesion smaller than that limit plus the growth floor may have been in the
+reference exam just below the limit: it would have grown by less than the
+floor, which is not growth either, so it gets no category (rule
+``new_near_detection_limit``). Likewise a reference lesion of less than the
+limit plus the floor that is no longer seen may still be there just below the
+limit (rule ``gone_near_detection_limit``, no category). Both stay in the
+lesion list with their reason.
 
 "Falling high-b signal" means a fall of at least ``high_b_fall_pct``; when
 ``response_requires_falling_high_b`` is off, an ADC rise alone is enough.
@@ -78,6 +90,7 @@ __all__ = [
     "assess_new_lesion",
     "assess_persistent_lesion",
     "combine_categories",
+    "growth_floor_ml",
     "lesion_adc",
 ]
 
@@ -177,6 +190,12 @@ class ResponseSettings:
     new_unequivocal_ml
         1.0: "clinically relevant" lesion size >= 1 ml (research notes; the
         VUB detector's operating point).
+    detection_limit_ml
+        0.5: the smallest lesion the segmentation reports
+        (``ProcessingSettings.min_lesion_volume_ml``, the same default; pass
+        the value the exams were processed with). A new lesion, or a vanished
+        one, within the growth floor of this limit is not counted (see the
+        module docstring); 0 turns that off.
     new_unequivocal_adc_below_um2s
         1400: a new focus with ADC at or above the responding range may be
         oedema, necrosis or healing marrow (seed 002), so it stays equivocal.
@@ -201,6 +220,7 @@ class ResponseSettings:
     new_min_ml: float = 0.065
     new_unequivocal_ml: float = 1.0
     new_unequivocal_adc_below_um2s: float = 1400.0
+    detection_limit_ml: float = 0.5
     lesion_adc_statistic: LesionAdcStatistic = LesionAdcStatistic.MEDIAN
     progression_reference: ReferenceExam = ReferenceExam.PREVIOUS
     response_reference: ReferenceExam = ReferenceExam.BASELINE
@@ -221,6 +241,7 @@ class ResponseSettings:
             "new_min_ml",
             "new_unequivocal_ml",
             "new_unequivocal_adc_below_um2s",
+            "detection_limit_ml",
         ):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
@@ -297,9 +318,13 @@ class LesionChange:
 
 @dataclass(frozen=True, slots=True)
 class RuleOutcome:
-    """The category a rule gave, the rule's code and a sentence saying why."""
+    """The category a rule gave, the rule's code and a sentence saying why.
 
-    category: ResponseCategory
+    ``category`` is ``None`` for a finding the rules do not count (see
+    ``new_near_detection_limit`` and ``gone_near_detection_limit``).
+    """
+
+    category: ResponseCategory | None
     rule: str
     reason: str
 
@@ -322,9 +347,7 @@ def assess_persistent_lesion(
     growth_pct = progression.volume_change_pct
     growth_ml = progression.volume_change_ml
     ref_uid = progression.reference_study_uid
-    floor_ml = s.growth_min_increase_ml
-    if math.isfinite(progression.voxel_volume_ml):
-        floor_ml = max(floor_ml, s.growth_min_increase_voxels * progression.voxel_volume_ml)
+    floor_ml = growth_floor_ml(s, progression.voxel_volume_ml)
     if growth_pct is not None and growth_ml >= floor_ml:
         if growth_pct >= s.clear_growth_pct:
             return RuleOutcome(
@@ -393,18 +416,45 @@ def assess_persistent_lesion(
     return RuleOutcome(ResponseCategory.NO_CHANGE, "no_change", f"{change}, {high_b_text}")
 
 
+def growth_floor_ml(settings: ResponseSettings, voxel_volume_ml: float = math.nan) -> float:
+    """Smallest volume increase that counts as growth (ml), see the module docstring.
+
+    ``voxel_volume_ml`` is the coarser voxel of the two exams (NaN when unknown).
+    """
+    floor_ml = settings.growth_min_increase_ml
+    if math.isfinite(voxel_volume_ml) and voxel_volume_ml > 0:
+        floor_ml = max(floor_ml, settings.growth_min_increase_voxels * voxel_volume_ml)
+    return floor_ml
+
+
 def assess_new_lesion(
-    lesion: LesionStats, reference_study_uid: str, settings: ResponseSettings
+    lesion: LesionStats,
+    reference_study_uid: str,
+    settings: ResponseSettings,
+    *,
+    voxel_volume_ml: float = math.nan,
 ) -> RuleOutcome | None:
     """Category of a lesion with no counterpart in the progression reference.
 
     ``None`` when it is below ``settings.new_min_ml`` (too small to count).
+    A lesion within the growth floor of the detection limit gets the rule
+    ``new_near_detection_limit`` and no category (``RuleOutcome.category`` is
+    ``None``). ``voxel_volume_ml``: the coarser voxel of the two exams.
     """
     s = settings
     if not (math.isfinite(lesion.volume_ml) and lesion.volume_ml >= s.new_min_ml):
         return None
     adc = lesion_adc(lesion, s.lesion_adc_statistic)
     where = f"new since {reference_study_uid}: {lesion.volume_ml:.2f} ml, ADC {adc:.0f} um2/s"
+    margin_ml = s.detection_limit_ml + growth_floor_ml(s, voxel_volume_ml)
+    if s.detection_limit_ml > 0 and lesion.volume_ml < margin_ml:
+        return RuleOutcome(
+            None,
+            "new_near_detection_limit",
+            f"{where}; below {margin_ml:.2f} ml (the {s.detection_limit_ml:g} ml detection limit "
+            "plus the growth floor): it may have been just below the limit then, so it is not "
+            "counted; compare the images",
+        )
     if (
         lesion.volume_ml >= s.new_unequivocal_ml
         and math.isfinite(adc)
@@ -424,11 +474,29 @@ def assess_new_lesion(
 
 
 def assess_disappeared_lesion(
-    lesion: LesionStats, reference_study_uid: str, settings: ResponseSettings
+    lesion: LesionStats,
+    reference_study_uid: str,
+    settings: ResponseSettings,
+    *,
+    voxel_volume_ml: float = math.nan,
 ) -> RuleOutcome | None:
-    """Category of a reference lesion no longer seen; ``None`` when it was too small to count."""
-    if not (math.isfinite(lesion.volume_ml) and lesion.volume_ml >= settings.new_min_ml):
+    """Category of a reference lesion no longer seen; ``None`` when it was too small to count.
+
+    A lesion that was within the growth floor of the detection limit gets the
+    rule ``gone_near_detection_limit`` and no category.
+    """
+    s = settings
+    if not (math.isfinite(lesion.volume_ml) and lesion.volume_ml >= s.new_min_ml):
         return None
+    margin_ml = s.detection_limit_ml + growth_floor_ml(s, voxel_volume_ml)
+    if s.detection_limit_ml > 0 and lesion.volume_ml < margin_ml:
+        return RuleOutcome(
+            None,
+            "gone_near_detection_limit",
+            f"lesion of {lesion.volume_ml:.2f} ml in {reference_study_uid} no longer seen; "
+            f"below {margin_ml:.2f} ml (the {s.detection_limit_ml:g} ml detection limit plus the "
+            "growth floor): it may still be there just below the limit, so it is not counted",
+        )
     return RuleOutcome(
         ResponseCategory.HIGHLY_LIKELY_RESPONDING,
         "disappeared",

@@ -414,13 +414,13 @@ def test_stable_disease_gives_rac3() -> None:
 
 def test_progression_new_lesions_by_size_and_growth() -> None:
     big_new = _lesion(40, (-30.0, 60.0, 20.0), volume=2.5, region=BodyRegion.THORAX)
-    small_new = _lesion(41, (80.0, 0.0, -600.0), volume=0.4, region=BodyRegion.LIMBS)
-    follow = _follow_up(volume_factor=1.5, extra=[big_new, small_new])
+    bright_new = _lesion(41, (80.0, 0.0, -600.0), volume=1.5, adc=1600.0, region=BodyRegion.LIMBS)
+    follow = _follow_up(volume_factor=1.5, extra=[big_new, bright_new])
     comparison = compare_exams(follow, [_baseline()])
     by_region = {r.region: r for r in comparison.regions}
     assert by_region[BodyRegion.THORAX].primary is RAC.HIGHLY_LIKELY_PROGRESSING
     assert by_region[BodyRegion.THORAX].new_lesions == 1
-    assert by_region[BodyRegion.LIMBS].primary is RAC.LIKELY_PROGRESSING  # equivocal: < 1 ml
+    assert by_region[BodyRegion.LIMBS].primary is RAC.LIKELY_PROGRESSING  # equivocal: ADC 1600
     assert by_region[BodyRegion.PELVIS].primary is RAC.LIKELY_PROGRESSING  # +50 % volume
     assert comparison.overall_primary is RAC.HIGHLY_LIKELY_PROGRESSING
     rules = {a.label: a.rule for a in comparison.lesions}
@@ -438,6 +438,34 @@ def test_disappeared_lesion_counts_as_response_in_its_region() -> None:
     assert skull.lesions == 0
     gone = [a for a in comparison.lesions if a.status is LesionStatus.DISAPPEARED]
     assert [a.reference_labels for a in gone] == [(6,)]
+
+
+def test_new_or_vanished_focus_near_the_detection_limit_does_not_count() -> None:
+    """A 0.7 ml focus may have been there at 0.45 ml, below the 0.5 ml reporting limit."""
+    near = _lesion(60, (150.0, 0.0, -700.0), volume=0.7, region=BodyRegion.LIMBS)
+    baseline = _baseline()
+    small_then = _lesion(7, (-150.0, 0.0, -700.0), volume=0.8, region=BodyRegion.LIMBS)
+    baseline = replace(baseline, lesions=(*baseline.lesions, small_then))
+    comparison = compare_exams(_follow_up(extra=[near]), [baseline])
+    found = {a.rule: a for a in comparison.lesions if a.rule.endswith("near_detection_limit")}
+    assert set(found) == {"new_near_detection_limit", "gone_near_detection_limit"}
+    assert all(a.category is None for a in found.values())
+    assert "0.5 ml detection limit" in found["new_near_detection_limit"].reason
+    assert comparison.region(BodyRegion.LIMBS) is None
+    assert comparison.overall_primary is RAC.NO_CHANGE
+
+    # Past the limit plus the growth floor (0.5 + 0.5 ml) a new focus counts again.
+    bigger = replace(near, volume_ml=1.2)
+    counted = compare_exams(_follow_up(extra=[bigger]), [_baseline()])
+    assert next(a for a in counted.lesions if a.label == 60).rule == "new_unequivocal"
+    # A coarse grid widens the margin: 4 voxels of 0.2 ml = 0.8 ml floor, 1.3 ml margin.
+    coarse = compare_exams(replace(_follow_up(extra=[bigger]), voxel_volume_ml=0.2), [_baseline()])
+    assert next(a for a in coarse.lesions if a.label == 60).category is None
+    # Without a detection limit, the MET-RADS-P rule alone: a new 0.7 ml focus is equivocal.
+    off = compare_exams(
+        _follow_up(extra=[near]), [_baseline()], settings=ResponseSettings(detection_limit_ml=0.0)
+    )
+    assert next(a for a in off.lesions if a.label == 60).rule == "new_equivocal"
 
 
 def test_tiny_new_focus_does_not_count() -> None:

@@ -23,19 +23,31 @@ from pathlib import Path
 import structlog
 
 from dicom_node.assembly import assemble_exam
+from dicom_node.errors import DicomNodeError
 from dicom_node.export import read_result_identity
 from dicom_node.write_results import write_results
+from dicom_node.writers import installed_version
+from processing.errors import ProcessingError
+from processing.measurements import measurements_dict
 from processing.pipeline import process_exam
 from processing.results import ProcessingResult
 from service.jobs import JobSpec
 from service.jobstore import SqliteJobStore
 from service.settings import processing_settings_from_mapping
 
-__all__ = ["JobOutcome", "Worker", "run_job"]
+__all__ = [
+    "JOB_SUMMARY_FILE",
+    "MEASUREMENTS_FILE",
+    "JobOutcome",
+    "Worker",
+    "describe_failure",
+    "run_job",
+]
 
 LOGGER = structlog.get_logger(__name__)
 
 JOB_SUMMARY_FILE = "job.json"
+MEASUREMENTS_FILE = "measurements.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +96,10 @@ def run_job(spec: JobSpec) -> JobOutcome:
         "timings_s": {**timings, **{f"process.{k}": v for k, v in result.timings_s.items()}},
     }
     (output_dir / JOB_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    measurements = measurements_dict(
+        result, study_instance_uid=spec.study_uid, software_version=installed_version()
+    )
+    (output_dir / MEASUREMENTS_FILE).write_text(json.dumps(measurements, indent=2))
     return JobOutcome(
         result_files=tuple(str(path) for path in files),
         device=result.device,
@@ -157,7 +173,13 @@ class Worker:
                 # Job boundary: record the reason, keep the inputs, go on with other jobs.
                 seconds = time.perf_counter() - started
                 reason = describe_failure(error)
-                LOGGER.error("job_failed", reason=reason, seconds=round(seconds, 3), exc_info=True)
+                expected = isinstance(error, DicomNodeError | ProcessingError)
+                LOGGER.error(
+                    "job_failed",
+                    reason=reason,
+                    seconds=round(seconds, 3),
+                    exc_info=not expected,  # bad input needs its reason, not a traceback
+                )
                 self.store.fail(spec.job_id, reason)
                 self.current_job = None
                 if self._on_finished is not None:

@@ -14,6 +14,11 @@ each into the summary the comparison needs. The report's structure is the one
   median, its bone region as finding site, and the centroid and mean high-b
   items of :mod:`dicom_node.report_codes`.
 
+The voxel volume of the exam grid (``VOXELVOL`` in the "Total tumour load"
+group) is read when present (NaN otherwise). The comparison groups and the
+per-lesion categories of :mod:`dicom_node.writers.sr_comparison` are not read:
+they describe this exam against its priors, and a later exam is compared anew.
+
 Patient, study date and time come from the SR header (copied from the input
 by the writer), the SEG UID from the referenced segment, the software version
 from the algorithm identification (TID 4019). The histogram and the
@@ -46,7 +51,7 @@ from pydicom.uid import (
 )
 
 from dicom_node.errors import DicomNodeError
-from dicom_node.report_codes import CENTROID_CODES, MEAN_HIGH_B
+from dicom_node.report_codes import CENTROID_CODES, MEAN_HIGH_B, VOXEL_VOLUME
 from dicom_node.writers.common import MANUFACTURER
 from dicom_node.writers.seg import region_code
 from dicom_node.writers.sr import adc_statistic_codes
@@ -107,6 +112,7 @@ def read_measurement_report(dataset: Dataset) -> ExamSummary:
     total_items = list(total.get_measurements())
     tdv_ml = _volume(total_items, f"{where} '{_TOTAL}'")
     adc = _adc_statistics(total_items, f"{where} '{_TOTAL}'")
+    voxel_volume_ml = _voxel_volume(total_items, f"{where} '{_TOTAL}'")
 
     lesions: list[LesionStats] = []
     for group in groups:
@@ -133,6 +139,7 @@ def read_measurement_report(dataset: Dataset) -> ExamSummary:
             sr_sop_instance_uid=sop_instance_uid,
             seg_sop_instance_uid=seg_uid,
             software_version=_software_version(dataset),
+            voxel_volume_ml=voxel_volume_ml,
         )
     except SummaryFormatError as exc:
         raise ReportReadError(f"{where}: header cannot identify the exam: {exc}") from exc
@@ -197,6 +204,18 @@ def _volume(items: Sequence[hd.sr.Measurement], where: str) -> float:
     if unit not in _VOLUME_UNITS:
         raise ReportReadError(f"{where}: Volume unit {unit!r} is not a volume unit")
     return _value(item, "Volume", where) * _VOLUME_UNITS[unit]
+
+
+def _voxel_volume(items: Sequence[hd.sr.Measurement], where: str) -> float:
+    """The exam grid's voxel volume (ml); NaN for a report written before it was added."""
+    found = _find(items, VOXEL_VOLUME)
+    if not found:
+        return math.nan
+    item = _one(found, VOXEL_VOLUME.meaning, where)
+    unit = str(item.unit.value)
+    if unit not in _VOLUME_UNITS:
+        raise ReportReadError(f"{where}: {VOXEL_VOLUME.meaning} unit {unit!r} is not a volume unit")
+    return _value(item, VOXEL_VOLUME.meaning, where) * _VOLUME_UNITS[unit]
 
 
 def _adc_value(item: hd.sr.Measurement, what: str, where: str, *, dimensionless: bool) -> float:

@@ -10,7 +10,15 @@ body", title DCM 126000 "Imaging Measurement Report":
 - one group per ADC class (red, yellow, green; referencing SEG segments 2-4)
   with its Volume, the class bounds in the algorithm parameters;
 - one group per lesion (referencing its own SEG segment) with Volume, ADC mean
-  and median, the bone region as finding site.
+  and median, the bone region as finding site, and the items a later
+  comparison needs (:mod:`dicom_node.report_codes`): centroid in patient
+  coordinates (``CENTROIDX/Y/Z``, mm) and mean computed high-b signal
+  (``HIGHBMEAN``);
+- the voxel volume of the exam grid (``VOXELVOL``, ml) in "Total tumour load";
+- with a comparison (:mod:`dicom_node.writers.sr_comparison`): per lesion its
+  suggested category, rule and changes; groups with the previous exam's and the
+  baseline's study UID, date and whole-body changes; the suggested categories
+  overall and per region, each labelled a suggestion for the radiologist.
 
 Every group names the finding (SCT 14799000 "Neoplasm, secondary", category
 SCT 49755003) and the algorithm (name, version, parameters); every ADC value
@@ -23,12 +31,14 @@ group "Total tumour load" with Finding DCM 111286 "No abnormality", Volume
 SCT 272519000 "Absent".
 
 The 25th and 75th centiles have no standard code (CID 7464/7465 stop at the
-5/10/90/95th); they use the private coding scheme ``99WBDWI``, declared in the
-Coding Scheme Identification Sequence (PS3.3 C.12.1.1.3).
+5/10/90/95th); they, and the items above, use the private coding scheme
+``99WBDWI``, declared in the Coding Scheme Identification Sequence (PS3.3
+C.12.1.1.3).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import highdicom as hd
@@ -36,6 +46,13 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from dicom_node.report_codes import (
+    ARBITRARY_UNIT,
+    CENTROID_CODES,
+    MEAN_HIGH_B,
+    MILLIMETRE,
+    VOXEL_VOLUME,
+)
 from dicom_node.writers.common import WriterContext
 from dicom_node.writers.errors import WriterError
 from dicom_node.writers.seg import (
@@ -45,7 +62,9 @@ from dicom_node.writers.seg import (
     SegmentInfo,
     region_code,
 )
-from processing.results import AdcClass, AdcStats, ProcessingResult
+from dicom_node.writers.sr_comparison import comparison_groups, lesion_comparison_items
+from processing.comparison import Comparison, LesionAssessment
+from processing.results import AdcClass, AdcStats, LesionStats, ProcessingResult
 
 __all__ = [
     "ADC_UNIT",
@@ -109,6 +128,27 @@ def _adc_statistics(
     ]
 
 
+def _voxel_volume(ml: float) -> list[hd.sr.Measurement]:
+    if not (math.isfinite(ml) and ml > 0):
+        return []
+    return [hd.sr.Measurement(name=VOXEL_VOLUME, value=float(ml), unit=VOLUME_UNIT)]
+
+
+def _position_items(lesion: LesionStats) -> list[hd.sr.Measurement]:
+    """Centroid (mm, LPS) and mean high-b of a lesion: what lesion matching needs later."""
+    items = [
+        hd.sr.Measurement(name=code, value=float(value), unit=MILLIMETRE)
+        for code, value in zip(CENTROID_CODES, lesion.centroid_mm, strict=True)
+    ]
+    if math.isfinite(lesion.mean_high_b):
+        items.append(
+            hd.sr.Measurement(
+                name=MEAN_HIGH_B, value=float(lesion.mean_high_b), unit=ARBITRARY_UNIT
+            )
+        )
+    return items
+
+
 def _tracking(info: SegmentInfo) -> hd.sr.TrackingIdentifier:
     return hd.sr.TrackingIdentifier(uid=info.tracking_uid, identifier=info.label)
 
@@ -145,6 +185,8 @@ def _groups_with_disease(
     segmentation: SegmentationOutput,
     adc_map: hd.sr.SourceImageForMeasurement,
     digest_parameters: list[str],
+    *,
+    comparison: Comparison | None,
 ) -> list[hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations]:
     stats = result.stats
     seg = segmentation.dataset
@@ -155,8 +197,11 @@ def _groups_with_disease(
         measurements: list[hd.sr.Measurement],
         sites: list[hd.sr.FindingSite] | None,
         parameters: list[str],
+        *,
+        evaluations: list[hd.sr.QualitativeEvaluation] | None = None,
+        extra: list[hd.sr.ContentItem] | None = None,
     ) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
-        return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        built = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=_tracking(info),
             referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, info.number),
             finding_type=SEGMENT_TYPE,
@@ -164,9 +209,16 @@ def _groups_with_disease(
             algorithm_id=_algorithm(ctx, parameters),
             finding_sites=sites,
             measurements=measurements,
+            qualitative_evaluations=evaluations or None,
         )
+        if extra:
+            built[0].ContentSequence.extend(extra)
+        return built
 
-    total_measurements = [_volume(stats.tdv_ml)]
+    assessments: dict[int, LesionAssessment] = {}
+    if comparison is not None:
+        assessments = {a.label: a for a in comparison.lesions if a.label is not None}
+    total_measurements = [_volume(stats.tdv_ml), *_voxel_volume(ctx.exam.voxel_volume_ml)]
     if stats.adc is not None:
         total_measurements += _adc_statistics(stats.adc, adc_map)
     groups = [group(segmentation.total, total_measurements, bone, digest_parameters)]
@@ -195,8 +247,21 @@ def _groups_with_disease(
             _volume(lesion.volume_ml),
             _adc(lesion.adc_mean, codes.SCT.Mean, adc_map),
             _adc(lesion.adc_median, codes.SCT.Median, adc_map),
+            *_position_items(lesion),
         ]
-        groups.append(group(info, measurements, sites, digest_parameters))
+        evaluations: list[hd.sr.QualitativeEvaluation] = []
+        extra: list[hd.sr.ContentItem] = []
+        assessment = assessments.get(lesion.label)
+        if assessment is not None and comparison is not None:
+            changes, evaluations, extra = lesion_comparison_items(
+                assessment, comparison.settings.lesion_adc_statistic
+            )
+            measurements += changes
+        groups.append(
+            group(
+                info, measurements, sites, digest_parameters, evaluations=evaluations, extra=extra
+            )
+        )
     return groups
 
 
@@ -229,6 +294,7 @@ def build_measurement_report(
     segmentation: SegmentationOutput | None,
     parametric_map: Dataset,
     evidence: Sequence[Dataset],
+    comparison: Comparison | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """Build the TID 1500 Measurement Report.
 
@@ -245,6 +311,9 @@ def build_measurement_report(
     evidence
         Every other instance the report relies on (derived series, source
         images); recorded in the Current Requested Procedure Evidence Sequence.
+    comparison
+        The comparison of this exam with earlier ones, when it has any (see
+        :mod:`dicom_node.writers.sr_comparison`).
 
     Raises
     ------
@@ -257,6 +326,11 @@ def build_measurement_report(
         raise WriterError("the SR for an exam with segmented disease needs its SEG")
     if not has_disease and segmentation is not None:
         raise WriterError("a SEG was given for an exam without segmented disease (tDV 0 ml)")
+    if comparison is not None and comparison.current_study_uid != ctx.exam.study_instance_uid:
+        raise WriterError(
+            f"the comparison is of study {comparison.current_study_uid}, not of the exam's study "
+            f"{ctx.exam.study_instance_uid}"
+        )
     adc_map = hd.sr.SourceImageForMeasurement(
         referenced_sop_class_uid=parametric_map.SOPClassUID,
         referenced_sop_instance_uid=parametric_map.SOPInstanceUID,
@@ -271,7 +345,7 @@ def build_measurement_report(
     first_evidence: list[Dataset] = []
     if segmentation is not None:
         imaging_measurements += _groups_with_disease(
-            ctx, result, segmentation, adc_map, digest_parameters
+            ctx, result, segmentation, adc_map, digest_parameters, comparison=comparison
         )
         imaging_measurements += _empty_class_groups(ctx, segmentation)
         first_evidence.append(segmentation.dataset)
@@ -286,7 +360,7 @@ def build_measurement_report(
                 finding_category=SEGMENT_CATEGORY,
                 algorithm_id=_algorithm(ctx, digest_parameters),
                 finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Bone)],
-                measurements=[_volume(0.0)],
+                measurements=[_volume(0.0), *_voxel_volume(ctx.exam.voxel_volume_ml)],
                 qualitative_evaluations=[
                     hd.sr.QualitativeEvaluation(name=SEGMENT_TYPE, value=codes.SCT.Absent)
                 ],
@@ -297,6 +371,10 @@ def build_measurement_report(
                     )
                 ],
             )
+        )
+    if comparison is not None:
+        imaging_measurements += comparison_groups(
+            ctx, comparison, _algorithm(ctx, digest_parameters)
         )
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(ctx),
@@ -327,10 +405,29 @@ def build_measurement_report(
     sr.ManufacturerModelName = ctx.identity.model_name
     sr.SoftwareVersions = ctx.identity.software_version
     sr.DeviceSerialNumber = ctx.identity.device_serial_number
-    if segmentation is not None and result.stats.adc is not None:
-        scheme = Dataset()  # declares the private scheme of the 25th/75th centile codes
+    if _uses_local_codes(sr):
+        scheme = Dataset()  # declares the private scheme of the 99WBDWI codes
         scheme.CodingSchemeDesignator = LOCAL_CODING_SCHEME
         scheme.CodingSchemeName = "wbdwi-node local codes"
         scheme.CodingSchemeResponsibleOrganization = ctx.identity.manufacturer
         sr.CodingSchemeIdentificationSequence = [scheme]
     return sr
+
+
+def _uses_local_codes(dataset: Dataset) -> bool:
+    """Whether any content item names or holds a code of the private scheme."""
+    stack = list(dataset.get("ContentSequence", []))
+    while stack:
+        item = stack.pop()
+        for keyword in (
+            "ConceptNameCodeSequence",
+            "ConceptCodeSequence",
+            "MeasurementUnitsCodeSequence",
+        ):
+            for code in item.get(keyword, []):
+                if code.get("CodingSchemeDesignator") == LOCAL_CODING_SCHEME:
+                    return True
+        for measured in item.get("MeasuredValueSequence", []):
+            stack.append(measured)
+        stack.extend(item.get("ContentSequence", []))
+    return False

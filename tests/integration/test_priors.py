@@ -19,7 +19,7 @@ from dicom_node.write_results import build_result_objects
 from processing.comparison import compare_exams, comparison_to_dict
 from processing.exam_summary import ExamSummary, summarize_exam
 from tests.orthanc import running_orthanc
-from tests.unit.test_report_reader import _assert_close, add_lesion_position_items
+from tests.unit.test_report_reader import _assert_close
 from tests.writer_fixtures import make_result, write_synthetic_exam
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,6 @@ def _exam_files(folder: Path, study_date: str) -> tuple[list[Path], ExamSummary]
     objects = build_result_objects(synthetic.exam, result)
     sr = objects.by_folder["sr"][0]
     seg = objects.by_folder["seg"][0]
-    add_lesion_position_items(sr, result.stats.lesions)
     files = []
     for dataset in (sr, seg):
         dataset.StudyDate = study_date  # the fixture's exams all share one date

@@ -5,59 +5,18 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import highdicom as hd
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
 from dicom_node import writers
-from dicom_node.report_codes import CENTROID_CODES, LOCAL_CODING_SCHEME, MEAN_HIGH_B, MILLIMETRE
+from dicom_node.report_codes import LOCAL_CODING_SCHEME
 from dicom_node.report_reader import ReportReadError, is_node_report, read_measurement_report
 from dicom_node.write_results import build_result_objects
 from processing.comparison import compare_exams, comparison_to_dict
 from processing.exam_summary import ExamSummary, summarize_exam
-from processing.results import LesionStats, ProcessingResult
+from processing.results import ProcessingResult
 from tests.writer_fixtures import make_result, write_synthetic_exam
-
-
-def add_lesion_position_items(sr: Dataset, lesions: tuple[LesionStats, ...]) -> None:
-    """Add the centroid and high-b NUM items to each lesion group the writer left without them.
-
-    The layout is the one ``dicom_node.report_codes`` defines; once the SR
-    writer writes the items itself, this adds nothing.
-    """
-    by_label = {f"Lesion {lesion.label} ": lesion for lesion in lesions}
-    (container,) = [item for item in sr.ContentSequence if item.ValueType == "CONTAINER"]
-    for group in container.ContentSequence:
-        identifier = next(
-            (
-                str(item.TextValue)
-                for item in group.get("ContentSequence", [])
-                if item.ValueType == "TEXT"
-            ),
-            "",
-        )
-        lesion = next((v for k, v in by_label.items() if identifier.startswith(k)), None)
-        if lesion is None:
-            continue
-        names = {
-            (item.ConceptNameCodeSequence[0].CodeValue)
-            for item in group.ContentSequence
-            if item.ValueType == "NUM"
-        }
-        if CENTROID_CODES[0].value in names:
-            continue
-        for code, value in zip(CENTROID_CODES, lesion.centroid_mm, strict=True):
-            group.ContentSequence.append(
-                hd.sr.Measurement(name=code, value=value, unit=MILLIMETRE)[0]
-            )
-        group.ContentSequence.append(
-            hd.sr.Measurement(
-                name=MEAN_HIGH_B,
-                value=lesion.mean_high_b,
-                unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
-            )[0]
-        )
 
 
 def _report(tmp_path: Path, *, empty: bool = False) -> tuple[Dataset, ExamSummary]:
@@ -66,7 +25,6 @@ def _report(tmp_path: Path, *, empty: bool = False) -> tuple[Dataset, ExamSummar
     objects = build_result_objects(synthetic.exam, result)
     sr = objects.by_folder["sr"][0]
     seg_uid = "" if empty else str(objects.by_folder["seg"][0].SOPInstanceUID)
-    add_lesion_position_items(sr, result.stats.lesions)
     path = tmp_path / "sr.dcm"
     sr.save_as(path, enforce_file_format=True)
     local = summarize_exam(

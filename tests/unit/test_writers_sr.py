@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
 
+from dicom_node.report_reader import read_measurement_report
 from dicom_node.writers import (
     SegmentationOutput,
     WriterContext,
@@ -21,6 +23,8 @@ from dicom_node.writers import (
     build_segmentation,
 )
 from dicom_node.writers.sr import adc_statistic_codes
+from processing.comparison import Comparison, compare_exams
+from processing.exam_summary import ExamSummary, summarize_exam
 from processing.results import AdcClass, ProcessingResult
 from tests.writer_fixtures import SyntheticExam, make_result, write_synthetic_exam
 
@@ -91,10 +95,16 @@ def test_report_holds_the_statistics(
         assert numbers[("118565006", None)] == pytest.approx(lesion.volume_ml, rel=1e-9)
         assert numbers[("113041", "373098007")] == pytest.approx(lesion.adc_mean, rel=1e-9)
         assert numbers[("113041", "373099004")] == pytest.approx(lesion.adc_median, rel=1e-9)
+        centroid = [numbers[(f"CENTROID{axis}", None)] for axis in "XYZ"]
+        assert centroid == pytest.approx(lesion.centroid_mm, rel=1e-9)
+        assert numbers[("HIGHBMEAN", None)] == pytest.approx(lesion.mean_high_b, rel=1e-9)
+        assert not _categories(group)  # no comparison, no category
         reference = group.referenced_segment
         assert reference.referenced_sop_instance_uid == seg.dataset.SOPInstanceUID
         assert reference.referenced_segment_numbers == [info.number]
+    assert total[("VOXELVOL", None)] == pytest.approx(ctx.exam.voxel_volume_ml, rel=1e-9)
     assert len(groups) == 1 + 3 + len(stats.lesions)
+    assert report.get_image_measurement_groups() == []  # no comparison groups
     # ADC values point at the Parametric Map they come from
     adc_mean = next(
         m for m in groups[seg.total.tracking_uid].get_measurements() if m.name.value == "113041"
@@ -106,6 +116,15 @@ def test_report_holds_the_statistics(
     assert seg.dataset.SOPInstanceUID in evidence
     assert {ref.sop_instance_uid for ref in synthetic.exam.sources} <= evidence
     assert sr.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99WBDWI"
+
+
+def _categories(group: hd.sr.MeasurementsAndQualitativeEvaluations) -> dict[str, str]:
+    """The suggested categories of a group: concept code -> value code."""
+    return {
+        e.name.value: e.value.value
+        for e in group.get_qualitative_evaluations()
+        if e.name.value in ("RAC", "RAC2ND")
+    }
 
 
 def _evidence(sr: pydicom.Dataset) -> list[tuple[str, str, str]]:
@@ -153,7 +172,10 @@ def test_empty_mask_gives_a_report_that_says_no_disease(
     report = sr.content
     assert report.get_volumetric_roi_measurement_groups() == []
     (group,) = report.get_image_measurement_groups()
-    assert _numbers(group) == {("118565006", None): 0.0}
+    assert _numbers(group) == {
+        ("118565006", None): 0.0,
+        ("VOXELVOL", None): pytest.approx(ctx.exam.voxel_volume_ml),
+    }
     assert group.finding_type.value == "111286"  # No abnormality
     statements = {
         (item.ConceptNameCodeSequence[0].CodeValue, item.ConceptCodeSequence[0].CodeValue)
@@ -161,7 +183,7 @@ def test_empty_mask_gives_a_report_that_says_no_disease(
         if item.ValueType == "CODE"
     }
     assert ("14799000", "272519000") in statements  # Neoplasm, secondary: Absent
-    assert "CodingSchemeIdentificationSequence" not in sr
+    assert sr.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99WBDWI"
 
 
 def test_report_and_segmentation_must_agree(ctx: WriterContext, synthetic: SyntheticExam) -> None:
@@ -175,3 +197,109 @@ def test_report_and_segmentation_must_agree(ctx: WriterContext, synthetic: Synth
     with pytest.raises(WriterError, match="without segmented disease"):
         build_measurement_report(ctx, empty, segmentation=seg, parametric_map=pm, evidence=[])
     assert np.any(result.tumour_mask)
+
+
+def _with_comparison(
+    ctx: WriterContext, synthetic: SyntheticExam
+) -> tuple[ProcessingResult, Comparison]:
+    """The synthetic exam compared with an earlier exam whose lesions were half as big."""
+    result = make_result(synthetic)
+    current = summarize_exam(
+        synthetic.exam, result.stats, study_date=str(ctx.patient_study.StudyDate)
+    )
+    data = current.to_dict()
+    prior = ExamSummary.from_dict(
+        {
+            **data,
+            "study_instance_uid": "1.2.826.0.1.3680043.8.498.1",
+            "study_date": "20000103",
+            "tdv_ml": current.tdv_ml / 2,
+            "lesions": [{**item, "volume_ml": item["volume_ml"] / 2} for item in data["lesions"]],
+        }
+    )
+    return result, compare_exams(current, [prior])
+
+
+def _items(
+    group: hd.sr.MeasurementsAndQualitativeEvaluations, value_type: str, concept: str
+) -> list[Any]:
+    return [
+        item
+        for item in group[0].ContentSequence
+        if item.ValueType == value_type and item.ConceptNameCodeSequence[0].CodeValue == concept
+    ]
+
+
+def test_report_holds_the_comparison_as_suggestions(
+    ctx: WriterContext, synthetic: SyntheticExam, tmp_path: Path
+) -> None:
+    result, comparison = _with_comparison(ctx, synthetic)
+    geometric = build_computed_b_series(ctx, result.computed[0], result.body_mask).datasets
+    pm = build_parametric_map(ctx, result, geometric)
+    seg = build_segmentation(ctx, result, geometric)
+    sr = build_measurement_report(
+        ctx, result, segmentation=seg, parametric_map=pm, evidence=geometric, comparison=comparison
+    )
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    report = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(path)).content
+    groups = {str(g.tracking_identifier): g for g in report.get_image_measurement_groups()}
+
+    assert comparison.overall_primary is not None
+    expected = {"Comparison with the previous exam", "Comparison with the baseline exam"}
+    expected |= {"Suggested response category: overall"}
+    expected |= {
+        f"Suggested response category: {r.region.value}".replace("_", " ")
+        for r in comparison.regions
+    }
+    assert set(groups) == expected
+    previous = groups["Comparison with the previous exam"]
+    (uid,) = _items(previous, "UIDREF", "110180")
+    assert str(uid.UID) == comparison.previous_study_uid
+    (date,) = _items(previous, "DATE", "111060")
+    assert date.Date == "20000103"
+    numbers = _numbers(previous)
+    assert numbers[("VOLCHGPCT", None)] == pytest.approx(100.0)
+    assert numbers[("VOLCHG", None)] == pytest.approx(result.stats.tdv_ml / 2)
+    assert numbers[("ADCMEDCHGPCT", None)] == pytest.approx(0.0, abs=1e-9)
+
+    overall = groups["Suggested response category: overall"]
+    assert _categories(overall)["RAC"] == f"RAC{int(comparison.overall_primary)}"
+    concept = next(e.name for e in overall.get_qualitative_evaluations() if e.name.value == "RAC")
+    assert "radiologist" in concept.meaning
+    (note,) = _items(overall, "TEXT", "SUGGESTION")
+    assert "suggestion for the radiologist" in note.TextValue
+    for region in comparison.regions:
+        group = groups[f"Suggested response category: {region.region.value.replace('_', ' ')}"]
+        assert _categories(group)["RAC"] == f"RAC{int(region.primary)}"
+
+    lesions = {g.tracking_uid: g for g in report.get_volumetric_roi_measurement_groups()}
+    for assessment in comparison.lesions:
+        assert assessment.label is not None and assessment.category is not None
+        group = lesions[seg.lesions[assessment.label].tracking_uid]
+        assert _categories(group) == {"RAC": f"RAC{int(assessment.category)}"}
+        assert _numbers(group)[("VOLCHGPCT", None)] == pytest.approx(100.0)
+        (rule,) = _items(group, "TEXT", "RACRULE")
+        assert assessment.rule in rule.TextValue
+
+    # The parts a later comparison reads are the same as without the comparison.
+    plain = build_measurement_report(
+        ctx, result, segmentation=seg, parametric_map=pm, evidence=geometric
+    )
+    assert read_measurement_report(pydicom.dcmread(path)).to_dict() == (
+        read_measurement_report(plain).to_dict()
+    )
+
+
+def test_report_refuses_a_comparison_of_another_study(
+    ctx: WriterContext, synthetic: SyntheticExam
+) -> None:
+    result, comparison = _with_comparison(ctx, synthetic)
+    geometric = build_computed_b_series(ctx, result.computed[0], result.body_mask).datasets
+    pm = build_parametric_map(ctx, result, geometric)
+    seg = build_segmentation(ctx, result, geometric)
+    other = dataclasses.replace(comparison, current_study_uid="1.2.3")
+    with pytest.raises(WriterError, match=r"comparison is of study 1\.2\.3"):
+        build_measurement_report(
+            ctx, result, segmentation=seg, parametric_map=pm, evidence=[], comparison=other
+        )

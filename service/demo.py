@@ -4,7 +4,7 @@
    built-in pynetdicom storage SCP that writes what it receives to a folder.
 2. The node, in this process: default settings, a temporary data folder, the
    PACS as its destination.
-3. The simulated scanner writes a small phantom exam and sends it with MPPS
+3. The simulated scanner writes a whole-body phantom exam (reference preset) and sends it with MPPS
    (N-CREATE, C-STORE of every image, N-SET COMPLETED).
 4. Wait for the results to be acknowledged by the PACS; print the measurement
    table and where the results are (Orthanc URLs, or files).
@@ -199,7 +199,7 @@ def _run(workdir: Path, pacs: _Pacs) -> int:
           f"{node.device_description}, data in {node.data_dir}")  # fmt: skip
     print(f"      http://127.0.0.1:{settings.node.http_port}/metrics")
     try:
-        files = write_exam(make_phantom("small", seed=1), workdir / "scanner")
+        files = write_exam(make_phantom("reference", seed=1), workdir / "scanner")
         exam = performed_exam(files)
         scanner = Destination("127.0.0.1", settings.node.port, settings.node.ae_title,
                               calling_aet="DEMOSCANNER")  # fmt: skip

@@ -34,14 +34,17 @@ ARG PIP_RETRIES=""
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # Python >= 3.11 from the distribution: Ubuntu 22.04 ships it as python3.11
-# (python3 is 3.10 there); Debian bookworm has both names for 3.11. Package
-# versions follow the base image's distribution, hence no pins (DL3008).
+# (python3 is 3.10 there); Debian bookworm has both names for 3.11; elsewhere
+# python3. The venv is made from the versioned binary (/usr/bin/python3.X),
+# which is all the final stage needs. Package versions follow the base
+# image's distribution, hence no pins (DL3008).
 # hadolint ignore=DL3008
 RUN apt-get update \
- && if apt-cache policy python3.11-venv | grep -q 'Candidate: [0-9]'; then py=python3.11; else py=python3; fi \
+ && if apt-cache show --no-all-versions python3.11-venv >/dev/null 2>&1; then py=python3.11; else py=python3; fi \
  && apt-get install -y --no-install-recommends ca-certificates "${py}" "${py}-venv" \
  && rm -rf /var/lib/apt/lists/* \
- && "${py}" -m venv /opt/wbdwi/venv \
+ && python_exe="$(readlink -f "$(command -v "${py}")")" \
+ && "${python_exe}" -m venv /opt/wbdwi/venv \
  && /opt/wbdwi/venv/bin/python -c 'import sys; assert sys.version_info >= (3, 11), sys.version'
 
 ENV PATH=/opt/wbdwi/venv/bin:$PATH
@@ -74,13 +77,17 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 LABEL org.opencontainers.image.title="wbdwi-node" \
       org.opencontainers.image.description="DICOM node for whole-body diffusion-weighted MRI: ADC, computed high-b, tumour load, results back to PACS"
 
-# The interpreter the venv was made with (same choice as in the build stage),
-# without the venv tooling; a system user with a fixed UID owns the data folder.
+# The interpreter the venv was made with (python3.X, read from its
+# pyvenv.cfg), without the venv tooling; a system user with a fixed UID owns
+# the data folder.
+COPY --from=build /opt/wbdwi/venv/pyvenv.cfg /opt/wbdwi/venv/pyvenv.cfg
 # hadolint ignore=DL3008
-RUN apt-get update \
- && if apt-cache policy python3.11-venv | grep -q 'Candidate: [0-9]'; then py=python3.11; else py=python3; fi \
- && apt-get install -y --no-install-recommends ca-certificates "${py}" \
+RUN python_version="$(sed -n 's/^version *= *\([0-9]*\.[0-9]*\).*/\1/p' /opt/wbdwi/venv/pyvenv.cfg)" \
+ && test -n "${python_version}" \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates "python${python_version}" \
  && rm -rf /var/lib/apt/lists/* \
+ && test -x "/usr/bin/python${python_version}" \
  && groupadd --system --gid 10001 wbdwi \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/wbdwi \
             --no-create-home --shell /usr/sbin/nologin wbdwi \

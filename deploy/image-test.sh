@@ -411,6 +411,13 @@ done
 podman healthcheck run "$CONTAINER" >"$WORK/healthcheck.log" 2>&1 \
   || { cat "$WORK/healthcheck.log" >&2; die "the image's HEALTHCHECK fails in the running container"; }
 [ "$(podman exec "$CONTAINER" id -u)" = 10001 ] || die "the node does not run as UID 10001"
+# No GPU is passed into the container: the node must say at start that it
+# runs on the CPU path.
+device_line=$(podman logs "$CONTAINER" 2>&1 | grep -m 1 '"processing_device"' || true)
+case $device_line in
+  *'"device": "cpu"'*) log "node: $device_line" ;;
+  *) die "the node's start log does not report the CPU path (processing_device event): '$device_line'" ;;
+esac
 
 # --- 7. a phantom exam, scanner side on the host ---------------------------------------------
 step "send a phantom exam"

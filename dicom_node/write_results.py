@@ -9,6 +9,7 @@ the service's job runner both call it). It writes, into ``out_dir``::
     seg/          tumour-load SEG (absent when nothing was segmented)
     sr/           TID 1500 Measurement Report                  1 instance
     key_images/   RGB Secondary Capture: MIP and histogram     2 instances
+                  (+ trend chart with a comparison)            (3)
 
 Each file is named ``<SOPInstanceUID>.dcm`` and written atomically (temporary
 name, then rename), so a reader never sees half a file and writing the same
@@ -20,10 +21,21 @@ The derived computed-b series (or the ADC series when no computed-b image
 exists) is the *geometric source* of the Parametric Map and the SEG: one
 series covering the whole body on the composed grid, slice for slice, which
 highdicom requires, while the exam itself came from several station series.
+
+UIDs: the ADC, computed-b and Parametric Map objects depend only on the input,
+the version and the settings (:class:`~dicom_node.writers.common.UidFactory`).
+The SEG (its class segments), the SR and the key images also depend on the
+yellow class bound taken from the baseline and on the comparison (which
+previous exam, which baseline, which exams in the trend); those enter their
+UID seed, so that processing the same input against other priors gives new
+instances instead of different content under the same UIDs, and the same
+priors give the same UIDs again.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import platform
 import tempfile
@@ -45,12 +57,15 @@ from dicom_node.writers import (
     build_segmentation,
     installed_version,
 )
+from dicom_node.writers.common import UidFactory
 from dicom_node.writers.encoding import encode_series
 from dicom_node.writers.errors import WriterError
+from dicom_node.writers.key_images import trend_samples
+from processing.comparison import Comparison
 from processing.exam import DwiExam
 from processing.results import Histogram, ProcessingResult
 
-__all__ = ["ResultObjects", "build_result_objects", "write_results"]
+__all__ = ["ResultObjects", "build_result_objects", "write_results", "written_instance_uid"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +89,7 @@ def build_result_objects(
     institution_name: str = "",
     content_datetime: datetime | None = None,
     prior_histograms: Sequence[tuple[str, Histogram]] = (),
+    comparison: Comparison | None = None,
 ) -> ResultObjects:
     """Build every result dataset in memory (see :func:`write_results`)."""
     identity = WriterIdentity(
@@ -88,21 +104,31 @@ def build_result_objects(
         computed_b_values=[computed.b_value for computed in result.computed],
         content_datetime=content_datetime,
     )
+    dependent = _comparison_context(ctx, result, comparison)
     adc = build_adc_series(ctx, result)
     computed = [build_computed_b_series(ctx, image, result.body_mask) for image in result.computed]
     geometric_source = list(computed[0].datasets if computed else adc.datasets)
     parametric_map = build_parametric_map(ctx, result, geometric_source)
     segmentation = (
-        build_segmentation(ctx, result, geometric_source) if result.tumour_mask.any() else None
+        build_segmentation(dependent, result, geometric_source)
+        if result.tumour_mask.any()
+        else None
     )
     report = build_measurement_report(
-        ctx,
+        dependent,
         result,
         segmentation=segmentation,
         parametric_map=parametric_map,
         evidence=[*geometric_source, *ctx.source_evidence()],
+        comparison=comparison,
     )
-    key_images = build_key_images(ctx, result, adc.datasets[0], priors=prior_histograms)
+    key_images = build_key_images(
+        dependent,
+        result,
+        adc.datasets[0],
+        priors=prior_histograms,
+        trend=trend_samples(comparison) if comparison is not None else (),
+    )
 
     folders: dict[str, tuple[Dataset, ...]] = {
         "adc_map": (parametric_map,),
@@ -116,6 +142,45 @@ def build_result_objects(
     folders["key_images"] = tuple(key.dataset for key in key_images)
     derived = {"adc", *(f"b{image.b_value:g}" for image in result.computed)}
     return ResultObjects(by_folder=folders, derived_series_folders=frozenset(derived))
+
+
+def _comparison_context(
+    ctx: WriterContext, result: ProcessingResult, comparison: Comparison | None
+) -> WriterContext:
+    """The context of the objects whose content depends on the priors (see the module docstring).
+
+    Same UIDs as ``ctx`` when neither a baseline yellow bound nor a comparison
+    is involved.
+    """
+    parts: list[str] = []
+    classes = result.stats.classes
+    if classes.yellow_lower_source != "default":
+        parts.append(f"yellow={classes.yellow_lower_um2s!r}")
+    if comparison is not None:
+        parts.append(f"previous={comparison.previous_study_uid}")
+        parts.append(f"baseline={comparison.baseline_study_uid}")
+        parts += [f"exam={point.study_instance_uid}" for point in comparison.trend]
+    if not parts:
+        return ctx
+    seed = hashlib.sha256("\0".join([ctx.uids.seed, *parts]).encode()).hexdigest()
+    return dataclasses.replace(ctx, uids=UidFactory(seed=seed))
+
+
+def written_instance_uid(written: Sequence[Path], folder: str) -> str:
+    """SOP Instance UID of the one instance :func:`write_results` wrote into ``folder``.
+
+    ``""`` when the folder has no instance (no ``seg`` for an exam without
+    disease). Files are named ``<SOPInstanceUID>.dcm``.
+
+    Raises
+    ------
+    ValueError
+        When the folder holds more than one instance.
+    """
+    found = [path.stem for path in written if path.parent.name == folder]
+    if len(found) > 1:
+        raise ValueError(f"{len(found)} instances in result folder {folder!r}, expected one")
+    return found[0] if found else ""
 
 
 def _write_atomically(content: Dataset | bytes, path: Path) -> None:
@@ -143,6 +208,7 @@ def write_results(
     institution_name: str = "",
     content_datetime: datetime | None = None,
     prior_histograms: Sequence[tuple[str, Histogram]] = (),
+    comparison: Comparison | None = None,
 ) -> list[Path]:
     """Write the PM, derived MR series, SEG, SR and key images of one exam.
 
@@ -165,7 +231,11 @@ def write_results(
         Content/creation date and time (default: now). UIDs do not depend on it.
     prior_histograms
         ``(label, histogram)`` of earlier exams, drawn as outlines in the
-        histogram key image.
+        histogram key image (:func:`dicom_node.writers.key_images.comparison_histograms`
+        picks the previous exam's and the baseline's).
+    comparison
+        The exam's comparison with earlier exams: written into the SR, and the
+        trend chart key image is added.
 
     Returns
     -------
@@ -186,6 +256,7 @@ def write_results(
         institution_name=institution_name,
         content_datetime=content_datetime,
         prior_histograms=prior_histograms,
+        comparison=comparison,
     )
     root = Path(out_dir)
     written: list[Path] = []

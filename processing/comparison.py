@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
-from processing.exam_summary import ExamSummary, exam_sort_key
+from processing.exam_summary import ExamSummary, chronological_key, exam_sort_key
 from processing.lesion_assessment import (
     LesionAssessment,
     LesionStatus,
@@ -44,6 +44,7 @@ from processing.response import (
     combine_categories,
 )
 from processing.results import BodyRegion
+from processing.settings import ProcessingSettings
 
 __all__ = [
     "Comparison",
@@ -56,6 +57,8 @@ __all__ = [
     "TrendPoint",
     "compare_exams",
     "comparison_to_dict",
+    "response_settings_for",
+    "select_baseline",
     "yellow_lower_bound",
 ]
 
@@ -167,6 +170,57 @@ def yellow_lower_bound(baseline: ExamSummary) -> float | None:
     if baseline.adc is None or not math.isfinite(baseline.adc.p95):
         return None
     return float(baseline.adc.p95)
+
+
+def response_settings_for(
+    processing: ProcessingSettings, base: ResponseSettings | None = None
+) -> ResponseSettings:
+    """``base`` (default rules) with the detection limit of the processing settings.
+
+    The rules must know the smallest lesion the segmentation reports
+    (``min_lesion_volume_ml``) to tell a new lesion from one that was just
+    below that limit in the reference exam.
+    """
+    return replace(base or ResponseSettings(), detection_limit_ml=processing.min_lesion_volume_ml)
+
+
+def select_baseline(
+    priors: Sequence[ExamSummary],
+    *,
+    study_uid: str,
+    study_date: str,
+    study_time: str = "",
+    baseline_study_uid: str | None = None,
+) -> ExamSummary | None:
+    """The baseline of an exam that is about to be processed, among its ``priors``.
+
+    Known before processing, so that its 95th centile can set the yellow
+    class bound (:func:`yellow_lower_bound`). ``baseline_study_uid`` chooses
+    it (the exam's own UID: it is its own baseline, and ``None`` is returned
+    since it has no numbers yet); default: the earliest prior earlier than the
+    exam. ``None`` when there is none.
+
+    Raises
+    ------
+    ValueError
+        When ``baseline_study_uid`` is neither the exam nor an earlier prior.
+    """
+    key = chronological_key(study_date, study_time, study_uid)
+    earlier = sorted(
+        (p for p in priors if exam_sort_key(p) < key and p.study_instance_uid != study_uid),
+        key=exam_sort_key,
+    )
+    if baseline_study_uid is None:
+        return earlier[0] if earlier else None
+    if baseline_study_uid == study_uid:
+        return None
+    for prior in earlier:
+        if prior.study_instance_uid == baseline_study_uid:
+            return prior
+    raise ValueError(
+        f"baseline study {baseline_study_uid} is neither study {study_uid} nor one of its "
+        f"{len(earlier)} earlier exam(s) given"
+    )
 
 
 def compare_exams(

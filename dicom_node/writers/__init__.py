@@ -8,6 +8,7 @@ module                 object
 ``parametric_map``     ADC Parametric Map (float32, highdicom ``pm``)
 ``seg``                BINARY Segmentation of the tumour load (highdicom ``seg``)
 ``sr``                 TID 1500 Measurement Report (highdicom ``sr``)
+``sr_comparison``      the report's comparison with earlier exams (issue 6)
 ``key_images``         RGB Secondary Capture key images (``rendering`` draws them)
 =====================  ==========================================================
 

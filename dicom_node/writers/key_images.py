@@ -7,7 +7,12 @@ Two pictures that any viewer shows, in one series:
    Patient Orientation ``L\\F`` (columns towards patient left, rows towards
    the feet);
 2. the ADC histogram of the tumour load over the class bands
-   (:func:`render_adc_histogram`), optionally with earlier exams' histograms.
+   (:func:`render_adc_histogram`), with the previous exam's and the baseline's
+   histograms as outlines when the exam was compared
+   (:func:`comparison_histograms` picks them);
+3. with a comparison, the trend chart of tDV and median ADC over all of the
+   patient's exams up to this one (:func:`render_trend_chart`, seed 000
+   figure 4).
 
 Text drawn on the pictures holds no patient identification, so Burned In
 Annotation is ``NO``. Patient and study attributes come from the derived
@@ -26,11 +31,25 @@ from pydicom.dataset import Dataset
 
 from dicom_node.writers.common import WriterContext, check_on_grid
 from dicom_node.writers.errors import WriterError
-from dicom_node.writers.rendering import MipGeometry, render_adc_histogram, render_class_mip
+from dicom_node.writers.rendering import (
+    MipGeometry,
+    TrendSample,
+    render_adc_histogram,
+    render_class_mip,
+    render_trend_chart,
+)
 from dicom_node.writers.seg import ADC_CLASS_RGB
+from processing.comparison import Comparison
+from processing.exam_summary import ExamSummary
 from processing.results import AdcClass, ComputedImage, Histogram, ProcessingResult
 
-__all__ = ["KeyImage", "build_key_images", "render_key_pictures"]
+__all__ = [
+    "KeyImage",
+    "build_key_images",
+    "comparison_histograms",
+    "render_key_pictures",
+    "trend_samples",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +61,52 @@ class KeyImage:
     dataset: hd.sc.SCImage
 
 
+def _iso(da: str) -> str:
+    return f"{da[:4]}-{da[4:6]}-{da[6:]}" if len(da) == 8 else da
+
+
+def comparison_histograms(
+    comparison: Comparison, summaries: Sequence[ExamSummary]
+) -> list[tuple[str, Histogram]]:
+    """``(label, histogram)`` of the previous exam and the baseline, for the histogram picture.
+
+    Taken from ``summaries`` by study UID; an exam whose summary has no
+    histogram (rebuilt from a report) or is not among ``summaries`` is left
+    out. The baseline is left out when it is the previous exam (the label says
+    so) or the current exam.
+    """
+    by_uid = {summary.study_instance_uid: summary for summary in summaries}
+    chosen: list[tuple[str, Histogram]] = []
+    previous = by_uid.get(comparison.previous_study_uid)
+    same = comparison.previous_study_uid == comparison.baseline_study_uid
+    if previous is not None and previous.histogram is not None:
+        label = "previous = baseline" if same else "previous"
+        chosen.append((f"{label} {_iso(previous.study_date)}", previous.histogram))
+    baseline = by_uid.get(comparison.baseline_study_uid)
+    if (
+        not same
+        and comparison.baseline_study_uid != comparison.current_study_uid
+        and baseline is not None
+        and baseline.histogram is not None
+    ):
+        chosen.append((f"baseline {_iso(baseline.study_date)}", baseline.histogram))
+    return chosen
+
+
+def trend_samples(comparison: Comparison) -> list[TrendSample]:
+    """The points of the trend chart: every exam of the comparison, oldest first."""
+    return [
+        TrendSample(
+            study_date=point.study_date,
+            tdv_ml=point.tdv_ml,
+            adc_median_um2s=point.adc_median_um2s,
+            is_baseline=point.is_baseline,
+            is_current=point.is_current,
+        )
+        for point in comparison.trend
+    ]
+
+
 def _mip_source(result: ProcessingResult) -> ComputedImage | None:
     return result.computed[0] if result.computed else None
 
@@ -51,8 +116,13 @@ def render_key_pictures(
     result: ProcessingResult,
     *,
     priors: Sequence[tuple[str, Histogram]] = (),
+    trend: Sequence[TrendSample] = (),
 ) -> list[tuple[str, NDArray[np.uint8], str]]:
-    """Render the pictures: ``(name, [H, W, 3] uint8, description)`` each."""
+    """Render the pictures: ``(name, [H, W, 3] uint8, description)`` each.
+
+    ``priors`` are drawn as outlines in the histogram; ``trend`` (two exams or
+    more) adds the trend chart.
+    """
     stats = result.stats
     classes = stats.classes
     pictures: list[tuple[str, NDArray[np.uint8], str]] = []
@@ -108,7 +178,18 @@ def render_key_pictures(
         )
     except ValueError as exc:
         raise WriterError(f"ADC histogram key image: {exc}") from exc
-    pictures.append(("histogram", histogram, "ADC histogram of the tumour load, class bands"))
+    description = "ADC histogram of the tumour load, class bands"
+    if priors:
+        description += ", earlier exams as outlines"
+    pictures.append(("histogram", histogram, description))
+    if len(trend) >= 2:
+        try:
+            chart = render_trend_chart(
+                trend, title=f"Tumour load over {len(trend)} exams: tDV and median ADC"
+            )
+        except ValueError as exc:
+            raise WriterError(f"trend chart key image: {exc}") from exc
+        pictures.append(("trend", chart, "Trend of tDV and median ADC over the patient's exams"))
     return pictures
 
 
@@ -118,16 +199,18 @@ def build_key_images(
     reference: Dataset,
     *,
     priors: Sequence[tuple[str, Histogram]] = (),
+    trend: Sequence[TrendSample] = (),
 ) -> list[KeyImage]:
     """Render the key pictures and wrap each in an RGB Secondary Capture image.
 
     ``reference`` is one derived MR dataset of the exam, whose patient and study
-    attributes the pictures carry.
+    attributes the pictures carry; ``priors`` and ``trend`` as in
+    :func:`render_key_pictures`.
     """
     series_uid = ctx.uids.uid("key-images", "series")
     images = []
     for number, (name, pixels, description) in enumerate(
-        render_key_pictures(ctx, result, priors=priors), start=1
+        render_key_pictures(ctx, result, priors=priors, trend=trend), start=1
     ):
         is_mip = name == "mip"
         dataset = hd.sc.SCImage.from_ref_dataset(

@@ -9,12 +9,17 @@
 - :func:`render_adc_histogram`: the ADC histogram of the tumour load as volume
   per bin, over coloured bands of the ADC classes, with labelled axes, numbers
   on both axes, and optional outline histograms of earlier exams.
+- :func:`render_trend_chart`: tDV (left axis) and median ADC (right axis) of
+  every exam of the patient against the study date, baselines marked, the
+  current exam highlighted (as seed 000, figure 4, follows one patient).
 
 Nothing identifying is drawn (no patient name, ID, date of birth).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,7 +29,14 @@ from PIL import Image, ImageDraw, ImageFont
 
 from processing.results import AdcClass, ClassVolumes, Histogram
 
-__all__ = ["MipGeometry", "nice_ticks", "render_adc_histogram", "render_class_mip"]
+__all__ = [
+    "MipGeometry",
+    "TrendSample",
+    "nice_ticks",
+    "render_adc_histogram",
+    "render_class_mip",
+    "render_trend_chart",
+]
 
 _WHITE = (255, 255, 255)
 _BLACK = (0, 0, 0)
@@ -267,4 +279,196 @@ def render_adc_histogram(
             font=title_font,
             anchor="mm",
         )
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+_TDV_COLOUR = (30, 70, 170)
+_ADC_COLOUR = (200, 90, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class TrendSample:
+    """One exam on the trend chart.
+
+    ``study_date`` is DICOM DA (``YYYYMMDD``); ``adc_median_um2s`` is NaN when
+    nothing was segmented.
+    """
+
+    study_date: str
+    tdv_ml: float
+    adc_median_um2s: float
+    is_baseline: bool = False
+    is_current: bool = False
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.datetime.strptime(value, "%Y%m%d").date()
+    except ValueError as exc:
+        raise ValueError(f"trend chart: study date {value!r} is not YYYYMMDD") from exc
+
+
+def _axis_range(values: Sequence[float]) -> tuple[float, float]:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return 0.0, 1.0
+    high = max(finite)
+    return 0.0, high * 1.15 if high > 0 else 1.0
+
+
+def render_trend_chart(
+    samples: Sequence[TrendSample],
+    *,
+    title: str,
+    width: int = 1000,
+    height: int = 640,
+) -> NDArray[np.uint8]:
+    """tDV and median ADC of each exam against its date, as an ``[H, W, 3]`` uint8 picture.
+
+    tDV (ml) is the blue line with circles on the left axis, the median ADC
+    (10^-6 mm2/s) the orange line with squares on the right axis; each point is
+    labelled with its value, each exam with its date. Baselines have a dashed
+    vertical line, the current exam a larger marker.
+
+    Raises
+    ------
+    ValueError
+        With fewer than two samples, or a date that is not ``YYYYMMDD``.
+    """
+    if len(samples) < 2:
+        raise ValueError(f"a trend chart needs at least two exams, got {len(samples)}")
+    dates = [_date(sample.study_date) for sample in samples]
+    days = [(date - dates[0]).days for date in dates]
+    if max(days) == min(days):
+        days = list(range(len(samples)))  # all on one day: even spacing in exam order
+    span = max(max(days) - min(days), 1)
+
+    canvas = Image.new("RGB", (width, height), _WHITE)
+    draw = ImageDraw.Draw(canvas)
+    title_font, label_font, tick_font = _font(22), _font(19), _font(16)
+    left, right, upper, lower = 110, width - 110, 90, height - 110
+    margin = 0.06 * (right - left)
+
+    def x_px(day: float) -> float:
+        return left + margin + (day - min(days)) / span * (right - left - 2 * margin)
+
+    tdv_low, tdv_high = _axis_range([s.tdv_ml for s in samples])
+    adc_low, adc_high = _axis_range([s.adc_median_um2s for s in samples])
+
+    def y_px(value: float, low: float, high: float) -> float:
+        return lower - (value - low) / (high - low) * (lower - upper)
+
+    for tick in nice_ticks(tdv_low, tdv_high, 5):
+        if tick > tdv_high:
+            continue
+        y = y_px(tick, tdv_low, tdv_high)
+        draw.line((left, y, right, y), fill=(225, 225, 225), width=1)
+        draw.line((left - 8, y, left, y), fill=_TDV_COLOUR, width=2)
+        draw.text((left - 12, y), _tick_text(tick), fill=_TDV_COLOUR, font=tick_font, anchor="rm")
+    for tick in nice_ticks(adc_low, adc_high, 5):
+        if tick > adc_high:
+            continue
+        y = y_px(tick, adc_low, adc_high)
+        draw.line((right, y, right + 8, y), fill=_ADC_COLOUR, width=2)
+        draw.text((right + 12, y), _tick_text(tick), fill=_ADC_COLOUR, font=tick_font, anchor="lm")
+    draw.line((left, lower, right, lower), fill=_BLACK, width=2)
+    draw.line((left, upper, left, lower), fill=_TDV_COLOUR, width=2)
+    draw.line((right, upper, right, lower), fill=_ADC_COLOUR, width=2)
+
+    for sample, day, date in zip(samples, days, dates, strict=True):
+        x = x_px(day)
+        if sample.is_baseline:
+            for y in range(upper, lower, 12):
+                draw.line((x, y, x, min(y + 6, lower)), fill=_GREY, width=2)
+            draw.text((x, upper - 6), "baseline", fill=_GREY, font=tick_font, anchor="ms")
+        draw.line((x, lower, x, lower + 8), fill=_BLACK, width=2)
+        draw.text(
+            (x, lower + 12),
+            date.isoformat(),
+            fill=_BLACK,
+            font=_font(18) if sample.is_current else tick_font,
+            anchor="mt",
+        )
+        if sample.is_current:
+            draw.text((x, lower + 34), "this exam", fill=_BLACK, font=tick_font, anchor="mt")
+
+    def series(
+        values: Sequence[float],
+        low: float,
+        high: float,
+        colour: tuple[int, int, int],
+        *,
+        square: bool,
+    ) -> None:
+        points = [
+            (x_px(day), y_px(value, low, high), sample)
+            for value, day, sample in zip(values, days, samples, strict=True)
+            if math.isfinite(value)
+        ]
+        if len(points) > 1:
+            draw.line([(x, y) for x, y, _ in points], fill=colour, width=3)
+        for x, y, sample in points:
+            radius = 9 if sample.is_current else 6
+            box = (x - radius, y - radius, x + radius, y + radius)
+            if square:
+                draw.rectangle(box, fill=colour, outline=_BLACK)
+            else:
+                draw.ellipse(box, fill=colour, outline=_BLACK)
+
+    tdv_values = [s.tdv_ml for s in samples]
+    adc_values = [s.adc_median_um2s for s in samples]
+    series(tdv_values, tdv_low, tdv_high, _TDV_COLOUR, square=False)
+    series(adc_values, adc_low, adc_high, _ADC_COLOUR, square=True)
+    for sample, day in zip(samples, days, strict=True):
+        x = x_px(day)
+        near_right = x > right - 90  # label on the left of the point, clear of the ADC axis
+        offset, side = (-12, "r") if near_right else (12, "l")
+        if math.isfinite(sample.tdv_ml):
+            y = y_px(sample.tdv_ml, tdv_low, tdv_high)
+            draw.text(
+                (x + offset, y - 4),
+                f"{sample.tdv_ml:.0f} ml",
+                fill=_TDV_COLOUR,
+                font=tick_font,
+                anchor=f"{side}s",
+            )
+        if math.isfinite(sample.adc_median_um2s):
+            y = y_px(sample.adc_median_um2s, adc_low, adc_high)
+            draw.text(
+                (x + offset, y + 4),
+                f"{sample.adc_median_um2s:.0f}",
+                fill=_ADC_COLOUR,
+                font=tick_font,
+                anchor=f"{side}t",
+            )
+
+    label = Image.new("RGB", (260, 30), _WHITE)
+    ImageDraw.Draw(label).text(
+        (130, 15), "tDV (ml)", fill=_TDV_COLOUR, font=label_font, anchor="mm"
+    )
+    canvas.paste(label.rotate(90, expand=True), (8, (upper + lower) // 2 - 130))
+    label = Image.new("RGB", (260, 30), _WHITE)
+    ImageDraw.Draw(label).text(
+        (130, 15), "median ADC (10^-6 mm2/s)", fill=_ADC_COLOUR, font=label_font, anchor="mm"
+    )
+    canvas.paste(label.rotate(270, expand=True), (width - 38, (upper + lower) // 2 - 130))
+    draw.text((left, 18), title, fill=_BLACK, font=title_font)
+    legend_y = 56
+    draw.ellipse((left, legend_y - 6, left + 12, legend_y + 6), fill=_TDV_COLOUR, outline=_BLACK)
+    draw.text(
+        (left + 20, legend_y), "total diffusion volume", fill=_BLACK, font=tick_font, anchor="lm"
+    )
+    draw.rectangle(
+        (left + 260, legend_y - 6, left + 272, legend_y + 6), fill=_ADC_COLOUR, outline=_BLACK
+    )
+    draw.text(
+        (left + 280, legend_y),
+        "median ADC of the tumour load",
+        fill=_BLACK,
+        font=tick_font,
+        anchor="lm",
+    )
+    draw.text(
+        ((left + right) / 2, height - 22), "study date", fill=_BLACK, font=label_font, anchor="ms"
+    )
     return np.asarray(canvas, dtype=np.uint8)

@@ -5,6 +5,14 @@ device and the measurement report is written to ``OUT/measurements.json``,
 beside the DICOM result objects (Parametric Map, derived MR series, SEG, SR,
 key images; one file per instance, see :mod:`dicom_node.write_results`).
 :func:`run_offline` is the reusable core.
+
+Comparison offline (issue 6): ``--prior EARLIER_OUT`` (repeatable) reads the
+``exam_summary`` of an earlier run's ``measurements.json``. The priors earlier
+than this exam (by study date and time from its headers) are compared with it;
+the baseline is the earliest of them, or ``--baseline STUDY_UID``. The
+baseline's 95th ADC centile sets the yellow class bound (``--yellow-lower``
+overrides it), ``measurements.json`` gains ``comparison``, the SR the
+comparison groups, and the key images the prior histograms and the trend chart.
 """
 
 from __future__ import annotations
@@ -15,17 +23,35 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from processing.backend import BackendUnavailableError, Device
+from processing.comparison import (
+    Comparison,
+    compare_exams,
+    response_settings_for,
+    select_baseline,
+    yellow_lower_bound,
+)
 from processing.errors import ProcessingError
-from processing.measurements import measurements_dict
+from processing.exam_summary import ExamSummary, SummaryFormatError, exam_sort_key
+from processing.measurements import measurements_dict, summary_from_measurements
+from processing.response import ResponseSettings
 from processing.results import ProcessingResult
 from processing.settings import ProcessingSettings
 
-__all__ = ["MEASUREMENTS_FILE", "OfflineRun", "register", "run", "run_offline"]
+__all__ = [
+    "MEASUREMENTS_FILE",
+    "OfflineRun",
+    "PriorLoadError",
+    "load_prior",
+    "register",
+    "run",
+    "run_offline",
+]
 
 MEASUREMENTS_FILE = "measurements.json"
 
@@ -39,6 +65,39 @@ class OfflineRun:
     measurements_path: Path
     measurements: dict[str, Any]
     dicom_files: tuple[Path, ...] = ()
+    summary: ExamSummary | None = None
+    comparison: Comparison | None = None
+
+
+class PriorLoadError(ValueError):
+    """An earlier run's output cannot serve as a prior; the message names the path and why."""
+
+
+def load_prior(path: Path) -> ExamSummary:
+    """The exam summary of an earlier ``wbdwi process`` run.
+
+    ``path`` is that run's output folder or its ``measurements.json``.
+
+    Raises
+    ------
+    PriorLoadError
+        When the file is missing, not JSON, or has no valid ``exam_summary``.
+    """
+    file = path / MEASUREMENTS_FILE if path.is_dir() else path
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PriorLoadError(
+            f"prior {path}: no {MEASUREMENTS_FILE} (give the --out folder of an earlier run)"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PriorLoadError(f"prior {file}: cannot be read as JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PriorLoadError(f"prior {file}: expected a JSON object")
+    try:
+        return summary_from_measurements(data, str(file))
+    except SummaryFormatError as exc:
+        raise PriorLoadError(str(exc)) from exc
 
 
 def register(subparsers: Any) -> None:
@@ -71,7 +130,27 @@ def register(subparsers: Any) -> None:
         type=float,
         default=None,
         metavar="UM2S",
-        help="lower bound of the yellow ADC class (the baseline exam's 95th centile, um2/s)",
+        help=(
+            "lower bound of the yellow ADC class, um2/s (default: the baseline's 95th centile "
+            "with --prior, else the processing default)"
+        ),
+    )
+    parser.add_argument(
+        "--prior",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="EARLIER_OUT",
+        help=(
+            "output folder (or measurements.json) of an earlier run of the same patient; "
+            "repeatable. Exams earlier than this one are compared with it"
+        ),
+    )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="STUDY_UID",
+        help="study UID of the baseline among the priors (or this exam's own); default: the first",
     )
     parser.set_defaults(func=run)
 
@@ -83,11 +162,22 @@ def run_offline(
     device: Device | str = Device.AUTO,
     *,
     yellow_lower_um2s: float | None = None,
+    priors: Sequence[ExamSummary] = (),
+    baseline_study_uid: str | None = None,
+    response_settings: ResponseSettings | None = None,
 ) -> OfflineRun:
     """Assemble and process the exam under ``folder``; write measurements and DICOM results.
 
-    ``out/measurements.json`` first, then the result objects of
-    :func:`dicom_node.write_results.write_results` into ``out``.
+    The result objects of :func:`dicom_node.write_results.write_results`
+    into ``out`` first, then ``out/measurements.json`` (its ``exam_summary``
+    names the SR and SEG written).
+
+    With ``priors`` (summaries of the same patient's exams; those not earlier
+    than this one are ignored), the baseline (``baseline_study_uid``, default
+    the earliest prior) sets the yellow class bound unless
+    ``yellow_lower_um2s`` is given, and the exam is compared with them
+    (:func:`processing.comparison.compare_exams`, with the detection limit of
+    ``settings``).
 
     Raises
     ------
@@ -101,43 +191,106 @@ def run_offline(
         ``device="gpu"`` without CuPy or a CUDA device.
     dicom_node.errors.WriterError
         A result object cannot be written.
+    dicom_node.study_header.StudyHeaderError
+        The exam's study date cannot be read.
+    ValueError
+        A prior belongs to another patient, or the baseline is not among the priors.
     """
     from dicom_node.assembly import assemble_exam
     from dicom_node.dicom_files import find_dicom_files
-    from dicom_node.write_results import write_results
+    from dicom_node.study_header import read_study_date_time
+    from dicom_node.write_results import write_results, written_instance_uid
+    from dicom_node.writers.key_images import comparison_histograms
+    from processing.exam_summary import summarize_exam
     from processing.pipeline import process_exam
 
     started = time.perf_counter()
     files = find_dicom_files(folder)
     assembled = assemble_exam(files)
+    exam = assembled.exam
+    when = read_study_date_time(exam)
     assemble_s = time.perf_counter() - started
-    result = process_exam(
-        assembled.exam, settings, device=device, yellow_lower_um2s=yellow_lower_um2s
+    for prior in priors:
+        if (prior.patient_id, prior.issuer_of_patient_id) != (
+            exam.patient_id,
+            exam.issuer_of_patient_id,
+        ):
+            raise ValueError(
+                f"prior study {prior.study_instance_uid} is of patient {prior.patient_id!r} "
+                f"(issuer {prior.issuer_of_patient_id!r}), not of this exam's patient "
+                f"{exam.patient_id!r} (issuer {exam.issuer_of_patient_id!r})"
+            )
+    baseline = select_baseline(
+        priors,
+        study_uid=exam.study_instance_uid,
+        study_date=when.study_date,
+        study_time=when.study_time,
+        baseline_study_uid=baseline_study_uid,
+    )
+    if yellow_lower_um2s is None and baseline is not None:
+        yellow_lower_um2s = yellow_lower_bound(baseline)
+    result = process_exam(exam, settings, device=device, yellow_lower_um2s=yellow_lower_um2s)
+    version = _software_version()
+    summary = summarize_exam(
+        exam,
+        result.stats,
+        study_date=when.study_date,
+        study_time=when.study_time,
+        software_version=version,
+    )
+    current_key = exam_sort_key(summary)
+    earlier = [p for p in priors if exam_sort_key(p) < current_key]
+    comparison = (
+        compare_exams(
+            summary,
+            earlier,
+            baseline_study_uid=baseline_study_uid,
+            settings=response_settings_for(settings, response_settings),
+        )
+        if earlier
+        else None
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    dicom_files = write_results(
+        exam,
+        result,
+        out,
+        version_label=version,
+        comparison=comparison,
+        prior_histograms=comparison_histograms(comparison, earlier) if comparison else (),
+    )
+    summary = ExamSummary.from_dict(
+        {
+            **summary.to_dict(),
+            "sr_sop_instance_uid": written_instance_uid(dicom_files, "sr"),
+            "seg_sop_instance_uid": written_instance_uid(dicom_files, "seg"),
+        }
     )
     measurements = measurements_dict(
         result,
-        study_instance_uid=assembled.exam.study_instance_uid,
-        software_version=_software_version(),
+        study_instance_uid=exam.study_instance_uid,
+        software_version=version,
+        summary=summary,
+        comparison=comparison,
     )
     measurements["timings_s"] = {"assemble": assemble_s, **measurements["timings_s"]}
-    out.mkdir(parents=True, exist_ok=True)
     path = out / MEASUREMENTS_FILE
     _write_json_atomically(path, measurements)
-    dicom_files = write_results(
-        assembled.exam, result, out, version_label=measurements["software_version"]
-    )
     return OfflineRun(
         result=result,
         assembled=assembled,
         measurements_path=path,
         measurements=measurements,
         dicom_files=tuple(dicom_files),
+        summary=summary,
+        comparison=comparison,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Process and write; 2 with the reason on stderr when the input is not usable."""
     from dicom_node.errors import AssemblyError, WriterError
+    from dicom_node.study_header import StudyHeaderError
 
     if args.yellow_lower is not None and not 0 <= args.yellow_lower < float("inf"):
         print(
@@ -146,12 +299,15 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     try:
+        priors = [load_prior(path) for path in args.prior]
         outcome = run_offline(
             args.folder,
             args.out,
             ProcessingSettings(),
             args.device,
             yellow_lower_um2s=args.yellow_lower,
+            priors=priors,
+            baseline_study_uid=args.baseline,
         )
     except (
         NotADirectoryError,
@@ -159,6 +315,9 @@ def run(args: argparse.Namespace) -> int:
         ProcessingError,
         BackendUnavailableError,
         WriterError,
+        StudyHeaderError,
+        PriorLoadError,
+        ValueError,
     ) as exc:
         print(f"wbdwi process: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
@@ -168,6 +327,19 @@ def run(args: argparse.Namespace) -> int:
         f"device {summary['device']}, {summary['timings_s']['total']:.2f} s -> "
         f"{outcome.measurements_path} and {len(outcome.dicom_files)} DICOM files"
     )
+    comparison = summary.get("comparison")
+    if comparison is not None:
+        regions = ", ".join(f"{k} {v}" for k, v in comparison["rac_by_region"].items())
+        change = comparison["tdv_change_pct"]
+        print(
+            f"wbdwi process: against {comparison['prior_study_uid']} (baseline "
+            f"{comparison['baseline_study_uid']}): tDV "
+            f"{'n/a' if change is None else f'{change:+.0f} %'}, suggested RAC overall "
+            f"{comparison['rac_overall']} ({regions or 'no region'}); "
+            "a suggestion for the radiologist"
+        )
+    elif args.prior:
+        print("wbdwi process: no prior is earlier than this exam; no comparison")
     return 0
 
 

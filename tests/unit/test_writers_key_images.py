@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +12,18 @@ from numpy.typing import NDArray
 from pydicom.uid import SecondaryCaptureImageStorage
 
 from dicom_node.writers import WriterContext, WriterIdentity, build_key_images
+from dicom_node.writers.key_images import comparison_histograms, trend_samples
 from dicom_node.writers.rendering import (
     MipGeometry,
+    TrendSample,
     nice_ticks,
     render_adc_histogram,
     render_class_mip,
+    render_trend_chart,
 )
 from dicom_node.writers.seg import ADC_CLASS_RGB
+from processing.comparison import compare_exams
+from processing.exam_summary import ExamSummary, summarize_exam
 from processing.results import AdcClass, ClassVolumes, Histogram
 from tests.writer_fixtures import SyntheticExam, make_result, write_synthetic_exam
 
@@ -183,3 +189,90 @@ def test_key_images_are_rgb_secondary_captures_of_the_study(
         assert image.pixels.std() > 10
     assert list(images[0].dataset.PatientOrientation) == ["L", "F"]
     assert images[0].dataset.SeriesInstanceUID == images[1].dataset.SeriesInstanceUID
+
+
+def _coloured(picture: NDArray[np.uint8], colour: tuple[int, int, int]) -> NDArray[np.bool_]:
+    return np.all(np.abs(picture.astype(int) - np.asarray(colour)) < 12, axis=-1)
+
+
+def test_trend_chart_places_each_exam_by_date_and_value() -> None:
+    samples = [
+        TrendSample("20240105", 384.0, 704.0, is_baseline=True),
+        TrendSample("20240405", 290.0, 971.0),
+        TrendSample("20241005", 698.0, 700.0, is_current=True),
+    ]
+    picture = render_trend_chart(samples, title="trend")
+    height, width, _ = picture.shape
+    plot = picture[90 : height - 110, 110 : width - 110]
+    tdv = _coloured(plot, (30, 70, 170))
+    adc = _coloured(plot, (200, 90, 0))
+    assert tdv.sum() > 300 and adc.sum() > 300
+
+    def first_row(mask: NDArray[np.bool_], fraction: float) -> int:
+        column = int(fraction * mask.shape[1])
+        rows = np.nonzero(mask[:, column - 3 : column + 3].any(axis=1))[0]
+        return int(rows.min())
+
+    # x by date: 0, 91 and 274 days -> 6 %, 6 % + 88 % * 91/274, 94 % of the plot width.
+    early, middle, late = 0.06, 0.06 + 0.88 * 91 / 274, 0.94
+    # tDV falls then rises above baseline: the last point is highest (smallest row).
+    assert first_row(tdv, late) < first_row(tdv, early) < first_row(tdv, middle)
+    # median ADC rises then falls back.
+    assert first_row(adc, middle) < first_row(adc, early)
+    # the baseline has its dashed line in grey
+    grey = _coloured(plot, (110, 110, 110))
+    assert grey[:, int(early * plot.shape[1]) - 2 : int(early * plot.shape[1]) + 3].sum() > 50
+
+
+def test_trend_chart_rejects_one_exam_and_bad_dates() -> None:
+    with pytest.raises(ValueError, match="at least two exams"):
+        render_trend_chart([TrendSample("20240105", 1.0, 800.0)], title="t")
+    with pytest.raises(ValueError, match="2024-01-05"):
+        render_trend_chart(
+            [TrendSample("2024-01-05", 1.0, 800.0), TrendSample("20240105", 1.0, 800.0)],
+            title="t",
+        )
+
+
+def test_comparison_adds_prior_outlines_and_the_trend_image(
+    synthetic: SyntheticExam, tmp_path: Path
+) -> None:
+    result = make_result(synthetic)
+    ctx = WriterContext.create(
+        synthetic.exam,
+        WriterIdentity(software_version="2.0", device_serial_number="SN"),
+        "d",
+        computed_b_values=[1000.0],
+    )
+    current = summarize_exam(synthetic.exam, result.stats, study_date="20240710")
+    data = current.to_dict()
+    baseline = ExamSummary.from_dict(
+        {**data, "study_instance_uid": "1.2.3.1", "study_date": "20240105"}
+    )
+    previous = ExamSummary.from_dict(
+        {**data, "study_instance_uid": "1.2.3.2", "study_date": "20240405", "histogram": None}
+    )
+    comparison = compare_exams(current, [baseline, previous])
+    histograms = comparison_histograms(comparison, [baseline, previous])
+    # The previous exam was rebuilt from a report: no histogram; the baseline has one.
+    assert [label for label, _ in histograms] == ["baseline 2024-01-05"]
+    both = comparison_histograms(
+        comparison, [baseline, replace(previous, histogram=current.histogram)]
+    )
+    assert [label for label, _ in both] == ["previous 2024-04-05", "baseline 2024-01-05"]
+    alone = compare_exams(current, [baseline])
+    assert [label for label, _ in comparison_histograms(alone, [baseline])] == [
+        "previous = baseline 2024-01-05"
+    ]
+
+    reference = pydicom.dcmread(synthetic.exam.sources[0].path, stop_before_pixels=True)
+    images = build_key_images(ctx, result, reference, priors=both, trend=trend_samples(comparison))
+    assert [image.name for image in images] == ["mip", "histogram", "trend"]
+    trend = images[2]
+    assert trend.dataset.ImageComments.startswith("Trend of tDV")
+    assert "PatientOrientation" in trend.dataset and trend.dataset.PatientOrientation is None
+    assert "outlines" in images[1].dataset.ImageComments
+    path = tmp_path / "trend.dcm"
+    trend.dataset.save_as(path, enforce_file_format=True)
+    np.testing.assert_array_equal(pydicom.dcmread(path).pixel_array, trend.pixels)
+    assert [s.is_current for s in trend_samples(comparison)] == [False, False, True]

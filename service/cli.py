@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "send",
     "inspect",
     "process",
+    "baseline",
     "serve",
     "status",
     "echo",

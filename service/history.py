@@ -38,6 +38,7 @@ from pathlib import Path
 from processing.exam_summary import ExamSummary, chronological_key, exam_sort_key
 
 __all__ = [
+    "HISTORY_FILE",
     "HistoryEntry",
     "HistoryError",
     "HistoryStore",
@@ -45,6 +46,9 @@ __all__ = [
     "SummarySource",
     "UnknownExamError",
 ]
+
+#: File name of the history store in the node's data folder (``<data_dir>/history.sqlite3``).
+HISTORY_FILE = "history.sqlite3"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exam_history (

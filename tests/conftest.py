@@ -13,6 +13,7 @@ import shutil
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,3 +46,14 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@pytest.fixture(scope="session")
+def response_chain(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One phantom patient's five exams through ``wbdwi process --prior`` (made once per run).
+
+    See :mod:`tests.response_chain`; shared by the offline and the PACS history tests.
+    """
+    from tests.response_chain import run_chain
+
+    return run_chain(tmp_path_factory.mktemp("response-chain"))

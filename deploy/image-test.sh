@@ -8,8 +8,11 @@
 # `podman import`. Then the container runs with host networking on free ports,
 # a phantom exam is sent to it from the host with `wbdwi phantom` + `wbdwi
 # send`, and the results must reach a real Orthanc (the PACS) on the host,
-# checked through its REST API. Everything started or created here (container,
-# Orthanc, temp folders) is stopped and removed on exit; only the caches that
+# checked through its REST API. Last, deploy/systemd/wbdwi.service runs under
+# systemd in a container made from the image (the bare-metal layout:
+# /opt/wbdwi/venv, user wbdwi) and must process the same exam sandboxed.
+# Everything started or created here (containers, Orthanc, temp folders) is
+# stopped and removed on exit; only the caches that
 # make reruns fast stay: the debootstrap tarball and base rootfs under
 # $WBDWI_IMAGE_TEST_CACHE, and the base and built images in podman's storage.
 #
@@ -74,6 +77,8 @@ step() {
 WORK=$(mktemp -d /tmp/wbdwi-image-test.XXXXXX)
 CONTAINER=wbdwi-image-test-$$
 CONTAINER_STARTED=0
+UNIT_CONTAINER=wbdwi-image-test-systemd-$$
+UNIT_CONTAINER_STARTED=0
 ORTHANC_PID=
 ROOTFS=
 
@@ -87,6 +92,14 @@ cleanup() {
     fi
     podman rm --force --volumes --time 10 "$CONTAINER" >/dev/null 2>&1 \
       || log "could not remove container $CONTAINER"
+  fi
+  if [ "$UNIT_CONTAINER_STARTED" = 1 ]; then
+    if [ "$status" -ne 0 ]; then
+      log "wbdwi.service journal (last 40 lines):"
+      podman exec "$UNIT_CONTAINER" journalctl -u wbdwi --no-pager -n 40 -o cat >&2 2>&1
+    fi
+    podman rm --force --volumes --time 10 "$UNIT_CONTAINER" >/dev/null 2>&1 \
+      || log "could not remove container $UNIT_CONTAINER"
   fi
   if [ -n "$ORTHANC_PID" ] && kill -0 "$ORTHANC_PID" 2>/dev/null; then
     kill -TERM "$ORTHANC_PID"
@@ -113,6 +126,8 @@ cleanup() {
   exit "$status"
 }
 trap cleanup EXIT
+# A failing command not followed by its own die message still says where.
+trap 'log "FAILED: line $LINENO exited with status $?"' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -183,7 +198,7 @@ find_mirror() {
       END { if (!found) flush() }' "$file"
   done
 }
-MIRROR=${WBDWI_IMAGE_TEST_MIRROR:-$(find_mirror | head -n 1)}
+MIRROR=${WBDWI_IMAGE_TEST_MIRROR:-$(find_mirror | sed -n 1p)}
 [ -n "$MIRROR" ] || die "no apt source for Debian $SUITE found in /etc/apt (set WBDWI_IMAGE_TEST_MIRROR)"
 log "mirror: $MIRROR"
 
@@ -345,10 +360,10 @@ podman run --rm --no-healthcheck --network none "$IMAGE" --help >"$WORK/serve-he
 step "start Orthanc"
 command -v Orthanc >/dev/null 2>&1 || "$REPO/tests/install-tools.sh"
 command -v Orthanc >/dev/null 2>&1 || die "Orthanc not installed (apt-get install orthanc)"
-read -r NODE_PORT NODE_HTTP_PORT PACS_PORT PACS_HTTP_PORT < <("$HOST_BIN/python" - <<'PY'
+read -r NODE_PORT NODE_HTTP_PORT PACS_PORT PACS_HTTP_PORT UNIT_PORT UNIT_HTTP_PORT < <("$HOST_BIN/python" - <<'PY'
 import socket
 socks = []
-for _ in range(4):
+for _ in range(6):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -497,6 +512,74 @@ step "stop the node (SIGTERM)"
 podman stop --time 60 "$CONTAINER" >"$WORK/stop.log" 2>&1 || { cat "$WORK/stop.log" >&2; die "podman stop failed"; }
 exit_code=$(podman inspect --format '{{ .State.ExitCode }}' "$CONTAINER")
 [ "$exit_code" = 0 ] || die "the node exited with status $exit_code on SIGTERM, expected 0 (graceful shutdown)"
+
+# --- 9. the systemd unit, under systemd, on the image's venv -------------------------
+# The bare-metal install in a container: systemd as PID 1, the unit file as
+# shipped, /opt/wbdwi/venv from the image, a TOML config. The node must start
+# sandboxed, process the phantom exam into its results folder (no destination)
+# and stop cleanly.
+step "systemd unit"
+mkdir -p "$WORK/unit"
+cp "$REPO/deploy/systemd/wbdwi.service" "$WORK/unit/wbdwi.service"
+cat >"$WORK/unit/wbdwi.toml" <<EOF
+[node]
+data_dir = "/var/lib/wbdwi"
+port = $UNIT_PORT
+http_port = $UNIT_HTTP_PORT
+bind_address = "127.0.0.1"
+
+[completion]
+quiet_seconds = 3
+EOF
+cat >"$WORK/unit/Containerfile" <<EOF
+FROM $IMAGE
+USER root
+RUN apt-get update && apt-get install -y --no-install-recommends systemd systemd-sysv \\
+ && rm -rf /var/lib/apt/lists/*
+COPY wbdwi.service /etc/systemd/system/wbdwi.service
+RUN systemd-analyze verify /etc/systemd/system/wbdwi.service && systemctl enable wbdwi.service
+COPY wbdwi.toml /etc/wbdwi/wbdwi.toml
+ENTRYPOINT ["/sbin/init"]
+EOF
+podman build --pull=never --network host --layers --tag "$IMAGE-systemd" "$WORK/unit" >"$WORK/unit-build.log" 2>&1 \
+  || { tail -n 30 "$WORK/unit-build.log" >&2; die "building the systemd test image failed (log above)"; }
+podman run --detach --name "$UNIT_CONTAINER" --systemd=always --network host "$IMAGE-systemd" \
+  >"$WORK/unit-run.log" 2>&1 || { cat "$WORK/unit-run.log" >&2; die "podman run of the systemd test image failed"; }
+UNIT_CONTAINER_STARTED=1
+UNIT_URL="http://127.0.0.1:$UNIT_HTTP_PORT"
+healthy=0
+for _ in $(seq 120); do
+  if "$HOST_BIN/python" -c "import urllib.request; urllib.request.urlopen('$UNIT_URL/healthz', timeout=2)" 2>/dev/null; then
+    healthy=1
+    break
+  fi
+  sleep 0.5
+done
+[ "$healthy" = 1 ] || die "wbdwi.service: no answer from $UNIT_URL/healthz within 60 s"
+main_pid=$(podman exec "$UNIT_CONTAINER" systemctl show --property MainPID --value wbdwi) \
+  || die "systemctl show wbdwi failed"
+sandbox=$(podman exec "$UNIT_CONTAINER" grep -E '^(Uid|NoNewPrivs|Seccomp|CapEff):' "/proc/$main_pid/status" | tr -s '\t\n' '  ') \
+  || die "cannot read /proc/$main_pid/status of wbdwi.service"
+for expected in "Uid: 10001 " "NoNewPrivs: 1" "Seccomp: 2" "CapEff: 0000000000000000"; do
+  case $sandbox in
+    *"$expected"*) ;;
+    *) die "wbdwi.service is not sandboxed as the unit says (want '$expected'; got: $sandbox)" ;;
+  esac
+done
+"$HOST_BIN/wbdwi" send "$WORK/exam" --host 127.0.0.1 --port "$UNIT_PORT" --aet "$NODE_AET" >"$WORK/unit-send.log" 2>&1 \
+  || { cat "$WORK/unit-send.log" >&2; die "wbdwi send to wbdwi.service failed"; }
+results=0
+for _ in $(seq "$RESULTS_TIMEOUT_S"); do
+  # (the results folder appears with the first result)
+  results=$(podman exec "$UNIT_CONTAINER" sh -c 'find /var/lib/wbdwi/results -type f -name "*.dcm" 2>/dev/null | wc -l')
+  [ "$results" -gt 0 ] && break
+  sleep 1
+done
+[ "$results" -gt 0 ] || die "wbdwi.service wrote no results into /var/lib/wbdwi/results within $RESULTS_TIMEOUT_S s"
+podman exec "$UNIT_CONTAINER" systemctl stop wbdwi || die "systemctl stop wbdwi failed"
+unit_result=$(podman exec "$UNIT_CONTAINER" systemctl show --property Result --property ExecMainStatus wbdwi | tr '\n' ' ')
+[ "$unit_result" = "Result=success ExecMainStatus=0 " ] || die "wbdwi.service did not stop cleanly: $unit_result"
+log "wbdwi.service: sandboxed ($sandbox), $results result files, stopped with $unit_result"
 
 step "done"
 log "timings:"

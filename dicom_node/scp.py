@@ -1,35 +1,42 @@
 """The node's DICOM listener: C-ECHO, C-STORE into the durable spool, MPPS N-CREATE/N-SET.
 
-Accepted (PS3.4 annex B, F):
+Built on the native Upper Layer acceptor (:mod:`dicom_node.ul`): a thread per
+association, the data set of a C-STORE handed over as the bytes received and
+written to the spool without being decoded. Accepted (PS3.4 annex A, B, F):
 
 - Verification; MR Image Storage and Enhanced MR Image Storage; every other
   storage class too when ``accept_other_storage`` (answered with success and
-  not kept), otherwise their presentation contexts are rejected;
+  not kept), otherwise their presentation contexts are rejected (abstract
+  syntax not supported);
 - Modality Performed Procedure Step (N-CREATE ``IN PROGRESS``, N-SET
   ``COMPLETED``/``DISCONTINUED``), which tells the node an exam is complete;
+  these small data sets are decoded with pydicom;
 - transfer syntaxes implicit and explicit VR little endian, deflated, JPEG
   lossless, JPEG-LS, JPEG 2000 and RLE. Data are stored exactly as received and
   decoded when the exam is processed.
 
 Association requests are checked against the calling-AE allow-list (empty:
 any), the called AE title, and the maximum number of associations; a rejection
-is logged with its reason. The C-STORE handler never raises: a failure answers
-0xA700 (out of resources) or 0xC211 (cannot understand) and is logged, and the
-association goes on.
+is logged with its reason (PS3.8 9.3.4 result/source/reason in the A-ASSOCIATE-RJ).
+The handlers never raise: a failure answers 0xA700 (out of resources) or 0xC211
+(cannot understand) with an error comment and is logged, and the association
+goes on.
 """
 
 from __future__ import annotations
 
-import itertools
-import socketserver
+import ssl
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from io import BytesIO
+from typing import Protocol
 
 import structlog
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
 from pydicom.uid import (
     JPEG2000,
     UID,
@@ -46,10 +53,8 @@ from pydicom.uid import (
     RLELossless,
     generate_uid,
 )
-from pynetdicom import AE, AllStoragePresentationContexts, evt
-from pynetdicom.dimse_primitives import C_STORE, N_CREATE, N_SET
+from pynetdicom import AllStoragePresentationContexts
 
-from dicom_node._fast_association import EventDrivenAssociationServer
 from dicom_node.spool import (
     InstanceRecorder,
     InvalidInstanceError,
@@ -58,6 +63,15 @@ from dicom_node.spool import (
     SpoolWriteError,
     is_valid_uid,
 )
+from dicom_node.ul import (
+    Association,
+    AssociationEnd,
+    AssociationServer,
+    DimseReply,
+    DimseRequest,
+    Rejection,
+)
+from dicom_node.ul.dimse import C_ECHO_RQ, C_STORE_RQ, N_CREATE_RQ, N_SET_RQ
 
 __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",
@@ -89,6 +103,7 @@ ACCEPTED_TRANSFER_SYNTAXES: tuple[UID, ...] = (
     JPEG2000,
     RLELossless,
 )
+_UNCOMPRESSED: tuple[str, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
@@ -97,6 +112,14 @@ STATUS_PROCESSING_FAILURE = 0x0110
 STATUS_INVALID_ATTRIBUTE_VALUE = 0x0106
 STATUS_DUPLICATE_SOP_INSTANCE = 0x0111
 STATUS_NO_SUCH_SOP_INSTANCE = 0x0112
+STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
+
+# PS3.8 Table 9-21, A-ASSOCIATE-RJ reasons with source "service user" / "presentation".
+_REASON_CALLING_AE_NOT_RECOGNIZED = 3
+_REASON_CALLED_AE_NOT_RECOGNIZED = 7
+_REASON_LOCAL_LIMIT_EXCEEDED = 2
+
+_SUCCESS = DimseReply(STATUS_SUCCESS)
 
 
 class MppsRecorder(Protocol):
@@ -125,7 +148,11 @@ class _Recorder(InstanceRecorder, MppsRecorder, Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ReceiverConfig:
-    """How the listener presents itself and whom it accepts."""
+    """How the listener presents itself and whom it accepts.
+
+    ``ssl_context`` (server side) turns the port into a DICOM TLS port
+    (:func:`dicom_node.tls.server_context`).
+    """
 
     ae_title: str
     port: int
@@ -136,6 +163,7 @@ class ReceiverConfig:
     accept_other_storage: bool = True
     network_timeout_seconds: float = 60.0
     max_pdu_bytes: int = 131072
+    ssl_context: ssl.SSLContext | None = None
 
 
 @dataclass(slots=True)
@@ -158,7 +186,33 @@ class ReceiverStats:
                 setattr(self, name, getattr(self, name) + value)
 
 
-_ASSOCIATION_IDS = itertools.count(1)
+def _supported_contexts(accept_other_storage: bool) -> dict[str, tuple[str, ...]]:
+    contexts: dict[str, tuple[str, ...]] = {}
+    if accept_other_storage:
+        for context in AllStoragePresentationContexts:
+            if context.abstract_syntax is not None:
+                contexts[str(context.abstract_syntax)] = ACCEPTED_TRANSFER_SYNTAXES
+    for sop_class in MR_STORAGE_CLASSES:
+        contexts[sop_class] = ACCEPTED_TRANSFER_SYNTAXES
+    contexts[VERIFICATION] = _UNCOMPRESSED
+    contexts[MODALITY_PERFORMED_PROCEDURE_STEP] = _UNCOMPRESSED
+    return contexts
+
+
+def _decode_data_set(request: DimseRequest) -> Dataset:
+    """An N-CREATE/N-SET attribute list, decoded with pydicom (explicit or implicit VR LE)."""
+    if request.data_set is None:
+        raise ValueError("the request carries no data set")
+    implicit = request.context.transfer_syntax == ImplicitVRLittleEndian
+    return read_dataset(BytesIO(bytes(request.data_set)), implicit, True)
+
+
+def _encode_data_set(dataset: Dataset, transfer_syntax: str) -> bytes:
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = True
+    buffer.is_implicit_VR = transfer_syntax == ImplicitVRLittleEndian
+    write_dataset(buffer, dataset)
+    return buffer.getvalue()
 
 
 class DicomReceiver:
@@ -167,7 +221,7 @@ class DicomReceiver:
     Parameters
     ----------
     config
-        AE title, port and association policy.
+        AE title, port, association policy and TLS.
     spool
         Where instances are stored.
     recorder
@@ -193,77 +247,49 @@ class DicomReceiver:
         self.stats = ReceiverStats()
         self._on_stored = on_stored
         self._on_mpps_completed = on_mpps_completed
-        self._ae = self._make_ae()
-        self._server: EventDrivenAssociationServer | None = None
-        self._thread: threading.Thread | None = None
+        self._contexts = _supported_contexts(config.accept_other_storage)
+        self._server: AssociationServer | None = None
 
-    def _make_ae(self) -> AE:
-        config = self.config
-        ae = AE(ae_title=config.ae_title)
-        ae.maximum_associations = config.max_associations
-        ae.require_calling_aet = list(config.calling_ae_allow)
-        ae.require_called_aet = config.check_called_ae
-        ae.network_timeout = config.network_timeout_seconds
-        ae.maximum_pdu_size = config.max_pdu_bytes
-        ae.add_supported_context(VERIFICATION, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        ae.add_supported_context(
-            MODALITY_PERFORMED_PROCEDURE_STEP, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-        )
-        for sop_class in sorted(MR_STORAGE_CLASSES):
-            ae.add_supported_context(sop_class, list(ACCEPTED_TRANSFER_SYNTAXES))
-        if config.accept_other_storage:
-            for context in AllStoragePresentationContexts:
-                syntax = context.abstract_syntax
-                if syntax is not None and syntax not in MR_STORAGE_CLASSES:
-                    ae.add_supported_context(syntax, list(ACCEPTED_TRANSFER_SYNTAXES))
-        return ae
+    @property
+    def supported_contexts(self) -> Mapping[str, Sequence[str]]:
+        """Abstract syntax to the transfer syntaxes accepted for it."""
+        return self._contexts
 
     @property
     def port(self) -> int:
         """The port listened on (resolves port 0 after :meth:`start`)."""
         if self._server is None:
             return self.config.port
-        return int(self._server.server_address[1])
+        return self._server.port
 
     @property
     def is_running(self) -> bool:
-        """True while the listener thread serves."""
-        return self._thread is not None and self._thread.is_alive()
+        """True while the listener accepts associations."""
+        return self._server is not None and self._server.is_serving
 
     @property
     def active_associations(self) -> int:
         """Associations currently open."""
-        return len(self._ae.active_associations)
+        return 0 if self._server is None else self._server.open_associations
 
     def start(self) -> None:
-        """Bind and serve in a background thread."""
-        handlers: list[Any] = [
-            (evt.EVT_REQUESTED, self._handle_requested),
-            (evt.EVT_ACCEPTED, self._handle_accepted),
-            (evt.EVT_REJECTED, self._handle_rejected),
-            (evt.EVT_RELEASED, self._handle_ended, ["released"]),
-            (evt.EVT_ABORTED, self._handle_ended, ["aborted"]),
-            (evt.EVT_C_ECHO, self._handle_echo),
-            (evt.EVT_C_STORE, self._handle_store),
-            (evt.EVT_N_CREATE, self._handle_n_create),
-            (evt.EVT_N_SET, self._handle_n_set),
-        ]
-        server = self._ae.make_server(
-            (self.config.bind_address, self.config.port),
-            evt_handlers=handlers,
-            server_class=EventDrivenAssociationServer,
+        """Bind and serve in background threads."""
+        config = self.config
+        server = AssociationServer(
+            (config.bind_address, config.port),
+            self,
+            max_pdu_length=config.max_pdu_bytes,
+            network_timeout=config.network_timeout_seconds,
+            ssl_context=config.ssl_context,
         )
-        assert isinstance(server, EventDrivenAssociationServer)
+        server.start()
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, name="dicom-listener", daemon=True
-        )
-        self._thread.start()
         LOGGER.info(
             "dicom_listener_started",
-            ae_title=self.config.ae_title,
+            ae_title=config.ae_title,
             port=self.port,
-            calling_ae_allow=list(self.config.calling_ae_allow) or "any",
+            tls=config.ssl_context is not None,
+            calling_ae_allow=list(config.calling_ae_allow) or "any",
         )
 
     def stop(self, grace_seconds: float = 10.0) -> None:
@@ -274,63 +300,95 @@ class DicomReceiver:
         """
         if self._server is None:
             return
-        socketserver.BaseServer.shutdown(self._server)
-        self._server.server_close()
-        deadline = time.monotonic() + grace_seconds
-        while self._ae.active_associations and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for association in self._ae.active_associations:
-            LOGGER.warning("association_aborted_at_shutdown")
-            association.abort()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._server.stop(grace_seconds)
         self._server = None
         LOGGER.info("dicom_listener_stopped")
 
-    # ------------------------------------------------------------- handlers
-    def _handle_requested(self, event: evt.Event) -> None:
-        association = event.assoc
-        association_id = f"a{next(_ASSOCIATION_IDS)}"
-        association.wbdwi_id = association_id  # type: ignore[attr-defined]
-        association.wbdwi_counts = [0, 0]  # type: ignore[attr-defined]
-        primitive = association.requestor.primitive
-        calling_ae = str(primitive.calling_ae_title if primitive is not None else "").strip()
-        structlog.contextvars.bind_contextvars(assoc_id=association_id, calling_ae=calling_ae)
+    # ------------------------------------------------------ association policy
+    def check_association(
+        self, association: Association, open_associations: int
+    ) -> Rejection | None:
+        """Apply the calling-AE allow-list, the called-AE check and the association limit."""
+        request = association.request
+        assert request is not None
+        config = self.config
+        rejection: Rejection | None = None
+        if config.calling_ae_allow and request.calling_ae not in config.calling_ae_allow:
+            rejection = Rejection(
+                Rejection.PERMANENT,
+                Rejection.SOURCE_USER,
+                _REASON_CALLING_AE_NOT_RECOGNIZED,
+                f"calling AE {request.calling_ae!r} is not in the allow-list",
+            )
+        elif config.check_called_ae and request.called_ae != config.ae_title:
+            rejection = Rejection(
+                Rejection.PERMANENT,
+                Rejection.SOURCE_USER,
+                _REASON_CALLED_AE_NOT_RECOGNIZED,
+                f"called AE {request.called_ae!r} is not this node's {config.ae_title!r}",
+            )
+        elif open_associations > config.max_associations:
+            rejection = Rejection(
+                Rejection.TRANSIENT,
+                Rejection.SOURCE_PRESENTATION,
+                _REASON_LOCAL_LIMIT_EXCEEDED,
+                f"more than {config.max_associations} associations at once",
+            )
+        if rejection is None:
+            self.stats.add(associations_accepted=1)
+            LOGGER.info(
+                "association_accepted",
+                peer=association.peer,
+                implementation=request.implementation_version_name
+                or request.implementation_class_uid,
+            )
+        else:
+            self.stats.add(associations_rejected=1)
+            LOGGER.warning(
+                "association_rejected", reason=rejection.explanation, peer=association.peer
+            )
+        return rejection
 
-    def _rejection_reason(self, event: evt.Event) -> str:
-        association = event.assoc
-        calling = association.requestor.ae_title.strip()
-        primitive = association.requestor.primitive
-        called = str(primitive.called_ae_title if primitive is not None else "").strip()
-        if self.config.calling_ae_allow and calling not in self.config.calling_ae_allow:
-            return f"calling AE {calling!r} is not in the allow-list"
-        if self.config.check_called_ae and called != self.config.ae_title:
-            return f"called AE {called!r} is not this node's {self.config.ae_title!r}"
-        return f"more than {self.config.max_associations} associations at once"
-
-    def _handle_rejected(self, event: evt.Event) -> None:
-        self.stats.add(associations_rejected=1)
-        LOGGER.warning(
-            "association_rejected",
-            reason=self._rejection_reason(event),
-            peer=event.assoc.requestor.address,
+    def association_ended(self, association: Association, how: AssociationEnd) -> None:
+        """Log the end of an accepted association with what it stored."""
+        if how is AssociationEnd.REJECTED:
+            return
+        LOGGER.info(
+            f"association_{how.value}",
+            instances_stored=association.tally["instances"],
+            bytes_stored=association.tally["bytes"],
         )
 
-    def _handle_accepted(self, event: evt.Event) -> None:
-        self.stats.add(associations_accepted=1)
-        LOGGER.info("association_accepted", peer=event.assoc.requestor.address)
+    # ---------------------------------------------------------------- services
+    def serve(self, association: Association, request: DimseRequest) -> DimseReply:
+        """Perform one DIMSE request (C-ECHO, C-STORE, N-CREATE, N-SET)."""
+        operation = request.command.command_field
+        if operation == C_STORE_RQ:
+            return self._store(association, request)
+        if operation == C_ECHO_RQ:
+            return _SUCCESS
+        if operation == N_CREATE_RQ:
+            return self._n_create(association, request)
+        if operation == N_SET_RQ:
+            return self._n_set(association, request)
+        return DimseReply(STATUS_PROCESSING_FAILURE, f"operation 0x{operation:04X} not served")
 
-    def _handle_ended(self, event: evt.Event, how: str) -> None:
-        counts = getattr(event.assoc, "wbdwi_counts", [0, 0])
-        LOGGER.info(f"association_{how}", instances_stored=counts[0], bytes_stored=counts[1])
-
-    def _handle_echo(self, _event: evt.Event) -> int:
-        return STATUS_SUCCESS
-
-    def _handle_store(self, event: evt.Event) -> int:
-        request = cast(C_STORE, event.request)
-        sop_class_uid = str(request.AffectedSOPClassUID or "")
-        sop_instance_uid = str(request.AffectedSOPInstanceUID or "")
+    def _store(self, association: Association, request: DimseRequest) -> DimseReply:
+        command = request.command
+        sop_class_uid = command.affected_sop_class_uid
+        sop_instance_uid = command.affected_sop_instance_uid
+        if sop_class_uid != request.context.abstract_syntax:
+            self.stats.add(instances_failed=1)
+            LOGGER.warning(
+                "instance_refused",
+                reason="SOP class differs from the presentation context",
+                sop_class_uid=sop_class_uid,
+                context_abstract_syntax=request.context.abstract_syntax,
+            )
+            return DimseReply(
+                STATUS_SOP_CLASS_NOT_SUPPORTED,
+                "SOP class differs from the presentation context's abstract syntax",
+            )
         if sop_class_uid not in MR_STORAGE_CLASSES:
             self.stats.add(instances_ignored=1)
             LOGGER.info(
@@ -338,106 +396,108 @@ class DicomReceiver:
                 reason="not an MR image storage class",
                 sop_class_uid=sop_class_uid,
             )
-            return STATUS_SUCCESS
-        calling_ae = event.assoc.requestor.ae_title.strip()
+            return _SUCCESS
         try:
-            if request.DataSet is None:
+            if request.data_set is None:
                 raise InvalidInstanceError("the C-STORE request carries no data set")
-            encoded = request.DataSet.getvalue()
             instance, is_new = self.spool.store(
-                encoded,
+                request.data_set,
                 sop_class_uid=sop_class_uid,
                 sop_instance_uid=sop_instance_uid,
-                transfer_syntax_uid=str(event.context.transfer_syntax),
-                calling_ae=calling_ae,
+                transfer_syntax_uid=request.context.transfer_syntax,
+                calling_ae=association.calling_ae,
                 recorder=self.recorder,
             )
         except InvalidInstanceError as error:
             self.stats.add(instances_failed=1)
             LOGGER.warning("instance_refused", reason=str(error), sop_instance_uid=sop_instance_uid)
-            return STATUS_CANNOT_UNDERSTAND
+            return DimseReply(STATUS_CANNOT_UNDERSTAND, str(error))
         except SpoolWriteError as error:
             self.stats.add(instances_failed=1)
             LOGGER.error(
                 "instance_not_stored", reason=str(error), sop_instance_uid=sop_instance_uid
             )
-            return STATUS_OUT_OF_RESOURCES
-        except Exception:
+            return DimseReply(STATUS_OUT_OF_RESOURCES, str(error))
+        except Exception as error:
             # Boundary: the association must go on; the failure is logged in full.
             self.stats.add(instances_failed=1)
             LOGGER.exception("instance_store_failed", sop_instance_uid=sop_instance_uid)
-            return STATUS_OUT_OF_RESOURCES
+            return DimseReply(STATUS_OUT_OF_RESOURCES, f"{type(error).__name__}: {error}")
         if instance is None or not is_new:
             self.stats.add(instances_duplicate=1)
             LOGGER.debug("instance_duplicate", sop_instance_uid=sop_instance_uid)
-            return STATUS_SUCCESS
+            return _SUCCESS
         self.stats.add(instances_stored=1, bytes_stored=instance.size_bytes)
-        counts = getattr(event.assoc, "wbdwi_counts", None)
-        if counts is not None:
-            counts[0] += 1
-            counts[1] += instance.size_bytes
+        association.tally["instances"] += 1
+        association.tally["bytes"] += instance.size_bytes
         if self._on_stored is not None:
             self._on_stored(instance)
-        return STATUS_SUCCESS
+        return _SUCCESS
 
-    def _handle_n_create(self, event: evt.Event) -> tuple[int, Dataset | None]:
-        request = cast(N_CREATE, event.request)
-        if request.AffectedSOPClassUID != MODALITY_PERFORMED_PROCEDURE_STEP:
-            return STATUS_PROCESSING_FAILURE, None
+    def _n_create(self, association: Association, request: DimseRequest) -> DimseReply:
+        command = request.command
+        if command.affected_sop_class_uid != MODALITY_PERFORMED_PROCEDURE_STEP:
+            return DimseReply(STATUS_SOP_CLASS_NOT_SUPPORTED, "only MPPS is created here")
         try:
-            attributes: Dataset = event.attribute_list
-            sop_instance_uid = str(request.AffectedSOPInstanceUID or generate_uid())
+            attributes = _decode_data_set(request)
+            sop_instance_uid = command.affected_sop_instance_uid or str(generate_uid())
             status = str(attributes.get("PerformedProcedureStepStatus", "")).strip().upper()
             study_uid = _mpps_study_uid(attributes)
-        except Exception:
+        except Exception as error:
             LOGGER.exception("mpps_create_unreadable")
-            return STATUS_PROCESSING_FAILURE, None
+            return DimseReply(STATUS_PROCESSING_FAILURE, f"attribute list unreadable: {error}")
         if status != "IN PROGRESS":
             LOGGER.warning("mpps_create_refused", reason=f"status {status!r} is not IN PROGRESS")
-            return STATUS_INVALID_ATTRIBUTE_VALUE, None
+            return DimseReply(STATUS_INVALID_ATTRIBUTE_VALUE, f"status {status!r} not IN PROGRESS")
         if not is_valid_uid(sop_instance_uid):
-            return STATUS_INVALID_ATTRIBUTE_VALUE, None
+            return DimseReply(STATUS_INVALID_ATTRIBUTE_VALUE, "SOP instance UID is not a UID")
         try:
             if self.recorder.mpps_exists(sop_instance_uid):
-                return STATUS_DUPLICATE_SOP_INSTANCE, None
+                return DimseReply(STATUS_DUPLICATE_SOP_INSTANCE, "MPPS exists already")
             self.recorder.record_mpps(
                 sop_instance_uid,
                 study_uid=study_uid,
                 status=status,
-                calling_ae=event.assoc.requestor.ae_title.strip(),
+                calling_ae=association.calling_ae,
             )
-        except Exception:
+        except Exception as error:
             LOGGER.exception("mpps_create_failed", mpps_uid=sop_instance_uid)
-            return STATUS_PROCESSING_FAILURE, None
+            return DimseReply(STATUS_PROCESSING_FAILURE, f"{type(error).__name__}: {error}")
         LOGGER.info("mpps_in_progress", mpps_uid=sop_instance_uid, study_uid=study_uid)
         response = Dataset()
         response.SOPInstanceUID = sop_instance_uid
         response.PerformedProcedureStepStatus = status
-        return STATUS_SUCCESS, response
+        return DimseReply(
+            STATUS_SUCCESS,
+            data_set=_encode_data_set(response, request.context.transfer_syntax),
+            affected_sop_instance_uid=sop_instance_uid,
+        )
 
-    def _handle_n_set(self, event: evt.Event) -> tuple[int, Dataset | None]:
-        request = cast(N_SET, event.request)
-        sop_instance_uid = str(request.RequestedSOPInstanceUID or "")
+    def _n_set(self, association: Association, request: DimseRequest) -> DimseReply:
+        command = request.command
+        sop_instance_uid = command.requested_sop_instance_uid
+        if command.requested_sop_class_uid != MODALITY_PERFORMED_PROCEDURE_STEP:
+            return DimseReply(STATUS_SOP_CLASS_NOT_SUPPORTED, "only MPPS is set here")
         try:
-            modifications: Dataset = event.modification_list
+            modifications = _decode_data_set(request)
             status = str(modifications.get("PerformedProcedureStepStatus", "")).strip().upper()
             references = _mpps_referenced_instances(modifications)
-        except Exception:
+        except Exception as error:
             LOGGER.exception("mpps_set_unreadable", mpps_uid=sop_instance_uid)
-            return STATUS_PROCESSING_FAILURE, None
+            return DimseReply(STATUS_PROCESSING_FAILURE, f"modification list unreadable: {error}")
         try:
             if not self.recorder.mpps_exists(sop_instance_uid):
-                return STATUS_NO_SUCH_SOP_INSTANCE, None
+                return DimseReply(STATUS_NO_SUCH_SOP_INSTANCE, "no such MPPS")
             study_uid = self.recorder.record_mpps(
                 sop_instance_uid,
                 study_uid=None,
                 status=status or "IN PROGRESS",
-                calling_ae=event.assoc.requestor.ae_title.strip(),
+                calling_ae=association.calling_ae,
                 referenced_sop_uids=references,
             )
-        except Exception:
+        except Exception as error:
             LOGGER.exception("mpps_set_failed", mpps_uid=sop_instance_uid)
-            return STATUS_PROCESSING_FAILURE, None
+            return DimseReply(STATUS_PROCESSING_FAILURE, f"{type(error).__name__}: {error}")
         LOGGER.info(
             "mpps_updated",
             mpps_uid=sop_instance_uid,
@@ -450,7 +510,9 @@ class DicomReceiver:
         response = Dataset()
         if status:
             response.PerformedProcedureStepStatus = status
-        return STATUS_SUCCESS, response
+        return DimseReply(
+            STATUS_SUCCESS, data_set=_encode_data_set(response, request.context.transfer_syntax)
+        )
 
 
 def _mpps_study_uid(attributes: Dataset) -> str | None:

@@ -24,16 +24,15 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from typing import Protocol
 
-from pydicom.dataset import Dataset
-from pydicom.filereader import read_dataset, read_file_meta_info
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+from pydicom.charset import decode_bytes
+from pydicom.filereader import read_file_meta_info
 
+from dicom_node.element_walker import ByteString, MalformedDataSetError, read_top_level_elements
 from dicom_node.errors import DicomNodeError
+from dicom_node.ul.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 __all__ = [
     "InstanceHeader",
@@ -48,7 +47,23 @@ __all__ = [
 ]
 
 _UID_GRAMMAR = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-_LAST_HEADER_TAG = 0x0020000E  # Series Instance UID: everything we need comes before it
+_SPECIFIC_CHARACTER_SET = 0x00080005
+_SOP_INSTANCE_UID = 0x00080018
+_SERIES_DESCRIPTION = 0x0008103E
+_STUDY_INSTANCE_UID = 0x0020000D
+_SERIES_INSTANCE_UID = 0x0020000E  # everything we need comes before it
+_HEADER_TAGS = frozenset(
+    {
+        _SPECIFIC_CHARACTER_SET,
+        _SOP_INSTANCE_UID,
+        _SERIES_DESCRIPTION,
+        _STUDY_INSTANCE_UID,
+        _SERIES_INSTANCE_UID,
+    }
+)
+_LATIN1_CHARSETS = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO 2022 IR 6", "ISO 2022 IR 100"})
+_IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+_DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 INCOMING = ".incoming"
 
 
@@ -119,10 +134,8 @@ def encode_file_meta(
             _element(0x0002, 0x0002, b"UI", sop_class_uid.encode("ascii"), b"\x00"),
             _element(0x0002, 0x0003, b"UI", sop_instance_uid.encode("ascii"), b"\x00"),
             _element(0x0002, 0x0010, b"UI", transfer_syntax_uid.encode("ascii"), b"\x00"),
-            _element(0x0002, 0x0012, b"UI", PYNETDICOM_IMPLEMENTATION_UID.encode("ascii"), b"\x00"),
-            _element(
-                0x0002, 0x0013, b"SH", PYNETDICOM_IMPLEMENTATION_VERSION.encode("ascii"), b" "
-            ),
+            _element(0x0002, 0x0012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii"), b"\x00"),
+            _element(0x0002, 0x0013, b"SH", IMPLEMENTATION_VERSION_NAME.encode("ascii"), b" "),
             _element(0x0002, 0x0016, b"AE", source_ae.strip().encode("ascii", "replace"), b" "),
         )
     )
@@ -130,45 +143,54 @@ def encode_file_meta(
     return b"\x00" * 128 + b"DICM" + group_length + body
 
 
-def _stop_after_series_uid(tag: int, _vr: str | None, _length: int) -> bool:
-    return tag > _LAST_HEADER_TAG
+def _uid_text(raw: bytes | None) -> str:
+    return "" if raw is None else raw.decode("latin-1").rstrip("\x00 ").strip()
 
 
-def _text(dataset: Dataset, tag: int) -> str:
-    """The element's raw value as text, without pydicom's value conversion or validation."""
-    element = dataset.get_item(tag)
-    if element is None or element.value is None:
+def _description_text(raw: bytes | None, character_sets: bytes | None) -> str:
+    """Series Description decoded with the data set's Specific Character Set (PS3.5 6.1)."""
+    if not raw:
         return ""
-    value = element.value
-    text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    terms = [term.strip() for term in (character_sets or b"").decode("latin-1").split("\\")]
+    if all(term in _LATIN1_CHARSETS for term in terms):
+        text = raw.decode("latin-1")
+    elif terms == ["ISO_IR 192"]:
+        text = raw.decode("utf-8", errors="replace")
+    else:
+        text = decode_bytes(raw, terms, set())
     return text.rstrip("\x00 ").strip()
 
 
-def read_instance_header(encoded: bytes, transfer_syntax_uid: str) -> InstanceHeader:
+def read_instance_header(encoded: ByteString, transfer_syntax_uid: str) -> InstanceHeader:
     """Read SOP instance, study and series UIDs (and description) from encoded bytes.
 
-    Only the elements up to (0020,000E) are parsed; pixel data are never touched.
-    Raises :class:`InvalidInstanceError` when the header cannot be read or a UID is
-    missing or malformed.
+    The top-level elements up to (0020,000E) are walked without pydicom
+    (:mod:`dicom_node.element_walker`); pixel data are never touched. A deflated
+    data set is inflated first. Raises :class:`InvalidInstanceError` when the
+    header cannot be read or a UID is missing or malformed.
     """
-    syntax = UID(transfer_syntax_uid)
-    stream = encoded
-    if syntax == DeflatedExplicitVRLittleEndian:
+    stream: ByteString = encoded
+    if transfer_syntax_uid == _DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         try:
             stream = zlib.decompressobj(-zlib.MAX_WBITS).decompress(encoded)
         except zlib.error as error:
             raise InvalidInstanceError(f"deflated data set cannot be inflated: {error}") from None
     try:
-        dataset = read_dataset(
-            BytesIO(stream), syntax.is_implicit_VR, True, stop_when=_stop_after_series_uid
+        values = read_top_level_elements(
+            stream,
+            implicit_vr=transfer_syntax_uid == _IMPLICIT_VR_LITTLE_ENDIAN,
+            wanted=_HEADER_TAGS,
+            stop_after=_SERIES_INSTANCE_UID,
         )
         header = InstanceHeader(
-            sop_instance_uid=_text(dataset, 0x00080018),
-            study_uid=_text(dataset, 0x0020000D),
-            series_uid=_text(dataset, 0x0020000E),
-            series_description=_text(dataset, 0x0008103E),
+            sop_instance_uid=_uid_text(values.get(_SOP_INSTANCE_UID)),
+            study_uid=_uid_text(values.get(_STUDY_INSTANCE_UID)),
+            series_uid=_uid_text(values.get(_SERIES_INSTANCE_UID)),
+            series_description=_description_text(
+                values.get(_SERIES_DESCRIPTION), values.get(_SPECIFIC_CHARACTER_SET)
+            ),
         )
-    except (ValueError, TypeError, EOFError, OSError, struct.error, NotImplementedError) as error:
+    except (MalformedDataSetError, UnicodeDecodeError, LookupError) as error:
         raise InvalidInstanceError(f"data set header cannot be parsed: {error}") from None
     for name in ("sop_instance_uid", "study_uid", "series_uid"):
         value = getattr(header, name)
@@ -204,7 +226,7 @@ class Spool:
 
     def store(
         self,
-        encoded_dataset: bytes,
+        encoded_dataset: ByteString,
         *,
         sop_class_uid: str,
         sop_instance_uid: str,
@@ -251,27 +273,36 @@ class Spool:
         )
         return instance, recorder.record_instance(instance)
 
-    def _write_atomically(self, path: Path, meta: bytes, body: bytes) -> None:
+    def _write_atomically(self, path: Path, meta: bytes, body: ByteString) -> None:
+        """Temporary file, write, fdatasync, atomic rename, fsync of the series folder.
+
+        A series folder created by this process has its parent folders fsynced once,
+        so that the new folder entries survive a power cut as well.
+        """
         temporary = self._incoming / f"{path.stem}.{uuid.uuid4().hex}.part"
         try:
             folder = path.parent
-            if folder not in self._known_dirs:
+            new_folder = folder not in self._known_dirs
+            if new_folder:
                 folder.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            descriptor = os.open(
+                temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640
+            )
             try:
-                os.write(descriptor, meta)
-                view = memoryview(body)
-                while view:
-                    written = os.write(descriptor, view)
-                    view = view[written:]
+                total = len(meta) + len(body)
+                written = os.writev(descriptor, (meta, body))
+                if written < total:  # a short write (signal, nearly full disk): finish it
+                    rest = memoryview(meta + bytes(body))[written:]
+                    while rest:
+                        rest = rest[os.write(descriptor, rest) :]
                 if self.fsync:
-                    os.fsync(descriptor)
+                    os.fdatasync(descriptor)
             finally:
                 os.close(descriptor)
             os.replace(temporary, path)
             if self.fsync:
                 self._fsync_dir(folder)
-                if folder not in self._known_dirs:
+                if new_folder:
                     self._fsync_dir(folder.parent)
                     self._fsync_dir(folder.parent.parent)
             self._known_dirs.add(folder)

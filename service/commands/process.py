@@ -70,7 +70,10 @@ class OfflineRun:
 
 
 class PriorLoadError(ValueError):
-    """An earlier run's output cannot serve as a prior; the message names the path and why."""
+    """A prior cannot be used: unreadable, of another patient, or the baseline asked is absent.
+
+    The message names the file or study and the reason.
+    """
 
 
 def load_prior(path: Path) -> ExamSummary:
@@ -193,7 +196,7 @@ def run_offline(
         A result object cannot be written.
     dicom_node.study_header.StudyHeaderError
         The exam's study date cannot be read.
-    ValueError
+    PriorLoadError
         A prior belongs to another patient, or the baseline is not among the priors.
     """
     from dicom_node.assembly import assemble_exam
@@ -215,18 +218,21 @@ def run_offline(
             exam.patient_id,
             exam.issuer_of_patient_id,
         ):
-            raise ValueError(
+            raise PriorLoadError(
                 f"prior study {prior.study_instance_uid} is of patient {prior.patient_id!r} "
                 f"(issuer {prior.issuer_of_patient_id!r}), not of this exam's patient "
                 f"{exam.patient_id!r} (issuer {exam.issuer_of_patient_id!r})"
             )
-    baseline = select_baseline(
-        priors,
-        study_uid=exam.study_instance_uid,
-        study_date=when.study_date,
-        study_time=when.study_time,
-        baseline_study_uid=baseline_study_uid,
-    )
+    try:
+        baseline = select_baseline(
+            priors,
+            study_uid=exam.study_instance_uid,
+            study_date=when.study_date,
+            study_time=when.study_time,
+            baseline_study_uid=baseline_study_uid,
+        )
+    except ValueError as exc:
+        raise PriorLoadError(str(exc)) from exc
     if yellow_lower_um2s is None and baseline is not None:
         yellow_lower_um2s = yellow_lower_bound(baseline)
     result = process_exam(exam, settings, device=device, yellow_lower_um2s=yellow_lower_um2s)
@@ -317,7 +323,6 @@ def run(args: argparse.Namespace) -> int:
         WriterError,
         StudyHeaderError,
         PriorLoadError,
-        ValueError,
     ) as exc:
         print(f"wbdwi process: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,11 @@
 #   --build-arg PIP_INDEX_URL=https://pypi.example.org/simple
 #
 # Without a visible GPU (or with WITH_GPU=0) the node runs on the CPU path.
+#
+# Note on the default base: Ubuntu 22.04's python3.11 package is 3.11.0~rc1
+# (a release candidate, also in jammy-updates). The Ubuntu 24.04 flavour gets
+# Python 3.12.3 from its python3 package and builds unchanged:
+#   --build-arg BASE_IMAGE=nvidia/cuda:12.6.3-runtime-ubuntu24.04
 
 ARG BASE_IMAGE=nvidia/cuda:12.4.1-runtime-ubuntu22.04
 

@@ -18,6 +18,7 @@ caller can record an acknowledgement before the next file is sent.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -82,8 +83,13 @@ def store_results(
     files: Sequence[ResultFile],
     destination: Destination,
     on_outcome: Callable[[StoreOutcome], None],
+    *,
+    tls: ssl.SSLContext | None = None,
 ) -> float:
     """Send ``files`` to ``destination`` over one association; returns elapsed seconds.
+
+    With ``tls`` (a client context) the association runs over DICOM TLS, the
+    peer's certificate checked against ``destination.host``.
 
     Raises
     ------
@@ -106,6 +112,7 @@ def store_results(
         destination.port,
         ae_title=destination.called_aet,
         evt_handlers=[(evt.EVT_CONN_OPEN, _disable_nagle)],
+        tls_args=(tls, destination.host) if tls is not None else None,
     )
     if association.is_rejected:
         raise AssociationRejectedError(

@@ -18,6 +18,7 @@ Retry policy (``[export]`` settings):
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import defaultdict
@@ -77,6 +78,8 @@ class Exporter:
         Our AE title towards the destinations.
     clock
         Wall clock (injectable for tests).
+    tls
+        Client TLS context towards the destinations (``None``: plain TCP).
     """
 
     def __init__(
@@ -85,10 +88,13 @@ class Exporter:
         settings: ExportSettings,
         calling_ae: str,
         clock: Callable[[], float] = time.time,
+        *,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.calling_ae = calling_ae
+        self.tls = tls
         self.counters = ExportCounters()
         self._clock = clock
         self._wake = threading.Event()
@@ -197,7 +203,7 @@ class Exporter:
                 self._fail(row, outcome.detail, backoff_seconds(row.attempts + 1, self.settings))
 
         try:
-            seconds = store_results([result for _, result in to_send], peer, record)
+            seconds = store_results([result for _, result in to_send], peer, record, tls=self.tls)
         except AssociationRejectedError as error:
             self.counters.add(attempts=len(to_send), rejected_associations=1)
             LOGGER.error(

@@ -66,7 +66,9 @@ class Node:
         self.spool = Spool(self.data_dir / "spool", fsync=settings.receive.fsync)
         self.version = installed_version()
         self.completion = CompletionDetector(self.store, settings, self.version)
-        self.exporter = Exporter(self.store, settings.export, settings.node.ae_title)
+        self.exporter = Exporter(
+            self.store, settings.export, settings.node.ae_title, tls=settings.tls.export_context()
+        )
         self.worker = Worker(self.store, on_finished=self._job_finished)
         self.receiver = DicomReceiver(
             ReceiverConfig(
@@ -81,6 +83,7 @@ class Node:
                 ),
                 network_timeout_seconds=settings.receive.network_timeout_seconds,
                 max_pdu_bytes=settings.receive.max_pdu_bytes,
+                ssl_context=settings.tls.listener_context(),
             ),
             self.spool,
             self.store,

@@ -28,6 +28,12 @@ File layout (every section and key optional)::
     [processing]              # fields of processing.settings.ProcessingSettings
     adc_min_b = 50
 
+    [tls]                     # DICOM TLS (PS3.15 B.1), PEM files
+    certificate = "/etc/wbdwi/node.crt"
+    private_key = "/etc/wbdwi/node.key"
+    ca_bundle = "/etc/wbdwi/hospital-ca.pem"
+    listener = true
+
 Environment variables are ``WBDWI_<SECTION>_<KEY>`` in upper case, for example
 ``WBDWI_NODE_PORT=104`` or ``WBDWI_EXPORT_DESTINATIONS=PACS@pacs:104,AI@ai:11112``
 (lists are comma-separated). ``WBDWI_CONFIG`` names the TOML file when no
@@ -44,6 +50,7 @@ import inspect
 import itertools
 import os
 import re
+import ssl
 import textwrap
 import tomllib
 import types
@@ -53,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dicom_node.tls import TlsConfigurationError, client_context, server_context
 from processing.backend import Device
 from processing.settings import ProcessingSettings, settings_as_dict
 
@@ -69,6 +77,7 @@ __all__ = [
     "SettingDoc",
     "Settings",
     "SettingsError",
+    "TlsSettings",
     "describe_settings",
     "load_settings",
     "parse_destination",
@@ -259,6 +268,77 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """DICOM TLS (PS3.15 B.1) on the listener and towards the destinations."""
+
+    certificate: Path | None = field(
+        default=None,
+        metadata=_doc(
+            "PEM certificate (chain) of the node: served on the listener, and presented to "
+            "destinations that ask for a client certificate."
+        ),
+    )
+    private_key: Path | None = field(
+        default=None, metadata=_doc("PEM private key of the certificate.")
+    )
+    ca_bundle: Path | None = field(
+        default=None,
+        metadata=_doc(
+            "PEM CA certificates trusted for peers: the scanners' client certificates "
+            "(verify_clients) and the destinations' server certificates (export; unset: "
+            "the system's CAs)."
+        ),
+    )
+    listener: bool = field(
+        default=False,
+        metadata=_doc("The DICOM port speaks TLS (needs certificate and private_key)."),
+    )
+    verify_clients: bool = field(
+        default=False,
+        metadata=_doc(
+            "Require a client certificate signed by ca_bundle on the listener (mutual TLS)."
+        ),
+    )
+    export: bool = field(
+        default=False,
+        metadata=_doc("Associate with the destinations (and `wbdwi echo` peers) over TLS."),
+    )
+    check_hostname: bool = field(
+        default=True,
+        metadata=_doc("Check that a destination's certificate names the host we connect to."),
+    )
+
+    def listener_context(self) -> ssl.SSLContext | None:
+        """Server context of the DICOM port, ``None`` without ``listener``.
+
+        Raises :class:`~dicom_node.tls.TlsConfigurationError` for unusable files.
+        """
+        if not self.listener:
+            return None
+        if self.certificate is None or self.private_key is None:
+            raise TlsConfigurationError("tls.listener needs tls.certificate and tls.private_key")
+        return server_context(
+            self.certificate,
+            self.private_key,
+            ca_bundle=self.ca_bundle,
+            verify_clients=self.verify_clients,
+        )
+
+    def client_context(self) -> ssl.SSLContext:
+        """Client context for associations the node opens (export, echo)."""
+        return client_context(
+            ca_bundle=self.ca_bundle,
+            certificate=self.certificate,
+            private_key=self.private_key,
+            check_hostname=self.check_hostname,
+        )
+
+    def export_context(self) -> ssl.SSLContext | None:
+        """Client context towards the destinations, ``None`` without ``export``."""
+        return self.client_context() if self.export else None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the node is configured with, passed down explicitly."""
 
@@ -269,6 +349,7 @@ class Settings:
     export: ExportSettings = field(default_factory=ExportSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     processing: ProcessingSettings = field(default_factory=ProcessingSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
     @property
     def results_dir(self) -> Path:
@@ -296,6 +377,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "export": ExportSettings,
     "logging": LoggingSettings,
     "processing": ProcessingSettings,
+    "tls": TlsSettings,
 }
 
 _AE_FORBIDDEN = re.compile(r"[\\\x00-\x1f\x7f]")
@@ -558,6 +640,24 @@ def _validate(settings: Settings) -> None:
     names = [str(d) for d in export.destinations]
     if len(set(names)) != len(names):
         raise SettingsError(f"export.destinations lists a destination twice: {names}")
+    _validate_tls(settings.tls)
+
+
+def _validate_tls(tls: TlsSettings) -> None:
+    """Check the TLS files by building the contexts the node will use."""
+    if tls.verify_clients and (not tls.listener or tls.ca_bundle is None):
+        raise SettingsError("tls.verify_clients needs tls.listener and tls.ca_bundle")
+    if (tls.certificate is None) != (tls.private_key is None):
+        raise SettingsError("tls.certificate and tls.private_key are set together")
+    for name in ("certificate", "private_key", "ca_bundle"):
+        path = getattr(tls, name)
+        if path is not None and not path.is_file():
+            raise SettingsError(f"tls.{name}: {path} is not a file")
+    try:
+        tls.listener_context()
+        tls.export_context()
+    except TlsConfigurationError as error:
+        raise SettingsError(f"tls: {error}") from None
 
 
 @dataclass(frozen=True, slots=True)

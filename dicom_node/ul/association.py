@@ -90,6 +90,9 @@ __all__ = [
 LOGGER = structlog.get_logger(__name__)
 
 _MAX_ASSOCIATE_RQ_BYTES = 1 << 20
+_KNOWN_PDU_TYPES = frozenset(
+    {A_ASSOCIATE_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, P_DATA_TF, A_RELEASE_RQ, A_RELEASE_RP, A_ABORT}
+)
 _SUPPORTED_OPERATIONS = frozenset({C_ECHO_RQ, C_STORE_RQ, N_CREATE_RQ, N_SET_RQ})
 _STATUS_UNRECOGNIZED_OPERATION = 0x0211
 _STATUS_PROCESSING_FAILURE = 0x0110
@@ -269,8 +272,7 @@ class _Connection:
         while len(buffer) < 6:
             self._fill()
         pdu_type, _, length = struct.unpack_from(">BBI", buffer, 0)
-        if pdu_type not in (A_ASSOCIATE_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, P_DATA_TF,
-                            A_RELEASE_RQ, A_RELEASE_RP, A_ABORT):  # fmt: skip
+        if pdu_type not in _KNOWN_PDU_TYPES:
             return pdu_type, bytearray()
         if max_body and length > max_body:
             raise MalformedPduError(
@@ -359,6 +361,8 @@ def _negotiate(
 ) -> bool:
     """Read and answer the A-ASSOCIATE-RQ; True when the association is established."""
     pdu_type, body = connection.read_pdu(_MAX_ASSOCIATE_RQ_BYTES)
+    if pdu_type not in _KNOWN_PDU_TYPES:
+        raise MalformedPduError(f"unrecognized PDU type 0x{pdu_type:02X}", 1)
     if pdu_type != A_ASSOCIATE_RQ:
         raise MalformedPduError(
             f"expected an A-ASSOCIATE-RQ, received a PDU of type 0x{pdu_type:02X}", 2
@@ -543,7 +547,7 @@ def serve_association(
         return AssociationEnd.ABORTED_BY_NODE
     except TimeoutError:
         phase = "data transfer" if established else "the A-ASSOCIATE-RQ (ARTIM)"
-        LOGGER.warning("association_timed_out", waiting_for=phase, timeout_seconds=network_timeout)
+        LOGGER.warning("association_timeout", waiting_for=phase, timeout_seconds=network_timeout)
         _abort(connection, 0)
         return AssociationEnd.TIMED_OUT
     except (ConnectionClosedError, OSError) as error:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import ssl
 import sys
 from typing import Any
 
 from pynetdicom import AE
 
 from dicom_node.scp import VERIFICATION
+from dicom_node.tls import TlsConfigurationError
 from service.commands.serve import add_config_argument
 from service.settings import Destination, SettingsError, load_settings, parse_destination
 
@@ -21,7 +23,8 @@ def register(subparsers: Any) -> None:
         "echo",
         help="DICOM C-ECHO (verification) of the node or a peer",
         description="Without PEER, echo this node (localhost, its port and AE title from the "
-        "settings). With --destinations, echo every configured result destination.",
+        "settings; over TLS when tls.listener is set). With --destinations, echo every "
+        "configured result destination (over TLS when tls.export is set, as for PEER).",
     )
     parser.add_argument("peer", nargs="?", metavar="AET@HOST:PORT")
     parser.add_argument("--destinations", action="store_true", help="echo every destination")
@@ -31,12 +34,19 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def echo(peer: Destination, calling_aet: str, timeout: float) -> str | None:
-    """C-ECHO ``peer``; ``None`` on success, else what went wrong."""
+def echo(
+    peer: Destination, calling_aet: str, timeout: float, tls: ssl.SSLContext | None = None
+) -> str | None:
+    """C-ECHO ``peer`` (over TLS with a client ``tls`` context); ``None`` on success."""
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(VERIFICATION)
-    association = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    association = ae.associate(
+        peer.host,
+        peer.port,
+        ae_title=peer.ae_title,
+        tls_args=(tls, peer.host) if tls is not None else None,
+    )
     if association.is_rejected:
         primitive = association.acceptor.primitive
         reason = getattr(primitive, "reason_str", "") or "no reason given"
@@ -62,11 +72,14 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, overrides=overrides)
         if args.peer:
             peers = [parse_destination(args.peer)]
+            tls = settings.tls.export_context()
         elif args.destinations:
             peers = list(settings.export.destinations)
+            tls = settings.tls.export_context()
         else:
             peers = [Destination(settings.node.ae_title, "127.0.0.1", settings.node.port)]
-    except SettingsError as error:
+            tls = settings.tls.client_context() if settings.tls.listener else None
+    except (SettingsError, TlsConfigurationError) as error:
         print(f"wbdwi echo: {error}", file=sys.stderr)
         return 2
     if not peers:
@@ -75,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     calling = args.calling_aet or settings.node.ae_title
     failures = 0
     for peer in peers:
-        problem = echo(peer, calling, args.timeout)
+        problem = echo(peer, calling, args.timeout, tls)
         if problem is None:
             print(f"{peer}: echo ok")
         else:

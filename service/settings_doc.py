@@ -1,0 +1,493 @@
+"""The settings reference and the example TOML file, generated from the settings model.
+
+Both documents are rendered from :class:`service.settings.Settings` (its sections,
+their fields, defaults and help texts through
+:func:`service.settings.describe_settings`) and from the flags of ``wbdwi
+serve``, so that they cannot drift from the code:
+
+- ``deploy/wbdwi.example.toml`` (:func:`render_example_toml`): every setting
+  commented out with its default, its type, environment variable, flag and
+  what it does; uncommenting a key and changing its value is all it takes.
+- ``docs/settings.md`` (:func:`render_settings_markdown`): one table per
+  section with key, environment variable, flag, type, default and meaning.
+
+``tests/unit/test_settings_doc.py`` fails when the committed files differ from
+what is generated here. Regenerate both with::
+
+    python -m service.settings_doc --write
+
+(or print one with ``wbdwi settings --example-toml`` / ``--markdown``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import json
+import sys
+import textwrap
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.settings import (
+    CONFIG_ENV,
+    ENV_PREFIX,
+    Destination,
+    Settings,
+    describe_settings,
+)
+
+__all__ = [
+    "EXAMPLE_TOML_PATH",
+    "REGENERATE_COMMAND",
+    "SETTINGS_MARKDOWN_PATH",
+    "SettingEntry",
+    "SettingsSection",
+    "main",
+    "render_effective_toml",
+    "render_example_toml",
+    "render_settings_markdown",
+    "serve_flags",
+    "settings_sections",
+    "toml_value",
+]
+
+#: Where the generated documents live, relative to the repository root.
+EXAMPLE_TOML_PATH = Path("deploy/wbdwi.example.toml")
+SETTINGS_MARKDOWN_PATH = Path("docs/settings.md")
+#: The command that rewrites both documents (run in the repository root).
+REGENERATE_COMMAND = "python -m service.settings_doc --write"
+
+_COMMENT_WIDTH = 88
+# Values shown for fields that have no default (the key of an array-of-tables entry).
+_EXAMPLE_VALUES: dict[tuple[str, str], Any] = {("calling_ae", "ae_title"): "SCANNER1"}
+
+
+@dataclass(frozen=True, slots=True)
+class SettingEntry:
+    """One setting as the documents show it.
+
+    Attributes
+    ----------
+    section, key
+        ``[section]`` and key in the TOML file.
+    type_text
+        The type in words (``integer``, ``list of text``, ``one of: auto, gpu, cpu``).
+    default
+        The default value (``None``: unset); for a field without a default, the
+        example value shown in the example file.
+    required
+        The field has no default (a key of each ``[[table]]`` entry).
+    env_var
+        ``WBDWI_<SECTION>_<KEY>``, empty for settings that exist only in the file.
+    flags
+        Options of ``wbdwi serve`` that set it.
+    help
+        What it does.
+    """
+
+    section: str
+    key: str
+    type_text: str
+    default: Any
+    required: bool
+    env_var: str
+    flags: tuple[str, ...]
+    help: str
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsSection:
+    """A ``[section]`` (or a repeatable ``[[section]]``) and its settings."""
+
+    name: str
+    summary: str
+    repeatable: bool
+    entries: tuple[SettingEntry, ...]
+
+
+def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        rest = [arg for arg in args if arg is not type(None)]
+        if len(rest) == 1 and len(args) == 2:
+            return rest[0], True
+    return hint, False
+
+
+def _type_text(hint: Any) -> str:
+    inner, optional = _unwrap_optional(hint)
+    suffix = ", optional" if optional else ""
+    if typing.get_origin(inner) is tuple:
+        args = typing.get_args(inner)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"list of {_plural(args[0])}{suffix}"
+        if len(set(args)) == 1:
+            return f"list of {len(args)} {_plural(args[0])}{suffix}"
+        return "list of " + ", ".join(_type_text(arg) for arg in args) + suffix
+    return _type_text_scalar(inner) + suffix
+
+
+def _type_text_scalar(inner: Any) -> str:
+    if inner is Destination:
+        return "AET@HOST:PORT"
+    if isinstance(inner, type) and issubclass(inner, enum.Enum):
+        return "one of: " + ", ".join(str(member.value) for member in inner)
+    names = {bool: "boolean", int: "integer", float: "number", str: "text", Path: "path"}
+    if inner in names:
+        return names[inner]
+    raise TypeError(f"the settings documents cannot describe the type {inner!r}")
+
+
+def _plural(inner: Any) -> str:
+    text = _type_text_scalar(inner)
+    plurals = {"boolean": "booleans", "integer": "integers", "number": "numbers", "path": "paths"}
+    return plurals.get(text, text)
+
+
+def toml_value(value: Any) -> str:
+    """``value`` written as a TOML literal (``None`` as ``""``, which the loader reads as unset).
+
+    Raises
+    ------
+    TypeError
+        For a value type the settings do not use.
+    """
+    if value is None:
+        return '""'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, enum.Enum):
+        return toml_value(value.value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str | Path | Destination):
+        return json.dumps(str(value), ensure_ascii=False)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    raise TypeError(f"cannot write {value!r} ({type(value).__name__}) as a TOML value")
+
+
+def _env_text(value: Any) -> str:
+    """How the default is written in a ``WBDWI_*`` variable (lists comma-separated)."""
+    if value is None:
+        return ""
+    if isinstance(value, tuple | list):
+        return ",".join(_env_text(item) for item in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    return str(value)
+
+
+def serve_flags() -> dict[tuple[str, str], tuple[str, ...]]:
+    """``(section, key)`` to the ``wbdwi serve`` options that set it.
+
+    Read from the real parser: each option is given a probe value and
+    :mod:`service.commands.serve` says which setting it overrides.
+    """
+    # The flag-to-setting table is private to the serve command; probing it is the
+    # only way to read it without keeping a second copy here.
+    from service.commands.serve import _flag_overrides, register
+
+    parser = argparse.ArgumentParser(prog="wbdwi")
+    subparsers = parser.add_subparsers()
+    register(subparsers)
+    serve_parser: argparse.ArgumentParser = subparsers.choices["serve"]
+    actions = [action for action in serve_parser._actions if action.option_strings]
+    flags: dict[tuple[str, str], list[str]] = {}
+    for action in actions:
+        probe = argparse.Namespace(**{other.dest: None for other in actions})
+        is_switch = isinstance(action, argparse._StoreTrueAction)
+        setattr(probe, action.dest, True if is_switch else object())
+        label = max(action.option_strings, key=len)
+        if isinstance(action, argparse._AppendAction):
+            label += " (repeatable)"
+        for section, values in _flag_overrides(probe).items():
+            for key in values:
+                flags.setdefault((section, key), []).append(label)
+    return {setting: tuple(labels) for setting, labels in flags.items()}
+
+
+def _section_types() -> list[tuple[str, type[Any], bool]]:
+    """``(name, dataclass, repeatable)`` for every field of :class:`Settings`, in order."""
+    hints = typing.get_type_hints(Settings)
+    sections: list[tuple[str, type[Any], bool]] = []
+    for field in dataclasses.fields(Settings):
+        hint = hints[field.name]
+        if typing.get_origin(hint) is tuple:
+            args = typing.get_args(hint)
+            item = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+            if isinstance(item, type) and dataclasses.is_dataclass(item):
+                sections.append((field.name, item, True))
+                continue
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            sections.append((field.name, hint, False))
+            continue
+        raise TypeError(f"Settings.{field.name} is neither a section nor a list of tables")
+    return sections
+
+
+def settings_sections() -> list[SettingsSection]:
+    """Every section and setting, in the order of :class:`Settings`."""
+    docs = {(row.section, row.key): row for row in describe_settings()}
+    flags = serve_flags()
+    sections = []
+    for name, cls, repeatable in _section_types():
+        hints = typing.get_type_hints(cls)
+        entries = []
+        for field in dataclasses.fields(cls):
+            row = docs.get((name, field.name))
+            if row is None:
+                raise LookupError(f"describe_settings() has no row for {name}.{field.name}")
+            required = (
+                field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING
+            )
+            if field.default is not dataclasses.MISSING:
+                default = field.default
+            elif field.default_factory is not dataclasses.MISSING:
+                default = field.default_factory()
+            else:
+                default = _EXAMPLE_VALUES.get((name, field.name), "EXAMPLE")
+            entries.append(
+                SettingEntry(
+                    section=name,
+                    key=field.name,
+                    type_text=_type_text(hints[field.name]),
+                    default=default,
+                    required=required,
+                    env_var="" if repeatable else row.env_var,
+                    flags=flags.get((name, field.name), ()),
+                    help=row.help,
+                )
+            )
+        summary = " ".join((cls.__doc__ or "").split())
+        sections.append(SettingsSection(name, summary, repeatable, tuple(entries)))
+    return sections
+
+
+def _comment(text: str, indent: str = "# ") -> list[str]:
+    return textwrap.wrap(
+        text,
+        width=_COMMENT_WIDTH,
+        initial_indent=indent,
+        subsequent_indent=indent,
+        break_on_hyphens=False,
+    )
+
+
+_TOML_HEADER = f"""\
+# wbdwi-node settings: every setting, its default and what it does.
+#
+# GENERATED from the settings model (service/settings.py) by
+#   {REGENERATE_COMMAND}
+# Do not edit this file in the repository: change the model and regenerate
+# (tests/unit/test_settings_doc.py fails when this file is out of date).
+# `wbdwi settings --example-toml` prints the same text for the installed version.
+#
+# How to use it: copy it to /etc/wbdwi/wbdwi.toml (bare metal) or mount it into
+# the container and name it with {CONFIG_ENV}. Every key is commented out with its
+# default value ("#key = value"); uncomment the keys you change ("key = value")
+# and leave the others commented, so that they follow the defaults of the
+# installed version after an upgrade. With no file at all the node runs on these
+# defaults.
+#
+# Precedence: flags of `wbdwi serve` > {ENV_PREFIX}<SECTION>_<KEY> environment variables >
+# this file (--config FILE, or the file named by {CONFIG_ENV}) > defaults.
+# In environment variables lists are comma-separated and booleans are
+# true/false (also 1/0, yes/no, on/off). An empty string ("") leaves an
+# optional setting unset. Unknown keys and bad values stop the node with a
+# message that names the setting.
+# The settings reference with the same content: docs/settings.md.
+"""
+
+
+def render_example_toml() -> str:
+    """The text of ``deploy/wbdwi.example.toml``."""
+    lines = [_TOML_HEADER.rstrip("\n")]
+    for section in settings_sections():
+        lines.append("")
+        lines.append("")
+        header = f"[[{section.name}]]" if section.repeatable else f"[{section.name}]"
+        lines.append("# " + "-" * (_COMMENT_WIDTH - 2))
+        lines.extend(_comment(section.summary))
+        if section.repeatable:
+            lines.extend(
+                _comment(
+                    f"Repeat the whole [[{section.name}]] table once per entry; set in the "
+                    "file only (no environment variables). Example entry:"
+                )
+            )
+            lines.append("#" + header)
+        else:
+            lines.append(header)
+        for entry in section.entries:
+            lines.append("")
+            lines.extend(_comment(entry.help))
+            facts = [entry.type_text]
+            if entry.required:
+                facts.append("required in each entry")
+            if entry.env_var:
+                facts.append(f"env {entry.env_var}")
+            if entry.flags:
+                facts.append("flag " + ", ".join(entry.flags))
+            lines.extend(_comment("; ".join(facts), indent="#   "))
+            value = toml_value(entry.default)
+            note = "  # unset" if entry.default is None else ""
+            lines.append(f"#{entry.key} = {value}{note}")
+    return "\n".join(lines) + "\n"
+
+
+def render_effective_toml(settings: Settings) -> str:
+    """``settings`` as a TOML file (every key set), which loads back to equal settings.
+
+    ``wbdwi settings --effective`` prints it: the values in force after the
+    file, the environment and the defaults are combined.
+    """
+    lines = [
+        "# wbdwi-node settings in force (defaults < file < environment), from "
+        "`wbdwi settings --effective`."
+    ]
+    for name, cls, repeatable in _section_types():
+        value = getattr(settings, name)
+        tables = list(value) if repeatable else [value]
+        for table in tables:
+            lines.append("")
+            lines.append(f"[[{name}]]" if repeatable else f"[{name}]")
+            for field in dataclasses.fields(cls):
+                lines.append(f"{field.name} = {toml_value(getattr(table, field.name))}")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _default_cell(entry: SettingEntry) -> str:
+    if entry.required:
+        return "required"
+    if entry.default is None:
+        return "unset"
+    return f"`{_cell(toml_value(entry.default))}`"
+
+
+_MARKDOWN_HEADER = f"""\
+# Settings reference
+
+<!-- GENERATED by `{REGENERATE_COMMAND}` from the settings model
+(service/settings.py); do not edit by hand. tests/unit/test_settings_doc.py
+fails when this file is out of date. -->
+
+Every setting of the node, generated from the settings model
+(`service/settings.py`, with the `[processing]` fields from
+`processing/settings.py`). `deploy/wbdwi.example.toml` holds the same settings
+as a commented TOML file to start a configuration from; `wbdwi settings
+--example-toml` prints it for the installed version.
+
+Precedence: flags of `wbdwi serve` > `{ENV_PREFIX}<SECTION>_<KEY>` environment
+variables > the TOML file (`--config FILE`, or the file named by
+`{CONFIG_ENV}`) > defaults. With no configuration at all the node runs on the
+defaults below.
+
+- **TOML file**: `[section]` tables with `key = value`; `[[calling_ae]]` is an
+  array of tables, one per scanner, and exists only in the file.
+- **Environment**: `{ENV_PREFIX}<SECTION>_<KEY>` in upper case, e.g.
+  `{ENV_PREFIX}NODE_PORT=104`. Lists are comma-separated
+  (`{ENV_PREFIX}EXPORT_DESTINATIONS=PACS@pacs:104,AI@ai:11112`), booleans are
+  `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`), and an empty value
+  leaves an optional setting unset. An unknown `{ENV_PREFIX}*` variable stops
+  the node with the list of known prefixes.
+- **Defaults** are shown as TOML values; *unset* means no value (the
+  description says what applies then).
+- Unknown keys and bad values stop the node with a message that names the
+  setting (and a suggestion for a misspelt key).
+"""
+
+
+def render_settings_markdown() -> str:
+    """The text of ``docs/settings.md``."""
+    lines = [_MARKDOWN_HEADER.rstrip("\n")]
+    for section in settings_sections():
+        title = f"[[{section.name}]]" if section.repeatable else f"[{section.name}]"
+        lines += ["", f"## `{title}`", "", section.summary]
+        if section.repeatable:
+            lines += [
+                "",
+                f"Repeatable, in the file only: one `[[{section.name}]]` table per entry.",
+            ]
+        lines += [
+            "",
+            "| key | environment variable | flag | type | default | description |",
+            "|---|---|---|---|---|---|",
+        ]
+        for entry in section.entries:
+            env = f"`{entry.env_var}`" if entry.env_var else "file only"
+            flags = ", ".join(f"`{_cell(flag)}`" for flag in entry.flags) or ""
+            lines.append(
+                f"| `{entry.key}` | {env} | {flags} | {_cell(entry.type_text)} | "
+                f"{_default_cell(entry)} | {_cell(entry.help)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _write(root: Path) -> list[Path]:
+    written = []
+    for relative, text in (
+        (EXAMPLE_TOML_PATH, render_example_toml()),
+        (SETTINGS_MARKDOWN_PATH, render_settings_markdown()),
+    ):
+        target = root / relative
+        if not target.parent.is_dir():
+            raise FileNotFoundError(
+                f"{target.parent} does not exist: run this in the repository root or pass --root"
+            )
+        target.write_text(text, encoding="utf-8")
+        written.append(target)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m service.settings_doc``: print or write the generated documents."""
+    parser = argparse.ArgumentParser(
+        prog="python -m service.settings_doc",
+        description="Generate deploy/wbdwi.example.toml and docs/settings.md from the "
+        "settings model.",
+    )
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--example-toml", action="store_true", help="print the example TOML")
+    mode.add_argument("--markdown", action="store_true", help="print the settings reference")
+    mode.add_argument(
+        "--write",
+        action="store_true",
+        help=f"write {EXAMPLE_TOML_PATH} and {SETTINGS_MARKDOWN_PATH} under --root",
+    )
+    parser.add_argument(
+        "--root", type=Path, default=Path(), help="repository root (default: current folder)"
+    )
+    args = parser.parse_args(argv)
+    if args.example_toml:
+        sys.stdout.write(render_example_toml())
+    elif args.markdown:
+        sys.stdout.write(render_settings_markdown())
+    else:
+        try:
+            written = _write(args.root)
+        except OSError as error:
+            print(f"settings_doc: {error}", file=sys.stderr)
+            return 2
+        for path in written:
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

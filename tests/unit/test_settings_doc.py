@@ -1,0 +1,162 @@
+"""The example TOML and the settings reference are generated from the model and cannot drift."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import os
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from service.cli import main as wbdwi
+from service.commands.serve import register as register_serve
+from service.settings import (
+    CallingAeSettings,
+    Destination,
+    ExportSettings,
+    NodeSettings,
+    Settings,
+    load_settings,
+)
+from service.settings_doc import (
+    EXAMPLE_TOML_PATH,
+    REGENERATE_COMMAND,
+    SETTINGS_MARKDOWN_PATH,
+    render_effective_toml,
+    render_example_toml,
+    render_settings_markdown,
+    serve_flags,
+    settings_sections,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+_COMMENTED_TOML = re.compile(r"^#(\[\[?[a-z_]+\]\]?|[a-z_0-9]+ = .*)$")
+
+
+def _assert_up_to_date(relative: Path, generated: str) -> None:
+    committed = (REPO / relative).read_text(encoding="utf-8")
+    if committed != generated:
+        diff = "".join(
+            list(
+                difflib.unified_diff(
+                    committed.splitlines(keepends=True),
+                    generated.splitlines(keepends=True),
+                    f"{relative} (committed)",
+                    f"{relative} (generated from the settings model)",
+                )
+            )[:40]
+        )
+        pytest.fail(
+            f"{relative} is out of date with the settings model; regenerate it in the "
+            f"repository root with:\n    {REGENERATE_COMMAND}\n{diff}",
+            pytrace=False,
+        )
+
+
+def test_committed_example_toml_is_generated_from_the_model() -> None:
+    _assert_up_to_date(EXAMPLE_TOML_PATH, render_example_toml())
+
+
+def test_committed_settings_reference_is_generated_from_the_model() -> None:
+    _assert_up_to_date(SETTINGS_MARKDOWN_PATH, render_settings_markdown())
+
+
+def test_example_toml_loads_as_is_to_the_defaults(tmp_path: Path) -> None:
+    example = tmp_path / "wbdwi.toml"
+    example.write_text(render_example_toml(), encoding="utf-8")
+    assert load_settings(example, env={}) == Settings()
+
+
+def _uncommented(text: str) -> str:
+    return "\n".join(
+        line[1:] if _COMMENTED_TOML.match(line) else line for line in text.splitlines()
+    )
+
+
+def test_every_commented_default_loads_and_equals_the_default(tmp_path: Path) -> None:
+    text = _uncommented(render_example_toml())
+    table = tomllib.loads(text)
+    # Every field of every section is in the file, as a key.
+    for section in settings_sections():
+        tables = table[section.name] if section.repeatable else [table[section.name]]
+        for values in tables:
+            assert set(values) == {entry.key for entry in section.entries}, section.name
+    example = tmp_path / "wbdwi.toml"
+    example.write_text(text, encoding="utf-8")
+    loaded = load_settings(example, env={})
+    # The one example [[calling_ae]] entry holds its defaults too.
+    assert loaded == dataclasses.replace(
+        Settings(), calling_ae=(CallingAeSettings(ae_title="SCANNER1"),)
+    )
+
+
+def test_reference_lists_every_setting_with_env_var_flag_and_default() -> None:
+    markdown = render_settings_markdown()
+    rows = {line.split(" | ")[0].strip("| `"): line for line in markdown.splitlines()}
+    assert rows["port"].startswith("| `port` | `WBDWI_NODE_PORT` | `--port` | integer | `11112` |")
+    assert "`--destination (repeatable)`" in rows["destinations"]
+    assert "`WBDWI_EXPORT_DESTINATIONS`" in rows["destinations"]
+    assert "| file only |" in rows["series_include"]
+    assert "| unset |" in rows["results_dir"]
+    for section in settings_sections():
+        heading = f"## `[[{section.name}]]`" if section.repeatable else f"## `[{section.name}]`"
+        assert heading in markdown
+        for entry in section.entries:
+            assert entry.help, f"{section.name}.{entry.key} has no help text"
+            assert f"| `{entry.key}` |" in markdown
+
+
+def test_serve_flags_are_read_from_the_real_parser() -> None:
+    flags = serve_flags()
+    assert flags[("node", "port")] == ("--port",)
+    assert flags[("receive", "fsync")] == ("--no-fsync",)
+    assert flags[("export", "destinations")] == ("--destination (repeatable)",)
+    parser = argparse.ArgumentParser()
+    subparsers = parser.add_subparsers()
+    register_serve(subparsers)
+    options = {
+        max(action.option_strings, key=len)
+        for action in subparsers.choices["serve"]._actions
+        if action.option_strings
+    }
+    documented = {label.split(" ")[0] for labels in flags.values() for label in labels}
+    # Every option of `wbdwi serve` sets a setting, except these two.
+    assert options - documented == {"--help", "--config"}
+
+
+def test_effective_settings_round_trip(tmp_path: Path) -> None:
+    settings = dataclasses.replace(
+        Settings(),
+        node=NodeSettings(ae_title="NODE1", port=104, data_dir=tmp_path / "data"),
+        export=ExportSettings(
+            destinations=(Destination("PACS", "pacs.example.org", 104),),
+            results_dir=tmp_path / "results",
+        ),
+        calling_ae=(
+            CallingAeSettings("SCANNER1", quiet_seconds=30.0, series_include=("*DWI*",)),
+            CallingAeSettings("SCANNER2"),
+        ),
+    )
+    path = tmp_path / "effective.toml"
+    path.write_text(render_effective_toml(settings), encoding="utf-8")
+    assert load_settings(path, env={}) == settings
+
+
+def test_wbdwi_settings_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert wbdwi(["settings", "--example-toml"]) == 0
+    assert capsys.readouterr().out == render_example_toml()
+    for name in [name for name in os.environ if name.startswith("WBDWI_")]:
+        monkeypatch.delenv(name)
+    config = tmp_path / "node.toml"
+    config.write_text('[node]\nport = 104\n[receive]\nfsync = "maybe"\n', encoding="utf-8")
+    assert wbdwi(["settings", "--effective", "--config", str(config)]) == 2
+    assert "receive.fsync: 'maybe' is not a boolean" in capsys.readouterr().err
+    config.write_text("[node]\nport = 104\n", encoding="utf-8")
+    assert wbdwi(["settings", "--effective", "--config", str(config)]) == 0
+    assert "\nport = 104\n" in capsys.readouterr().out

@@ -29,11 +29,18 @@ from pathlib import Path
 import structlog
 
 from dicom_node.scp import MR_STORAGE_CLASSES
-from service.jobs import JobSpec, make_job_key
+from service.history import HISTORY_FILE
+from service.jobs import JobSpec, PriorsSpec, make_job_key
 from service.jobstore import InstanceRow, ReceivingStudy, SqliteJobStore
-from service.settings import Settings, processing_settings_to_mapping
+from service.settings import Settings, parse_destination, processing_settings_to_mapping
 
-__all__ = ["CompletionDetector", "completion_reason", "results_folder", "select_inputs"]
+__all__ = [
+    "CompletionDetector",
+    "completion_reason",
+    "priors_spec",
+    "results_folder",
+    "select_inputs",
+]
 
 LOGGER = structlog.get_logger(__name__)
 
@@ -122,6 +129,7 @@ class CompletionDetector:
             destinations=tuple(str(d) for d in self.settings.export.destinations),
             device=self.settings.node.device.value,
             processing=processing_settings_to_mapping(self.settings.processing),
+            priors=priors_spec(self.settings),
         )
 
     def check(self) -> list[int]:
@@ -175,6 +183,19 @@ class CompletionDetector:
                 LOGGER.exception("completion_check_failed")
             self._wake.wait(interval_seconds)
             self._wake.clear()
+
+
+def priors_spec(settings: Settings) -> PriorsSpec | None:
+    """Where jobs find the patient's earlier exams (``None`` with ``priors.enabled`` off)."""
+    priors = settings.priors
+    if not priors.enabled:
+        return None
+    return PriorsSpec(
+        history_path=str(settings.node.data_dir.resolve() / HISTORY_FILE),
+        pacs=str(parse_destination(priors.pacs)) if priors.pacs else "",
+        calling_aet=priors.calling_aet or settings.node.ae_title,
+        timeout_seconds=priors.timeout_seconds,
+    )
 
 
 def results_folder(results_dir: Path, study_uid: str, version: int) -> Path:

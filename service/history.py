@@ -67,6 +67,13 @@ CREATE TABLE IF NOT EXISTS exam_history (
 );
 CREATE INDEX IF NOT EXISTS exam_history_by_date
     ON exam_history (patient_id, issuer_of_patient_id, study_date, study_time_key);
+CREATE TABLE IF NOT EXISTS pacs_lookups (
+    patient_id TEXT NOT NULL,
+    issuer_of_patient_id TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    looked_up_at TEXT NOT NULL,
+    PRIMARY KEY (patient_id, issuer_of_patient_id, peer)
+);
 """
 
 
@@ -262,6 +269,27 @@ class HistoryStore:
             return flagged[-1]
         earlier = [e for e in candidates if e.study_instance_uid != study_uid]
         return earlier[0] if earlier else None
+
+    def record_pacs_lookup(self, patient: PatientKey, peer: str) -> None:
+        """Note that the patient's reports were fetched from ``peer`` (``AET@HOST:PORT``)."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO pacs_lookups VALUES (?, ?, ?, ?) ON CONFLICT "
+                "(patient_id, issuer_of_patient_id, peer) DO UPDATE SET "
+                "looked_up_at = excluded.looked_up_at",
+                (patient.patient_id, patient.issuer_of_patient_id, peer, now),
+            )
+
+    def pacs_looked_up(self, patient: PatientKey, peer: str) -> bool:
+        """True when the patient's reports were fetched from ``peer`` before."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM pacs_lookups WHERE patient_id = ? AND issuer_of_patient_id = ? "
+                "AND peer = ?",
+                (patient.patient_id, patient.issuer_of_patient_id, peer),
+            ).fetchone()
+        return row is not None
 
     def _flag(self, patient: PatientKey, study_instance_uid: str, *, baseline: bool) -> None:
         with self._write() as conn:

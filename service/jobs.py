@@ -26,6 +26,7 @@ __all__ = [
     "JobState",
     "OutboxRecord",
     "OutboxState",
+    "PriorsSpec",
     "make_job_key",
 ]
 
@@ -63,6 +64,59 @@ def make_job_key(study_uid: str, software_version: str, sop_instance_uids: Seque
 
 
 @dataclass(frozen=True, slots=True)
+class PriorsSpec:
+    """Where a job finds the patient's earlier exams (issue 6), as plain data.
+
+    Attributes
+    ----------
+    history_path
+        The node's history store (``<data_dir>/history.sqlite3``).
+    pacs
+        ``AET@HOST:PORT`` of the query/retrieve SCP asked for the node's earlier
+        reports (C-FIND + C-GET); empty: the local history only.
+    calling_aet
+        Our AE title towards ``pacs``.
+    timeout_seconds
+        Association and DIMSE timeout towards ``pacs``.
+    continue_without_pacs
+        When ``pacs`` cannot be asked: ``False`` raises
+        :class:`service.worker.PriorsUnavailableError` (the worker defers the
+        job and tries again); ``True`` goes on with the local history and
+        records a warning (set by the worker once the wait is over).
+    """
+
+    history_path: str
+    pacs: str = ""
+    calling_aet: str = ""
+    timeout_seconds: float = 30.0
+    continue_without_pacs: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON values."""
+        return {
+            "history_path": self.history_path,
+            "pacs": self.pacs,
+            "calling_aet": self.calling_aet,
+            "timeout_seconds": self.timeout_seconds,
+            "continue_without_pacs": self.continue_without_pacs,
+        }
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> PriorsSpec:
+        """Parse :meth:`to_dict` output; ``ValueError`` naming a missing field."""
+        try:
+            return cls(
+                history_path=str(payload["history_path"]),
+                pacs=str(payload.get("pacs", "")),
+                calling_aet=str(payload.get("calling_aet", "")),
+                timeout_seconds=float(payload.get("timeout_seconds", 30.0)),
+                continue_without_pacs=bool(payload.get("continue_without_pacs", False)),
+            )
+        except KeyError as missing:
+            raise ValueError(f"job spec priors lack the field {missing}") from None
+
+
+@dataclass(frozen=True, slots=True)
 class JobSpec:
     """A job as plain JSON: identity, input references, settings and destinations.
 
@@ -86,6 +140,8 @@ class JobSpec:
         ``auto``, ``gpu`` or ``cpu``.
     processing
         Fields of :class:`processing.settings.ProcessingSettings` (JSON values).
+    priors
+        Where the patient's earlier exams are; ``None``: no comparison.
     """
 
     job_key: str
@@ -97,6 +153,7 @@ class JobSpec:
     destinations: tuple[str, ...] = ()
     device: str = "auto"
     processing: Mapping[str, Any] = field(default_factory=dict)
+    priors: PriorsSpec | None = None
 
     def to_json(self) -> str:
         """Serialise to a JSON object (stable key order)."""
@@ -110,6 +167,7 @@ class JobSpec:
             "destinations": list(self.destinations),
             "device": self.device,
             "processing": dict(self.processing),
+            "priors": None if self.priors is None else self.priors.to_dict(),
         }
         return json.dumps(payload, sort_keys=True)
 
@@ -119,6 +177,9 @@ class JobSpec:
         payload = json.loads(text)
         if not isinstance(payload, dict):
             raise ValueError("a job spec must be a JSON object")
+        priors = payload.get("priors")
+        if priors is not None and not isinstance(priors, dict):
+            raise ValueError("job spec priors must be a JSON object or null")
         try:
             return cls(
                 job_key=str(payload["job_key"]),
@@ -130,6 +191,7 @@ class JobSpec:
                 destinations=tuple(str(d) for d in payload.get("destinations", ())),
                 device=str(payload.get("device", "auto")),
                 processing=dict(payload.get("processing", {})),
+                priors=None if priors is None else PriorsSpec.from_dict(priors),
             )
         except KeyError as missing:
             raise ValueError(f"job spec lacks the field {missing}") from None
@@ -152,6 +214,7 @@ class JobRecord:
     instance_count: int
     attempts: int
     processing_seconds: float | None
+    not_before: float = 0.0  # a deferred ready job is not claimed before this time
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,9 @@ Tables
 ``jobs``       one row per exam version; states in :class:`service.jobs.JobState`
 ``outbox``     one row per result file and destination, with attempts and next try
 ``ledger``     what each destination acknowledged (a job that runs twice never sends twice)
+
+Schema version 2 added ``jobs.not_before`` and ``jobs.deferred_since`` (a job
+waiting for priors from PACS); a version 1 store is upgraded in place at open.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ from pathlib import Path
 from dicom_node.spool import SpooledInstance
 from service.jobs import JobRecord, JobSpec, JobState, OutboxRecord, OutboxState
 
-__all__ = ["InstanceRow", "ReceivingStudy", "SqliteJobStore"]
+__all__ = ["InstanceRow", "JobDelivery", "ReceivingStudy", "SqliteJobStore", "StudySpool"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -70,7 +73,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL,
     last_instance_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    processing_seconds REAL
+    processing_seconds REAL,
+    not_before REAL NOT NULL DEFAULT 0,
+    deferred_since REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_study ON jobs (study_uid, version);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
@@ -96,6 +101,12 @@ CREATE TABLE IF NOT EXISTS ledger (
     PRIMARY KEY (destination, sop_instance_uid)
 );
 """
+
+# Columns added after schema version 1, with their definitions (added in place at open).
+_ADDED_JOB_COLUMNS = {
+    "not_before": "REAL NOT NULL DEFAULT 0",
+    "deferred_since": "REAL",
+}
 
 _OPEN_STATES = (JobState.RECEIVING.value, JobState.READY.value)
 
@@ -127,6 +138,40 @@ class ReceivingStudy:
     mpps_instances_missing: int | None  # None: no COMPLETED MPPS lists instances
 
 
+@dataclass(frozen=True, slots=True)
+class JobDelivery:
+    """A job with what retention needs: its state, results folder and acknowledgements.
+
+    ``outbox_rows`` counts every (result file, destination) row; ``acknowledged_rows``
+    those that are ``sent`` **and** in the ledger.
+    """
+
+    job_id: int
+    study_uid: str
+    version: int
+    state: JobState
+    updated_at: float
+    output_dir: str | None
+    outbox_rows: int
+    acknowledged_rows: int
+    last_acknowledged_at: float | None
+
+    @property
+    def delivered(self) -> bool:
+        """Every result file acknowledged by every destination (``False`` without any)."""
+        return self.outbox_rows > 0 and self.acknowledged_rows == self.outbox_rows
+
+
+@dataclass(frozen=True, slots=True)
+class StudySpool:
+    """What the spool holds of one study."""
+
+    study_uid: str
+    instances: int
+    size_bytes: int
+    last_received_at: float
+
+
 class SqliteJobStore:
     """The embedded :class:`service.jobs.JobQueue` backend and the node's intake records.
 
@@ -149,12 +194,17 @@ class SqliteJobStore:
         self._db.execute("PRAGMA busy_timeout=30000")
         self._synchronous = ""
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             raise RuntimeError(
                 f"job store {path} has schema version {version}; this node expects {SCHEMA_VERSION}"
+                " (a newer node wrote it: upgrade this one, or restore the data folder's backup)"
             )
         with self._lock:
             self._db.executescript(_SCHEMA)
+            present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            for column, definition in _ADDED_JOB_COLUMNS.items():
+                if column not in present:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {definition}")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -403,12 +453,14 @@ class SqliteJobStore:
                 )
         return True
 
-    def claim(self) -> JobSpec | None:
-        """Take the oldest ready job; it becomes ``processing``."""
+    def claim(self, now: float | None = None) -> JobSpec | None:
+        """Take the oldest ready job that is due (see :meth:`defer`); it becomes ``processing``."""
+        due = time.time() if now is None else now
         with self._transaction() as db:
             row = db.execute(
-                "SELECT job_id, spec FROM jobs WHERE state = ? ORDER BY updated_at, job_id LIMIT 1",
-                (JobState.READY.value,),
+                "SELECT job_id, spec FROM jobs WHERE state = ? AND not_before <= ? "
+                "ORDER BY updated_at, job_id LIMIT 1",
+                (JobState.READY.value, due),
             ).fetchone()
             if row is None:
                 return None
@@ -443,8 +495,8 @@ class SqliteJobStore:
                 ],
             )
             db.execute(
-                "UPDATE jobs SET state = ?, reason = '', processing_seconds = ?, updated_at = ? "
-                "WHERE job_id = ?",
+                "UPDATE jobs SET state = ?, reason = '', processing_seconds = ?, updated_at = ?, "
+                "not_before = 0, deferred_since = NULL WHERE job_id = ?",
                 (state.value, processing_seconds, now, job_id),
             )
 
@@ -452,9 +504,39 @@ class SqliteJobStore:
         """Mark a job failed with its reason; its inputs stay in the spool."""
         with self._transaction() as db:
             db.execute(
-                "UPDATE jobs SET state = ?, reason = ?, updated_at = ? WHERE job_id = ?",
+                "UPDATE jobs SET state = ?, reason = ?, updated_at = ?, not_before = 0, "
+                "deferred_since = NULL WHERE job_id = ?",
                 (JobState.FAILED.value, reason, time.time(), job_id),
             )
+
+    def defer(self, job_id: int, until: float, reason: str, *, now: float | None = None) -> None:
+        """Put a claimed job back to ``ready``, not to be claimed before ``until``.
+
+        ``reason`` says what it waits for (``wbdwi status`` shows it); the time
+        of the first deferral is kept (:meth:`deferred_since`) until the job
+        finishes, fails or is retried.
+        """
+        at = time.time() if now is None else now
+        with self._transaction() as db:
+            updated = db.execute(
+                "UPDATE jobs SET state = ?, reason = ?, not_before = ?, "
+                "deferred_since = COALESCE(deferred_since, ?), updated_at = ? "
+                "WHERE job_id = ? AND state = ?",
+                (JobState.READY.value, reason, until, at, at, job_id, JobState.PROCESSING.value),
+            ).rowcount
+        if updated == 0:
+            raise ValueError(f"job {job_id} is not processing; only a claimed job can be deferred")
+
+    def deferred_since(self, job_id: int) -> float | None:
+        """When the job was first deferred (``None``: never, or not since it last ran)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT deferred_since FROM jobs WHERE job_id = ?", (job_id,)
+            ).fetchone()
+        if row is None:
+            raise KeyError(f"no job {job_id}")
+        value = row["deferred_since"]
+        return None if value is None else float(value)
 
     def status(self, job_id: int) -> JobRecord:
         """The record of one job; ``KeyError`` when there is none."""
@@ -491,6 +573,7 @@ class SqliteJobStore:
                 instance_count=row["instance_count"],
                 attempts=row["attempts"],
                 processing_seconds=row["processing_seconds"],
+                not_before=row["not_before"],
             )
             for row in rows
         ]
@@ -518,7 +601,8 @@ class SqliteJobStore:
                 if record.job_key is None:
                     raise ValueError(f"job {job_id} failed before it was queued; nothing to retry")
                 db.execute(
-                    "UPDATE jobs SET state = ?, reason = '', updated_at = ? WHERE job_id = ?",
+                    "UPDATE jobs SET state = ?, reason = '', updated_at = ?, not_before = 0, "
+                    "deferred_since = NULL WHERE job_id = ?",
                     (JobState.READY.value, now, job_id),
                 )
             else:
@@ -687,6 +771,72 @@ class SqliteJobStore:
                 "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM instances"
             ).fetchone()
         return int(count), int(size)
+
+    # --------------------------------------------------------------- retention
+    def job_deliveries(self) -> list[JobDelivery]:
+        """Every job with its results folder and how much of its outbox is acknowledged."""
+        query = (
+            "SELECT j.job_id, j.study_uid, j.version, j.state, j.updated_at, j.spec, "
+            "(SELECT COUNT(*) FROM outbox o WHERE o.job_id = j.job_id) AS outbox_rows, "
+            "(SELECT COUNT(*) FROM outbox o JOIN ledger l ON l.destination = o.destination "
+            " AND l.sop_instance_uid = o.sop_instance_uid "
+            " WHERE o.job_id = j.job_id AND o.state = ?) AS acknowledged_rows, "
+            "(SELECT MAX(l.acknowledged_at) FROM outbox o JOIN ledger l "
+            " ON l.destination = o.destination AND l.sop_instance_uid = o.sop_instance_uid "
+            " WHERE o.job_id = j.job_id) AS last_acknowledged_at "
+            "FROM jobs j ORDER BY j.job_id"
+        )
+        with self._lock:
+            rows = self._db.execute(query, (OutboxState.SENT.value,)).fetchall()
+        return [
+            JobDelivery(
+                job_id=row["job_id"],
+                study_uid=row["study_uid"],
+                version=row["version"],
+                state=JobState(row["state"]),
+                updated_at=row["updated_at"],
+                output_dir=None
+                if row["spec"] is None
+                else JobSpec.from_json(row["spec"]).output_dir,
+                outbox_rows=row["outbox_rows"],
+                acknowledged_rows=row["acknowledged_rows"],
+                last_acknowledged_at=row["last_acknowledged_at"],
+            )
+            for row in rows
+        ]
+
+    def spooled_studies(self) -> list[StudySpool]:
+        """Studies with instances in the spool, with their count, bytes and last arrival."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT study_uid, COUNT(*), COALESCE(SUM(size_bytes), 0), MAX(received_at) "
+                "FROM instances GROUP BY study_uid ORDER BY study_uid"
+            ).fetchall()
+        return [StudySpool(row[0], int(row[1]), int(row[2]), float(row[3])) for row in rows]
+
+    def forget_study_instances(
+        self, study_uid: str, allowed_states: Sequence[JobState]
+    ) -> list[tuple[str, int]]:
+        """Delete the study's instance rows if every job of the study is in ``allowed_states``.
+
+        Checked and deleted in one transaction, so an instance arriving meanwhile
+        (which opens a ``receiving`` job) keeps the study. Returns the
+        ``(path, size_bytes)`` of the rows deleted (empty when the check failed);
+        the caller deletes the files.
+        """
+        allowed = {state.value for state in allowed_states}
+        with self._transaction() as db:
+            states = {
+                row[0]
+                for row in db.execute("SELECT state FROM jobs WHERE study_uid = ?", (study_uid,))
+            }
+            if not states or not states <= allowed:
+                return []
+            rows = db.execute(
+                "SELECT path, size_bytes FROM instances WHERE study_uid = ?", (study_uid,)
+            ).fetchall()
+            db.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,))
+        return [(str(row[0]), int(row[1])) for row in rows]
 
     def ping(self) -> None:
         """Raise ``sqlite3.Error`` when the database cannot be read."""

@@ -1,14 +1,19 @@
 """Running jobs: the pure :func:`run_job` and the loop that feeds it from the queue.
 
 :func:`run_job` takes a :class:`~service.jobs.JobSpec` and nothing else: it
-assembles the exam from the stored instances, processes it, and writes the
-result objects into the spec's output folder. Any worker (this process's
+assembles the exam from the stored instances, compares it with the patient's
+earlier exams (:mod:`service.job_priors`), processes it, and writes the result
+objects into the spec's output folder. Any worker (this process's
 :class:`Worker`, or a worker of a distributed queue) calls it the same way.
-Running it twice on the same spec writes the same files with the same UIDs.
+Running it twice on the same spec (and the same priors) writes the same files
+with the same UIDs.
 
 :class:`Worker` claims ready jobs one at a time. A job that fails (bad input,
 unexpected exception) is marked ``failed`` with its reason; its inputs stay in
-the spool, and the next job runs.
+the spool, and the next job runs. A job whose priors peer (PACS) cannot be
+asked is put back with a delay (:class:`~service.job_priors.PriorsUnavailableError`)
+and tried again; once it has waited ``max_wait_seconds`` it runs with the local
+history and a warning (``docs/service.md``, "Priors").
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
@@ -28,17 +33,26 @@ from dicom_node.export import read_result_identity
 from dicom_node.write_results import write_results
 from dicom_node.writers import installed_version
 from processing.errors import ProcessingError
+from processing.exam_summary import summarize_exam
 from processing.measurements import measurements_dict
 from processing.pipeline import process_exam
 from processing.results import ProcessingResult
+from service.job_priors import (
+    InputsMissingError,
+    PriorsUnavailableError,
+    comparison_block,
+    find_priors,
+)
 from service.jobs import JobSpec
 from service.jobstore import SqliteJobStore
+from service.priors_workflow import compare_with_priors, record_processed_exam
 from service.settings import processing_settings_from_mapping
 
 __all__ = [
     "JOB_SUMMARY_FILE",
     "MEASUREMENTS_FILE",
     "JobOutcome",
+    "PriorsWait",
     "Worker",
     "describe_failure",
     "run_job",
@@ -58,29 +72,90 @@ class JobOutcome:
     device: str
     timings_s: dict[str, float] = field(default_factory=dict)
     result: ProcessingResult | None = field(default=None, repr=False)
+    warnings: tuple[str, ...] = ()
+    comparison: dict[str, object] | None = None  # measurements.json "comparison"
+
+
+@dataclass(frozen=True, slots=True)
+class PriorsWait:
+    """How the worker waits for an unreachable priors peer (``[priors]`` settings)."""
+
+    retry_seconds: float = 60.0
+    max_wait_seconds: float = 1800.0
 
 
 def run_job(spec: JobSpec) -> JobOutcome:
-    """Assemble, process and write the results of one exam.
+    """Assemble, compare with priors, process and write the results of one exam.
+
+    With ``spec.priors`` the exam is placed in the patient's history (see
+    :mod:`service.job_priors`): the baseline's 95th ADC centile bounds the
+    yellow class, the comparison goes into the SR, the key images and
+    ``measurements.json``, and the exam is recorded in the history with the
+    UIDs of its SR and SEG.
 
     Raises whatever the stages raise: :class:`dicom_node.errors.AssemblyError` for
     bad input, :class:`processing.errors.ProcessingError`,
-    :class:`dicom_node.errors.WriterError`, ``OSError``.
+    :class:`dicom_node.errors.WriterError`, ``OSError``;
+    :class:`~service.job_priors.InputsMissingError` when spooled inputs are gone;
+    :class:`~service.job_priors.PriorsUnavailableError` when the priors peer
+    cannot be asked and ``spec.priors.continue_without_pacs`` is off.
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
     if not spec.input_paths:
         raise ValueError("the job has no MR instances to process (check series_include)")
+    missing = [path for path in spec.input_paths if not Path(path).is_file()]
+    if missing:
+        raise InputsMissingError(
+            f"{len(missing)} of {len(spec.input_paths)} input files are no longer in the spool "
+            f"(removed by retention or by hand), e.g. {missing[0]}; send the exam again"
+        )
     assembled = assemble_exam(Path(p) for p in spec.input_paths)
+    exam = assembled.exam
     timings["assemble"] = time.perf_counter() - started
     settings = processing_settings_from_mapping(spec.processing)
+    version = installed_version()
     started = time.perf_counter()
-    result = process_exam(assembled.exam, settings, device=spec.device)
+    priors = find_priors(spec.priors, exam)
+    timings["priors"] = time.perf_counter() - started
+    started = time.perf_counter()
+    result = process_exam(
+        exam, settings, device=spec.device, yellow_lower_um2s=priors.yellow_lower_um2s
+    )
     timings["process"] = time.perf_counter() - started
     started = time.perf_counter()
+    exam_summary = comparison = None
+    if priors.prepared is not None and priors.when is not None:
+        exam_summary = summarize_exam(
+            exam,
+            result.stats,
+            study_date=priors.when.study_date,
+            study_time=priors.when.study_time,
+            software_version=version,
+        )
+        comparison = compare_with_priors(exam_summary, priors.prepared, settings)
     output_dir = Path(spec.output_dir)
-    files = write_results(assembled.exam, result, output_dir)
+    files = write_results(
+        exam,
+        result,
+        output_dir,
+        version_label=version,
+        comparison=comparison,
+        prior_histograms=(
+            priors.prepared.histograms_for(comparison) if priors.prepared is not None else ()
+        ),
+    )
+    if exam_summary is not None and priors.history is not None:
+        exam_summary = record_processed_exam(priors.history, exam_summary, files)
     timings["write"] = time.perf_counter() - started
+    measurements = measurements_dict(
+        result,
+        study_instance_uid=spec.study_uid,
+        software_version=version,
+        summary=exam_summary,
+        comparison=comparison,
+    )
+    measurements["warnings"] = list(priors.warnings)
     summary = {
         "job_id": spec.job_id,
         "job_key": spec.job_key,
@@ -94,17 +169,18 @@ def run_job(spec: JobSpec) -> JobOutcome:
         ],
         "result_files": [str(path.relative_to(output_dir)) for path in files],
         "timings_s": {**timings, **{f"process.{k}": v for k, v in result.timings_s.items()}},
+        "priors": comparison_block(spec.priors, priors, comparison),
+        "warnings": list(priors.warnings),
     }
     (output_dir / JOB_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-    measurements = measurements_dict(
-        result, study_instance_uid=spec.study_uid, software_version=installed_version()
-    )
     (output_dir / MEASUREMENTS_FILE).write_text(json.dumps(measurements, indent=2))
     return JobOutcome(
         result_files=tuple(str(path) for path in files),
         device=result.device,
         timings_s=timings,
         result=result,
+        warnings=priors.warnings,
+        comparison=measurements.get("comparison"),
     )
 
 
@@ -124,7 +200,12 @@ class Worker:
     runner
         The job function (:func:`run_job`; injectable for tests).
     on_finished
-        Called with ``(spec, outcome or None, seconds)`` after each job.
+        Called with ``(spec, outcome or None, seconds)`` after each job (not
+        after a job put back to wait for its priors).
+    priors_wait
+        How a job waits for an unreachable priors peer.
+    clock
+        Wall clock (injectable for tests).
     """
 
     def __init__(
@@ -132,10 +213,15 @@ class Worker:
         store: SqliteJobStore,
         runner: Callable[[JobSpec], JobOutcome] = run_job,
         on_finished: Callable[[JobSpec, JobOutcome | None, float], None] | None = None,
+        *,
+        priors_wait: PriorsWait | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.runner = runner
         self._on_finished = on_finished
+        self.priors_wait = priors_wait or PriorsWait()
+        self._clock = clock
         self._wake = threading.Event()
         self.current_job: int | None = None
 
@@ -147,7 +233,7 @@ class Worker:
         """Process jobs until ``stop`` is set (the current job is finished first)."""
         while not stop.is_set():
             try:
-                spec = self.store.claim()
+                spec = self.store.claim(self._clock())
             except Exception:
                 LOGGER.exception("job_claim_failed")
                 spec = None
@@ -164,7 +250,10 @@ class Worker:
         with structlog.contextvars.bound_contextvars(job_id=spec.job_id, study_uid=spec.study_uid):
             LOGGER.info("job_started", version=spec.version, instances=len(spec.input_paths))
             try:
-                outcome = self.runner(spec)
+                outcome = self._run_or_defer(spec)
+                if outcome is None:
+                    self.current_job = None
+                    return None
                 results = [
                     (path, read_result_identity(path).sop_instance_uid)
                     for path in outcome.result_files
@@ -193,8 +282,49 @@ class Worker:
                 result_files=len(results),
                 seconds=round(seconds, 3),
                 destinations=list(spec.destinations) or "results folder",
+                compared_with=(outcome.comparison or {}).get("prior_study_uid"),
             )
+            for warning in outcome.warnings:
+                LOGGER.warning("job_warning", warning=warning)
         self.current_job = None
         if self._on_finished is not None:
             self._on_finished(spec, outcome, seconds)
         return outcome
+
+    def _run_or_defer(self, spec: JobSpec) -> JobOutcome | None:
+        """Run the job; ``None`` when it was put back to wait for its priors peer."""
+        try:
+            return self.runner(spec)
+        except PriorsUnavailableError as error:
+            if spec.priors is None:
+                raise
+            now = self._clock()
+            since = self.store.deferred_since(spec.job_id)
+            waited = 0.0 if since is None else now - since
+            wait = self.priors_wait
+            if waited < wait.max_wait_seconds:
+                until = now + min(wait.retry_seconds, wait.max_wait_seconds - waited)
+                next_try = time.strftime("%H:%M:%S", time.localtime(until))
+                self.store.defer(
+                    spec.job_id,
+                    until,
+                    f"waiting for priors (next try {next_try}, processed with the local history "
+                    f"after {wait.max_wait_seconds:g} s): {error}",
+                    now=now,
+                )
+                LOGGER.warning(
+                    "job_waiting_for_priors",
+                    reason=str(error),
+                    waited_seconds=round(waited, 1),
+                    retry_in_seconds=round(until - now, 1),
+                )
+                return None
+            LOGGER.warning(
+                "priors_wait_over",
+                reason=str(error),
+                waited_seconds=round(waited, 1),
+                action="processing with the local history",
+            )
+            return self.runner(
+                replace(spec, priors=replace(spec.priors, continue_without_pacs=True))
+            )

@@ -30,8 +30,9 @@ from service.exporter import Exporter
 from service.http import HealthServer, Metric
 from service.jobs import JobSpec, JobState, OutboxState
 from service.jobstore import SqliteJobStore
+from service.retention import RetentionCleaner, RetentionKind
 from service.settings import OtherStoragePolicy, Settings
-from service.worker import JobOutcome, Worker
+from service.worker import JobOutcome, PriorsWait, Worker
 
 __all__ = ["Node", "RecoveryReport"]
 
@@ -69,7 +70,20 @@ class Node:
         self.exporter = Exporter(
             self.store, settings.export, settings.node.ae_title, tls=settings.tls.export_context()
         )
-        self.worker = Worker(self.store, on_finished=self._job_finished)
+        self.worker = Worker(
+            self.store,
+            on_finished=self._job_finished,
+            priors_wait=PriorsWait(
+                retry_seconds=settings.priors.retry_seconds,
+                max_wait_seconds=settings.priors.max_wait_seconds,
+            ),
+        )
+        self.retention = RetentionCleaner(
+            self.store,
+            settings.retention,
+            spool_dir=self.data_dir / "spool",
+            results_dir=settings.results_dir,
+        )
         self.receiver = DicomReceiver(
             ReceiverConfig(
                 ae_title=settings.node.ae_title,
@@ -148,6 +162,8 @@ class Node:
         for index in range(self.settings.node.workers):
             self._spawn(f"worker-{index + 1}", lambda: self.worker.run(self._worker_stop))
         self._spawn("exporter", lambda: self.exporter.run(self._stop))
+        if self.settings.retention.enabled:
+            self._spawn("retention", lambda: self.retention.run(self._stop))
         if self.settings.node.http_port:
             self.http = HealthServer(
                 self.settings.node.bind_address,
@@ -329,9 +345,45 @@ class Node:
                 ),
             ),
             Metric("wbdwi_dead_letters", "gauge", "Deliveries given up.", (({}, dead),)),
+            *self._retention_metrics(),
         ]
 
     @property
     def results_dir(self) -> Path:
         """Where result files are written."""
         return self.settings.results_dir.resolve()
+
+    def _retention_metrics(self) -> list[Metric]:
+        counters = self.retention.counters
+        kinds = tuple(RetentionKind)
+        return [
+            Metric(
+                "wbdwi_retention_removed_files_total",
+                "counter",
+                "Files removed by retention since start, by kind (spool, results).",
+                tuple(({"kind": k.value}, counters.removed_files[k]) for k in kinds),
+            ),
+            Metric(
+                "wbdwi_retention_removed_bytes_total",
+                "counter",
+                "Bytes removed by retention since start, by kind.",
+                tuple(({"kind": k.value}, counters.removed_bytes[k]) for k in kinds),
+            ),
+            Metric(
+                "wbdwi_retention_waiting",
+                "gauge",
+                "Items retention keeps at its last pass, by kind and what they wait on.",
+                tuple(
+                    ({"kind": kind.value, "waiting_on": on.value}, n)
+                    for (kind, on), n in sorted(
+                        counters.waiting.items(), key=lambda i: (i[0][0].value, i[0][1].value)
+                    )
+                ),
+            ),
+            Metric(
+                "wbdwi_retention_failures_total",
+                "counter",
+                "Retention passes that failed (see the log event retention_pass_failed).",
+                (({}, counters.failures),),
+            ),
+        ]

@@ -34,6 +34,12 @@ File layout (every section and key optional)::
     ca_bundle = "/etc/wbdwi/hospital-ca.pem"
     listener = true
 
+    [priors]                  # comparison with earlier exams (docs/response.md)
+    pacs = "PACS@pacs.example.org:104"
+
+    [retention]               # removal after delivery (docs/service.md)
+    spool_days = 30
+
 Environment variables are ``WBDWI_<SECTION>_<KEY>`` in upper case, for example
 ``WBDWI_NODE_PORT=104`` or ``WBDWI_EXPORT_DESTINATIONS=PACS@pacs:104,AI@ai:11112``
 (lists are comma-separated). ``WBDWI_CONFIG`` names the TOML file when no
@@ -63,6 +69,12 @@ from typing import Any
 from dicom_node.tls import TlsConfigurationError, client_context, server_context
 from processing.backend import Device
 from processing.settings import ProcessingSettings, settings_as_dict
+from service.priors_retention_settings import (
+    PriorsSettings,
+    RetentionSettings,
+    priors_settings_problems,
+    retention_settings_problems,
+)
 
 __all__ = [
     "CallingAeSettings",
@@ -350,6 +362,8 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     processing: ProcessingSettings = field(default_factory=ProcessingSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
+    priors: PriorsSettings = field(default_factory=PriorsSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     @property
     def results_dir(self) -> Path:
@@ -378,6 +392,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "logging": LoggingSettings,
     "processing": ProcessingSettings,
     "tls": TlsSettings,
+    "priors": PriorsSettings,
+    "retention": RetentionSettings,
 }
 
 _AE_FORBIDDEN = re.compile(r"[\\\x00-\x1f\x7f]")
@@ -641,6 +657,22 @@ def _validate(settings: Settings) -> None:
     if len(set(names)) != len(names):
         raise SettingsError(f"export.destinations lists a destination twice: {names}")
     _validate_tls(settings.tls)
+    _validate_priors_and_retention(settings)
+
+
+def _validate_priors_and_retention(settings: Settings) -> None:
+    problems = priors_settings_problems(settings.priors) + retention_settings_problems(
+        settings.retention
+    )
+    if problems:
+        raise SettingsError("; ".join(problems))
+    if settings.priors.pacs:
+        try:
+            parse_destination(settings.priors.pacs)
+        except SettingsError as error:
+            raise SettingsError(f"priors.pacs: {error}") from None
+    if settings.priors.calling_aet:
+        validate_ae_title(settings.priors.calling_aet, "priors.calling_aet")
 
 
 def _validate_tls(tls: TlsSettings) -> None:

@@ -270,7 +270,8 @@ def settings_sections() -> list[SettingsSection]:
                     help=row.help,
                 )
             )
-        summary = " ".join((cls.__doc__ or "").split())
+        # The first paragraph of the class docstring; the rest is for programmers.
+        summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
         sections.append(SettingsSection(name, summary, repeatable, tuple(entries)))
     return sections
 

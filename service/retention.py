@@ -338,8 +338,12 @@ class RetentionCleaner:
         )
         return removals
 
-    def run(self, stop: threading.Event) -> None:
-        """A pass now and every ``interval_seconds`` until ``stop`` is set."""
+    def run(self, stop: threading.Event, poll_seconds: float = 0.5) -> None:
+        """A pass now and every ``interval_seconds`` until ``stop`` is set.
+
+        Between passes it looks at ``stop`` (and :meth:`wake`) every
+        ``poll_seconds``, so that a node stops at once.
+        """
         while not stop.is_set():
             try:
                 self.run_once()
@@ -347,7 +351,12 @@ class RetentionCleaner:
                 # A failed pass (disk, database) is logged and counted; the next pass retries.
                 self.counters.failures += 1
                 LOGGER.exception("retention_pass_failed")
-            self._wake.wait(self.settings.interval_seconds)
+            deadline = time.monotonic() + self.settings.interval_seconds
+            while not stop.is_set() and not self._wake.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                stop.wait(min(poll_seconds, left))
             self._wake.clear()
 
     def _remove_spool(self, item: RetentionItem) -> Removal | None:

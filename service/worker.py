@@ -19,11 +19,13 @@ history and a warning (``docs/service.md``, "Priors").
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -172,8 +174,8 @@ def run_job(spec: JobSpec) -> JobOutcome:
         "priors": comparison_block(spec.priors, priors, comparison),
         "warnings": list(priors.warnings),
     }
-    (output_dir / JOB_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-    (output_dir / MEASUREMENTS_FILE).write_text(json.dumps(measurements, indent=2))
+    _write_json_atomically(output_dir / JOB_SUMMARY_FILE, summary)
+    _write_json_atomically(output_dir / MEASUREMENTS_FILE, measurements)
     return JobOutcome(
         result_files=tuple(str(path) for path in files),
         device=result.device,
@@ -182,6 +184,13 @@ def run_job(spec: JobSpec) -> JobOutcome:
         warnings=priors.warnings,
         comparison=measurements.get("comparison"),
     )
+
+
+def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` so that a reader sees the old file or the whole new one."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    os.replace(temporary, path)
 
 
 def describe_failure(error: BaseException) -> str:

@@ -1,4 +1,9 @@
-"""``wbdwi status``: jobs, outbox and failures of a node, read from its job store."""
+"""``wbdwi status``: jobs, outbox and failures of a node, read from its job store.
+
+Also, per job, the exam it was compared with (from the job's ``job.json``), and
+what retention is waiting on (:func:`service.retention.plan_retention` with the
+node's ``[retention]`` settings at the current time).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,17 @@ import argparse
 import datetime as dt
 import json
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from service.commands.serve import add_config_argument
 from service.jobs import JobRecord, JobState, OutboxState
 from service.jobstore import SqliteJobStore
 from service.node import JOB_STORE_FILE
+from service.retention import RetentionPlan, plan_retention
 from service.settings import SettingsError, load_settings
+from service.worker import JOB_SUMMARY_FILE
 
 __all__ = ["register", "run"]
 
@@ -35,7 +44,7 @@ def _time(value: float) -> str:
     return dt.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _job_line(job: JobRecord) -> str:
+def _job_line(job: JobRecord, priors: dict[str, Any] | None) -> str:
     seconds = "" if job.processing_seconds is None else f"{job.processing_seconds:.1f}s"
     line = (
         f"{job.job_id:>5}  {job.state.value:<10} v{job.version:<2} {job.instance_count:>5} inst  "
@@ -43,7 +52,42 @@ def _job_line(job: JobRecord) -> str:
     )
     if job.reason:
         line += f"\n       reason: {job.reason}"
+    if priors and priors.get("unreadable"):
+        line += f"\n       job.json unreadable: {priors['unreadable']}"
+    if priors and priors.get("previous_study_uid"):
+        line += (
+            f"\n       compared with {priors['previous_study_uid']} "
+            f"(baseline {priors.get('baseline_study_uid')})"
+        )
     return line
+
+
+def _job_priors(output_dir: str | None) -> dict[str, Any] | None:
+    """The ``priors`` block of a job's ``job.json`` (``None`` when absent or removed)."""
+    if output_dir is None:
+        return None
+    path = Path(output_dir) / JOB_SUMMARY_FILE
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return {"unreadable": f"{path}: {error}"}
+    block = summary.get("priors") if isinstance(summary, dict) else None
+    return block if isinstance(block, dict) else None
+
+
+def _retention_lines(plan: RetentionPlan, enabled: bool) -> list[str]:
+    if not enabled:
+        return ["retention: off (retention.enabled = false); nothing is removed"]
+    counts = plan.waiting_counts()
+    lines = [f"retention: {len(plan.due)} due now, {len(plan.waiting)} kept"]
+    for (kind, waiting_on), n in sorted(counts.items(), key=lambda i: (i[0][0].value, -i[1])):
+        lines.append(f"  {kind.value}: {n} waiting on {waiting_on.value}")
+    next_due = plan.next_due_at()
+    if next_due is not None:
+        lines.append(f"  next removal after {_time(next_due)}")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,8 +109,12 @@ def run(args: argparse.Namespace) -> int:
         outbox = store.outbox_counts()
         dead = store.dead_letters()
         failed = [job for job in store.jobs(limit=100000) if job.state is JobState.FAILED]
+        deliveries = store.job_deliveries()
+        plan = plan_retention(deliveries, store.spooled_studies(), settings.retention, time.time())
     finally:
         store.close()
+    output_dirs = {d.job_id: d.output_dir for d in deliveries}
+    priors = {job.job_id: _job_priors(output_dirs.get(job.job_id)) for job in jobs}
     if args.json:
         payload = {
             "jobs_by_state": {state.value: n for state, n in counts.items()},
@@ -79,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
                     "instances": j.instance_count,
                     "reason": j.reason,
                     "processing_seconds": j.processing_seconds,
+                    "not_before": j.not_before or None,
+                    "priors": priors[j.job_id],
                 }
                 for j in jobs
             ],
@@ -95,13 +145,29 @@ def run(args: argparse.Namespace) -> int:
                 }
                 for r in dead
             ],
+            "retention": {
+                "enabled": settings.retention.enabled,
+                "due": len(plan.due),
+                "next_due_at": plan.next_due_at(),
+                "waiting": [
+                    {
+                        "kind": item.kind.value,
+                        "study_uid": item.study_uid,
+                        "job_id": item.job_id,
+                        "waiting_on": item.waiting_on.value if item.waiting_on else None,
+                        "due_at": item.due_at,
+                        "detail": item.detail,
+                    }
+                    for item in plan.waiting
+                ],
+            },
         }
         print(json.dumps(payload, indent=2))
     else:
         print("jobs: " + ", ".join(f"{s.value} {n}" for s, n in counts.items() if n) or "none")
         print("   id  state      ver  inputs   proc.  updated              study")
         for job in jobs:
-            print(_job_line(job))
+            print(_job_line(job, priors[job.job_id]))
         print("outbox:")
         destinations = sorted({d for d, _ in outbox})
         for destination in destinations:
@@ -117,4 +183,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"dead letters ({len(dead)}):")
             for row in dead[: args.limit]:
                 print(f"  job {row.job_id} -> {row.destination}: {row.last_error}")
+        for line in _retention_lines(plan, settings.retention.enabled):
+            print(line)
     return 1 if failed or dead else 0

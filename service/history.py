@@ -15,6 +15,13 @@ moved: the baseline in force for an exam is the latest flagged exam at or
 before it (:meth:`HistoryStore.baseline_for`), so that processing an older exam
 again still compares it with the baseline of its own therapy line.
 
+PACS lookups
+------------
+``pacs_lookups`` remembers, per patient and priors peer, that the node's
+earlier reports of the patient were fetched from that peer
+(:meth:`HistoryStore.record_pacs_lookup`), so that the worker asks PACS once
+per patient (see :mod:`service.job_priors`).
+
 Storage
 -------
 SQLite in WAL mode (readers do not block the writer), in its own file next to

@@ -1,5 +1,12 @@
 """Receive throughput of the node against dcmtk ``storescp``, and end-to-end latency.
 
+The node's receive side is the native Upper Layer acceptor (``dicom_node.ul``):
+one thread per association, the data set written to the spool as received.
+
+0. The spool alone, no network: ``Spool.store`` (header walk, duplicate check,
+   temporary file, fdatasync, rename, folder fsync, SQLite row) per instance,
+   durable and with ``fsync = false``. This is the floor under the durable
+   receive rate: even with no protocol work at all the node cannot store faster.
 1. Receive, one association: the ``reference`` phantom exam (750 files) sent by
    dcmtk ``storescu`` (``TCP_NODELAY=1``) to (a) dcmtk ``storescp`` writing
    files to disk and (b) the node's receiver with its durable spool (temporary
@@ -15,6 +22,8 @@
    result acknowledged by Orthanc (the ledger's last entry).
    Target (issue 5): <= 15 s.
 
+Each timed run starts after ``sync``: the runs alternate in one file system,
+and an ext4 fsync would otherwise also wait for the previous run's writeback.
 ``storescp`` gets ``TCP_NODELAY=1`` as well: without it dcmtk waits for delayed
 ACKs on loopback and reaches ~20 instances/s, which would flatter the node.
 """
@@ -30,6 +39,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from pydicom.filereader import read_file_meta_info
 
 from dicom_node.mpps import complete_mpps, create_mpps, performed_exam
 from dicom_node.scanner import write_exam
@@ -84,8 +95,13 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
 
 
 def _send(groups: Sequence[Sequence[Path]], port: int, called: str) -> float:
-    """Run one storescu per group at once; seconds until all finished."""
+    """Run one storescu per group at once; seconds until all finished.
+
+    The page cache is written back first (``sync``), so that no receiver pays
+    for the dirty pages of the run before it: on ext4 an fsync waits for them.
+    """
     storescu = _dcmtk("storescu")
+    os.sync()
     started = time.perf_counter()
     processes = [
         subprocess.Popen(
@@ -144,6 +160,46 @@ def _node_rate(groups: Sequence[Sequence[Path]], workdir: Path, *, fsync: bool) 
     if stored != total:
         raise RuntimeError(f"the node stored {stored} of {total} files")
     return total / seconds
+
+
+def _dataset_bytes(path: Path) -> bytes:
+    """A DICOM file's data set (the bytes a C-STORE carries), after its file meta group."""
+    data = path.read_bytes()
+    group_length = int.from_bytes(data[140:144], "little")
+    return data[144 + group_length :]
+
+
+def _spool_seconds_per_instance(files: Sequence[Path], workdir: Path, *, fsync: bool) -> float:
+    identities = [read_file_meta_info(path) for path in files]
+    bodies = [_dataset_bytes(path) for path in files]
+    data = workdir / "spool-alone"
+    shutil.rmtree(data, ignore_errors=True)
+    store = SqliteJobStore(data / "jobs.sqlite")
+    spool = Spool(data / "spool", fsync=fsync)
+    os.sync()
+    started = time.perf_counter()
+    for meta, body in zip(identities, bodies, strict=True):
+        spool.store(
+            body,
+            sop_class_uid=str(meta.MediaStorageSOPClassUID),
+            sop_instance_uid=str(meta.MediaStorageSOPInstanceUID),
+            transfer_syntax_uid=str(meta.TransferSyntaxUID),
+            calling_ae="BENCH",
+            recorder=store,
+        )
+    elapsed = time.perf_counter() - started
+    store.close()
+    return elapsed / len(files)
+
+
+def _spool_alone(files: Sequence[Path], workdir: Path) -> None:
+    durable = min(_spool_seconds_per_instance(files, workdir, fsync=True) for _ in range(2))
+    relaxed = min(_spool_seconds_per_instance(files, workdir, fsync=False) for _ in range(2))
+    print(f"spool alone (no network), {len(files)} files (best of 2):")
+    print(f"  durable (fdatasync + folder fsync)  {durable * 1e6:8.0f} us/instance"
+          f"   ceiling {1 / durable:6.0f} instances/s")  # fmt: skip
+    print(f"  receive.fsync = false               {relaxed * 1e6:8.0f} us/instance"
+          f"   ceiling {1 / relaxed:6.0f} instances/s")  # fmt: skip
 
 
 def _best(rates: list[float]) -> float:
@@ -218,12 +274,13 @@ def _latency(files: list[Path], workdir: Path) -> None:
 
 
 def main() -> None:
-    """Print receive throughput (1 and 4 associations) and end-to-end latency."""
+    """Print the spool's own cost, receive throughput (1 and 4 associations), latency."""
     configure_logging(LoggingSettings(level="warning", format=LogFormat.CONSOLE))
     with tempfile.TemporaryDirectory(prefix="wbdwi-bench-receive-") as folder:
         workdir = Path(folder)
         exam_dir = workdir / "exam"
         files = sorted(write_exam(make_phantom("reference", seed=1), exam_dir, distractors=False))
+        _spool_alone(files, workdir)
         _throughput(files, workdir, associations=1)
         _throughput(files, workdir, associations=4)
         _latency(files, workdir)

@@ -166,20 +166,40 @@ def read_top_level_elements(
     found: dict[int, bytes] = {}
     end = len(data)
     position = 0
+    short_vrs = _SHORT_LENGTH_VRS
+    unpack_short = _TAG_VR_SHORT.unpack_from
     while position < end:
-        if position + 4 <= end:
+        if not implicit_vr and position + 8 <= end:
+            # Fast path (explicit VR, the common case): one unpack per element.
+            group, element, vr, length = unpack_short(data, position)
+            tag = (group << 16) | element
+            if tag > stop_after:
+                break
+            if vr in short_vrs:
+                value_at = position + 8
+                position = value_at + length
+                if position > end:
+                    raise MalformedDataSetError(
+                        f"value of ({group:04X},{element:04X}) at offset {value_at} is truncated"
+                    )
+                if tag in wanted:
+                    found[tag] = bytes(data[value_at:position])
+                continue
+        elif position + 4 <= end:
             group, element = _TAG.unpack_from(data, position)
             if (group << 16) | element > stop_after:
                 break
-        tag, vr, length, value_at = _element_header(data, position, end, implicit_vr)
+        tag, vr_or_none, length, value_at = _element_header(data, position, end, implicit_vr)
         if tag >> 16 == 0xFFFE:
             raise MalformedDataSetError(f"item or delimiter tag at top level, offset {position}")
         if length == _UNDEFINED_LENGTH:
-            if vr is not None and vr not in _UNDEFINED_LENGTH_VRS:
+            if vr_or_none is not None and vr_or_none not in _UNDEFINED_LENGTH_VRS:
                 raise MalformedDataSetError(
-                    f"element at offset {position} has VR {vr.decode()} and undefined length"
+                    f"element at offset {position} has VR {vr_or_none!r} and undefined length"
                 )
-            position = _skip_undefined_length(data, value_at, end, implicit_vr or vr == b"UN", 1)
+            position = _skip_undefined_length(
+                data, value_at, end, implicit_vr or vr_or_none == b"UN", 1
+            )
             continue
         position = value_at + length
         if position > end:

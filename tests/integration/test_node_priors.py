@@ -6,7 +6,8 @@ the ``response`` follow-up (lesion ADC +45 %, volume -30 %): the second job's
 overall) and Orthanc holds the SR with it. Then a rebuilt node B (a fresh data
 folder, ``[priors] pacs`` = Orthanc) receives the follow-up alone: it fetches
 node A's baseline report from Orthanc (C-FIND + C-GET) and comes to the same
-comparison.
+comparison. A node whose priors peer does not answer waits for it, then
+delivers without comparison and says why.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ import pytest
 from pydicom.dataset import Dataset
 
 from service.cli import main
+from tests.conftest import free_port
 from tests.integration.node_harness import (
     NodeProcess,
     orthanc_study_instances,
     storescu,
     wait_for,
+    write_phantom_exam,
 )
 from tests.orthanc import running_orthanc
 from tests.unit.test_report_reader import _assert_close
@@ -140,3 +143,28 @@ def test_follow_up_is_compared_from_local_history_and_from_pacs(tmp_path: Path) 
     assert rebuilt_job["priors"]["pacs_asked"] == destination
     assert rebuilt["warnings"] == []
     _assert_close(rebuilt["comparison"], comparison)
+
+
+def test_unreachable_priors_peer_delays_then_warns(tmp_path: Path) -> None:
+    files = write_phantom_exam(tmp_path / "exam", patient_id="NODE-PRIORS-2")
+    peer = f"PACS@127.0.0.1:{free_port()}"  # nothing listens there
+    env = {
+        "WBDWI_PRIORS_PACS": peer,
+        "WBDWI_PRIORS_TIMEOUT_SECONDS": "2",
+        "WBDWI_PRIORS_RETRY_SECONDS": "1",
+        "WBDWI_PRIORS_MAX_WAIT_SECONDS": "3",
+    }
+    with NodeProcess(tmp_path, env=env) as node:
+        sent = storescu(files, node.port)
+        assert sent.returncode == 0, sent.stderr
+        wait_for(lambda: node.all_jobs_in("done", "failed"), 120, "the job to finish", poll=0.5)
+        assert node.job_states()[0][1] == "done", node.job_states()
+        log = node.log()
+    assert '"event": "job_waiting_for_priors"' in log
+    assert '"event": "priors_wait_over"' in log
+    [measurements_path] = list((node.data_dir / "results").glob("*/v1/measurements.json"))
+    measurements = json.loads(measurements_path.read_text())
+    [warning] = measurements["warnings"]
+    assert f"priors peer {peer} could not be asked" in warning
+    assert "local history only" in warning
+    assert measurements["comparison"] is None

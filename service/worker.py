@@ -271,7 +271,7 @@ class Worker:
                 # Job boundary: record the reason, keep the inputs, go on with other jobs.
                 seconds = time.perf_counter() - started
                 reason = describe_failure(error)
-                expected = isinstance(error, DicomNodeError | ProcessingError)
+                expected = isinstance(error, DicomNodeError | ProcessingError | InputsMissingError)
                 LOGGER.error(
                     "job_failed",
                     reason=reason,

@@ -143,6 +143,12 @@ def test_follow_up_is_compared_from_local_history_and_from_pacs(tmp_path: Path) 
     assert rebuilt_job["priors"]["pacs_asked"] == destination
     assert rebuilt["warnings"] == []
     _assert_close(rebuilt["comparison"], comparison)
+    # Same input, same priors: the same SR and SEG UIDs, so PACS stores them once.
+    assert rebuilt["exam_summary"]["sr_sop_instance_uid"] == sr_uid
+    assert (
+        rebuilt["exam_summary"]["seg_sop_instance_uid"]
+        == measurements["exam_summary"]["seg_sop_instance_uid"]
+    )
 
 
 def test_unreachable_priors_peer_delays_then_warns(tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ __all__ = [
     "MixedOrientationError",
     "MultipleStudiesError",
     "NoDiffusionSeriesError",
+    "ReactorPauseTimeoutError",
     "SendError",
     "SingleBValueError",
     "StationGapError",
@@ -181,6 +182,13 @@ class AssociationRejectedError(AssociationFailedError):
     """The peer answered A-ASSOCIATE-RJ: wrong AE titles or no common context.
 
     Retrying soon does not help; someone has to fix the configuration.
+    """
+
+
+class ReactorPauseTimeoutError(SendError):
+    """pynetdicom's association reactor did not pause before an exchange.
+
+    See :mod:`dicom_node.association_guard`; the association should be aborted.
     """
 
 

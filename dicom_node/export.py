@@ -29,6 +29,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.status import code_to_category
 
+from dicom_node.association_guard import reactor_paused
 from dicom_node.errors import AssociationFailedError, AssociationRejectedError, SendError
 from dicom_node.send import Destination, StoreOutcome, requested_contexts
 
@@ -151,7 +152,8 @@ def store_results(
                     )
                 )
                 continue
-            response = association.send_c_store(result.path)
+            with reactor_paused(association):
+                response = association.send_c_store(result.path)
             if "Status" not in response:
                 on_outcome(
                     StoreOutcome(

@@ -21,6 +21,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.association import Association
 
+from dicom_node.association_guard import reactor_paused
 from dicom_node.errors import AssociationFailedError, AssociationRejectedError, SendError
 from dicom_node.scp import MODALITY_PERFORMED_PROCEDURE_STEP
 from dicom_node.send import Destination
@@ -164,9 +165,10 @@ def create_mpps(destination: Destination, exam: PerformedExam) -> str:
     mpps_uid = str(generate_uid())
     association = _associate(destination)
     try:
-        status, _ = association.send_n_create(
-            attributes, MODALITY_PERFORMED_PROCEDURE_STEP, mpps_uid
-        )
+        with reactor_paused(association):
+            status, _ = association.send_n_create(
+                attributes, MODALITY_PERFORMED_PROCEDURE_STEP, mpps_uid
+            )
     finally:
         if association.is_established:
             association.release()
@@ -202,9 +204,10 @@ def complete_mpps(destination: Destination, mpps_uid: str, exam: PerformedExam) 
     modifications.PerformedSeriesSequence = DicomSequence(items)
     association = _associate(destination)
     try:
-        status, _ = association.send_n_set(
-            modifications, MODALITY_PERFORMED_PROCEDURE_STEP, mpps_uid
-        )
+        with reactor_paused(association):
+            status, _ = association.send_n_set(
+                modifications, MODALITY_PERFORMED_PROCEDURE_STEP, mpps_uid
+            )
     finally:
         if association.is_established:
             association.release()

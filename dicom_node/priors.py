@@ -35,6 +35,7 @@ from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.status import code_to_category
 
+from dicom_node.association_guard import reactor_paused
 from dicom_node.errors import AssociationFailedError, DicomNodeError
 from dicom_node.report_reader import (
     REPORT_SOP_CLASSES,
@@ -226,13 +227,14 @@ def retrieve_instances(peer: Destination, hits: Sequence[ReportHit]) -> list[Dat
             query.SeriesInstanceUID = hit.series_instance_uid
             query.SOPInstanceUID = hit.sop_instance_uid
             final: int | None = None
-            for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
-                if not status:
-                    raise PriorsError(
-                        f"C-GET of {hit.sop_instance_uid} from {peer}: no response "
-                        "(timeout or association lost)"
-                    )
-                final = int(status.Status)
+            with reactor_paused(assoc):
+                for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
+                    if not status:
+                        raise PriorsError(
+                            f"C-GET of {hit.sop_instance_uid} from {peer}: no response "
+                            "(timeout or association lost)"
+                        )
+                    final = int(status.Status)
             if final is None or code_to_category(final) not in ("Success", "Warning"):
                 raise PriorsError(
                     f"C-GET of {hit.sop_instance_uid} from {peer} failed with status "
@@ -342,19 +344,22 @@ def _association(
 
 def _find(assoc: Association, query: Dataset, peer: Destination) -> Iterator[Dataset]:
     level = query.QueryRetrieveLevel
-    for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
-        if not status:
-            raise PriorsError(
-                f"C-FIND ({level}) at {peer}: no response (timeout or association lost)"
-            )
-        code = int(status.Status)
-        if code in _PENDING:
-            if identifier is not None:
-                yield identifier
-            continue
-        if code_to_category(code) not in ("Success", "Warning"):
-            comment = str(status.get("ErrorComment", "") or "")
-            raise PriorsError(
-                f"C-FIND ({level}) at {peer} failed with status 0x{code:04X}"
-                + (f": {comment}" if comment else "")
-            )
+    with reactor_paused(assoc):
+        for status, identifier in assoc.send_c_find(
+            query, StudyRootQueryRetrieveInformationModelFind
+        ):
+            if not status:
+                raise PriorsError(
+                    f"C-FIND ({level}) at {peer}: no response (timeout or association lost)"
+                )
+            code = int(status.Status)
+            if code in _PENDING:
+                if identifier is not None:
+                    yield identifier
+                continue
+            if code_to_category(code) not in ("Success", "Warning"):
+                comment = str(status.get("ErrorComment", "") or "")
+                raise PriorsError(
+                    f"C-FIND ({level}) at {peer} failed with status 0x{code:04X}"
+                    + (f": {comment}" if comment else "")
+                )

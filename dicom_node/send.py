@@ -28,6 +28,7 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.status import code_to_category
 
+from dicom_node.association_guard import reactor_paused
 from dicom_node.errors import AssociationFailedError, SendError
 
 __all__ = [
@@ -206,7 +207,8 @@ def _send_one(assoc: Association, header: _FileHeader) -> StoreOutcome:
             f"peer accepted no presentation context for {header.sop_class_uid.name} "
             f"in {header.transfer_syntax.name} or uncompressed",
         )
-    response = assoc.send_c_store(payload)
+    with reactor_paused(assoc):
+        response = assoc.send_c_store(payload)
     if "Status" not in response:
         return StoreOutcome(
             header.path,

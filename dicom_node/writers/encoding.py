@@ -42,7 +42,9 @@ def _buffer() -> DicomBytesIO:
 def _encode_element(dataset: Dataset, tag: int) -> bytes:
     element = correct_ambiguous_vr_element(dataset[tag], dataset, True)
     buffer = _buffer()
-    write_data_element(buffer, element)
+    # Text is encoded in the dataset's Specific Character Set (PS3.5 6.1), as
+    # pydicom's own dataset writer does; without it non-ASCII names become '?'.
+    write_data_element(buffer, element, dataset.get("SpecificCharacterSet"))
     return bytes(buffer.getvalue())
 
 

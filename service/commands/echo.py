@@ -9,6 +9,7 @@ from typing import Any
 
 from pynetdicom import AE
 
+from dicom_node.association_guard import reactor_paused
 from dicom_node.scp import VERIFICATION
 from dicom_node.tls import TlsConfigurationError
 from service.commands.serve import add_config_argument
@@ -54,7 +55,8 @@ def echo(
     if not association.is_established:
         return "no association (peer unreachable, refused or aborted)"
     try:
-        status = association.send_c_echo()
+        with reactor_paused(association):
+            status = association.send_c_echo()
     finally:
         if association.is_established:
             association.release()

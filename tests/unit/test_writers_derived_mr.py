@@ -153,3 +153,19 @@ def test_series_encoding_refuses_other_transfer_syntaxes(
             list(encode_series(series.datasets))
     finally:
         dataset.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+
+
+def test_series_encoding_keeps_non_ascii_names_in_the_specific_character_set(
+    ctx: WriterContext, result: ProcessingResult, tmp_path: Path
+) -> None:
+    series = build_adc_series(ctx, result)
+    name = "Διονυσίου^Ελένη"
+    for dataset in series.datasets:
+        dataset.SpecificCharacterSet = "ISO_IR 192"
+        dataset.PatientName = name
+    encoded = list(encode_series(series.datasets))
+    path = tmp_path / "greek.dcm"
+    path.write_bytes(encoded[0])
+    assert str(pydicom.dcmread(path).PatientName) == name
+    series.datasets[0].save_as(tmp_path / "reference.dcm", enforce_file_format=True)
+    assert encoded[0] == (tmp_path / "reference.dcm").read_bytes()

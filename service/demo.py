@@ -46,6 +46,7 @@ from service.worker import MEASUREMENTS_FILE
 __all__ = ["main"]
 
 _TIMEOUT_S = 300.0
+_LESIONS_SHOWN = 20
 DEMO_RESULTS = Path("demo-out") / "results"
 """Result files are kept here after the demo (``make clean`` removes them)."""
 
@@ -163,11 +164,14 @@ def _table(measurements: dict[str, Any]) -> str:
     ]
     width = max(len(label) for label, _ in rows)
     lines = [f"  {label:<{width}}  {value}" for label, value in rows]
-    for lesion in measurements["lesions"][:10]:
+    lesions = measurements["lesions"]
+    for lesion in lesions[:_LESIONS_SHOWN]:
         lines.append(
             f"    lesion {lesion['label']:>2}: {lesion['volume_ml']:6.1f} ml, ADC mean "
             f"{lesion['adc_mean']:5.0f} um2/s, {lesion['region']}"
         )
+    if len(lesions) > _LESIONS_SHOWN:
+        lines.append(f"    ... and {len(lesions) - _LESIONS_SHOWN} more (measurements.json, SR)")
     return "\n".join(lines)
 
 

@@ -25,6 +25,7 @@ returned issuer differs from the patient's is skipped, an empty one is kept.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -101,9 +102,17 @@ class PriorFetch:
 
 
 def find_patient_studies(
-    peer: Destination, patient_id: str, issuer_of_patient_id: str = ""
+    peer: Destination,
+    patient_id: str,
+    issuer_of_patient_id: str = "",
+    *,
+    tls: ssl.SSLContext | None = None,
 ) -> list[StudyHit]:
     """The patient's studies in ``peer`` (C-FIND STUDY level), oldest first.
+
+    With ``tls`` (a client context, :func:`dicom_node.tls.client_context`) the
+    association runs over DICOM TLS, the peer's certificate checked against
+    ``peer.host``; the same holds for every function of this module.
 
     Raises
     ------
@@ -122,7 +131,7 @@ def find_patient_studies(
     query.StudyDate = ""
     query.StudyTime = ""
     hits = []
-    with _association(peer, find=True) as assoc:
+    with _association(peer, find=True, tls=tls) as assoc:
         for identifier in _find(assoc, query, peer):
             issuer = str(identifier.get("IssuerOfPatientID", "") or "")
             if issuer_of_patient_id and issuer and issuer != issuer_of_patient_id:
@@ -149,10 +158,11 @@ def find_node_reports(
     *,
     manufacturer: str = MANUFACTURER,
     series_description: str | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> list[ReportHit]:
     """The most recent report of this node in each study (C-FIND SERIES, then IMAGE level)."""
     latest: dict[str, ReportHit] = {}
-    with _association(peer, find=True) as assoc:
+    with _association(peer, find=True, tls=tls) as assoc:
         for study_uid in study_instance_uids:
             series_query = Dataset()
             series_query.QueryRetrieveLevel = "SERIES"
@@ -203,7 +213,9 @@ def find_node_reports(
     return [latest[uid] for uid in study_instance_uids if uid in latest]
 
 
-def retrieve_instances(peer: Destination, hits: Sequence[ReportHit]) -> list[Dataset]:
+def retrieve_instances(
+    peer: Destination, hits: Sequence[ReportHit], *, tls: ssl.SSLContext | None = None
+) -> list[Dataset]:
     """Fetch the report instances with C-GET (IMAGE level), in the order of ``hits``.
 
     Raises
@@ -219,7 +231,7 @@ def retrieve_instances(peer: Destination, hits: Sequence[ReportHit]) -> list[Dat
         received[str(dataset.SOPInstanceUID)] = dataset
         return 0x0000
 
-    with _association(peer, find=False, on_store=on_store) as assoc:
+    with _association(peer, find=False, on_store=on_store, tls=tls) as assoc:
         for hit in hits:
             query = Dataset()
             query.QueryRetrieveLevel = "IMAGE"
@@ -256,26 +268,32 @@ def fetch_prior_summaries(
     exclude_study_uid: str = "",
     manufacturer: str = MANUFACTURER,
     series_description: str | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> PriorFetch:
     """Summaries of the patient's exams that this node reported to ``peer``.
 
     Reports that cannot be read (another layout, missing items) are skipped
     with the reason in :attr:`PriorFetch.skipped`, so that one bad report does
-    not hide the others; query and network failures raise.
+    not hide the others; query and network failures raise. With ``tls`` every
+    association (C-FIND and C-GET) runs over DICOM TLS.
     """
     studies = [
         hit.study_instance_uid
-        for hit in find_patient_studies(peer, patient_id, issuer_of_patient_id)
+        for hit in find_patient_studies(peer, patient_id, issuer_of_patient_id, tls=tls)
         if hit.study_instance_uid != exclude_study_uid
     ]
     if not studies:
         return PriorFetch(summaries=(), skipped=())
     hits = find_node_reports(
-        peer, studies, manufacturer=manufacturer, series_description=series_description
+        peer,
+        studies,
+        manufacturer=manufacturer,
+        series_description=series_description,
+        tls=tls,
     )
     summaries: list[ExamSummary] = []
     skipped: list[str] = []
-    for dataset in retrieve_instances(peer, hits):
+    for dataset in retrieve_instances(peer, hits, tls=tls):
         uid = str(dataset.get("SOPInstanceUID", ""))
         if not is_node_report(dataset, manufacturer):
             skipped.append(f"SR {uid}: not a report of this node (Manufacturer, SOP class)")
@@ -312,7 +330,11 @@ class _AssociationScope:
 
 
 def _association(
-    peer: Destination, *, find: bool, on_store: Any | None = None
+    peer: Destination,
+    *,
+    find: bool,
+    on_store: Any | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> _AssociationScope:
     ae = AE(ae_title=peer.calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = peer.timeout_s
@@ -332,12 +354,14 @@ def _association(
         ae_title=peer.called_aet,
         ext_neg=roles or None,
         evt_handlers=handlers or None,
+        tls_args=(tls, peer.host) if tls is not None else None,
     )
     if not assoc.is_established:
         state = "rejected" if assoc.is_rejected else "aborted or unreachable"
         service = "C-FIND" if find else "C-GET"
+        transport = " over TLS" if tls is not None else ""
         raise AssociationFailedError(
-            f"{service} association with {peer} as {peer.calling_aet} failed ({state})"
+            f"{service} association{transport} with {peer} as {peer.calling_aet} failed ({state})"
         )
     return _AssociationScope(assoc)
 

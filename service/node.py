@@ -1,6 +1,7 @@
 """The node: receiver, completion, worker, exporter and HTTP, started and stopped together.
 
-Start order: open the job store; recover (delete half-written spool files,
+Start order: lock the data folder (one node per folder,
+:mod:`service.data_dir_lock`); open the job store; recover (delete half-written spool files,
 index spool files the store does not know, put interrupted jobs back to
 ``ready``); pick the processing device and say which; start the threads; open
 the DICOM port last, so nothing is acknowledged before the node can keep it.
@@ -26,6 +27,7 @@ from dicom_node.spool import InvalidInstanceError, Spool, SpooledInstance
 from dicom_node.writers import installed_version
 from processing.backend import select_backend
 from service.completion import CompletionDetector
+from service.data_dir_lock import DataDirLock
 from service.exporter import Exporter
 from service.http import HealthServer, Metric
 from service.jobs import JobSpec, JobState, OutboxState
@@ -63,7 +65,13 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.data_dir = settings.node.data_dir.resolve()
-        self.store = SqliteJobStore(self.data_dir / JOB_STORE_FILE)
+        # Before the store is opened (and migrated) or anything is recovered.
+        self.data_dir_lock = DataDirLock.acquire(self.data_dir)
+        try:
+            self.store = SqliteJobStore(self.data_dir / JOB_STORE_FILE)
+        except BaseException:
+            self.data_dir_lock.release()
+            raise
         self.spool = Spool(self.data_dir / "spool", fsync=settings.receive.fsync)
         self.version = installed_version()
         self.completion = CompletionDetector(self.store, settings, self.version)
@@ -191,6 +199,7 @@ class Node:
         """Graceful stop (see the module docstring)."""
         if not self._started:
             self.store.close()
+            self.data_dir_lock.release()
             return
         LOGGER.info("node_stopping")
         grace = self.settings.node.shutdown_grace_seconds
@@ -215,6 +224,7 @@ class Node:
         running = [name for name, thread in self._threads.items() if thread.is_alive()]
         if not running:
             self.store.close()
+        self.data_dir_lock.release()
         self._started = False
         LOGGER.info("node_stopped", left_running=running)
 

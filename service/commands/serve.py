@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from processing.backend import BackendUnavailableError
+from service.data_dir_lock import DataDirLockedError
 from service.logging import configure_logging
 from service.settings import Settings, SettingsError, load_settings
 
@@ -107,7 +108,11 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
-    node = Node(settings)
+    try:
+        node = Node(settings)
+    except DataDirLockedError as error:
+        print(f"wbdwi serve: cannot start: {error}", file=sys.stderr)
+        return 1
     try:
         node.start()
     except (BackendUnavailableError, OSError) as error:

@@ -33,7 +33,14 @@ from pathlib import Path
 from dicom_node.spool import SpooledInstance
 from service.jobs import JobRecord, JobSpec, JobState, OutboxRecord, OutboxState
 
-__all__ = ["InstanceRow", "JobDelivery", "ReceivingStudy", "SqliteJobStore", "StudySpool"]
+__all__ = [
+    "InstanceRow",
+    "JobDelivery",
+    "JobStoreError",
+    "ReceivingStudy",
+    "SqliteJobStore",
+    "StudySpool",
+]
 
 SCHEMA_VERSION = 2
 
@@ -111,6 +118,10 @@ _ADDED_JOB_COLUMNS = {
 _OPEN_STATES = (JobState.RECEIVING.value, JobState.READY.value)
 
 
+class JobStoreError(RuntimeError):
+    """The job store cannot be opened (newer schema, not a database); the message says why."""
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceRow:
     """A stored instance as the job store knows it."""
@@ -185,19 +196,31 @@ class SqliteJobStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
+        self._synchronous = ""
         self._db = sqlite3.connect(
             path, check_same_thread=False, isolation_level=None, timeout=30.0
         )
+        try:
+            self._open_schema()
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            raise JobStoreError(f"job store {path} cannot be opened: {error}") from error
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open_schema(self) -> None:
+        """Set the connection up; create, upgrade or refuse the schema."""
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=30000")
-        self._synchronous = ""
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, 1, SCHEMA_VERSION):
-            raise RuntimeError(
-                f"job store {path} has schema version {version}; this node expects {SCHEMA_VERSION}"
-                " (a newer node wrote it: upgrade this one, or restore the data folder's backup)"
+            raise JobStoreError(
+                f"job store {self.path} has schema version {version}; this node expects "
+                f"{SCHEMA_VERSION} (a newer node wrote it: upgrade this one, or restore the "
+                "data folder's backup)"
             )
         with self._lock:
             self._db.executescript(_SCHEMA)

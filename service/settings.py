@@ -77,6 +77,7 @@ from service.priors_retention_settings import (
 )
 
 __all__ = [
+    "LOG_LEVELS",
     "CallingAeSettings",
     "CompletionSettings",
     "Destination",
@@ -100,6 +101,7 @@ __all__ = [
 
 ENV_PREFIX = "WBDWI_"
 CONFIG_ENV = "WBDWI_CONFIG"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class SettingsError(ValueError):
@@ -656,6 +658,10 @@ def _validate(settings: Settings) -> None:
     names = [str(d) for d in export.destinations]
     if len(set(names)) != len(names):
         raise SettingsError(f"export.destinations lists a destination twice: {names}")
+    if settings.logging.level.strip().lower() not in LOG_LEVELS:
+        raise SettingsError(
+            f"logging.level {settings.logging.level!r} is not one of {', '.join(LOG_LEVELS)}"
+        )
     _validate_tls(settings.tls)
     _validate_priors_and_retention(settings)
 

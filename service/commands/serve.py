@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -17,10 +18,22 @@ from typing import Any
 
 from processing.backend import BackendUnavailableError
 from service.data_dir_lock import DataDirLockedError
+from service.jobstore import JobStoreError
 from service.logging import configure_logging
 from service.settings import Settings, SettingsError, load_settings
 
 __all__ = ["add_config_argument", "register", "run", "settings_from_args"]
+
+# What stops a node from starting, each with a message that says why: the data
+# folder is another node's, the job store cannot be opened, the device or a port
+# or file is not available.
+_START_ERRORS = (
+    BackendUnavailableError,
+    DataDirLockedError,
+    JobStoreError,
+    sqlite3.Error,
+    OSError,
+)
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -92,13 +105,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run until SIGTERM/SIGINT; 2 on a settings error, 1 when the node cannot start."""
+    """Run until SIGTERM/SIGINT; 2 on a settings error, 1 when the node cannot start.
+
+    Every start-up failure is one line on standard error, without a traceback.
+    """
     try:
         settings = settings_from_args(args)
-    except SettingsError as error:
+        configure_logging(settings.logging)
+    except (SettingsError, ValueError) as error:
         print(f"wbdwi serve: {error}", file=sys.stderr)
         return 2
-    configure_logging(settings.logging)
     from service.node import Node
 
     stop = threading.Event()
@@ -110,12 +126,12 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _request_stop)
     try:
         node = Node(settings)
-    except DataDirLockedError as error:
+    except _START_ERRORS as error:
         print(f"wbdwi serve: cannot start: {error}", file=sys.stderr)
         return 1
     try:
         node.start()
-    except (BackendUnavailableError, OSError) as error:
+    except _START_ERRORS as error:
         print(f"wbdwi serve: cannot start: {error}", file=sys.stderr)
         node.stop()
         return 1

@@ -63,3 +63,36 @@ def test_second_node_on_the_same_data_folder_refuses_before_recovery(tmp_path: P
         # The running node's job was not put back to ready by a second recovery.
         assert first.job_states() == [(1, "processing", 1, "")]
         assert "recovered" not in second.stderr
+
+
+def test_newer_job_store_schema_is_one_line_exit_1(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    connection = sqlite3.connect(data_dir / "jobs.sqlite")
+    connection.execute("PRAGMA user_version=99")
+    connection.close()
+    result = _serve("--data-dir", str(data_dir), "--port", "1", "--http-port", "0")
+    assert result.returncode == 1, result.stderr
+    line = _one_line(result.stderr)
+    assert line.startswith("wbdwi serve: cannot start: job store ")
+    assert "schema version 99" in line
+
+
+def test_job_store_that_is_not_a_database_is_one_line_exit_1(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "jobs.sqlite").write_bytes(b"this is not SQLite\n" * 200)
+    result = _serve("--data-dir", str(data_dir), "--port", "1", "--http-port", "0")
+    assert result.returncode == 1, result.stderr
+    line = _one_line(result.stderr)
+    assert "jobs.sqlite cannot be opened" in line
+
+
+def test_bad_logging_level_is_a_settings_error_exit_2(tmp_path: Path) -> None:
+    result = _serve(
+        "--data-dir", str(tmp_path / "data"), env={"WBDWI_LOGGING_LEVEL": "loud"}
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    line = _one_line(result.stderr)
+    assert line.startswith("wbdwi serve: logging.level 'loud' is not one of debug, info")
+    assert not (tmp_path / "data").exists()

@@ -30,7 +30,7 @@ import structlog
 
 from dicom_node.scp import MR_STORAGE_CLASSES
 from service.history import HISTORY_FILE
-from service.jobs import JobSpec, PriorsSpec, make_job_key
+from service.jobs import ClientTlsSpec, JobSpec, PriorsSpec, make_job_key
 from service.jobstore import InstanceRow, ReceivingStudy, SqliteJobStore
 from service.settings import Settings, parse_destination, processing_settings_to_mapping
 
@@ -195,6 +195,17 @@ def priors_spec(settings: Settings) -> PriorsSpec | None:
         pacs=str(parse_destination(priors.pacs)) if priors.pacs else "",
         calling_aet=priors.calling_aet or settings.node.ae_title,
         timeout_seconds=priors.timeout_seconds,
+        tls=_client_tls_spec(settings) if settings.tls.export else None,
+    )
+
+
+def _client_tls_spec(settings: Settings) -> ClientTlsSpec:
+    tls = settings.tls
+    return ClientTlsSpec(
+        ca_bundle="" if tls.ca_bundle is None else str(tls.ca_bundle.resolve()),
+        certificate="" if tls.certificate is None else str(tls.certificate.resolve()),
+        private_key="" if tls.private_key is None else str(tls.private_key.resolve()),
+        check_hostname=tls.check_hostname,
     )
 
 

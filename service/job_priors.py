@@ -8,7 +8,8 @@ assembly and processing, following ``docs/response.md`` ("Wiring"):
 2. the patient's earlier exams and baseline from the history store
    (:func:`service.priors_workflow.prepare_priors`), after fetching the node's
    earlier reports from the priors peer (C-FIND + C-GET) when one is
-   configured and this patient was not looked up there yet.
+   configured and this patient was not looked up there yet; over DICOM TLS
+   when ``[tls] export`` is on (:attr:`service.jobs.PriorsSpec.tls`).
 
 The lookup is remembered per patient and peer
 (:meth:`service.history.HistoryStore.record_pacs_lookup`): later exams of the
@@ -26,7 +27,9 @@ a warning: a comparison is a bonus, never a reason to withhold the results.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -35,10 +38,11 @@ from dicom_node.errors import AssociationFailedError
 from dicom_node.priors import PriorsError
 from dicom_node.send import Destination
 from dicom_node.study_header import StudyDateTime, StudyHeaderError, read_study_date_time
+from dicom_node.tls import client_context
 from processing.comparison import Comparison
 from processing.exam import DwiExam
 from service.history import HistoryStore, PatientKey
-from service.jobs import PriorsSpec
+from service.jobs import ClientTlsSpec, PriorsSpec
 from service.priors_workflow import PreparedPriors, prepare_priors
 from service.settings import parse_destination
 
@@ -141,6 +145,7 @@ def find_priors(spec: PriorsSpec | None, exam: DwiExam) -> JobPriors:
             study_time=when.study_time,
             pacs_peer=peer,
             refresh_from_pacs=peer is not None,
+            pacs_tls=None if peer is None or spec.tls is None else _client_context(spec.tls),
         )
 
     if not ask_pacs:
@@ -174,6 +179,16 @@ def find_priors(spec: PriorsSpec | None, exam: DwiExam) -> JobPriors:
             for reason in prepared.skipped_from_pacs
         ),
         pacs_asked=spec.pacs,
+    )
+
+
+def _client_context(tls: ClientTlsSpec) -> ssl.SSLContext:
+    """The client context of ``tls`` (``[tls]`` files; raises ``TlsConfigurationError``)."""
+    return client_context(
+        ca_bundle=Path(tls.ca_bundle) if tls.ca_bundle else None,
+        certificate=Path(tls.certificate) if tls.certificate else None,
+        private_key=Path(tls.private_key) if tls.private_key else None,
+        check_hostname=tls.check_hostname,
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 __all__ = [
     "PIPELINE_NAME",
+    "ClientTlsSpec",
     "JobQueue",
     "JobRecord",
     "JobSpec",
@@ -64,6 +65,36 @@ def make_job_key(study_uid: str, software_version: str, sop_instance_uids: Seque
 
 
 @dataclass(frozen=True, slots=True)
+class ClientTlsSpec:
+    """DICOM TLS towards a peer, as plain data (the ``[tls]`` files; see
+    :func:`dicom_node.tls.client_context`); empty paths are not used."""
+
+    ca_bundle: str = ""
+    certificate: str = ""
+    private_key: str = ""
+    check_hostname: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON values."""
+        return {
+            "ca_bundle": self.ca_bundle,
+            "certificate": self.certificate,
+            "private_key": self.private_key,
+            "check_hostname": self.check_hostname,
+        }
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> ClientTlsSpec:
+        """Parse :meth:`to_dict` output."""
+        return cls(
+            ca_bundle=str(payload.get("ca_bundle", "")),
+            certificate=str(payload.get("certificate", "")),
+            private_key=str(payload.get("private_key", "")),
+            check_hostname=bool(payload.get("check_hostname", True)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class PriorsSpec:
     """Where a job finds the patient's earlier exams (issue 6), as plain data.
 
@@ -83,6 +114,8 @@ class PriorsSpec:
         :class:`service.worker.PriorsUnavailableError` (the worker defers the
         job and tries again); ``True`` goes on with the local history and
         records a warning (set by the worker once the wait is over).
+    tls
+        DICOM TLS towards ``pacs`` (``[tls] export`` on); ``None``: plain DICOM.
     """
 
     history_path: str
@@ -90,6 +123,7 @@ class PriorsSpec:
     calling_aet: str = ""
     timeout_seconds: float = 30.0
     continue_without_pacs: bool = False
+    tls: ClientTlsSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON values."""
@@ -99,11 +133,15 @@ class PriorsSpec:
             "calling_aet": self.calling_aet,
             "timeout_seconds": self.timeout_seconds,
             "continue_without_pacs": self.continue_without_pacs,
+            "tls": None if self.tls is None else self.tls.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> PriorsSpec:
         """Parse :meth:`to_dict` output; ``ValueError`` naming a missing field."""
+        tls = payload.get("tls")
+        if tls is not None and not isinstance(tls, Mapping):
+            raise ValueError("job spec priors tls must be a JSON object or null")
         try:
             return cls(
                 history_path=str(payload["history_path"]),
@@ -111,6 +149,7 @@ class PriorsSpec:
                 calling_aet=str(payload.get("calling_aet", "")),
                 timeout_seconds=float(payload.get("timeout_seconds", 30.0)),
                 continue_without_pacs=bool(payload.get("continue_without_pacs", False)),
+                tls=None if tls is None else ClientTlsSpec.from_dict(tls),
             )
         except KeyError as missing:
             raise ValueError(f"job spec priors lack the field {missing}") from None

@@ -22,6 +22,7 @@ and a PACS peer is given, first fetches the node's earlier reports from PACS
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -101,6 +102,7 @@ def prepare_priors(
     study_time: str = "",
     pacs_peer: Destination | None = None,
     refresh_from_pacs: bool = False,
+    pacs_tls: ssl.SSLContext | None = None,
 ) -> PreparedPriors:
     """The priors and the baseline of an exam about to be processed.
 
@@ -117,6 +119,8 @@ def prepare_priors(
         Where to look for the node's earlier reports when the history has no
         earlier exam of the patient (or always, with ``refresh_from_pacs``).
         Summaries from PACS never replace ones this node computed.
+    pacs_tls
+        Client context for DICOM TLS towards ``pacs_peer``; ``None``: plain DICOM.
 
     Raises
     ------
@@ -139,7 +143,11 @@ def prepare_priors(
     skipped: tuple[str, ...] = ()
     if pacs_peer is not None and (refresh_from_pacs or not priors):
         fetch = fetch_prior_summaries(
-            pacs_peer, patient_id, issuer_of_patient_id, exclude_study_uid=study_uid
+            pacs_peer,
+            patient_id,
+            issuer_of_patient_id,
+            exclude_study_uid=study_uid,
+            tls=pacs_tls,
         )
         for summary in fetch.summaries:
             history.record_exam(summary, source=SummarySource.PACS)

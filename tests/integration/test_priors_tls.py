@@ -10,6 +10,7 @@ without it.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,11 @@ from dicom_node.report_reader import REPORT_SOP_CLASSES
 from dicom_node.send import Destination
 from dicom_node.tls import client_context, server_context
 from dicom_node.write_results import build_result_objects
+from service.completion import priors_spec
+from service.job_priors import find_priors
+from service.jobs import ClientTlsSpec, PriorsSpec
+from service.priors_retention_settings import PriorsSettings
+from service.settings import NodeSettings, Settings, TlsSettings
 from tests.conftest import free_port
 from tests.integration.test_node_tls import pki  # noqa: F401  (module fixture: CA and certificates)
 from tests.writer_fixtures import make_result, write_synthetic_exam
@@ -35,7 +41,7 @@ pytestmark = [pytest.mark.integration]
 
 PACS_AET = "TLS-PACS"
 CALLING_AET = "WBDWI-TEST"
-PRIOR_DATE = "20240102"
+PRIOR_DATE = "20230601"  # before the synthetic exams' 20240102
 
 
 def _identifier(report: Dataset, query: Dataset) -> Dataset:
@@ -103,3 +109,57 @@ def test_priors_are_found_and_fetched_over_tls(pki: Path, tmp_path: Path) -> Non
             fetch_prior_summaries(peer, str(report.PatientID))  # plain DICOM: refused
     finally:
         server.shutdown()
+
+
+def test_job_priors_ask_the_peer_over_tls(pki: Path, tmp_path: Path) -> None:  # noqa: F811
+    prior = write_synthetic_exam(tmp_path / "prior")
+    report = build_result_objects(prior.exam, make_result(prior)).by_folder["sr"][0]
+    report.StudyDate = PRIOR_DATE
+    current = write_synthetic_exam(tmp_path / "current")
+    assert current.exam.study_instance_uid != report.StudyInstanceUID
+    server = _start_tls_pacs(report, pki)
+    try:
+        spec = PriorsSpec(
+            history_path=str(tmp_path / "history.sqlite3"),
+            pacs=f"{PACS_AET}@127.0.0.1:{server.server_address[1]}",
+            calling_aet=CALLING_AET,
+            timeout_seconds=10.0,
+            tls=ClientTlsSpec(ca_bundle=str(pki / "ca.crt")),
+        )
+        assert PriorsSpec.from_dict(spec.to_dict()) == spec  # the job store keeps it as JSON
+
+        priors = find_priors(spec, current.exam)
+
+        assert priors.warnings == ()
+        assert priors.pacs_asked == spec.pacs
+        assert priors.prepared is not None
+        assert priors.prepared.fetched_from_pacs == 1
+        assert [p.study_instance_uid for p in priors.prepared.priors] == [report.StudyInstanceUID]
+    finally:
+        server.shutdown()
+
+
+def test_priors_spec_takes_the_export_tls_settings(pki: Path, tmp_path: Path) -> None:  # noqa: F811
+    priors = PriorsSettings(enabled=True, pacs=f"{PACS_AET}@pacs.example:11112")
+    node = NodeSettings(data_dir=tmp_path)
+    files = TlsSettings(
+        ca_bundle=pki / "ca.crt", certificate=pki / "node.crt", private_key=pki / "node.key"
+    )
+    plain = priors_spec(Settings(node=node, priors=priors, tls=files))
+    assert plain is not None and plain.tls is None
+
+    spec = priors_spec(
+        Settings(
+            node=node,
+            priors=priors,
+            tls=replace(files, export=True, check_hostname=False),
+        )
+    )
+
+    assert spec is not None
+    assert spec.tls == ClientTlsSpec(
+        ca_bundle=str(pki / "ca.crt"),
+        certificate=str(pki / "node.crt"),
+        private_key=str(pki / "node.key"),
+        check_hostname=False,
+    )

@@ -636,8 +636,8 @@ class SqliteJobStore:
         return self.status(job_id)
 
     def dead_letters(self) -> list[OutboxRecord]:
-        """Deliveries that were given up."""
-        return self.outbox(state=OutboxState.DEAD)
+        """Deliveries that were given up (all of them)."""
+        return self.outbox(state=OutboxState.DEAD, limit=None)
 
     # ------------------------------------------------------------------ outbox
     def outbox(
@@ -646,9 +646,9 @@ class SqliteJobStore:
         state: OutboxState | None = None,
         due_before: float | None = None,
         destination: str | None = None,
-        limit: int = 10000,
+        limit: int | None = 10000,
     ) -> list[OutboxRecord]:
-        """Outbox rows, filtered; ordered by job and id."""
+        """Outbox rows, filtered; ordered by job and id (``limit=None``: every row)."""
         clauses: list[str] = []
         parameters: list[object] = []
         if state is not None:
@@ -664,7 +664,7 @@ class SqliteJobStore:
         with self._lock:
             rows = self._db.execute(
                 f"SELECT * FROM outbox{where} ORDER BY job_id, outbox_id LIMIT ?",
-                (*parameters, limit),
+                (*parameters, -1 if limit is None else limit),
             ).fetchall()
         return [
             OutboxRecord(

@@ -12,18 +12,19 @@ import datetime as dt
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from service.commands.serve import add_config_argument
-from service.jobs import JobRecord, JobState, OutboxState
+from service.jobs import JobRecord, JobState, OutboxRecord, OutboxState
 from service.jobstore import SqliteJobStore
 from service.node import JOB_STORE_FILE
 from service.retention import RetentionPlan, plan_retention
 from service.settings import SettingsError, load_settings
 from service.worker import JOB_SUMMARY_FILE
 
-__all__ = ["register", "run"]
+__all__ = ["DeadLetterGroup", "register", "run", "summarise_dead_letters"]
 
 
 def register(subparsers: Any) -> None:
@@ -90,6 +91,77 @@ def _retention_lines(plan: RetentionPlan, enabled: bool) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetterGroup:
+    """The dead-lettered files of one job for one destination."""
+
+    job_id: int
+    destination: str
+    files: int
+    max_attempts: int
+    first_error: str
+    last_error: str
+    distinct_errors: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON values."""
+        return {
+            "job_id": self.job_id,
+            "destination": self.destination,
+            "files": self.files,
+            "max_attempts": self.max_attempts,
+            "first_error": self.first_error,
+            "last_error": self.last_error,
+            "distinct_errors": self.distinct_errors,
+            "retry": f"wbdwi retry {self.job_id}",
+        }
+
+
+def summarise_dead_letters(dead: list[OutboxRecord]) -> list[DeadLetterGroup]:
+    """Group dead-lettered rows per job and destination, in outbox order.
+
+    The first and last error are those of the group's first and last outbox row.
+    """
+    groups: dict[tuple[int, str], list[OutboxRecord]] = {}
+    for row in dead:
+        groups.setdefault((row.job_id, row.destination), []).append(row)
+    return [
+        DeadLetterGroup(
+            job_id=job_id,
+            destination=destination,
+            files=len(rows),
+            max_attempts=max(row.attempts for row in rows),
+            first_error=rows[0].last_error,
+            last_error=rows[-1].last_error,
+            distinct_errors=len({row.last_error for row in rows}),
+        )
+        for (job_id, destination), rows in groups.items()
+    ]
+
+
+def _dead_letter_lines(dead: list[OutboxRecord], limit: int) -> list[str]:
+    groups = summarise_dead_letters(dead)
+    lines = [
+        f"dead letters: {len(dead)} file(s) in {len(groups)} job/destination group(s); "
+        "send them again with `wbdwi retry JOB` (list every file: --json)"
+    ]
+    for group in groups[:limit]:
+        lines.append(
+            f"  job {group.job_id} -> {group.destination}: {group.files} file(s), "
+            f"up to {group.max_attempts} attempt(s); retry: wbdwi retry {group.job_id}"
+        )
+        if group.distinct_errors == 1:
+            lines.append(f"       error: {group.last_error}")
+        else:
+            lines.append(f"       first error: {group.first_error}")
+            lines.append(
+                f"       last error: {group.last_error} ({group.distinct_errors} different errors)"
+            )
+    if len(groups) > limit:
+        lines.append(f"  ... {len(groups) - limit} more group(s) (--limit, or --json)")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the status; 0 when nothing failed, 1 when a job failed or a delivery is dead."""
     overrides = {"node": {"data_dir": args.data_dir}} if args.data_dir else {}
@@ -135,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
             "outbox": [
                 {"destination": d, "state": s.value, "count": n} for (d, s), n in outbox.items()
             ],
+            "dead_letter_groups": [group.as_dict() for group in summarise_dead_letters(dead)],
             "dead_letters": [
                 {
                     "job_id": r.job_id,
@@ -180,9 +253,8 @@ def run(args: argparse.Namespace) -> int:
             for job in failed[: args.limit]:
                 print(f"  {job.job_id}: {job.reason}")
         if dead:
-            print(f"dead letters ({len(dead)}):")
-            for row in dead[: args.limit]:
-                print(f"  job {row.job_id} -> {row.destination}: {row.last_error}")
+            for line in _dead_letter_lines(dead, args.limit):
+                print(line)
         for line in _retention_lines(plan, settings.retention.enabled):
             print(line)
     return 1 if failed or dead else 0

@@ -203,8 +203,9 @@ def build_key_images(
 ) -> list[KeyImage]:
     """Render the key pictures and wrap each in an RGB Secondary Capture image.
 
-    ``reference`` is one derived MR dataset of the exam, whose patient and study
-    attributes the pictures carry; ``priors`` and ``trend`` as in
+    ``reference`` is one derived MR dataset of the exam; the pictures carry the
+    patient and study attributes of ``ctx.patient_study``, like the other result
+    objects; ``priors`` and ``trend`` as in
     :func:`render_key_pictures`.
     """
     series_uid = ctx.uids.uid("key-images", "series")
@@ -227,6 +228,10 @@ def build_key_images(
             patient_orientation=("L", "F"),
             contributing_equipment=ctx.contributing_equipment(description),
         )
+        # highdicom copies part of the Patient and General Study modules from
+        # ``reference``; the rest (Issuer of Patient ID, Study Description, ...)
+        # as every other result object carries them (PS3.3 C.7.1.1, C.7.2.1).
+        dataset.update(ctx.patient_study)
         if not is_mip:
             dataset["PatientOrientation"].value = None  # Type 2: a chart has no patient orientation
         dataset.SeriesDescription = "Key images wbdwi"

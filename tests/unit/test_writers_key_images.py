@@ -184,6 +184,10 @@ def test_key_images_are_rgb_secondary_captures_of_the_study(
         assert back.BurnedInAnnotation == "NO"
         assert back.PatientName == "Secret^Name"
         assert back.StudyInstanceUID == synthetic.exam.study_instance_uid
+        assert back.IssuerOfPatientID == "TESTHOSP"
+        assert back.StudyDescription == "WB-DWI"
+        for element in ctx.patient_study:  # the patient and study the other objects carry
+            assert back[element.tag].value == element.value, element.keyword
         assert back.InstanceNumber == number
         np.testing.assert_array_equal(back.pixel_array, image.pixels)
         assert image.pixels.std() > 10

@@ -75,6 +75,7 @@ from dicom_node.ul.dimse import C_ECHO_RQ, C_STORE_RQ, N_CREATE_RQ, N_SET_RQ
 
 __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",
+    "ERROR_ID_MPPS_NO_LONGER_UPDATABLE",
     "MODALITY_PERFORMED_PROCEDURE_STEP",
     "MR_STORAGE_CLASSES",
     "VERIFICATION",
@@ -113,6 +114,9 @@ STATUS_INVALID_ATTRIBUTE_VALUE = 0x0106
 STATUS_DUPLICATE_SOP_INSTANCE = 0x0111
 STATUS_NO_SUCH_SOP_INSTANCE = 0x0112
 STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
+# PS3.4 F.7.2.2: an N-SET of a COMPLETED or DISCONTINUED MPPS fails with this Error ID.
+ERROR_ID_MPPS_NO_LONGER_UPDATABLE = 0xA310
+_MPPS_FINAL_STATES = frozenset({"COMPLETED", "DISCONTINUED"})
 
 # PS3.8 Table 9-21, A-ASSOCIATE-RJ reasons with source "service user" / "presentation".
 _REASON_CALLING_AE_NOT_RECOGNIZED = 3
@@ -127,6 +131,10 @@ class MppsRecorder(Protocol):
 
     def mpps_exists(self, sop_instance_uid: str) -> bool:
         """True when this MPPS was created."""
+        ...
+
+    def mpps_status(self, sop_instance_uid: str) -> str | None:
+        """The MPPS's recorded status (``None`` when it was never created)."""
         ...
 
     def record_mpps(
@@ -486,8 +494,21 @@ class DicomReceiver:
             LOGGER.exception("mpps_set_unreadable", mpps_uid=sop_instance_uid)
             return DimseReply(STATUS_PROCESSING_FAILURE, f"modification list unreadable: {error}")
         try:
-            if not self.recorder.mpps_exists(sop_instance_uid):
+            current = self.recorder.mpps_status(sop_instance_uid)
+            if current is None:
                 return DimseReply(STATUS_NO_SUCH_SOP_INSTANCE, "no such MPPS")
+            if current in _MPPS_FINAL_STATES:
+                LOGGER.warning(
+                    "mpps_set_refused",
+                    mpps_uid=sop_instance_uid,
+                    reason=f"the MPPS is {current}; it may no longer be updated",
+                    requested_status=status,
+                )
+                return DimseReply(
+                    STATUS_PROCESSING_FAILURE,
+                    "Performed Procedure Step Object may no longer be updated",
+                    error_id=ERROR_ID_MPPS_NO_LONGER_UPDATABLE,
+                )
             study_uid = self.recorder.record_mpps(
                 sop_instance_uid,
                 study_uid=None,

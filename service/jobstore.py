@@ -363,6 +363,14 @@ class SqliteJobStore:
             )
             return study or None
 
+    def mpps_status(self, sop_instance_uid: str) -> str | None:
+        """The recorded Performed Procedure Step Status (``None``: no such MPPS)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT status FROM mpps WHERE sop_instance_uid = ?", (sop_instance_uid,)
+            ).fetchone()
+        return None if row is None else str(row["status"])
+
     def mpps_exists(self, sop_instance_uid: str) -> bool:
         """True when an MPPS with this SOP instance UID was created."""
         with self._lock:

@@ -160,6 +160,7 @@ class DimseReply:
     error_comment: str = ""
     data_set: bytes | None = None
     affected_sop_instance_uid: str = ""
+    error_id: int | None = None
 
 
 class Association:
@@ -434,6 +435,7 @@ def _respond(
         sop_instance_uid=instance,
         has_data_set=reply.data_set is not None,
         error_comment=reply.error_comment,
+        error_id=reply.error_id,
     )
     context_id = request.context.context_id
     payload = encode_p_data(context_id, response, is_command=True, max_pdu_length=peer_max_pdu)

@@ -55,6 +55,7 @@ _PRIORITY = 0x00000700
 _COMMAND_DATA_SET_TYPE = 0x00000800
 _STATUS = 0x00000900
 _ERROR_COMMENT = 0x00000902
+_ERROR_ID = 0x00000903
 _AFFECTED_SOP_INSTANCE_UID = 0x00001000
 _REQUESTED_SOP_INSTANCE_UID = 0x00001001
 _MOVE_ORIGINATOR_AE = 0x00001030
@@ -68,6 +69,7 @@ _US_TAGS = frozenset(
         _PRIORITY,
         _COMMAND_DATA_SET_TYPE,
         _STATUS,
+        _ERROR_ID,
         _MOVE_ORIGINATOR_MESSAGE_ID,
     }
 )
@@ -181,11 +183,13 @@ def encode_response(
     sop_instance_uid: str = "",
     has_data_set: bool = False,
     error_comment: str = "",
+    error_id: int | None = None,
 ) -> bytes:
     """The response command set to ``request`` (PS3.7 9.3.x.2, 10.3.x.2).
 
     Affected SOP Class and Instance UIDs are included when given; an error
-    comment only with a failure or warning status.
+    comment and an Error ID (0000,0903), an application-specific code such as
+    the MPPS 0xA310 of PS3.4 F.7.2.2, only with a failure or warning status.
     """
     elements: dict[int, int | str] = {
         _COMMAND_FIELD: request.command_field | RESPONSE_BIT,
@@ -200,4 +204,6 @@ def encode_response(
     comment = _error_comment(error_comment) if status != 0x0000 else ""
     if comment:
         elements[_ERROR_COMMENT] = comment
+    if error_id is not None and status != 0x0000:
+        elements[_ERROR_ID] = error_id
     return encode_command(elements)

@@ -69,12 +69,17 @@ class Backend:
         ``scipy.ndimage`` or ``cupyx.scipy.ndimage``.
     description
         Human-readable device name, e.g. ``"cpu (numpy 2.1)"`` or the GPU model.
+    gpu_unused_reason
+        On the CPU backend, why the GPU is not used (``"device cpu requested"``,
+        or the detection's reason, e.g. CuPy not installed or no CUDA device);
+        empty on the GPU backend.
     """
 
     name: str
     xp: Any
     ndimage: Any
     description: str
+    gpu_unused_reason: str = ""
 
     @property
     def is_gpu(self) -> bool:
@@ -101,12 +106,13 @@ class Backend:
             self.xp.cuda.get_current_stream().synchronize()
 
 
-def _cpu_backend() -> Backend:
+def _cpu_backend(gpu_unused_reason: str = "device cpu requested") -> Backend:
     return Backend(
         name=Device.CPU.value,
         xp=np,
         ndimage=scipy.ndimage,
         description=f"cpu (numpy {np.__version__})",
+        gpu_unused_reason=gpu_unused_reason,
     )
 
 
@@ -166,6 +172,6 @@ def select_backend(device: Device | str = Device.AUTO) -> Backend:
     if not usable:
         if wanted is Device.GPU:
             raise BackendUnavailableError(f"--device gpu requested but {detail}")
-        return _cpu_backend()
+        return _cpu_backend(gpu_unused_reason=detail)
     cupy, cupy_ndimage = _import_cupy()
     return Backend(name=Device.GPU.value, xp=cupy, ndimage=cupy_ndimage, description=detail)

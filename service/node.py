@@ -25,7 +25,7 @@ import structlog
 from dicom_node.scp import DicomReceiver, ReceiverConfig
 from dicom_node.spool import InvalidInstanceError, Spool, SpooledInstance
 from dicom_node.writers import installed_version
-from processing.backend import select_backend
+from processing.backend import Backend, select_backend
 from service.completion import CompletionDetector
 from service.data_dir_lock import DataDirLock
 from service.exporter import Exporter
@@ -158,14 +158,7 @@ class Node:
             data_dir=str(self.data_dir),
         )
         self.recover()
-        backend = select_backend(self.settings.node.device)
-        self.device_description = backend.description
-        LOGGER.info(
-            "processing_device",
-            device=backend.name,
-            description=backend.description,
-            requested=self.settings.node.device.value,
-        )
+        self.select_device()
         self._spawn("completion", lambda: self.completion.run(self._stop))
         for index in range(self.settings.node.workers):
             self._spawn(f"worker-{index + 1}", lambda: self.worker.run(self._worker_stop))
@@ -188,6 +181,26 @@ class Node:
             http_port=self.http.port if self.http else None,
             destinations=[str(d) for d in self.settings.export.destinations] or "results folder",
         )
+
+    def select_device(self) -> Backend:
+        """Pick the processing backend and log it, with why the GPU is not used when not.
+
+        Raises
+        ------
+        BackendUnavailableError
+            ``node.device = gpu`` and no GPU is usable.
+        """
+        backend = select_backend(self.settings.node.device)
+        self.device_description = backend.description
+        details = {"gpu_unused_reason": backend.gpu_unused_reason} if not backend.is_gpu else {}
+        LOGGER.info(
+            "processing_device",
+            device=backend.name,
+            description=backend.description,
+            requested=self.settings.node.device.value,
+            **details,
+        )
+        return backend
 
     def _spawn(self, name: str, target: object) -> None:
         assert callable(target)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -26,7 +27,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
     created.stop()
 
 
-def _device_event(node: Node) -> dict[str, object]:
+def _device_event(node: Node) -> MutableMapping[str, Any]:
     with capture_logs() as logs:
         node.select_device()
     [event] = [entry for entry in logs if entry["event"] == "processing_device"]

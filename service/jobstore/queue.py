@@ -1,0 +1,231 @@
+"""The job queue: submit, claim, finish, fail, defer, retry, and what a job looks like."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from service.jobs import JobRecord, JobSpec, JobState, OutboxState
+from service.jobstore.connection import StoreConnection
+
+__all__ = ["JobQueueRecords"]
+
+
+class JobQueueRecords(StoreConnection):
+    """Job rows from ``ready`` to ``done`` or ``failed`` (:class:`service.jobs.JobQueue`)."""
+
+    def submit(self, spec: JobSpec) -> bool:
+        """Queue a ready job; ``False`` when its ``job_key`` is already known."""
+        now = time.time()
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM jobs WHERE job_key = ?", (spec.job_key,)).fetchone():
+                return False
+            updated = db.execute(
+                "UPDATE jobs SET state = ?, job_key = ?, spec = ?, updated_at = ? "
+                "WHERE job_id = ? AND state = ?",
+                (
+                    JobState.READY.value,
+                    spec.job_key,
+                    spec.to_json(),
+                    now,
+                    spec.job_id,
+                    JobState.RECEIVING.value,
+                ),
+            ).rowcount
+            if updated == 0:
+                job_id = db.execute(
+                    "INSERT INTO jobs (job_key, study_uid, version, state, calling_ae, "
+                    "created_at, updated_at, last_instance_at) VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        spec.job_key,
+                        spec.study_uid,
+                        spec.version,
+                        JobState.READY.value,
+                        "",
+                        now,
+                        now,
+                        now,
+                    ),
+                ).lastrowid
+                assert job_id is not None
+                db.execute(
+                    "UPDATE jobs SET spec = ? WHERE job_id = ?",
+                    (replace(spec, job_id=job_id).to_json(), job_id),
+                )
+        return True
+
+    def claim(self, now: float | None = None) -> JobSpec | None:
+        """Take the oldest ready job that is due (see :meth:`defer`); it becomes ``processing``."""
+        due = time.time() if now is None else now
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT job_id, spec FROM jobs WHERE state = ? AND not_before <= ? "
+                "ORDER BY updated_at, job_id LIMIT 1",
+                (JobState.READY.value, due),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE jobs SET state = ?, attempts = attempts + 1, updated_at = ? "
+                "WHERE job_id = ?",
+                (JobState.PROCESSING.value, time.time(), row["job_id"]),
+            )
+        return JobSpec.from_json(row["spec"])
+
+    def finish_processing(
+        self,
+        job_id: int,
+        results: Sequence[tuple[str, str]],
+        destinations: Sequence[str],
+        processing_seconds: float,
+    ) -> None:
+        """Queue each result file ``(path, sop_instance_uid)`` for each destination.
+
+        The job becomes ``exporting``, or ``done`` when there is no destination.
+        """
+        now = time.time()
+        state = JobState.EXPORTING if destinations and results else JobState.DONE
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO outbox (job_id, destination, path, sop_instance_uid, "
+                "state, next_try_at, updated_at) VALUES (?,?,?,?,?,?,?)",
+                [
+                    (job_id, destination, path, uid, OutboxState.PENDING.value, now, now)
+                    for destination in destinations
+                    for path, uid in results
+                ],
+            )
+            db.execute(
+                "UPDATE jobs SET state = ?, reason = '', processing_seconds = ?, updated_at = ?, "
+                "not_before = 0, deferred_since = NULL WHERE job_id = ?",
+                (state.value, processing_seconds, now, job_id),
+            )
+
+    def fail(self, job_id: int, reason: str) -> None:
+        """Mark a job failed with its reason; its inputs stay in the spool."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, reason = ?, updated_at = ?, not_before = 0, "
+                "deferred_since = NULL WHERE job_id = ?",
+                (JobState.FAILED.value, reason, time.time(), job_id),
+            )
+
+    def defer(self, job_id: int, until: float, reason: str, *, now: float | None = None) -> None:
+        """Put a claimed job back to ``ready``, not to be claimed before ``until``.
+
+        ``reason`` says what it waits for (``wbdwi status`` shows it); the time
+        of the first deferral is kept (:meth:`deferred_since`) until the job
+        finishes, fails or is retried.
+        """
+        at = time.time() if now is None else now
+        with self._transaction() as db:
+            updated = db.execute(
+                "UPDATE jobs SET state = ?, reason = ?, not_before = ?, "
+                "deferred_since = COALESCE(deferred_since, ?), updated_at = ? "
+                "WHERE job_id = ? AND state = ?",
+                (JobState.READY.value, reason, until, at, at, job_id, JobState.PROCESSING.value),
+            ).rowcount
+        if updated == 0:
+            raise ValueError(f"job {job_id} is not processing; only a claimed job can be deferred")
+
+    def deferred_since(self, job_id: int) -> float | None:
+        """When the job was first deferred (``None``: never, or not since it last ran)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT deferred_since FROM jobs WHERE job_id = ?", (job_id,)
+            ).fetchone()
+        if row is None:
+            raise KeyError(f"no job {job_id}")
+        value = row["deferred_since"]
+        return None if value is None else float(value)
+
+    def status(self, job_id: int) -> JobRecord:
+        """The record of one job; ``KeyError`` when there is none."""
+        records = self.jobs(job_id=job_id)
+        if not records:
+            raise KeyError(f"no job {job_id}")
+        return records[0]
+
+    def jobs(self, *, job_id: int | None = None, limit: int = 1000) -> list[JobRecord]:
+        """Job records, newest first (or the one ``job_id``)."""
+        query = (
+            "SELECT j.*, (SELECT COUNT(*) FROM instances i WHERE i.study_uid = j.study_uid) "
+            "AS instance_count FROM jobs j"
+        )
+        parameters: tuple[object, ...] = ()
+        if job_id is not None:
+            query += " WHERE j.job_id = ?"
+            parameters = (job_id,)
+        query += " ORDER BY j.job_id DESC LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(query, (*parameters, limit)).fetchall()
+        return [
+            JobRecord(
+                job_id=row["job_id"],
+                study_uid=row["study_uid"],
+                version=row["version"],
+                state=JobState(row["state"]),
+                calling_ae=row["calling_ae"],
+                reason=row["reason"],
+                job_key=row["job_key"],
+                created_at=row["created_at"],
+                updated_at=row["updated_at"],
+                last_instance_at=row["last_instance_at"],
+                instance_count=row["instance_count"],
+                attempts=row["attempts"],
+                processing_seconds=row["processing_seconds"],
+                not_before=row["not_before"],
+            )
+            for row in rows
+        ]
+
+    def retry(self, job_id: int) -> JobRecord:
+        """Requeue a failed job: dead deliveries go back to pending, else it is reprocessed.
+
+        Raises ``KeyError`` for an unknown job and ``ValueError`` when the job is not
+        failed and has no dead-lettered delivery.
+        """
+        record = self.status(job_id)
+        now = time.time()
+        with self._transaction() as db:
+            revived = db.execute(
+                "UPDATE outbox SET state = ?, attempts = 0, next_try_at = ?, updated_at = ? "
+                "WHERE job_id = ? AND state = ?",
+                (OutboxState.PENDING.value, now, now, job_id, OutboxState.DEAD.value),
+            ).rowcount
+            if revived:
+                db.execute(
+                    "UPDATE jobs SET state = ?, reason = '', updated_at = ? WHERE job_id = ?",
+                    (JobState.EXPORTING.value, now, job_id),
+                )
+            elif record.state is JobState.FAILED:
+                if record.job_key is None:
+                    raise ValueError(f"job {job_id} failed before it was queued; nothing to retry")
+                db.execute(
+                    "UPDATE jobs SET state = ?, reason = '', updated_at = ?, not_before = 0, "
+                    "deferred_since = NULL WHERE job_id = ?",
+                    (JobState.READY.value, now, job_id),
+                )
+            else:
+                raise ValueError(
+                    f"job {job_id} is {record.state.value}, not failed, and has no "
+                    "dead-lettered delivery"
+                )
+        return self.status(job_id)
+
+    def resume_after_restart(self) -> int:
+        """Put jobs caught in ``processing`` back to ``ready``; returns how many."""
+        with self._transaction() as db:
+            return db.execute(
+                "UPDATE jobs SET state = ?, updated_at = ? WHERE state = ?",
+                (JobState.READY.value, time.time(), JobState.PROCESSING.value),
+            ).rowcount
+
+    def job_counts(self) -> dict[JobState, int]:
+        """Number of jobs in each state (every state present, zero when none)."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        counts = dict.fromkeys(JobState, 0)
+        counts.update({JobState(state): count for state, count in rows})
+        return counts

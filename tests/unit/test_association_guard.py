@@ -1,48 +1,51 @@
-"""The reactor guard: no response is lost to pynetdicom's requestor reactor."""
+"""The reactor guard: no response is lost to pynetdicom's requestor reactor.
+
+The peer is the node's own receiver (:class:`dicom_node.scp.DicomReceiver`),
+which answers a C-ECHO fast enough for the response to arrive while an
+unguarded reactor is still between its checkpoint and its look at the DIMSE
+queue; pynetdicom's own SCP answers too slowly to hit that window.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pynetdicom import AE
 from pynetdicom.association import Association
-from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_node.association_guard import reactor_paused
-from tests.conftest import free_port
+from dicom_node.scp import VERIFICATION
+from tests.integration.scp_harness import running_receiver
 
-VERIFICATION = "1.2.840.10008.1.1"
+NODE_AET = "WBDWI"
+EXCHANGES = 2000  # unguarded, ~1 response in 4,800 is lost on loopback
 
 
 @pytest.fixture
-def echo_server() -> Iterator[int]:
-    port = free_port()
-    ae = AE(ae_title="ECHOSCP")
-    ae.add_supported_context(VERIFICATION)
-    server: ThreadedAssociationServer = ae.start_server(("127.0.0.1", port), block=False)
-    try:
-        yield port
-    finally:
-        server.shutdown()
+def node_port(tmp_path: Path) -> Iterator[int]:
+    with running_receiver(tmp_path, ae_title=NODE_AET) as (receiver, _):
+        yield receiver.port
 
 
 def _associate(port: int) -> Association:
     ae = AE(ae_title="GUARDSCU")
-    ae.dimse_timeout = 5
+    # A lost response shows as a DIMSE timeout: keep it short so a failure is quick.
+    ae.dimse_timeout = 0.5
     ae.add_requested_context(VERIFICATION)
-    association = ae.associate("127.0.0.1", port, ae_title="ECHOSCP")
+    association = ae.associate("127.0.0.1", port, ae_title=NODE_AET)
     assert association.is_established
     return association
 
 
-def test_reactor_is_blocked_inside_the_guard(echo_server: int) -> None:
-    association = _associate(echo_server)
+def test_reactor_is_blocked_inside_the_guard(node_port: int) -> None:
+    association = _associate(node_port)
     try:
         with reactor_paused(association):
             checkpoint = association._reactor_checkpoint
             assert not checkpoint.is_set()
-            assert checkpoint.waiter_blocked.is_set()
+            assert checkpoint.waiter_blocked.is_set()  # type: ignore[attr-defined]
             status = association.send_c_echo()
         assert int(status.Status) == 0x0000
         assert association._reactor_checkpoint.is_set()
@@ -50,15 +53,18 @@ def test_reactor_is_blocked_inside_the_guard(echo_server: int) -> None:
         association.release()
 
 
-def test_many_exchanges_lose_no_response(echo_server: int) -> None:
-    association = _associate(echo_server)
+@pytest.mark.timeout(60)
+def test_many_exchanges_lose_no_response(node_port: int) -> None:
+    association = _associate(node_port)
     statuses = []
     try:
-        for _ in range(600):
+        for _ in range(EXCHANGES):
             with reactor_paused(association):
                 response = association.send_c_echo()
             statuses.append(int(response.Status) if "Status" in response else None)
+            if not association.is_established:
+                break  # a lost response ends the association (DIMSE timeout, abort)
     finally:
         if association.is_established:
             association.release()
-    assert statuses == [0x0000] * 600
+    assert statuses == [0x0000] * EXCHANGES

@@ -315,7 +315,9 @@ class TlsSettings:
     )
     export: bool = field(
         default=False,
-        metadata=_doc("Associate with the destinations (and `wbdwi echo` peers) over TLS."),
+        metadata=_doc(
+            "Associate with the destinations, the priors peer (and `wbdwi echo` peers) over TLS."
+        ),
     )
     check_hostname: bool = field(
         default=True,

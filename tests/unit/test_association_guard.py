@@ -45,7 +45,8 @@ def test_reactor_is_blocked_inside_the_guard(node_port: int) -> None:
         with reactor_paused(association):
             checkpoint = association._reactor_checkpoint
             assert not checkpoint.is_set()
-            assert checkpoint.waiter_blocked.is_set()  # type: ignore[attr-defined]
+            assert association._is_paused
+            assert checkpoint.blocked_in(1)  # type: ignore[attr-defined]
             status = association.send_c_echo()
         assert int(status.Status) == 0x0000
         assert association._reactor_checkpoint.is_set()

@@ -11,6 +11,11 @@ The spool, not the job store, is the truth: :meth:`Spool.scan` lists what is
 on disk so that a restart indexes files whose row was lost (a power cut
 between the rename and the database commit).
 
+The temporary files are created ahead of need by a background thread (a small
+pool of empty, open files): creating a file in a folder that the previous
+instance's fsync has just committed waits on the file system's journal, and
+that wait is better spent while the network delivers the next data set.
+
 UIDs become path parts only after they match the UID grammar of PS3.5 9.1.
 """
 
@@ -18,9 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
+import queue
 import re
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -200,6 +208,91 @@ def read_instance_header(encoded: ByteString, transfer_syntax_uid: str) -> Insta
     return header
 
 
+LOGGER = logging.getLogger(__name__)
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+class _TemporaryFilePool:
+    """Empty temporary files, created and opened ahead of need by a background thread.
+
+    :meth:`take` returns one from the pool, or creates one at once when the pool
+    is empty (so an error such as a full disk surfaces in the caller, as before).
+    """
+
+    def __init__(self, folder: str, prefix: str, size: int = 4) -> None:
+        self._folder = folder
+        self._prefix = prefix
+        self._ready: queue.Queue[tuple[str, int]] = queue.Queue(maxsize=size)
+        self._sequence = itertools.count()
+        self._pooled: set[str] = set()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def create(self) -> tuple[str, int]:
+        path = f"{self._folder}/{self._prefix}{next(self._sequence)}.part"
+        return path, os.open(path, _OPEN_FLAGS, 0o640)
+
+    def take(self) -> tuple[str, int]:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._stopped.is_set():
+                    self._thread = threading.Thread(
+                        target=self._fill, name="spool-tempfiles", daemon=True
+                    )
+                    self._thread.start()
+        try:
+            path, descriptor = self._ready.get_nowait()
+        except queue.Empty:
+            return self.create()
+        with self._lock:
+            self._pooled.discard(path)
+        return path, descriptor
+
+    def is_pooled(self, name: str) -> bool:
+        with self._lock:
+            return f"{self._folder}/{name}" in self._pooled
+
+    def _fill(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                path, descriptor = self.create()
+            except OSError as error:
+                LOGGER.warning("spool: cannot create a temporary file ahead: %s", error)
+                self._stopped.wait(1.0)
+                continue
+            with self._lock:
+                self._pooled.add(path)
+            while not self._stopped.is_set():
+                try:
+                    self._ready.put((path, descriptor), timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+            else:
+                self._discard(path, descriptor)
+
+    def stop(self) -> None:
+        """Stop the filler, close and delete the files it made that were not used."""
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        while True:
+            try:
+                path, descriptor = self._ready.get_nowait()
+            except queue.Empty:
+                break
+            self._discard(path, descriptor)
+
+    def _discard(self, path: str, descriptor: int) -> None:
+        os.close(descriptor)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        with self._lock:
+            self._pooled.discard(path)
+
+
 class Spool:
     """Files of received instances under one root folder.
 
@@ -219,9 +312,12 @@ class Spool:
         # The hot path works on strings: pathlib costs tens of microseconds per instance.
         self._root_text = str(root)
         self._incoming_text = str(self._incoming)
-        self._temporary_prefix = f"{os.getpid()}."
-        self._sequence = itertools.count()
+        self._temporary_files = _TemporaryFilePool(self._incoming_text, f"{os.getpid()}.")
         self._known_dirs: set[str] = set()
+
+    def close(self) -> None:
+        """Stop creating temporary files ahead and delete the unused ones."""
+        self._temporary_files.stop()
 
     def path_for(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> Path:
         """Where an instance lives; every UID must pass :func:`is_valid_uid`."""
@@ -287,16 +383,12 @@ class Spool:
         so that the new folder entries survive a power cut as well. Returns the path.
         """
         path = f"{folder}/{name}"
-        temporary = (
-            f"{self._incoming_text}/{name}.{self._temporary_prefix}{next(self._sequence)}.part"
-        )
+        temporary = ""
         try:
             new_folder = folder not in self._known_dirs
             if new_folder:
                 os.makedirs(folder, exist_ok=True)
-            descriptor = os.open(
-                temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640
-            )
+            temporary, descriptor = self._temporary_files.take()
             try:
                 total = len(meta) + len(body)
                 written = os.writev(descriptor, (meta, body))
@@ -317,8 +409,9 @@ class Spool:
                     self._fsync_dir(os.path.dirname(series_parent))
             self._known_dirs.add(folder)
         except OSError as error:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
+            if temporary:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary)
             raise SpoolWriteError(f"cannot store {name}: {error.strerror or error}") from error
         return path
 
@@ -334,6 +427,8 @@ class Spool:
         """Delete temporary files left by a crash mid-write; returns how many."""
         count = 0
         for leftover in self._incoming.glob("*.part"):
+            if self._temporary_files.is_pooled(leftover.name):
+                continue  # made ahead by this process, not left by a crash
             leftover.unlink(missing_ok=True)
             count += 1
         return count

@@ -217,6 +217,7 @@ class Node:
         LOGGER.info("node_stopping")
         grace = self.settings.node.shutdown_grace_seconds
         self.receiver.stop(grace_seconds=min(grace, 10.0))
+        self.spool.close()
         self._stop.set()
         self._worker_stop.set()
         self.completion.wake()

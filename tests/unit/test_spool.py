@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 import zlib
 from pathlib import Path
@@ -215,3 +216,28 @@ def test_uid_grammar() -> None:
     assert is_valid_uid("0")
     for bad in ("", "1..2", "1.02", ".1", "1.2.", "a.b", "1" * 65):
         assert not is_valid_uid(bad)
+
+
+def test_temporary_files_made_ahead_survive_recovery_and_go_at_close(tmp_path: Path) -> None:
+    ds = _dataset()
+    spool = Spool(tmp_path)
+    spool.store(
+        _encode(ds, False),
+        sop_class_uid=MRImageStorage,
+        sop_instance_uid=ds.SOPInstanceUID,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        calling_ae="A",
+        recorder=_Recorder(),
+    )
+    incoming = tmp_path / ".incoming"
+    deadline = time.monotonic() + 5
+    while not list(incoming.glob("*.part")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    made_ahead = set(incoming.glob("*.part"))
+    assert made_ahead, "the pool made no temporary file ahead"
+    (incoming / "crashed.999.part").write_bytes(b"half")
+    assert spool.discard_incomplete() == 1
+    assert made_ahead <= set(incoming.glob("*.part"))
+    spool.close()
+    assert list(incoming.iterdir()) == []
+    assert spool.path_for("1.2.3.4", ds.SeriesInstanceUID, ds.SOPInstanceUID).exists()

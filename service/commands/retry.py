@@ -6,10 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from service.commands.serve import add_config_argument
-from service.jobstore import SqliteJobStore
-from service.node import JOB_STORE_FILE
-from service.settings import SettingsError, load_settings
+from service.commands.serve import add_config_argument, open_node_job_store
 
 __all__ = ["register", "run"]
 
@@ -30,17 +27,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Requeue; 0 on success, 2 when the job is unknown or not retryable."""
-    overrides = {"node": {"data_dir": args.data_dir}} if args.data_dir else {}
-    try:
-        settings = load_settings(args.config, overrides=overrides)
-    except SettingsError as error:
-        print(f"wbdwi retry: {error}", file=sys.stderr)
+    opened = open_node_job_store(args, "retry")
+    if opened is None:
         return 2
-    path = settings.node.data_dir.resolve() / JOB_STORE_FILE
-    if not path.exists():
-        print(f"wbdwi retry: no job store at {path}", file=sys.stderr)
-        return 2
-    store = SqliteJobStore(path)
+    _, store = opened
     try:
         record = store.retry(args.job_id)
     except KeyError:

@@ -18,7 +18,7 @@ from typing import Any
 
 from processing.backend import BackendUnavailableError
 from service.data_dir_lock import DataDirLockedError
-from service.jobstore import JobStoreError
+from service.jobstore import JobStoreError, SqliteJobStore
 from service.logging import configure_logging
 from service.settings import Settings, SettingsError, load_settings
 
@@ -40,6 +40,29 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and ``--data-dir DIR`` (shared by status and retry)."""
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     parser.add_argument("--data-dir", type=Path, metavar="DIR", help="data folder (spool, jobs)")
+
+
+def open_node_job_store(
+    args: argparse.Namespace, command: str, *, missing_hint: str = ""
+) -> tuple[Settings, SqliteJobStore] | None:
+    """The settings (``--config``, ``--data-dir``) and the node's existing job store.
+
+    Prints why not to stderr as ``wbdwi COMMAND: ...`` and returns ``None`` when the
+    settings do not load or there is no job store in the data folder.
+    """
+    from service.node import JOB_STORE_FILE
+
+    overrides = {"node": {"data_dir": args.data_dir}} if args.data_dir else {}
+    try:
+        settings = load_settings(args.config, overrides=overrides)
+    except SettingsError as error:
+        print(f"wbdwi {command}: {error}", file=sys.stderr)
+        return None
+    path = settings.node.data_dir.resolve() / JOB_STORE_FILE
+    if not path.exists():
+        print(f"wbdwi {command}: no job store at {path}{missing_hint}", file=sys.stderr)
+        return None
+    return settings, SqliteJobStore(path)
 
 
 def register(subparsers: Any) -> None:

@@ -10,18 +10,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.commands.serve import add_config_argument
+from service.commands.serve import add_config_argument, open_node_job_store
 from service.jobs import JobRecord, JobState, OutboxRecord, OutboxState
-from service.jobstore import SqliteJobStore
-from service.node import JOB_STORE_FILE
 from service.retention import RetentionPlan, plan_retention
-from service.settings import SettingsError, load_settings
 from service.worker import JOB_SUMMARY_FILE
 
 __all__ = ["DeadLetterGroup", "register", "run", "summarise_dead_letters"]
@@ -164,17 +160,10 @@ def _dead_letter_lines(dead: list[OutboxRecord], limit: int) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Print the status; 0 when nothing failed, 1 when a job failed or a delivery is dead."""
-    overrides = {"node": {"data_dir": args.data_dir}} if args.data_dir else {}
-    try:
-        settings = load_settings(args.config, overrides=overrides)
-    except SettingsError as error:
-        print(f"wbdwi status: {error}", file=sys.stderr)
+    opened = open_node_job_store(args, "status", missing_hint=" (has the node run here?)")
+    if opened is None:
         return 2
-    path = settings.node.data_dir.resolve() / JOB_STORE_FILE
-    if not path.exists():
-        print(f"wbdwi status: no job store at {path} (has the node run here?)", file=sys.stderr)
-        return 2
-    store = SqliteJobStore(path)
+    settings, store = opened
     try:
         jobs = store.jobs(limit=args.limit)
         counts = store.job_counts()

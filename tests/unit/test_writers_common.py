@@ -18,14 +18,9 @@ from dicom_node.writers import (
     WriterError,
     WriterIdentity,
 )
-from tests.writer_fixtures import SyntheticExam, write_synthetic_exam
+from tests.writer_fixtures import SyntheticExam
 
 IDENTITY = WriterIdentity(software_version="1.2.3", device_serial_number="SN-TEST")
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory: pytest.TempPathFactory) -> SyntheticExam:
-    return write_synthetic_exam(tmp_path_factory.mktemp("exam"))
 
 
 def test_uids_are_deterministic_and_depend_on_input_version_and_settings(

@@ -14,29 +14,12 @@ from dicom_node.writers import (
     ResultGeometryError,
     WriterContext,
     WriterError,
-    WriterIdentity,
     build_adc_series,
     build_computed_b_series,
 )
 from dicom_node.writers.encoding import encode_series
 from processing.results import ComputedImage, ProcessingResult
-from tests.writer_fixtures import SyntheticExam, make_result, write_synthetic_exam
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory: pytest.TempPathFactory) -> SyntheticExam:
-    return write_synthetic_exam(tmp_path_factory.mktemp("exam"))
-
-
-@pytest.fixture(scope="module")
-def result(synthetic: SyntheticExam) -> ProcessingResult:
-    return make_result(synthetic)
-
-
-@pytest.fixture(scope="module")
-def ctx(synthetic: SyntheticExam) -> WriterContext:
-    identity = WriterIdentity(software_version="9.9", device_serial_number="SN")
-    return WriterContext.create(synthetic.exam, identity, "d", computed_b_values=[1000.0])
+from tests.writer_fixtures import SyntheticExam
 
 
 def _round_trip(dataset: pydicom.Dataset, tmp_path: Path) -> pydicom.Dataset:

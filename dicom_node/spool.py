@@ -258,6 +258,12 @@ class _TemporaryFilePool:
         while not self._stopped.is_set():
             try:
                 path, descriptor = self.create()
+            except FileNotFoundError:
+                # The spool folder is gone (removed with its owner, e.g. a test's
+                # temporary folder): nothing to fill; take() creates files inline and
+                # reports the error itself.
+                LOGGER.warning("spool: %s is gone; no temporary files made ahead", self._folder)
+                break
             except OSError as error:
                 LOGGER.warning("spool: cannot create a temporary file ahead: %s", error)
                 self._stopped.wait(1.0)
@@ -269,15 +275,20 @@ class _TemporaryFilePool:
                     self._ready.put((path, descriptor), timeout=0.5)
                     break
                 except queue.Full:
-                    continue
+                    if not os.path.isdir(self._folder):
+                        self._stopped.set()  # the spool is gone: let the files go
             else:
                 self._discard(path, descriptor)
+        self._drain()
 
     def stop(self) -> None:
         """Stop the filler, close and delete the files it made that were not used."""
         self._stopped.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._drain()
+
+    def _drain(self) -> None:
         while True:
             try:
                 path, descriptor = self._ready.get_nowait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 import warnings
 import zlib
@@ -241,3 +242,21 @@ def test_temporary_files_made_ahead_survive_recovery_and_go_at_close(tmp_path: P
     spool.close()
     assert list(incoming.iterdir()) == []
     assert spool.path_for("1.2.3.4", ds.SeriesInstanceUID, ds.SOPInstanceUID).exists()
+
+
+def test_the_filler_stops_when_the_spool_folder_is_removed(tmp_path: Path) -> None:
+    ds = _dataset()
+    spool = Spool(tmp_path / "spool")
+    spool.store(
+        _encode(ds, False),
+        sop_class_uid=MRImageStorage,
+        sop_instance_uid=ds.SOPInstanceUID,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        calling_ae="A",
+        recorder=_Recorder(),
+    )
+    filler = spool._temporary_files._thread
+    assert filler is not None
+    shutil.rmtree(tmp_path / "spool")
+    filler.join(timeout=5)
+    assert not filler.is_alive()

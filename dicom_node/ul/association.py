@@ -31,7 +31,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -169,7 +169,15 @@ class Association:
     ``tally`` is the service user's own per-association counters.
     """
 
-    __slots__ = ("_connection", "association_id", "contexts", "peer", "request", "tally")
+    __slots__ = (
+        "_connection",
+        "association_id",
+        "contexts",
+        "peer",
+        "released",
+        "request",
+        "tally",
+    )
 
     def __init__(self, association_id: str, peer: str) -> None:
         self.association_id = association_id
@@ -177,6 +185,7 @@ class Association:
         self.request: AssociationRequest | None = None
         self.contexts: dict[int, AcceptedContext] = {}
         self.tally: collections.Counter[str] = collections.Counter()
+        self.released = False  # set before the A-RELEASE-RP goes out
         self._connection: _Connection | None = None
 
     def abort(self) -> None:
@@ -357,7 +366,7 @@ def _negotiate(
     connection: _Connection,
     association: Association,
     user: DimseServiceUser,
-    open_associations: int,
+    open_associations: Callable[[], int],
     max_pdu_length: int,
 ) -> bool:
     """Read and answer the A-ASSOCIATE-RQ; True when the association is established."""
@@ -372,7 +381,7 @@ def _negotiate(
     association.request = request
     structlog.contextvars.bind_contextvars(calling_ae=request.calling_ae)
     rejection = _protocol_rejection(request) or user.check_association(
-        association, open_associations
+        association, open_associations()
     )
     if rejection is not None:
         connection.close_after(
@@ -504,6 +513,7 @@ def _transfer(
                 command = None
                 _respond(connection, association, user, request, peer_max_pdu)
         elif pdu_type == A_RELEASE_RQ:
+            association.released = True
             connection.close_after(encode_release_rp())
             return AssociationEnd.RELEASED
         elif pdu_type == A_ABORT:
@@ -521,14 +531,16 @@ def serve_association(
     association: Association,
     user: DimseServiceUser,
     *,
-    open_associations: int,
+    open_associations: Callable[[], int],
     max_pdu_length: int,
     network_timeout: float,
 ) -> AssociationEnd:
     """Run one association on a connected (and, for TLS, wrapped) socket until it ends.
 
-    ``max_pdu_length`` is what we announce and accept (0 = unlimited). The
-    socket is left open for the caller to close.
+    ``open_associations`` is asked, once the A-ASSOCIATE-RQ has been read, how
+    many associations are open, this one included. ``max_pdu_length`` is what
+    we announce and accept (0 = unlimited). The socket is left open for the
+    caller to close.
     """
     sock.settimeout(network_timeout)
     connection = _Connection(sock)

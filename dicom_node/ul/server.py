@@ -88,6 +88,15 @@ class AssociationServer:
         with self._lock:
             return len(self._open)
 
+    def _requested_associations(self) -> int:
+        """Associations asked for and not yet released (an idle connection does not count)."""
+        with self._lock:
+            return sum(
+                1
+                for association, _ in self._open.values()
+                if association.request is not None and not association.released
+            )
+
     def start(self) -> None:
         """Bind, listen and accept in a background thread (raises OSError when binding fails)."""
         listener = socket.create_server(self._address, backlog=64)
@@ -136,13 +145,11 @@ class AssociationServer:
                 except (ssl.SSLError, OSError) as error:
                     LOGGER.warning("tls_handshake_failed", peer=association.peer, reason=str(error))
                     return
-            with self._lock:
-                open_count = len(self._open)
             how = serve_association(
                 sock,
                 association,
                 self._user,
-                open_associations=open_count,
+                open_associations=self._requested_associations,
                 max_pdu_length=self._max_pdu_length,
                 network_timeout=self._network_timeout,
             )

@@ -82,6 +82,22 @@ def test_association_limit_is_a_transient_local_limit(tmp_path: Path) -> None:
         assert first.release() == A_RELEASE_RP
 
 
+def test_a_connection_that_has_not_asked_does_not_count_toward_the_limit(tmp_path: Path) -> None:
+    with (
+        running_receiver(tmp_path, max_associations=1) as (receiver, _),
+        RawPeer(receiver.port) as idle,
+        RawPeer(receiver.port) as asking,
+    ):
+        deadline = time.monotonic() + 5
+        while receiver.active_associations < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert receiver.active_associations == 2  # both connections are being served
+        assert asking.associate()[0] == A_ASSOCIATE_AC
+        assert asking.release() == A_RELEASE_RP
+        assert idle.associate()[0] == A_ASSOCIATE_AC
+        assert idle.release() == A_RELEASE_RP
+
+
 def test_contexts_follow_the_configured_classes_and_syntaxes(tmp_path: Path) -> None:
     contexts = [
         PresentationContextProposal(1, MRImageStorage, ("1.2.840.10008.1.2.4.80",)),  # JPEG-LS

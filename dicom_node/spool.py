@@ -14,7 +14,11 @@ between the rename and the database commit).
 The temporary files are created ahead of need by a background thread (a small
 pool of empty, open files): creating a file in a folder that the previous
 instance's fsync has just committed waits on the file system's journal, and
-that wait is better spent while the network delivers the next data set.
+that wait is better spent while the network delivers the next data set. The
+pool makes its files in batches that alternate between two folders under
+``.incoming``, so that a rename out of one folder never waits for the folder
+lock that a file being created in it holds (measured here: 20 us against
+230-330 us per rename).
 
 UIDs become path parts only after they match the UID grammar of PS3.5 9.1.
 """
@@ -220,9 +224,10 @@ class _TemporaryFilePool:
     is empty (so an error such as a full disk surfaces in the caller, as before).
     """
 
-    def __init__(self, folder: str, prefix: str, size: int = 4) -> None:
-        self._folder = folder
+    def __init__(self, folders: tuple[str, str], prefix: str, size: int = 4) -> None:
+        self._folders = folders
         self._prefix = prefix
+        self._size = size
         self._ready: queue.Queue[tuple[str, int]] = queue.Queue(maxsize=size)
         self._sequence = itertools.count()
         self._pooled: set[str] = set()
@@ -231,7 +236,11 @@ class _TemporaryFilePool:
         self._thread: threading.Thread | None = None
 
     def create(self) -> tuple[str, int]:
-        path = f"{self._folder}/{self._prefix}{next(self._sequence)}.part"
+        # A batch as long as the pool: the file taken next (the oldest in the pool)
+        # is always in the other folder than the one being created.
+        number = next(self._sequence)
+        folder = self._folders[(number // self._size) % 2]
+        path = f"{folder}/{self._prefix}{number}.part"
         return path, os.open(path, _OPEN_FLAGS, 0o640)
 
     def take(self) -> tuple[str, int]:
@@ -250,9 +259,9 @@ class _TemporaryFilePool:
             self._pooled.discard(path)
         return path, descriptor
 
-    def is_pooled(self, name: str) -> bool:
+    def is_pooled(self, path: str) -> bool:
         with self._lock:
-            return f"{self._folder}/{name}" in self._pooled
+            return path in self._pooled
 
     def _fill(self) -> None:
         while not self._stopped.is_set():
@@ -262,7 +271,7 @@ class _TemporaryFilePool:
                 # The spool folder is gone (removed with its owner, e.g. a test's
                 # temporary folder): nothing to fill; take() creates files inline and
                 # reports the error itself.
-                LOGGER.warning("spool: %s is gone; no temporary files made ahead", self._folder)
+                LOGGER.warning("spool: %s is gone; no temporary files made ahead", self._folders)
                 break
             except OSError as error:
                 LOGGER.warning("spool: cannot create a temporary file ahead: %s", error)
@@ -275,7 +284,7 @@ class _TemporaryFilePool:
                     self._ready.put((path, descriptor), timeout=0.5)
                     break
                 except queue.Full:
-                    if not os.path.isdir(self._folder):
+                    if not os.path.isdir(self._folders[0]):
                         self._stopped.set()  # the spool is gone: let the files go
             else:
                 self._discard(path, descriptor)
@@ -319,11 +328,14 @@ class Spool:
         self.root = root
         self.fsync = fsync
         self._incoming = root / INCOMING
-        self._incoming.mkdir(parents=True, exist_ok=True)
+        batches = (self._incoming / "a", self._incoming / "b")
+        for folder in batches:
+            folder.mkdir(parents=True, exist_ok=True)
         # The hot path works on strings: pathlib costs tens of microseconds per instance.
         self._root_text = str(root)
-        self._incoming_text = str(self._incoming)
-        self._temporary_files = _TemporaryFilePool(self._incoming_text, f"{os.getpid()}.")
+        self._temporary_files = _TemporaryFilePool(
+            (str(batches[0]), str(batches[1])), f"{os.getpid()}."
+        )
         self._known_dirs: set[str] = set()
 
     def close(self) -> None:
@@ -437,8 +449,8 @@ class Spool:
     def discard_incomplete(self) -> int:
         """Delete temporary files left by a crash mid-write; returns how many."""
         count = 0
-        for leftover in self._incoming.glob("*.part"):
-            if self._temporary_files.is_pooled(leftover.name):
+        for leftover in self._incoming.rglob("*.part"):
+            if self._temporary_files.is_pooled(str(leftover)):
                 continue  # made ahead by this process, not left by a crash
             leftover.unlink(missing_ok=True)
             count += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import warnings
@@ -26,6 +27,7 @@ from dicom_node.spool import (
     Spool,
     SpooledInstance,
     SpoolWriteError,
+    _TemporaryFilePool,
     encode_file_meta,
     is_valid_uid,
     read_instance_header,
@@ -190,14 +192,29 @@ def test_write_failure_is_a_spool_error_and_leaves_no_partial_file(tmp_path: Pat
             calling_ae="A",
             recorder=_Recorder(),
         )
-    assert list((tmp_path / "spool" / ".incoming").iterdir()) == []
+    assert list((tmp_path / "spool" / ".incoming").rglob("*.part")) == []
 
 
 def test_discard_incomplete_removes_leftovers(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
-    (tmp_path / ".incoming" / "x.abc.part").write_bytes(b"half")
-    assert spool.discard_incomplete() == 1
-    assert list((tmp_path / ".incoming").iterdir()) == []
+    (tmp_path / ".incoming" / "x.abc.part").write_bytes(b"half")  # an earlier version's place
+    (tmp_path / ".incoming" / "b" / "y.abc.part").write_bytes(b"half")
+    assert spool.discard_incomplete() == 2
+    assert list((tmp_path / ".incoming").rglob("*.part")) == []
+
+
+def test_the_next_temporary_file_is_never_in_the_folder_being_filled(tmp_path: Path) -> None:
+    folders = (str(tmp_path / "a"), str(tmp_path / "b"))
+    for folder in folders:
+        Path(folder).mkdir()
+    pool = _TemporaryFilePool(folders, "t.", size=3)
+    made = [pool.create() for _ in range(9)]
+    for _, descriptor in made:
+        os.close(descriptor)
+    parents = [Path(path).parent.name for path, _ in made]
+    assert parents == ["a", "a", "a", "b", "b", "b", "a", "a", "a"]
+    # With the pool full (3 files), taking file k while file k + 3 is being made:
+    assert all(parents[k] != parents[k + 3] for k in range(6))
 
 
 def test_file_meta_encoding_reads_back(tmp_path: Path) -> None:
@@ -232,15 +249,15 @@ def test_temporary_files_made_ahead_survive_recovery_and_go_at_close(tmp_path: P
     )
     incoming = tmp_path / ".incoming"
     deadline = time.monotonic() + 5
-    while not list(incoming.glob("*.part")) and time.monotonic() < deadline:
+    while not list(incoming.rglob("*.part")) and time.monotonic() < deadline:
         time.sleep(0.01)
-    made_ahead = set(incoming.glob("*.part"))
+    made_ahead = set(incoming.rglob("*.part"))
     assert made_ahead, "the pool made no temporary file ahead"
     (incoming / "crashed.999.part").write_bytes(b"half")
     assert spool.discard_incomplete() == 1
-    assert made_ahead <= set(incoming.glob("*.part"))
+    assert made_ahead <= set(incoming.rglob("*.part"))
     spool.close()
-    assert list(incoming.iterdir()) == []
+    assert list(incoming.rglob("*.part")) == []
     assert spool.path_for("1.2.3.4", ds.SeriesInstanceUID, ds.SOPInstanceUID).exists()
 
 

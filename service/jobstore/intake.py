@@ -62,19 +62,19 @@ class IntakeRecords(StoreConnection):
 
     @staticmethod
     def _touch_study(db: sqlite3.Connection, study_uid: str, calling_ae: str, at: float) -> None:
-        latest = db.execute(
-            "SELECT job_id, state, version FROM jobs WHERE study_uid = ? "
-            "ORDER BY version DESC LIMIT 1",
-            (study_uid,),
-        ).fetchone()
-        if latest is not None and latest["state"] in _OPEN_STATES:
-            db.execute(
-                "UPDATE jobs SET last_instance_at = MAX(last_instance_at, ?), updated_at = ? "
-                "WHERE job_id = ?",
-                (at, time.time(), latest["job_id"]),
-            )
+        # One statement in the common case (the study's latest job is still open).
+        touched = db.execute(
+            "UPDATE jobs SET last_instance_at = MAX(last_instance_at, ?), updated_at = ? "
+            "WHERE job_id = (SELECT job_id FROM jobs WHERE study_uid = ? "
+            "ORDER BY version DESC LIMIT 1) AND state IN (?, ?)",
+            (at, time.time(), study_uid, *_OPEN_STATES),
+        )
+        if touched.rowcount:
             return
-        version = 1 if latest is None else latest["version"] + 1
+        latest = db.execute(
+            "SELECT MAX(version) FROM jobs WHERE study_uid = ?", (study_uid,)
+        ).fetchone()[0]
+        version = 1 if latest is None else latest + 1
         db.execute(
             "INSERT INTO jobs (study_uid, version, state, calling_ae, created_at, updated_at, "
             "last_instance_at) VALUES (?,?,?,?,?,?,?)",

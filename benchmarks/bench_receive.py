@@ -15,7 +15,8 @@ one thread per association, the data set written to the spool as received.
    file, fsync, rename, folder fsync, SQLite row, then success), same files,
    same run, runs of the two interleaved, best of 5 each (this machine is shared and
    noisy: storescp alone moved between 1300 and 2700/s from run to run). Printed:
-   instances/s of both and the ratio.
+   instances/s of both and the ratio of the bests; also the ratio of each node run
+   to the storescp run just before it, and their median.
    Also (c) the node with ``receive.fsync = false`` (safe against a crash of the
    process, not against power loss), to show what fsync costs.
    Target (issue 5): node >= 0.5x storescp.
@@ -38,6 +39,7 @@ import json
 import os
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import tempfile
 import time
@@ -222,6 +224,7 @@ def _throughput(files: list[Path], workdir: Path, associations: int) -> None:
         durable.append(_node_rate(groups, workdir, fsync=True))
         no_fsync.append(_node_rate(groups, workdir, fsync=False))
     ratio = _best(durable) / _best(peer)
+    paired = statistics.median(node / dcmtk for node, dcmtk in zip(durable, peer, strict=True))
     label = "1 association" if associations == 1 else f"{associations} associations"
     print(f"receive, {label}, {len(files)} files (best of {THROUGHPUT_REPEATS}):")
     print(f"  dcmtk storescp (files, no fsync)   {_best(peer):8.0f} instances/s")
@@ -229,6 +232,8 @@ def _throughput(files: list[Path], workdir: Path, associations: int) -> None:
           f"   ratio {ratio:.2f}x (target >= {TARGET_RATIO}x)")  # fmt: skip
     print(f"  node, receive.fsync = false        {_best(no_fsync):8.0f} instances/s"
           f"   ratio {_best(no_fsync) / _best(peer):.2f}x")  # fmt: skip
+    by_run = " ".join(f"{node / dcmtk:.2f}" for node, dcmtk in zip(durable, peer, strict=True))
+    print(f"  durable / storescp run by run      {by_run} (median {paired:.2f}x)")
 
 
 def _latency(files: list[Path], workdir: Path) -> None:

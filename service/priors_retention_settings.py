@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "PriorsSettings",
     "RetentionSettings",
+    "doc",
     "priors_settings_problems",
     "retention_settings_problems",
 ]
@@ -25,7 +26,8 @@ __all__ = [
 _DAY_SECONDS = 86400.0
 
 
-def _doc(text: str) -> dict[str, str]:
+def doc(text: str) -> dict[str, str]:
+    """A settings field's documentation, as its ``metadata`` (read by the settings reference)."""
     return {"help": text}
 
 
@@ -39,14 +41,14 @@ class PriorsSettings:
 
     enabled: bool = field(
         default=True,
-        metadata=_doc(
+        metadata=doc(
             "Compare each exam with the patient's earlier exams (history in "
             "<data_dir>/history.sqlite3). Off: no comparison, no history kept."
         ),
     )
     pacs: str = field(
         default="",
-        metadata=_doc(
+        metadata=doc(
             "Query/retrieve SCP (C-FIND + C-GET, Study Root) asked for the node's earlier "
             "reports of a patient the local history has not looked up there yet, AET@HOST:PORT. "
             "Empty: local history only. The export destinations are NOT assumed to answer "
@@ -55,24 +57,24 @@ class PriorsSettings:
     )
     calling_aet: str = field(
         default="",
-        metadata=_doc(
+        metadata=doc(
             "Our AE title towards the priors peer (empty: node.ae_title); the PACS must know "
             "it as a modality allowed to C-GET."
         ),
     )
     timeout_seconds: float = field(
-        default=30.0, metadata=_doc("Association and DIMSE timeout towards the priors peer.")
+        default=30.0, metadata=doc("Association and DIMSE timeout towards the priors peer.")
     )
     retry_seconds: float = field(
         default=60.0,
-        metadata=_doc(
+        metadata=doc(
             "When the priors peer cannot be asked (unreachable, rejected, query failed): the "
             "job waits this long and tries again; other exams go on meanwhile."
         ),
     )
     max_wait_seconds: float = field(
         default=1800.0,
-        metadata=_doc(
+        metadata=doc(
             "How long a job waits for an unreachable priors peer in all; then it is processed "
             "with the local history and a warning (job, measurements.json, log). 0: never wait."
         ),
@@ -84,18 +86,18 @@ class RetentionSettings:
     """Removal of the spool and results of delivered jobs (never before delivery)."""
 
     enabled: bool = field(
-        default=True, metadata=_doc("Run the retention cleaner. Off: nothing is ever removed.")
+        default=True, metadata=doc("Run the retention cleaner. Off: nothing is ever removed.")
     )
     spool_days: float = field(
         default=30.0,
-        metadata=_doc(
+        metadata=doc(
             "Received instances of a study are removed this many days after every job of the "
             "study is done and every result file was acknowledged by every destination."
         ),
     )
     results_days: float = field(
         default=30.0,
-        metadata=_doc(
+        metadata=doc(
             "A job's result folder is removed this many days after its last result file was "
             "acknowledged by every destination. Without destinations the results folder is "
             "the delivery and is kept."
@@ -103,14 +105,14 @@ class RetentionSettings:
     )
     failed_days: float | None = field(
         default=None,
-        metadata=_doc(
+        metadata=doc(
             "Received instances of a study whose job failed are removed this many days after "
             "the failure (the job can then no longer be retried). Unset: kept until the job is "
             "retried and delivered. Results of failed jobs are never removed."
         ),
     )
     interval_seconds: float = field(
-        default=3600.0, metadata=_doc("How often the cleaner looks for what can be removed.")
+        default=3600.0, metadata=doc("How often the cleaner looks for what can be removed.")
     )
 
     @property

@@ -72,6 +72,7 @@ from processing.settings import ProcessingSettings, settings_as_dict
 from service.priors_retention_settings import (
     PriorsSettings,
     RetentionSettings,
+    doc,
     priors_settings_problems,
     retention_settings_problems,
 )
@@ -135,35 +136,31 @@ class Destination:
         return f"{self.ae_title}@{self.host}:{self.port}"
 
 
-def _doc(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass(frozen=True, slots=True)
 class NodeSettings:
     """The node's identity, network endpoints, storage and compute device."""
 
-    ae_title: str = field(default="WBDWI", metadata=_doc("AE title of the node (called AE)."))
-    port: int = field(default=11112, metadata=_doc("DICOM port (C-ECHO, C-STORE, MPPS)."))
+    ae_title: str = field(default="WBDWI", metadata=doc("AE title of the node (called AE)."))
+    port: int = field(default=11112, metadata=doc("DICOM port (C-ECHO, C-STORE, MPPS)."))
     bind_address: str = field(
-        default="0.0.0.0", metadata=_doc("Address the DICOM and HTTP listeners bind to.")
+        default="0.0.0.0", metadata=doc("Address the DICOM and HTTP listeners bind to.")
     )
     data_dir: Path = field(
         default=Path("wbdwi-data"),
-        metadata=_doc("Folder for the spool, the job store and the results (relative to cwd)."),
+        metadata=doc("Folder for the spool, the job store and the results (relative to cwd)."),
     )
     http_port: int = field(
-        default=8080, metadata=_doc("Port of /healthz, /readyz and /metrics; 0 turns HTTP off.")
+        default=8080, metadata=doc("Port of /healthz, /readyz and /metrics; 0 turns HTTP off.")
     )
     device: Device = field(
-        default=Device.AUTO, metadata=_doc("Processing device: auto (GPU when usable), gpu, cpu.")
+        default=Device.AUTO, metadata=doc("Processing device: auto (GPU when usable), gpu, cpu.")
     )
     workers: int = field(
-        default=1, metadata=_doc("Exams processed at once (one per GPU is the norm).")
+        default=1, metadata=doc("Exams processed at once (one per GPU is the norm).")
     )
     shutdown_grace_seconds: float = field(
         default=30.0,
-        metadata=_doc(
+        metadata=doc(
             "On SIGTERM, how long the current job may run on before it is left to resume "
             "at the next start."
         ),
@@ -175,33 +172,33 @@ class ReceiveSettings:
     """The storage SCP: who may send, what is accepted, how it is stored."""
 
     max_associations: int = field(
-        default=16, metadata=_doc("Concurrent associations accepted; more are rejected.")
+        default=16, metadata=doc("Concurrent associations accepted; more are rejected.")
     )
     calling_ae_allow: tuple[str, ...] = field(
-        default=(), metadata=_doc("Calling AE titles allowed to associate; empty allows any.")
+        default=(), metadata=doc("Calling AE titles allowed to associate; empty allows any.")
     )
     check_called_ae: bool = field(
-        default=True, metadata=_doc("Reject associations whose called AE is not ours.")
+        default=True, metadata=doc("Reject associations whose called AE is not ours.")
     )
     other_storage: OtherStoragePolicy = field(
         default=OtherStoragePolicy.ACCEPT_AND_IGNORE,
-        metadata=_doc(
+        metadata=doc(
             "Non-MR storage classes: accept-and-ignore (answer success, do not keep) or reject "
             "(no presentation context)."
         ),
     )
     fsync: bool = field(
         default=True,
-        metadata=_doc(
+        metadata=doc(
             "fsync each received file before answering success (safe against power loss). "
             "Off: still safe against a process crash, faster."
         ),
     )
     network_timeout_seconds: float = field(
-        default=60.0, metadata=_doc("An idle association is closed after this many seconds.")
+        default=60.0, metadata=doc("An idle association is closed after this many seconds.")
     )
     max_pdu_bytes: int = field(
-        default=131072, metadata=_doc("Maximum PDU length we receive (0 = unlimited).")
+        default=131072, metadata=doc("Maximum PDU length we receive (0 = unlimited).")
     )
 
 
@@ -211,11 +208,11 @@ class CompletionSettings:
 
     quiet_seconds: float = field(
         default=60.0,
-        metadata=_doc("Without MPPS: the study is complete this long after its last instance."),
+        metadata=doc("Without MPPS: the study is complete this long after its last instance."),
     )
     mpps_grace_seconds: float = field(
         default=3.0,
-        metadata=_doc(
+        metadata=doc(
             "After MPPS COMPLETED: wait this long after the last instance for stragglers "
             "(skipped when every instance the MPPS lists has arrived)."
         ),
@@ -226,13 +223,13 @@ class CompletionSettings:
 class CallingAeSettings:
     """Settings for one sending AE (scanner); unset values follow the global ones."""
 
-    ae_title: str = field(metadata=_doc("The scanner's calling AE title."))
+    ae_title: str = field(metadata=doc("The scanner's calling AE title."))
     quiet_seconds: float | None = field(
-        default=None, metadata=_doc("Quiet period for this scanner (default: global).")
+        default=None, metadata=doc("Quiet period for this scanner (default: global).")
     )
     series_include: tuple[str, ...] = field(
         default=(),
-        metadata=_doc(
+        metadata=doc(
             "Glob patterns on SeriesDescription (case-insensitive) of the series to process; "
             "empty: all series (assembly picks the diffusion ones)."
         ),
@@ -245,29 +242,29 @@ class ExportSettings:
 
     destinations: tuple[Destination, ...] = field(
         default=(),
-        metadata=_doc("Result destinations, AET@HOST:PORT; none: results stay in results_dir."),
+        metadata=doc("Result destinations, AET@HOST:PORT; none: results stay in results_dir."),
     )
     results_dir: Path | None = field(
-        default=None, metadata=_doc("Folder for result files (default: <data_dir>/results).")
+        default=None, metadata=doc("Folder for result files (default: <data_dir>/results).")
     )
     backoff_initial_seconds: float = field(
-        default=1.0, metadata=_doc("First retry delay after a failed delivery.")
+        default=1.0, metadata=doc("First retry delay after a failed delivery.")
     )
     backoff_max_seconds: float = field(
-        default=600.0, metadata=_doc("Retry delay cap (the delay doubles up to it).")
+        default=600.0, metadata=doc("Retry delay cap (the delay doubles up to it).")
     )
     max_attempts: int = field(
-        default=40, metadata=_doc("Delivery attempts before a result is dead-lettered.")
+        default=40, metadata=doc("Delivery attempts before a result is dead-lettered.")
     )
     rejected_retry_seconds: float = field(
         default=600.0,
-        metadata=_doc(
+        metadata=doc(
             "Retry delay after the destination rejected the association (a configuration "
             "problem: AE titles), so that a misconfigured PACS is not hammered."
         ),
     )
     timeout_seconds: float = field(
-        default=30.0, metadata=_doc("Association and DIMSE timeout of the sender.")
+        default=30.0, metadata=doc("Association and DIMSE timeout of the sender.")
     )
 
 
@@ -275,9 +272,9 @@ class ExportSettings:
 class LoggingSettings:
     """Structured logs on standard error."""
 
-    level: str = field(default="info", metadata=_doc("debug, info, warning or error."))
+    level: str = field(default="info", metadata=doc("debug, info, warning or error."))
     format: LogFormat = field(
-        default=LogFormat.AUTO, metadata=_doc("auto (console on a TTY, else JSON), json, console.")
+        default=LogFormat.AUTO, metadata=doc("auto (console on a TTY, else JSON), json, console.")
     )
 
 
@@ -287,17 +284,17 @@ class TlsSettings:
 
     certificate: Path | None = field(
         default=None,
-        metadata=_doc(
+        metadata=doc(
             "PEM certificate (chain) of the node: served on the listener, and presented to "
             "destinations that ask for a client certificate."
         ),
     )
     private_key: Path | None = field(
-        default=None, metadata=_doc("PEM private key of the certificate.")
+        default=None, metadata=doc("PEM private key of the certificate.")
     )
     ca_bundle: Path | None = field(
         default=None,
-        metadata=_doc(
+        metadata=doc(
             "PEM CA certificates trusted for peers: the scanners' client certificates "
             "(verify_clients) and the destinations' server certificates (export; unset: "
             "the system's CAs)."
@@ -305,23 +302,23 @@ class TlsSettings:
     )
     listener: bool = field(
         default=False,
-        metadata=_doc("The DICOM port speaks TLS (needs certificate and private_key)."),
+        metadata=doc("The DICOM port speaks TLS (needs certificate and private_key)."),
     )
     verify_clients: bool = field(
         default=False,
-        metadata=_doc(
+        metadata=doc(
             "Require a client certificate signed by ca_bundle on the listener (mutual TLS)."
         ),
     )
     export: bool = field(
         default=False,
-        metadata=_doc(
+        metadata=doc(
             "Associate with the destinations, the priors peer (and `wbdwi echo` peers) over TLS."
         ),
     )
     check_hostname: bool = field(
         default=True,
-        metadata=_doc("Check that a destination's certificate names the host we connect to."),
+        metadata=doc("Check that a destination's certificate names the host we connect to."),
     )
 
     def listener_context(self) -> ssl.SSLContext | None:

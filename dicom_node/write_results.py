@@ -90,6 +90,7 @@ def build_result_objects(
     content_datetime: datetime | None = None,
     prior_histograms: Sequence[tuple[str, Histogram]] = (),
     comparison: Comparison | None = None,
+    report_notes: Sequence[str] = (),
 ) -> ResultObjects:
     """Build every result dataset in memory (see :func:`write_results`)."""
     identity = WriterIdentity(
@@ -121,6 +122,7 @@ def build_result_objects(
         parametric_map=parametric_map,
         evidence=[*geometric_source, *ctx.source_evidence()],
         comparison=comparison,
+        notes=report_notes,
     )
     key_images = build_key_images(
         dependent,
@@ -209,6 +211,7 @@ def write_results(
     content_datetime: datetime | None = None,
     prior_histograms: Sequence[tuple[str, Histogram]] = (),
     comparison: Comparison | None = None,
+    report_notes: Sequence[str] = (),
 ) -> list[Path]:
     """Write the PM, derived MR series, SEG, SR and key images of one exam.
 
@@ -236,6 +239,9 @@ def write_results(
     comparison
         The exam's comparison with earlier exams: written into the SR, and the
         trend chart key image is added.
+    report_notes
+        Sentences for the reader of the SR (why the exam was not compared, or
+        only with the local history): a "Comment" each in the SR.
 
     Returns
     -------
@@ -257,6 +263,7 @@ def write_results(
         content_datetime=content_datetime,
         prior_histograms=prior_histograms,
         comparison=comparison,
+        report_notes=report_notes,
     )
     root = Path(out_dir)
     written: list[Path] = []

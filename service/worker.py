@@ -146,6 +146,7 @@ def run_job(spec: JobSpec) -> JobOutcome:
         prior_histograms=(
             priors.prepared.histograms_for(comparison) if priors.prepared is not None else ()
         ),
+        report_notes=priors.warnings,
     )
     if exam_summary is not None and priors.history is not None:
         exam_summary = record_processed_exam(priors.history, exam_summary, files)

@@ -299,3 +299,25 @@ def phantom_exam_and_result(
     phantom = make_phantom(preset, seed=seed)
     exam = assemble_exam(write_exam(phantom, folder)).exam
     return exam, process_exam(exam, device="cpu")
+
+
+def report_notes(report: Dataset) -> list[str]:
+    """The "Comment" texts of the SR's "Notes on this report" group, in order (none: [])."""
+    from dicom_node.writers.sr import COMMENT, NOTES_GROUP
+
+    def concept(item: Dataset) -> tuple[str, str]:
+        name = item.ConceptNameCodeSequence[0]
+        return str(name.CodeValue), str(name.CodingSchemeDesignator)
+
+    notes: list[str] = []
+    stack = list(report.ContentSequence)
+    while stack:
+        item = stack.pop(0)
+        children = list(item.get("ContentSequence", []))
+        stack += children
+        texts = [child for child in children if child.ValueType == "TEXT"]
+        tracking = [child.TextValue for child in texts if concept(child) == ("112039", "DCM")]
+        if tracking == [NOTES_GROUP]:
+            comment = (COMMENT.value, COMMENT.scheme_designator)
+            notes += [child.TextValue for child in texts if concept(child) == comment]
+    return notes

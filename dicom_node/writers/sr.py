@@ -25,6 +25,11 @@ SCT 49755003) and the algorithm (name, version, parameters); every ADC value
 references the ADC Parametric Map it was read from (source of measurement). The
 tracking UIDs and IDs are those of the SEG segments.
 
+Notes about the report itself (why the exam was not compared with earlier
+ones, or only with the node's own history because the PACS could not be
+asked) go into a last group, "Notes on this report", as TEXT items DCM 121106
+"Comment", so that the radiologist reading the report sees them.
+
 When nothing was segmented there is no SEG: the report holds one TID 1501
 group "Total tumour load" with Finding DCM 111286 "No abnormality", Volume
 0 ml and the qualitative evaluation SCT 14799000 "Neoplasm, secondary" =
@@ -68,7 +73,9 @@ from processing.results import AdcClass, AdcStats, LesionStats, ProcessingResult
 
 __all__ = [
     "ADC_UNIT",
+    "COMMENT",
     "LOCAL_CODING_SCHEME",
+    "NOTES_GROUP",
     "PERCENTILE_25",
     "PERCENTILE_75",
     "VOLUME_UNIT",
@@ -77,6 +84,8 @@ __all__ = [
 ]
 
 LOCAL_CODING_SCHEME = "99WBDWI"
+NOTES_GROUP = "Notes on this report"
+COMMENT = Code("121106", "DCM", "Comment")
 PERCENTILE_25 = Code("P25", LOCAL_CODING_SCHEME, "25th percentile")
 PERCENTILE_75 = Code("P75", LOCAL_CODING_SCHEME, "75th percentile")
 ADC_UNIT = codes.UCUM._10EMinus6SquareMillimetersPerSecond
@@ -295,6 +304,7 @@ def build_measurement_report(
     parametric_map: Dataset,
     evidence: Sequence[Dataset],
     comparison: Comparison | None = None,
+    notes: Sequence[str] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """Build the TID 1500 Measurement Report.
 
@@ -314,6 +324,9 @@ def build_measurement_report(
     comparison
         The comparison of this exam with earlier ones, when it has any (see
         :mod:`dicom_node.writers.sr_comparison`).
+    notes
+        Sentences for the reader of the report (e.g. why there is no
+        comparison), each a "Comment" in the group "Notes on this report".
 
     Raises
     ------
@@ -376,6 +389,8 @@ def build_measurement_report(
         imaging_measurements += comparison_groups(
             ctx, comparison, _algorithm(ctx, digest_parameters)
         )
+    if notes:
+        imaging_measurements.append(_notes_group(ctx, notes, _algorithm(ctx, digest_parameters)))
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(ctx),
         procedure_reported=_PROCEDURE,
@@ -412,6 +427,25 @@ def build_measurement_report(
         scheme.CodingSchemeResponsibleOrganization = ctx.identity.manufacturer
         sr.CodingSchemeIdentificationSequence = [scheme]
     return sr
+
+
+def _notes_group(
+    ctx: WriterContext, notes: Sequence[str], algorithm: hd.sr.AlgorithmIdentification
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=ctx.uids.uid("tracking", "notes"), identifier=NOTES_GROUP
+        ),
+        algorithm_id=algorithm,
+    )
+    container: Dataset = group[0]
+    container.ContentSequence.extend(
+        hd.sr.TextContentItem(
+            name=COMMENT, value=note, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+        )
+        for note in notes
+    )
+    return group
 
 
 def _uses_local_codes(dataset: Dataset) -> bool:

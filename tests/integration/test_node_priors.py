@@ -32,6 +32,7 @@ from tests.integration.node_harness import (
 )
 from tests.orthanc import running_orthanc
 from tests.unit.test_report_reader import _assert_close
+from tests.writer_fixtures import report_notes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -174,3 +175,6 @@ def test_unreachable_priors_peer_delays_then_warns(tmp_path: Path) -> None:
     assert f"priors peer {peer} could not be asked" in warning
     assert "local history only" in warning
     assert measurements["comparison"] is None
+    # The radiologist reading the SR sees it too.
+    [report_path] = list(measurements_path.parent.glob("sr/*.dcm"))
+    assert report_notes(pydicom.dcmread(report_path)) == [warning]

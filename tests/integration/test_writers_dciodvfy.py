@@ -32,6 +32,7 @@ from processing.pipeline import process_exam
 from processing.settings import ProcessingSettings
 from service.commands.process import OfflineRun, run_offline
 from tests.conftest import require_tool
+from tests.writer_fixtures import report_notes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -150,9 +151,14 @@ def test_objects_without_disease_pass_dciodvfy(offline: OfflineRun, tmp_path: Pa
         lesion_labels=np.zeros_like(result.lesion_labels),
         stats=dataclasses.replace(result.stats, tdv_ml=0.0, adc=None, lesions=()),
     )
-    paths = write_results(offline.assembled.exam, empty, tmp_path, version_label="1.0.0")
+    note = "the exam has no Patient ID: not compared with earlier exams"
+    paths = write_results(
+        offline.assembled.exam, empty, tmp_path, version_label="1.0.0", report_notes=(note,)
+    )
     assert not [p for p in paths if p.parent.name == "seg"]
-    _check_all(paths)
+    _check_all(paths)  # the SR with its notes group too
+    [report] = [p for p in paths if p.parent.name == "sr"]
+    assert report_notes(pydicom.dcmread(report)) == [note]
 
 
 def test_objects_from_enhanced_multiframe_sources(tmp_path: Path) -> None:

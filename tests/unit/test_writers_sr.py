@@ -26,7 +26,12 @@ from dicom_node.writers.sr import adc_statistic_codes
 from processing.comparison import Comparison, compare_exams
 from processing.exam_summary import ExamSummary, summarize_exam
 from processing.results import AdcClass, ProcessingResult
-from tests.writer_fixtures import SyntheticExam, make_result, write_synthetic_exam
+from tests.writer_fixtures import (
+    SyntheticExam,
+    make_result,
+    report_notes,
+    write_synthetic_exam,
+)
 
 Numbers = dict[tuple[str, str | None], float]
 
@@ -184,6 +189,39 @@ def test_empty_mask_gives_a_report_that_says_no_disease(
     }
     assert ("14799000", "272519000") in statements  # Neoplasm, secondary: Absent
     assert sr.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99WBDWI"
+
+
+def test_notes_for_the_reader_are_comments_and_the_report_still_reads_back(
+    ctx: WriterContext, synthetic: SyntheticExam, tmp_path: Path
+) -> None:
+    result = make_result(synthetic)
+    geometric = build_computed_b_series(ctx, result.computed[0], result.body_mask).datasets
+    pm = build_parametric_map(ctx, result, geometric)
+    seg = build_segmentation(ctx, result, geometric)
+    notes = (
+        "priors peer PACS@pacs:104 could not be asked: connection refused; "
+        "compared with the node's local history only",
+        "a second note",
+    )
+    kwargs: dict[str, Any] = {
+        "segmentation": seg,
+        "parametric_map": pm,
+        "evidence": [*geometric, *ctx.source_evidence()],
+    }
+    with_notes = build_measurement_report(ctx, result, notes=notes, **kwargs)
+    without = build_measurement_report(ctx, result, **kwargs)
+    path = tmp_path / "sr.dcm"
+    with_notes.save_as(path, enforce_file_format=True)
+    back = pydicom.dcmread(path)
+    assert report_notes(back) == list(notes)
+    assert report_notes(without) == []
+    # The notes group is one more group; everything else (and every UID) is unchanged.
+    assert (
+        len(back.ContentSequence[-1].ContentSequence)
+        == len(without.ContentSequence[-1].ContentSequence) + 1
+    )
+    assert back.SOPInstanceUID == without.SOPInstanceUID
+    assert read_measurement_report(back) == read_measurement_report(without)
 
 
 def test_report_and_segmentation_must_agree(ctx: WriterContext, synthetic: SyntheticExam) -> None:

@@ -28,7 +28,9 @@ tracking UIDs and IDs are those of the SEG segments.
 Notes about the report itself (why the exam was not compared with earlier
 ones, or only with the node's own history because the PACS could not be
 asked) go into a last group, "Notes on this report", as TEXT items DCM 121106
-"Comment", so that the radiologist reading the report sees them.
+"Comment", so that the radiologist reading the report sees them. The notes
+are part of the seed of the report's SOP Instance UID: the same exam with
+other notes is another instance.
 
 When nothing was segmented there is no SEG: the report holds one TID 1501
 group "Total tumour load" with Finding DCM 111286 "No abnormality", Volume
@@ -403,7 +405,8 @@ def build_measurement_report(
             content=report,
             series_instance_uid=ctx.uids.uid("sr", "series"),
             series_number=ctx.series_number("sr"),
-            sop_instance_uid=ctx.uids.uid("sr", "instance"),
+            # Other notes, other content: another instance (no notes: the UID as before).
+            sop_instance_uid=ctx.uids.uid("sr", "instance", *notes),
             instance_number=1,
             manufacturer=ctx.identity.manufacturer,
             is_complete=True,

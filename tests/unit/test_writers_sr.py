@@ -215,13 +215,21 @@ def test_notes_for_the_reader_are_comments_and_the_report_still_reads_back(
     back = pydicom.dcmread(path)
     assert report_notes(back) == list(notes)
     assert report_notes(without) == []
-    # The notes group is one more group; everything else (and every UID) is unchanged.
+    # Other content, another instance; the same notes give the same UID again.
+    assert back.SOPInstanceUID != without.SOPInstanceUID
+    again = build_measurement_report(ctx, result, notes=notes, **kwargs)
+    assert again.SOPInstanceUID == back.SOPInstanceUID
+    assert without.SOPInstanceUID == build_measurement_report(ctx, result, **kwargs).SOPInstanceUID
+    # The notes group is one more group; everything else is unchanged.
     assert (
         len(back.ContentSequence[-1].ContentSequence)
         == len(without.ContentSequence[-1].ContentSequence) + 1
     )
-    assert back.SOPInstanceUID == without.SOPInstanceUID
-    assert read_measurement_report(back) == read_measurement_report(without)
+    read_back = read_measurement_report(back)
+    assert read_back.sr_sop_instance_uid == back.SOPInstanceUID
+    assert dataclasses.replace(read_back, sr_sop_instance_uid="") == dataclasses.replace(
+        read_measurement_report(without), sr_sop_instance_uid=""
+    )
 
 
 def test_report_and_segmentation_must_agree(ctx: WriterContext, synthetic: SyntheticExam) -> None:

@@ -73,6 +73,24 @@ def _encode(ds: Dataset, implicit: bool) -> bytes:
     return buffer.getvalue()
 
 
+def _store(
+    spool: Spool,
+    ds: Dataset,
+    recorder: _Recorder | None = None,
+    *,
+    sop_instance_uid: str | None = None,
+) -> tuple[SpooledInstance | None, bool]:
+    """Store ``ds`` as sent in explicit VR by calling AE ``A`` (its own SOP UID by default)."""
+    return spool.store(
+        _encode(ds, False),
+        sop_class_uid=MRImageStorage,
+        sop_instance_uid=sop_instance_uid or ds.SOPInstanceUID,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        calling_ae="A",
+        recorder=recorder or _Recorder(),
+    )
+
+
 @pytest.mark.parametrize(
     ("syntax", "implicit", "deflate"),
     [
@@ -119,17 +137,10 @@ def test_same_instance_twice_is_stored_once(tmp_path: Path) -> None:
     ds = _dataset()
     spool = Spool(tmp_path)
     recorder = _Recorder()
-    arguments = dict(
-        sop_class_uid=MRImageStorage,
-        sop_instance_uid=ds.SOPInstanceUID,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-        calling_ae="A",
-        recorder=recorder,
-    )
-    first, new_first = spool.store(_encode(ds, False), **arguments)  # type: ignore[arg-type]
+    first, new_first = _store(spool, ds, recorder)
     assert first is not None and new_first
     mtime = first.path.stat().st_mtime_ns
-    second, new_second = spool.store(_encode(ds, False), **arguments)  # type: ignore[arg-type]
+    second, new_second = _store(spool, ds, recorder)
     assert second is None and not new_second
     assert first.path.stat().st_mtime_ns == mtime
     assert len(recorder.rows) == 1
@@ -150,28 +161,14 @@ def test_bad_uids_never_become_paths(tmp_path: Path, study: str, series: str, me
         ds = _dataset(study=study, series=series)
     spool = Spool(tmp_path / "spool")
     with pytest.raises(InvalidInstanceError, match=message):
-        spool.store(
-            _encode(ds, False),
-            sop_class_uid=MRImageStorage,
-            sop_instance_uid=ds.SOPInstanceUID,
-            transfer_syntax_uid=ExplicitVRLittleEndian,
-            calling_ae="A",
-            recorder=_Recorder(),
-        )
+        _store(spool, ds)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 def test_request_and_data_set_uid_must_agree(tmp_path: Path) -> None:
     ds = _dataset()
     with pytest.raises(InvalidInstanceError, match="differs from the request"):
-        Spool(tmp_path).store(
-            _encode(ds, False),
-            sop_class_uid=MRImageStorage,
-            sop_instance_uid="1.2.999",
-            transfer_syntax_uid=ExplicitVRLittleEndian,
-            calling_ae="A",
-            recorder=_Recorder(),
-        )
+        _store(Spool(tmp_path), ds, sop_instance_uid="1.2.999")
 
 
 def test_garbage_is_not_understood() -> None:
@@ -184,14 +181,7 @@ def test_write_failure_is_a_spool_error_and_leaves_no_partial_file(tmp_path: Pat
     spool = Spool(tmp_path / "spool")
     (tmp_path / "spool" / "1.2.3.4").write_text("a file where the study folder should be")
     with pytest.raises(SpoolWriteError, match="cannot store"):
-        spool.store(
-            _encode(ds, False),
-            sop_class_uid=MRImageStorage,
-            sop_instance_uid=ds.SOPInstanceUID,
-            transfer_syntax_uid=ExplicitVRLittleEndian,
-            calling_ae="A",
-            recorder=_Recorder(),
-        )
+        _store(spool, ds)
     assert list((tmp_path / "spool" / ".incoming").rglob("*.part")) == []
 
 
@@ -239,14 +229,7 @@ def test_uid_grammar() -> None:
 def test_temporary_files_made_ahead_survive_recovery_and_go_at_close(tmp_path: Path) -> None:
     ds = _dataset()
     spool = Spool(tmp_path)
-    spool.store(
-        _encode(ds, False),
-        sop_class_uid=MRImageStorage,
-        sop_instance_uid=ds.SOPInstanceUID,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-        calling_ae="A",
-        recorder=_Recorder(),
-    )
+    _store(spool, ds)
     incoming = tmp_path / ".incoming"
     deadline = time.monotonic() + 5
     while not list(incoming.rglob("*.part")) and time.monotonic() < deadline:
@@ -264,14 +247,7 @@ def test_temporary_files_made_ahead_survive_recovery_and_go_at_close(tmp_path: P
 def test_the_filler_stops_when_the_spool_folder_is_removed(tmp_path: Path) -> None:
     ds = _dataset()
     spool = Spool(tmp_path / "spool")
-    spool.store(
-        _encode(ds, False),
-        sop_class_uid=MRImageStorage,
-        sop_instance_uid=ds.SOPInstanceUID,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-        calling_ae="A",
-        recorder=_Recorder(),
-    )
+    _store(spool, ds)
     filler = spool._temporary_files._thread
     assert filler is not None
     shutil.rmtree(tmp_path / "spool")

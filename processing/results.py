@@ -13,6 +13,8 @@ from enum import Enum
 import numpy as np
 from numpy.typing import NDArray
 
+from processing.quality import QualityAssessment
+
 __all__ = [
     "AdcClass",
     "AdcStats",
@@ -140,3 +142,6 @@ class ProcessingResult:
     # What the segmentation found and used (noise sigma, reference signal, threshold,
     # landmarks, components removed by each rule); JSON-ready scalars.
     diagnostics: dict[str, float | int | str | None] = field(default_factory=dict)
+    # The reliability verdict with its reasons (processing.quality); the node adds
+    # its coverage findings with QualityAssessment.with_findings.
+    quality: QualityAssessment = field(default_factory=QualityAssessment)

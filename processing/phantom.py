@@ -55,6 +55,7 @@ from processing.phantom_tissues import (
     Tissue,
     TissueProperties,
 )
+from processing.phantom_variation import PhantomVariation, tissue_properties
 
 __all__ = [
     "MARROW_TISSUES",
@@ -64,6 +65,7 @@ __all__ = [
     "Phantom",
     "PhantomPreset",
     "PhantomStation",
+    "PhantomVariation",
     "Tissue",
     "TissueProperties",
     "make_phantom",
@@ -304,11 +306,20 @@ def _check_separation(labels: NDArray[np.int32]) -> None:
             raise RuntimeError(f"phantom lesions {label} and {other} touch")
 
 
-def _noise_sigma(b_values: tuple[float, ...], snr: float) -> float:
-    if snr == 0:
-        return 0.0
+def _noise(
+    b_values: tuple[float, ...], snr: float, snr_high_b: float | None
+) -> tuple[float, float]:
+    """Noise sigma and the muscle SNR at the lowest b that it gives.
+
+    ``snr_high_b`` (muscle SNR at the highest b), when given, replaces ``snr``.
+    """
     muscle = TISSUE_PROPERTIES[Tissue.MUSCLE]
-    return muscle.s0 * math.exp(-b_values[0] * muscle.adc_um2s * 1e-6) / snr
+    if snr_high_b is not None:
+        sigma = muscle.s0 * math.exp(-b_values[-1] * muscle.adc_um2s * 1e-6) / snr_high_b
+        return sigma, muscle.s0 * math.exp(-b_values[0] * muscle.adc_um2s * 1e-6) / sigma
+    if snr == 0:
+        return 0.0, snr
+    return muscle.s0 * math.exp(-b_values[0] * muscle.adc_um2s * 1e-6) / snr, snr
 
 
 def _signal(
@@ -359,6 +370,8 @@ def _truth(
     lesion_labels: NDArray[np.int32],
     true_adc: NDArray[np.float32],
     bone_fraction: Mapping[int, float],
+    properties: Mapping[Tissue, TissueProperties],
+    variation: PhantomVariation,
 ) -> dict[str, Any]:
     affine = grid.affine()
     dz, dy, dx = grid.spacing_mm
@@ -394,7 +407,7 @@ def _truth(
         )
     all_adc = true_adc[lesion_labels > 0].astype(np.float64)
     definition = SCENARIOS[scenario]
-    return {
+    truth: dict[str, Any] = {
         "preset": preset.name,
         "seed": seed,
         "snr": snr,
@@ -423,12 +436,16 @@ def _truth(
         "tissues": {
             t.name.lower(): {
                 "label": int(t),
-                "s0": TISSUE_PROPERTIES[t].s0,
-                "adc_um2s": TISSUE_PROPERTIES[t].adc_um2s,
+                "s0": properties[t].s0,
+                "adc_um2s": properties[t].adc_um2s,
             }
             for t in Tissue
         },
     }
+    if not variation.is_default:
+        # Only when given, so that the default phantom's truth stays as it was.
+        truth["variation"] = variation.to_json()
+    return truth
 
 
 def make_phantom(
@@ -439,6 +456,7 @@ def make_phantom(
     seed: int = 0,
     patient_id: str = "PHANTOM-0001",
     scenario: str = "baseline",
+    variation: PhantomVariation | None = None,
 ) -> Phantom:
     """Build one exam of one phantom patient.
 
@@ -456,6 +474,11 @@ def make_phantom(
         Seeds the anatomy and the lesion set.
     scenario
         ``baseline``, ``response``, ``partial``, ``progression`` or ``stable``.
+    variation
+        What varies between patients and protocols (marrow signal and ADC, SNR at
+        the highest b, ...); ``None`` keeps every default (see
+        :class:`~processing.phantom_variation.PhantomVariation`). It is recorded
+        in the truth under ``variation`` when it differs from the default.
 
     Raises
     ------
@@ -465,6 +488,10 @@ def make_phantom(
     chosen, values = _validate(
         preset, b_values=b_values, snr=snr, seed=seed, patient_id=patient_id, scenario=scenario
     )
+    variation = PhantomVariation() if variation is None else variation
+    if not isinstance(variation, PhantomVariation):
+        raise ValueError(f"phantom variation must be a PhantomVariation, got {variation!r}")
+    properties = tissue_properties(variation)
     key = _patient_key(patient_id)
     patient_rng = np.random.default_rng(key)
     anatomy = build_anatomy(patient_rng)
@@ -482,15 +509,15 @@ def make_phantom(
     tissue = np.zeros(grid.shape, dtype=np.uint8)
     for label, shape in anatomy.structures:
         rasterise(tissue, shape, label, grid, frame)
-    s0_table = np.array([TISSUE_PROPERTIES[t].s0 for t in Tissue], dtype=np.float32)
-    adc_table = np.array([TISSUE_PROPERTIES[t].adc_um2s for t in Tissue], dtype=np.float32)
+    s0_table = np.array([properties[t].s0 for t in Tissue], dtype=np.float32)
+    adc_table = np.array([properties[t].adc_um2s for t in Tissue], dtype=np.float32)
     s0 = s0_table[tissue]
     adc = adc_table[tissue]
     lesion_labels = np.zeros(grid.shape, dtype=np.int32)
     bone_fraction = _paint_lesions(lesions, grid, frame, (tissue, lesion_labels, adc, s0))
     _check_separation(lesion_labels)
 
-    sigma = _noise_sigma(values, snr)
+    sigma, snr = _noise(values, snr, variation.snr_high_b)
     noise_rng = np.random.default_rng([seed, key, list(SCENARIOS).index(scenario), 2])
     signal = _signal(s0, adc, values, sigma, noise_rng)
 
@@ -514,6 +541,8 @@ def make_phantom(
         lesion_labels=lesion_labels,
         true_adc=adc,
         bone_fraction=bone_fraction,
+        properties=properties,
+        variation=variation,
     )
     affine = grid.affine()
     for array in (signal, affine, tissue, lesion_labels, adc, s0):

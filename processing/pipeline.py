@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from processing.adc import check_signal, estimate_noise_sigma, fit_adc
 from processing.backend import Backend, Device, select_backend
@@ -50,7 +51,7 @@ from processing.statistics import (
     lesion_measures,
 )
 
-__all__ = ["SegmentationSummary", "process_exam"]
+__all__ = ["SegmentationSummary", "measure_tumour_mask", "process_exam"]
 
 _DEFAULT_SETTINGS = ProcessingSettings()
 
@@ -123,16 +124,117 @@ def process_exam(
     processing.backend.BackendUnavailableError
         ``device="gpu"`` without CuPy or a CUDA device.
     """
+    _check_yellow_lower(yellow_lower_um2s)
+    backend = select_backend(device)
+    timer = _StageTimer(backend)
+    total_start = time.perf_counter()
+    maps = _compute_maps(exam, settings, backend, timer)
+    with timer("segmentation"):
+        tumour, summary = _segment(
+            low_b=maps.low_b,
+            high_b=maps.images[settings.segmentation_b_value],
+            adc=maps.adc,
+            valid=maps.valid,
+            body=maps.body,
+            landmarks=maps.landmarks,
+            noise_sigma=maps.noise_sigma,
+            exam=exam,
+            settings=settings,
+            backend=backend,
+        )
+    return _measure(
+        tumour,
+        maps,
+        exam=exam,
+        settings=settings,
+        backend=backend,
+        timer=timer,
+        yellow_lower_um2s=yellow_lower_um2s,
+        diagnostics=summary.as_dict(),
+        total_start=total_start,
+    )
+
+
+def measure_tumour_mask(
+    exam: DwiExam,
+    tumour_mask: NDArray[np.bool_],
+    settings: ProcessingSettings = _DEFAULT_SETTINGS,
+    *,
+    device: Device | str = Device.AUTO,
+    yellow_lower_um2s: float | None = None,
+) -> ProcessingResult:
+    """Statistics, classes, lesions and regions of a given tumour mask (a reader's correction).
+
+    The maps (ADC, computed b, body mask, landmarks) are computed as in
+    :func:`process_exam`; the segmentation is replaced by ``tumour_mask`` and
+    everything after it (lesion labelling, statistics, ADC classes, regions)
+    is the same code. The mask is taken as drawn: no rule of the automatic
+    segmentation is applied to it.
+
+    Parameters
+    ----------
+    exam
+        The assembled exam.
+    tumour_mask
+        Boolean mask ``[z, y, x]`` on the exam's grid.
+    settings, device, yellow_lower_um2s
+        As for :func:`process_exam`.
+
+    Raises
+    ------
+    ValueError
+        When the mask is not on the exam's grid, or ``yellow_lower_um2s`` is not a finite ADC.
+    processing.errors.InvalidExamError
+        The exam cannot be processed.
+    """
+    _check_yellow_lower(yellow_lower_um2s)
+    if tumour_mask.shape != exam.shape[1:]:
+        raise ValueError(
+            f"the tumour mask has shape {tumour_mask.shape}, the exam's grid is {exam.shape[1:]}"
+        )
+    backend = select_backend(device)
+    timer = _StageTimer(backend)
+    total_start = time.perf_counter()
+    maps = _compute_maps(exam, settings, backend, timer)
+    with timer("upload_mask"):
+        tumour = backend.asarray(np.asarray(tumour_mask, dtype=bool))
+    return _measure(
+        tumour,
+        maps,
+        exam=exam,
+        settings=settings,
+        backend=backend,
+        timer=timer,
+        yellow_lower_um2s=yellow_lower_um2s,
+        diagnostics={"tumour_mask": "given (reader-corrected)"},
+        total_start=total_start,
+    )
+
+
+def _check_yellow_lower(yellow_lower_um2s: float | None) -> None:
     if yellow_lower_um2s is not None and not (
         math.isfinite(yellow_lower_um2s) and yellow_lower_um2s >= 0
     ):
         raise ValueError(f"yellow_lower_um2s must be a finite ADC >= 0, got {yellow_lower_um2s}")
-    backend = select_backend(device)
-    timer = _StageTimer(backend)
-    total_start = time.perf_counter()
-    spacing = exam.spacing_mm
-    voxel_ml = exam.voxel_volume_ml
 
+
+@dataclass(frozen=True, slots=True)
+class _Maps:
+    """What every stage after the ADC fit reads (arrays on the backend)."""
+
+    low_b: Any
+    noise_sigma: float
+    body: Any
+    adc: Any
+    valid: Any
+    images: dict[float, Any]
+    landmarks: BodyLandmarks
+
+
+def _compute_maps(
+    exam: DwiExam, settings: ProcessingSettings, backend: Backend, timer: _StageTimer
+) -> _Maps:
+    """Upload, checks, body mask, ADC fit, computed b and landmarks."""
     with timer("upload"):
         signal = backend.asarray(exam.signal)
     with timer("checks"):
@@ -153,22 +255,38 @@ def process_exam(
             for b in wanted
         }
     with timer("segmentation"):
-        landmarks = find_landmarks(body, spacing, settings, backend)
-        tumour, summary = _segment(
-            low_b=low_b,
-            high_b=images[settings.segmentation_b_value],
-            adc=fit.adc,
-            valid=fit.valid,
-            body=body,
-            landmarks=landmarks,
-            noise_sigma=noise.sigma,
-            exam=exam,
-            settings=settings,
-            backend=backend,
-        )
+        landmarks = find_landmarks(body, exam.spacing_mm, settings, backend)
+    return _Maps(
+        low_b=low_b,
+        noise_sigma=noise.sigma,
+        body=body,
+        adc=fit.adc,
+        valid=fit.valid,
+        images=images,
+        landmarks=landmarks,
+    )
+
+
+def _measure(
+    tumour: Any,
+    maps: _Maps,
+    *,
+    exam: DwiExam,
+    settings: ProcessingSettings,
+    backend: Backend,
+    timer: _StageTimer,
+    yellow_lower_um2s: float | None,
+    diagnostics: dict[str, float | int | str | None],
+    total_start: float,
+) -> ProcessingResult:
+    """Lesions, statistics, classes and regions of ``tumour``; everything back on the host."""
+    voxel_ml = exam.voxel_volume_ml
+    adc = maps.adc
+    high_b = maps.images[settings.segmentation_b_value]
+    with timer("segmentation"):
         lesions = label_components(tumour, backend, structure=_connectivity(settings, backend))
     with timer("statistics"):
-        values = fit.adc[tumour]
+        values = adc[tumour]
         adc_stats = adc_statistics(values, backend)
         low_hist, high_hist = settings.histogram_range_um2s
         histogram = adc_histogram(
@@ -183,7 +301,7 @@ def process_exam(
             yellow, source = settings.yellow_lower_default_um2s, "default"
         else:
             yellow, source = float(yellow_lower_um2s), "baseline p95"
-        classes = classify_adc(fit.adc, tumour, yellow, settings.green_lower_um2s, backend)
+        classes = classify_adc(adc, tumour, yellow, settings.green_lower_um2s, backend)
         volumes = class_volumes(
             classes,
             voxel_volume_ml=voxel_ml,
@@ -192,21 +310,19 @@ def process_exam(
             yellow_lower_source=source,
             backend=backend,
         )
-        measures = lesion_measures(
-            lesions.labels, lesions.count, fit.adc, images[settings.segmentation_b_value], backend
-        )
+        measures = lesion_measures(lesions.labels, lesions.count, adc, high_b, backend)
         tdv_ml = float(int(values.size)) * voxel_ml
     with timer("download"):
-        adc_host = backend.to_host(fit.adc).astype(np.float32, copy=False)
-        valid_host = backend.to_host(fit.valid).astype(bool, copy=False)
-        body_host = backend.to_host(body).astype(bool, copy=False)
+        adc_host = backend.to_host(adc).astype(np.float32, copy=False)
+        valid_host = backend.to_host(maps.valid).astype(bool, copy=False)
+        body_host = backend.to_host(maps.body).astype(bool, copy=False)
         tumour_host = backend.to_host(tumour).astype(bool, copy=False)
         classes_host = backend.to_host(classes).astype(np.uint8, copy=False)
         labels_host = backend.to_host(lesions.labels).astype(np.int32, copy=False)
         computed = tuple(
             ComputedImage(
                 b_value=float(b),
-                image=backend.to_host(images[b]).astype(np.float32, copy=False),
+                image=backend.to_host(maps.images[b]).astype(np.float32, copy=False),
             )
             for b in settings.computed_b_values
         )
@@ -215,7 +331,7 @@ def process_exam(
             measures,
             exam=exam,
             body=body_host,
-            landmarks=landmarks,
+            landmarks=maps.landmarks,
             voxel_ml=voxel_ml,
             settings=settings,
         )
@@ -244,7 +360,7 @@ def process_exam(
         device=backend.description,
         timings_s=timings,
         settings_digest=settings_digest(settings),
-        diagnostics=summary.as_dict(),
+        diagnostics=diagnostics,
     )
 
 

@@ -5,7 +5,9 @@ that later exams are compared with: the identity of the study (UID, date, time,
 patient), the total diffusion volume, the ADC statistics (the baseline's 95th
 centile sets the yellow class bound, seed 000), the histogram, the class
 volumes, the lesion table (volume, ADC, centroid in patient coordinates, body
-region, mean computed high-b signal) and the UIDs of the SR and SEG that carry
+region, mean computed high-b signal), the reliability verdict with its reasons
+(:class:`~processing.quality.QualityAssessment`, so that a comparison can say
+that a prior's numbers were doubtful) and the UIDs of the SR and SEG that carry
 them in PACS.
 
 It is plain data with a JSON round trip (:meth:`ExamSummary.to_dict` /
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from processing.exam import DwiExam
+from processing.quality import QualityAssessment
 from processing.results import (
     AdcStats,
     BodyRegion,
@@ -96,6 +99,10 @@ class ExamSummary:
     voxel_volume_ml
         Volume of one voxel of the exam grid, ml (NaN when unknown, e.g. rebuilt
         from a report); sets the sampling-noise floor of lesion growth.
+    quality
+        The reliability verdict of the exam's result with its reasons; ``None``
+        when not known (a summary written before verdicts existed, or rebuilt
+        from a report that does not carry it).
     """
 
     study_instance_uid: str
@@ -112,6 +119,7 @@ class ExamSummary:
     seg_sop_instance_uid: str = ""
     software_version: str = ""
     voxel_volume_ml: float = math.nan
+    quality: QualityAssessment | None = None
 
     def __post_init__(self) -> None:
         if not self.study_instance_uid:
@@ -159,6 +167,7 @@ class ExamSummary:
             "seg_sop_instance_uid": self.seg_sop_instance_uid,
             "software_version": self.software_version,
             "voxel_volume_ml": _num_out(self.voxel_volume_ml),
+            "quality": None if self.quality is None else _quality_out(self.quality),
         }
 
     @classmethod
@@ -198,6 +207,7 @@ class ExamSummary:
             voxel_volume_ml=_num_in(data, "voxel_volume_ml")
             if "voxel_volume_ml" in data
             else math.nan,
+            quality=_quality_in(data.get("quality")),
         )
 
 
@@ -210,11 +220,13 @@ def summarize_exam(
     sr_sop_instance_uid: str = "",
     seg_sop_instance_uid: str = "",
     software_version: str = "",
+    quality: QualityAssessment | None = None,
 ) -> ExamSummary:
     """Summary of one processed exam (identity from ``exam``, numbers from ``stats``).
 
     ``study_date`` and ``study_time`` come from the DICOM header (the exam does
-    not carry them).
+    not carry them); ``quality`` is the result's verdict (with every finding,
+    also those the node added).
     """
     return ExamSummary(
         study_instance_uid=exam.study_instance_uid,
@@ -231,6 +243,7 @@ def summarize_exam(
         seg_sop_instance_uid=seg_sop_instance_uid,
         software_version=software_version,
         voxel_volume_ml=exam.voxel_volume_ml,
+        quality=quality,
     )
 
 
@@ -340,6 +353,30 @@ def _classes_in(data: Mapping[str, Any]) -> ClassVolumes:
         green_lower_um2s=_num_in(data, "green_lower_um2s", prefix),
         yellow_lower_source=_get(data, "yellow_lower_source", str, prefix),
     )
+
+
+def _quality_out(quality: QualityAssessment) -> dict[str, Any]:
+    data = quality.as_dict()
+    data["measures"] = {
+        name: _num_out(value) if isinstance(value, float) else value
+        for name, value in data["measures"].items()
+    }
+    for reason in data["reasons"]:
+        for key in ("value", "limit"):
+            if isinstance(reason[key], float):
+                reason[key] = _num_out(reason[key])
+    return data
+
+
+def _quality_in(data: object) -> QualityAssessment | None:
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise SummaryFormatError("quality: expected an object or null")
+    try:
+        return QualityAssessment.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SummaryFormatError(f"quality: {exc}") from None
 
 
 def _lesion_out(lesion: LesionStats) -> dict[str, Any]:

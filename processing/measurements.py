@@ -11,8 +11,11 @@ volumes in ml, centroids in patient LPS mm. The keys are a stable interface
 ``green_lower_um2s``, ``yellow_lower_source``), ``histogram`` (``bin_edges_um2s``,
 ``counts``, ``voxel_volume_ml``), ``lesions`` (``label``, ``volume_ml``,
 ``adc_mean``, ``adc_median``, ``centroid_mm``, ``region``, ``mean_high_b``),
-``device``, ``timings_s``, ``settings_digest``, ``diagnostics``, plus the
-identifiers given by the caller (``study_instance_uid``, ``software_version``).
+``device``, ``timings_s``, ``settings_digest``, ``diagnostics``, ``quality``
+(the reliability verdict: :meth:`processing.quality.QualityAssessment.as_dict`,
+``verdict``, ``meaning``, ``reasons`` with ``code``, ``severity``, ``message``,
+``value``, ``limit``, and ``measures``), plus the identifiers given by the caller
+(``study_instance_uid``, ``software_version``).
 
 With the exam's :class:`~processing.exam_summary.ExamSummary` given,
 ``exam_summary`` holds :meth:`ExamSummary.to_dict` (what a later run reads back
@@ -100,6 +103,7 @@ def measurements_dict(
         ],
         "timings_s": dict(result.timings_s),
         "diagnostics": dict(result.diagnostics),
+        "quality": result.quality.as_dict(),
     }
     if summary is not None:
         report["exam_summary"] = summary.to_dict()

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from processing.quality import QualityAssessment
+
 __all__ = [
     "PIPELINE_NAME",
     "ClientTlsSpec",
@@ -254,6 +256,8 @@ class JobRecord:
     attempts: int
     processing_seconds: float | None
     not_before: float = 0.0  # a deferred ready job is not claimed before this time
+    quality: QualityAssessment | None = None  # verdict of the result (processed jobs)
+    held_since: float | None = None  # receiving, held for incomplete coverage since then
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,8 +292,11 @@ class JobQueue(Protocol):
         results: Sequence[tuple[str, str]],
         destinations: Sequence[str],
         processing_seconds: float,
+        *,
+        quality: QualityAssessment | None = None,
     ) -> None:
-        """Record the result files ``(path, sop_instance_uid)`` and queue them per destination."""
+        """Record the result files ``(path, sop_instance_uid)`` and queue them per destination,
+        with the result's reliability verdict."""
         ...
 
     def fail(self, job_id: int, reason: str) -> None:

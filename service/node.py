@@ -119,6 +119,7 @@ class Node:
         self._processing_seconds_total = 0.0
         self._jobs_finished = 0
         self._jobs_failed = 0
+        self._gpu_fallbacks = 0
         self._started = False
 
     # --------------------------------------------------------------- lifecycle
@@ -200,6 +201,8 @@ class Node:
             requested=self.settings.node.device.value,
             **details,
         )
+        if backend.is_gpu:
+            self._spawn("gpu-warmup", lambda: warm_up_gpu(self.settings.node.device))
         return backend
 
     def _spawn(self, name: str, target: object) -> None:
@@ -265,6 +268,8 @@ class Node:
             self._jobs_failed += 1
         else:
             self._jobs_finished += 1
+            if outcome.gpu_fallback:
+                self._gpu_fallbacks += 1
             self.exporter.wake()
 
     def metrics(self) -> list[Metric]:
@@ -338,6 +343,22 @@ class Node:
                     ({"outcome": "ok"}, self._jobs_finished),
                     ({"outcome": "failed"}, self._jobs_failed),
                 ),
+            ),
+            Metric(
+                "wbdwi_results_by_verdict",
+                "gauge",
+                "Processed jobs by the reliability verdict of their result (ok, review, "
+                "unreliable), from the job store.",
+                tuple(
+                    ({"verdict": verdict.value}, count)
+                    for verdict, count in self.store.verdict_counts().items()
+                ),
+            ),
+            Metric(
+                "wbdwi_gpu_fallbacks_total",
+                "counter",
+                "Jobs that failed on the GPU and were processed again on the CPU since start.",
+                (({}, self._gpu_fallbacks),),
             ),
             Metric(
                 "wbdwi_export_attempts_total",

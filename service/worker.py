@@ -34,11 +34,21 @@ from dicom_node.errors import DicomNodeError
 from dicom_node.export import read_result_identity
 from dicom_node.write_results import write_results
 from dicom_node.writers import installed_version
+from processing.backend import (
+    BackendUnavailableError,
+    Device,
+    is_device_error,
+    recheck_gpu,
+    select_backend,
+)
 from processing.errors import ProcessingError
+from processing.exam import DwiExam
 from processing.exam_summary import summarize_exam
 from processing.measurements import measurements_dict
 from processing.pipeline import process_exam
+from processing.quality import QualityAssessment, Verdict
 from processing.results import ProcessingResult
+from processing.settings import ProcessingSettings
 from service.job_priors import (
     InputsMissingError,
     PriorsUnavailableError,
@@ -57,6 +67,7 @@ __all__ = [
     "PriorsWait",
     "Worker",
     "describe_failure",
+    "process_on_device",
     "run_job",
 ]
 
@@ -76,6 +87,8 @@ class JobOutcome:
     result: ProcessingResult | None = field(default=None, repr=False)
     warnings: tuple[str, ...] = ()
     comparison: dict[str, object] | None = None  # measurements.json "comparison"
+    gpu_fallback: str = ""  # why the job ran again on the CPU after failing on the GPU
+    quality: QualityAssessment = field(default_factory=QualityAssessment)  # the verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +134,8 @@ def run_job(spec: JobSpec) -> JobOutcome:
     priors = find_priors(spec.priors, exam)
     timings["priors"] = time.perf_counter() - started
     started = time.perf_counter()
-    result = process_exam(
-        exam, settings, device=spec.device, yellow_lower_um2s=priors.yellow_lower_um2s
+    result, gpu_fallback = process_on_device(
+        exam, settings, spec.device, yellow_lower_um2s=priors.yellow_lower_um2s
     )
     timings["process"] = time.perf_counter() - started
     started = time.perf_counter()
@@ -134,6 +147,7 @@ def run_job(spec: JobSpec) -> JobOutcome:
             study_date=priors.when.study_date,
             study_time=priors.when.study_time,
             software_version=version,
+            quality=result.quality,
         )
         comparison = compare_with_priors(exam_summary, priors.prepared, settings)
     output_dir = Path(spec.output_dir)
@@ -159,6 +173,7 @@ def run_job(spec: JobSpec) -> JobOutcome:
         comparison=comparison,
     )
     measurements["warnings"] = list(priors.warnings)
+    warnings = (*priors.warnings, *([gpu_fallback] if gpu_fallback else []))
     summary = {
         "job_id": spec.job_id,
         "job_key": spec.job_key,
@@ -173,7 +188,10 @@ def run_job(spec: JobSpec) -> JobOutcome:
         "result_files": [str(path.relative_to(output_dir)) for path in files],
         "timings_s": {**timings, **{f"process.{k}": v for k, v in result.timings_s.items()}},
         "priors": comparison_block(spec.priors, priors, comparison),
-        "warnings": list(priors.warnings),
+        "warnings": list(warnings),
+        "gpu_fallback": gpu_fallback or None,
+        "verdict": result.quality.verdict.value,
+        "verdict_reasons": [finding.code for finding in result.quality.findings],
     }
     _write_json_atomically(output_dir / JOB_SUMMARY_FILE, summary)
     _write_json_atomically(output_dir / MEASUREMENTS_FILE, measurements)
@@ -182,9 +200,76 @@ def run_job(spec: JobSpec) -> JobOutcome:
         device=result.device,
         timings_s=timings,
         result=result,
-        warnings=priors.warnings,
+        warnings=warnings,
         comparison=measurements.get("comparison"),
+        quality=result.quality,
+        gpu_fallback=gpu_fallback,
     )
+
+
+def process_on_device(
+    exam: DwiExam,
+    settings: ProcessingSettings,
+    device: Device | str,
+    *,
+    yellow_lower_um2s: float | None = None,
+) -> tuple[ProcessingResult, str]:
+    """Process ``exam`` on ``device``; under ``auto`` a job that fails on the GPU runs on the CPU.
+
+    A failure on the GPU that is not a verdict on the input
+    (:class:`~processing.errors.ProcessingError`) reruns the job on the CPU
+    and is logged (``gpu_job_rerun_on_cpu``). When the failure is a CUDA or
+    CuPy error, :func:`~processing.backend.recheck_gpu` probes the device
+    again: after a sticky error (the context stays broken) the GPU is off for
+    the rest of the process and later jobs go to the CPU straight away. With
+    ``device = gpu`` a CUDA error fails the job with
+    :class:`~processing.backend.BackendUnavailableError` naming it.
+
+    Returns
+    -------
+    tuple of (ProcessingResult, str)
+        The result, and why the job was rerun on the CPU (empty when it was not).
+    """
+    wanted = Device.coerce(device)
+    backend = select_backend(wanted)
+    if not backend.is_gpu:
+        return process_exam(
+            exam, settings, device=Device.CPU, yellow_lower_um2s=yellow_lower_um2s
+        ), ""
+    try:
+        return process_exam(
+            exam, settings, device=Device.GPU, yellow_lower_um2s=yellow_lower_um2s
+        ), ""
+    except ProcessingError as error:
+        if not isinstance(error, BackendUnavailableError):
+            raise  # the input's fault: the CPU would say the same
+        failure: Exception = error
+    except Exception as error:  # any GPU-side failure: the CPU is the reference
+        failure = error
+    reason = describe_failure(failure)
+    device_error = is_device_error(failure)
+    still_usable, detail = recheck_gpu(failure) if device_error else (True, "")
+    if wanted is Device.GPU:
+        LOGGER.error("gpu_job_failed", reason=reason, gpu_still_usable=still_usable)
+        if device_error:
+            raise BackendUnavailableError(
+                f"the job failed on the GPU ({reason}); device gpu was requested "
+                "(device auto reruns such a job on the CPU)"
+            ) from failure
+        raise failure
+    LOGGER.warning(
+        "gpu_job_rerun_on_cpu",
+        reason=reason,
+        cuda_error=device_error,
+        gpu_still_usable=still_usable,
+        **({"gpu_status": detail} if not still_usable else {}),
+        exc_info=not device_error,  # a GPU-only bug needs its traceback
+    )
+    result = process_exam(exam, settings, device=Device.CPU, yellow_lower_um2s=yellow_lower_um2s)
+    note = f"processed on the CPU after the GPU failed ({reason})"
+    if not still_usable:
+        note += "; the GPU is off until the node restarts"
+    return result, note
 
 
 def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
@@ -285,9 +370,16 @@ class Worker:
                     self._on_finished(spec, None, seconds)
                 return None
             seconds = time.perf_counter() - started
-            self.store.finish_processing(spec.job_id, results, spec.destinations, seconds)
-            LOGGER.info(
+            self.store.finish_processing(
+                spec.job_id, results, spec.destinations, seconds, quality=outcome.quality
+            )
+            verdict = outcome.quality.verdict
+            # A result the reader must doubt is worth a warning in the log.
+            log = LOGGER.info if verdict is Verdict.OK else LOGGER.warning
+            log(
                 "job_processed",
+                verdict=verdict.value,
+                verdict_reasons=[finding.code for finding in outcome.quality.findings],
                 device=outcome.device,
                 result_files=len(results),
                 seconds=round(seconds, 3),

@@ -39,6 +39,7 @@ from processing.comparison import (
 from processing.errors import ProcessingError
 from processing.exam_summary import ExamSummary, SummaryFormatError, exam_sort_key
 from processing.measurements import measurements_dict, summary_from_measurements
+from processing.quality import QualityAssessment
 from processing.response import ResponseSettings
 from processing.results import ProcessingResult
 from processing.settings import ProcessingSettings
@@ -51,6 +52,7 @@ __all__ = [
     "register",
     "run",
     "run_offline",
+    "verdict_lines",
 ]
 
 MEASUREMENTS_FILE = "measurements.json"
@@ -243,6 +245,7 @@ def run_offline(
         study_date=when.study_date,
         study_time=when.study_time,
         software_version=version,
+        quality=result.quality,
     )
     current_key = exam_sort_key(summary)
     earlier = [p for p in priors if exam_sort_key(p) < current_key]
@@ -345,7 +348,20 @@ def run(args: argparse.Namespace) -> int:
         )
     elif args.prior:
         print("wbdwi process: no prior is earlier than this exam; no comparison")
+    for line in verdict_lines(outcome.result.quality):
+        print(f"wbdwi process: {line}")
     return 0
+
+
+def verdict_lines(quality: QualityAssessment) -> list[str]:
+    """The verdict in plain words, then one line per reason (the last lines ``process`` prints)."""
+    verdict = quality.verdict
+    lines = [f"verdict {verdict.value}: {verdict.meaning}"]
+    lines.extend(
+        f"  {finding.severity.value}: {finding.message} [{finding.code}]"
+        for finding in quality.findings
+    )
+    return lines
 
 
 def _software_version() -> str:

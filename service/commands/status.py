@@ -1,6 +1,7 @@
 """``wbdwi status``: jobs, outbox and failures of a node, read from its job store.
 
-Also, per job, the exam it was compared with (from the job's ``job.json``), and
+Also, per job, the reliability verdict of its result with the reasons (kept in
+the job store), the exam it was compared with (from the job's ``job.json``), and
 what retention is waiting on (:func:`service.retention.plan_retention` with the
 node's ``[retention]`` settings at the current time).
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from processing.quality import QualityAssessment, Verdict
 from service.commands.serve import add_config_argument, open_node_job_store
 from service.jobs import JobRecord, JobState, OutboxRecord, OutboxState
 from service.retention import RetentionPlan, plan_retention
@@ -49,6 +51,8 @@ def _job_line(job: JobRecord, priors: dict[str, Any] | None) -> str:
     )
     if job.reason:
         line += f"\n       reason: {job.reason}"
+    if job.quality is not None:
+        line += _verdict_lines(job.quality)
     if priors and priors.get("unreadable"):
         line += f"\n       job.json unreadable: {priors['unreadable']}"
     if priors and priors.get("previous_study_uid"):
@@ -57,6 +61,17 @@ def _job_line(job: JobRecord, priors: dict[str, Any] | None) -> str:
             f"(baseline {priors.get('baseline_study_uid')})"
         )
     return line
+
+
+def _verdict_lines(quality: QualityAssessment) -> str:
+    """The verdict of a processed job, and one line per reason when it is not ``ok``."""
+    verdict = quality.verdict
+    if verdict is Verdict.OK:
+        return "\n       verdict: ok"
+    text = f"\n       verdict: {verdict.value.upper()}: {verdict.meaning}"
+    for finding in quality.findings:
+        text += f"\n         - {finding.severity.value} ({finding.code}): {finding.message}"
+    return text
 
 
 def _job_priors(output_dir: str | None) -> dict[str, Any] | None:
@@ -167,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         jobs = store.jobs(limit=args.limit)
         counts = store.job_counts()
+        verdicts = store.verdict_counts()
         outbox = store.outbox_counts()
         dead = store.dead_letters()
         failed = [job for job in store.jobs(limit=100000) if job.state is JobState.FAILED]
@@ -179,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         payload = {
             "jobs_by_state": {state.value: n for state, n in counts.items()},
+            "results_by_verdict": {verdict.value: n for verdict, n in verdicts.items()},
             "jobs": [
                 {
                     "job_id": j.job_id,
@@ -190,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
                     "processing_seconds": j.processing_seconds,
                     "not_before": j.not_before or None,
                     "priors": priors[j.job_id],
+                    "quality": None if j.quality is None else j.quality.as_dict(),
                 }
                 for j in jobs
             ],
@@ -227,6 +245,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2))
     else:
         print("jobs: " + ", ".join(f"{s.value} {n}" for s, n in counts.items() if n) or "none")
+        if any(verdicts.values()):
+            print("results: " + ", ".join(f"{v.value} {n}" for v, n in verdicts.items()))
         print("   id  state      ver  inputs   proc.  updated              study")
         for job in jobs:
             print(_job_line(job, priors[job.job_id]))

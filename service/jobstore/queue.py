@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 
+from processing.quality import QualityAssessment, Verdict
 from service.jobs import JobRecord, JobSpec, JobState, OutboxState
 from service.jobstore.connection import StoreConnection
 
@@ -79,12 +81,18 @@ class JobQueueRecords(StoreConnection):
         results: Sequence[tuple[str, str]],
         destinations: Sequence[str],
         processing_seconds: float,
+        *,
+        quality: QualityAssessment | None = None,
     ) -> None:
         """Queue each result file ``(path, sop_instance_uid)`` for each destination.
 
         The job becomes ``exporting``, or ``done`` when there is no destination.
+        ``quality`` (the result's reliability verdict and reasons) is kept with
+        the job for ``wbdwi status`` and the metrics.
         """
         now = time.time()
+        verdict = None if quality is None else quality.verdict.value
+        quality_json = None if quality is None else json.dumps(quality.as_dict())
         state = JobState.EXPORTING if destinations and results else JobState.DONE
         with self._transaction() as db:
             db.executemany(
@@ -98,8 +106,8 @@ class JobQueueRecords(StoreConnection):
             )
             db.execute(
                 "UPDATE jobs SET state = ?, reason = '', processing_seconds = ?, updated_at = ?, "
-                "not_before = 0, deferred_since = NULL WHERE job_id = ?",
-                (state.value, processing_seconds, now, job_id),
+                "not_before = 0, deferred_since = NULL, verdict = ?, quality = ? WHERE job_id = ?",
+                (state.value, processing_seconds, now, verdict, quality_json, job_id),
             )
 
     def fail(self, job_id: int, reason: str) -> None:
@@ -176,6 +184,8 @@ class JobQueueRecords(StoreConnection):
                 attempts=row["attempts"],
                 processing_seconds=row["processing_seconds"],
                 not_before=row["not_before"],
+                quality=_quality(row["quality"]),
+                held_since=row["held_since"],
             )
             for row in rows
         ]
@@ -222,6 +232,20 @@ class JobQueueRecords(StoreConnection):
                 (JobState.READY.value, time.time(), JobState.PROCESSING.value),
             ).rowcount
 
+    def verdict_counts(self) -> dict[Verdict, int]:
+        """Processed jobs by the verdict of their result (every verdict present, zero when none).
+
+        Every processed version of a study counts once; jobs processed before
+        verdicts were recorded count under none.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT verdict, COUNT(*) FROM jobs WHERE verdict IS NOT NULL GROUP BY verdict"
+            ).fetchall()
+        counts = dict.fromkeys(Verdict, 0)
+        counts.update({Verdict(verdict): count for verdict, count in rows})
+        return counts
+
     def job_counts(self) -> dict[JobState, int]:
         """Number of jobs in each state (every state present, zero when none)."""
         with self._lock:
@@ -229,3 +253,10 @@ class JobQueueRecords(StoreConnection):
         counts = dict.fromkeys(JobState, 0)
         counts.update({JobState(state): count for state, count in rows})
         return counts
+
+
+def _quality(text: str | None) -> QualityAssessment | None:
+    """The stored verdict of a job (``None``: not processed, or before verdicts were kept)."""
+    if text is None:
+        return None
+    return QualityAssessment.from_dict(json.loads(text))

@@ -9,7 +9,11 @@ Tables
 ``ledger``     what each destination acknowledged (a job that runs twice never sends twice)
 
 Schema version 2 added ``jobs.not_before`` and ``jobs.deferred_since`` (a job
-waiting for priors from PACS); a version 1 store is upgraded in place at open.
+waiting for priors from PACS); version 3 added ``jobs.verdict`` and
+``jobs.quality`` (the reliability verdict of a processed job and its reasons, as
+the JSON of :meth:`processing.quality.QualityAssessment.as_dict`) and
+``jobs.held_since`` (a receiving exam held because its coverage looks
+incomplete). Older stores are upgraded in place at open.
 A store of a newer version is refused (:class:`JobStoreError`).
 """
 
@@ -20,7 +24,7 @@ from pathlib import Path
 
 __all__ = ["SCHEMA_VERSION", "JobStoreError", "open_database"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 _SCHEMA = """
@@ -61,7 +65,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     processing_seconds REAL,
     not_before REAL NOT NULL DEFAULT 0,
-    deferred_since REAL
+    deferred_since REAL,
+    verdict TEXT,
+    quality TEXT,
+    held_since REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_study ON jobs (study_uid, version);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
@@ -93,6 +100,9 @@ CREATE TABLE IF NOT EXISTS ledger (
 _ADDED_JOB_COLUMNS = {
     "not_before": "REAL NOT NULL DEFAULT 0",
     "deferred_since": "REAL",
+    "verdict": "TEXT",
+    "quality": "TEXT",
+    "held_since": "REAL",
 }
 
 
@@ -127,7 +137,7 @@ def _set_up(db: sqlite3.Connection, path: Path) -> None:
     db.execute("PRAGMA foreign_keys=ON")
     db.execute("PRAGMA busy_timeout=30000")
     version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version not in (0, 1, SCHEMA_VERSION):
+    if version not in (0, 1, 2, SCHEMA_VERSION):
         raise JobStoreError(
             f"job store {path} has schema version {version}; this node expects "
             f"{SCHEMA_VERSION} (a newer node wrote it: upgrade this one, or restore the "

@@ -31,8 +31,16 @@ def test_process_writes_measurements(
 ) -> None:
     out = tmp_path / "out"
     assert main(["process", str(phantom_dicom), "--out", str(out), "--device", "cpu"]) == 0
-    assert "measurements.json" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "measurements.json" in printed
     report = json.loads((out / "measurements.json").read_text())
+    quality = report["quality"]
+    assert set(quality) == {"verdict", "meaning", "reasons", "measures"}
+    verdict_line = f"wbdwi process: verdict {quality['verdict']}: {quality['meaning']}"
+    reason_lines = printed[printed.index(verdict_line) :].splitlines()[1:]
+    assert [line.rsplit("[", 1)[1].rstrip("]") for line in reason_lines] == [
+        reason["code"] for reason in quality["reasons"]
+    ]
     assert report["tdv_ml"] > 0
     assert set(report["adc"]) == ADC_KEYS
     assert all(math.isfinite(report["adc"][key]) for key in ADC_KEYS)

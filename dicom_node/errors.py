@@ -38,6 +38,10 @@ Hierarchy
     |                                      contexts): a configuration problem
     +-- WriterError                    a result object cannot be written (subclasses in
                                        dicom_node.writers.errors)
+    +-- SegmentationReadError          a received SEG cannot be used as a correction
+        +-- SegmentationReferenceError     it refers to another study, series or frame
+        |                                  of reference than the exam
+        +-- SegmentationGeometryError      its frames do not lie on the exam's grid
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ __all__ = [
     "MultipleStudiesError",
     "NoDiffusionSeriesError",
     "ReactorPauseTimeoutError",
+    "SegmentationGeometryError",
+    "SegmentationReadError",
+    "SegmentationReferenceError",
     "SendError",
     "SingleBValueError",
     "StationGapError",
@@ -197,3 +204,18 @@ class WriterError(DicomNodeError):
 
     Subclasses live in :mod:`dicom_node.writers.errors`.
     """
+
+
+class SegmentationReadError(DicomNodeError):
+    """A received Segmentation cannot be used as a reader's correction (unreadable, no segment).
+
+    The message names the SEG (its SOP Instance UID or file) and the reason.
+    """
+
+
+class SegmentationReferenceError(SegmentationReadError):
+    """The SEG was drawn on another study, series or frame of reference than the exam."""
+
+
+class SegmentationGeometryError(SegmentationReadError):
+    """The SEG's frames do not lie on the exam's grid (orientation, spacing, position)."""

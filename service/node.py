@@ -34,7 +34,7 @@ from service.jobs import JobSpec, JobState, OutboxState
 from service.jobstore import SqliteJobStore
 from service.retention import RetentionCleaner, RetentionKind
 from service.settings import OtherStoragePolicy, Settings
-from service.worker import JobOutcome, PriorsWait, Worker
+from service.worker import JobOutcome, PriorsWait, Worker, warm_up_gpu
 
 __all__ = ["Node", "RecoveryReport"]
 
@@ -201,8 +201,13 @@ class Node:
             requested=self.settings.node.device.value,
             **details,
         )
-        if backend.is_gpu:
-            self._spawn("gpu-warmup", lambda: warm_up_gpu(self.settings.node.device))
+        if backend.is_gpu:  # off the receive path, not a readiness thread (it ends)
+            threading.Thread(
+                target=warm_up_gpu,
+                args=(self.settings.node.device,),
+                name="gpu-warmup",
+                daemon=True,
+            ).start()
         return backend
 
     def _spawn(self, name: str, target: object) -> None:

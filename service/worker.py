@@ -37,6 +37,7 @@ from dicom_node.writers import installed_version
 from processing.backend import (
     BackendUnavailableError,
     Device,
+    disable_gpu,
     is_device_error,
     recheck_gpu,
     select_backend,
@@ -69,6 +70,7 @@ __all__ = [
     "describe_failure",
     "process_on_device",
     "run_job",
+    "warm_up_gpu",
 ]
 
 LOGGER = structlog.get_logger(__name__)
@@ -270,6 +272,35 @@ def process_on_device(
     if not still_usable:
         note += "; the GPU is off until the node restarts"
     return result, note
+
+
+def warm_up_gpu(device: Device | str) -> bool:
+    """Process a tiny synthetic exam on the GPU, so that the first job finds its kernels compiled.
+
+    CuPy compiles each kernel at its first use (about a hundred for a job);
+    the node runs this in a thread at start. When the GPU fails on the
+    synthetic exam and ``device`` is ``auto``, the GPU is switched off for the
+    process (:func:`~processing.backend.disable_gpu`) and jobs run on the CPU.
+
+    Returns
+    -------
+    bool
+        Whether the synthetic exam went through on the GPU.
+    """
+    from processing.phantom import make_phantom  # only the warm-up needs the phantom
+
+    started = time.perf_counter()
+    try:
+        exam = make_phantom("small", snr=0.0, seed=0).to_exam()
+        process_exam(exam, device=Device.GPU)
+    except Exception as error:  # the GPU path failed on known-good input
+        reason = f"GPU warm-up on a synthetic exam failed ({describe_failure(error)})"
+        if Device.coerce(device) is Device.AUTO:
+            disable_gpu(f"{reason}; processing on the CPU until the node restarts")
+        LOGGER.error("gpu_warmup_failed", reason=reason, exc_info=not is_device_error(error))
+        return False
+    LOGGER.info("gpu_warmed_up", seconds=round(time.perf_counter() - started, 3))
+    return True
 
 
 def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:

@@ -26,7 +26,8 @@ ARG BASE_IMAGE=nvidia/cuda:12.4.1-runtime-ubuntu22.04
 FROM ${BASE_IMAGE} AS build
 
 ARG DEBIAN_FRONTEND=noninteractive
-# 1: install the "gpu" extra (cupy-cuda12x); 0: CPU-only image.
+# 1: install the "gpu" extra (cupy-cuda12x[ctk]: CuPy with the NVRTC and cuFFT it loads at
+# run time; the image's CUDA runtime has them too, the driver comes from the host); 0: CPU-only image.
 ARG WITH_GPU=1
 ARG PIP_INDEX_URL=""
 ARG PIP_EXTRA_INDEX_URL=""

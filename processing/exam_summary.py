@@ -103,6 +103,10 @@ class ExamSummary:
         The reliability verdict of the exam's result with its reasons; ``None``
         when not known (a summary written before verdicts existed, or rebuilt
         from a report that does not carry it).
+    other_foci_count, other_foci_ml
+        Components beyond the listed ``lesions`` (only the largest are listed;
+        ``ExamStats.other_foci_count``): how many and their volume. A comparison
+        cannot call a lesion new when the reference exam left foci unlisted.
     """
 
     study_instance_uid: str
@@ -120,6 +124,8 @@ class ExamSummary:
     software_version: str = ""
     voxel_volume_ml: float = math.nan
     quality: QualityAssessment | None = None
+    other_foci_count: int = 0
+    other_foci_ml: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.study_instance_uid:
@@ -168,6 +174,8 @@ class ExamSummary:
             "software_version": self.software_version,
             "voxel_volume_ml": _num_out(self.voxel_volume_ml),
             "quality": None if self.quality is None else _quality_out(self.quality),
+            "other_foci_count": self.other_foci_count,
+            "other_foci_ml": _num_out(self.other_foci_ml),
         }
 
     @classmethod
@@ -208,6 +216,10 @@ class ExamSummary:
             if "voxel_volume_ml" in data
             else math.nan,
             quality=_quality_in(data.get("quality")),
+            other_foci_count=_get(data, "other_foci_count", int)
+            if "other_foci_count" in data
+            else 0,
+            other_foci_ml=_num_in(data, "other_foci_ml") if "other_foci_ml" in data else 0.0,
         )
 
 
@@ -244,6 +256,8 @@ def summarize_exam(
         software_version=software_version,
         voxel_volume_ml=exam.voxel_volume_ml,
         quality=quality,
+        other_foci_count=stats.other_foci_count,
+        other_foci_ml=stats.other_foci_ml,
     )
 
 

@@ -161,8 +161,15 @@ def assess_lesions(
         if progression_group is None:
             status = LesionStatus.NEW
             reference_labels: tuple[int, ...] = ()
-            outcome = assess_new_lesion(
-                lesion, progression_exam.study_instance_uid, settings, voxel_volume_ml=coarser_voxel
+            outcome = _unlisted_in_reference(
+                lesion,
+                assess_new_lesion(
+                    lesion,
+                    progression_exam.study_instance_uid,
+                    settings,
+                    voxel_volume_ml=coarser_voxel,
+                ),
+                progression_exam,
             )
         else:
             status = LesionStatus.PERSISTENT
@@ -194,8 +201,12 @@ def assess_lesions(
         )
     for label in progression_matching.disappeared_labels:
         gone = progression_exam.lesion(label)
-        outcome = assess_disappeared_lesion(
-            gone, progression_exam.study_instance_uid, settings, voxel_volume_ml=coarser_voxel
+        outcome = _unlisted_now(
+            gone,
+            assess_disappeared_lesion(
+                gone, progression_exam.study_instance_uid, settings, voxel_volume_ml=coarser_voxel
+            ),
+            current,
         )
         assessments.append(
             LesionAssessment(
@@ -216,6 +227,63 @@ def assess_lesions(
             )
         )
     return tuple(assessments)
+
+
+def _largest_unlisted_ml(exam: ExamSummary) -> float:
+    """Upper bound of the volume of each unlisted focus: the smallest listed lesion's."""
+    return min((lesion.volume_ml for lesion in exam.lesions), default=math.inf)
+
+
+def _unlisted_in_reference(
+    lesion: LesionStats, outcome: RuleOutcome | None, reference: ExamSummary
+) -> RuleOutcome | None:
+    """A new lesion when the reference listed only its largest lesions.
+
+    One no larger than the reference's largest possible unlisted focus may be
+    that focus: not counted (rule ``new_or_unlisted_in_reference``). A larger
+    one is counted as new (it is progression either way: new, or grown from an
+    unlisted focus), and the reason says so.
+    """
+    if outcome is None or outcome.category is None or reference.other_foci_count == 0:
+        return outcome
+    bound = _largest_unlisted_ml(reference)
+    unlisted = (
+        f"{reference.study_instance_uid} listed only its {len(reference.lesions)} largest "
+        f"lesions and left {reference.other_foci_count} foci unlisted, each at most "
+        f"{bound:.2f} ml"
+    )
+    if lesion.volume_ml <= bound:
+        return RuleOutcome(
+            None,
+            "new_or_unlisted_in_reference",
+            f"{outcome.reason}; but {unlisted}: it may be one of them, so it is not counted; "
+            "compare the images",
+        )
+    return RuleOutcome(
+        outcome.category,
+        outcome.rule,
+        f"{outcome.reason}; {unlisted}: it may also have grown from one of them",
+    )
+
+
+def _unlisted_now(
+    gone: LesionStats, outcome: RuleOutcome | None, current: ExamSummary
+) -> RuleOutcome | None:
+    """A reference lesion not found among the current exam's listed lesions.
+
+    When the current exam left foci unlisted, the lesion may have shrunk into
+    one of them: not counted as disappeared (rule ``gone_or_unlisted_now``).
+    """
+    if outcome is None or outcome.category is None or current.other_foci_count == 0:
+        return outcome
+    return RuleOutcome(
+        None,
+        "gone_or_unlisted_now",
+        f"{outcome.reason} among the {len(current.lesions)} listed lesions; this exam left "
+        f"{current.other_foci_count} foci unlisted, each at most "
+        f"{_largest_unlisted_ml(current):.2f} ml: it may be one of them, so it is not counted; "
+        "compare the images",
+    )
 
 
 def assess_regions(lesions: Sequence[LesionAssessment]) -> tuple[RegionAssessment, ...]:

@@ -10,7 +10,10 @@ volumes in ml, centroids in patient LPS mm. The keys are a stable interface
 (``red_ml``, ``yellow_ml``, ``green_ml``, ``yellow_lower_um2s``,
 ``green_lower_um2s``, ``yellow_lower_source``), ``histogram`` (``bin_edges_um2s``,
 ``counts``, ``voxel_volume_ml``), ``lesions`` (``label``, ``volume_ml``,
-``adc_mean``, ``adc_median``, ``centroid_mm``, ``region``, ``mean_high_b``),
+``adc_mean``, ``adc_median``, ``centroid_mm``, ``region``, ``mean_high_b``; the
+``max_reported_lesions`` largest components), ``other_foci`` (``count`` and
+``volume_ml`` of the components beyond them: in ``tdv_ml``, ``adc``,
+``classes`` and ``histogram``, not in ``lesions``),
 ``device``, ``timings_s``, ``settings_digest``, ``diagnostics``, ``quality``
 (the reliability verdict: :meth:`processing.quality.QualityAssessment.as_dict`,
 ``verdict``, ``meaning``, ``reasons`` with ``code``, ``severity``, ``message``,
@@ -101,6 +104,7 @@ def measurements_dict(
             }
             for lesion in stats.lesions
         ],
+        "other_foci": {"count": stats.other_foci_count, "volume_ml": stats.other_foci_ml},
         "timings_s": dict(result.timings_s),
         "diagnostics": dict(result.diagnostics),
         "quality": result.quality.as_dict(),

@@ -30,6 +30,7 @@ from processing.normal_structures import (
     marrow_like,
     spinal_cord,
 )
+from processing.quality import QualityAssessment, QualityFinding, Verdict
 from processing.regions import assign_region
 from processing.results import (
     ComputedImage,
@@ -44,6 +45,7 @@ from processing.segmentation import (
 )
 from processing.settings import ProcessingSettings, settings_digest
 from processing.statistics import (
+    LesionMeasures,
     adc_histogram,
     adc_statistics,
     class_volumes,
@@ -51,7 +53,10 @@ from processing.statistics import (
     lesion_measures,
 )
 
-__all__ = ["SegmentationSummary", "measure_tumour_mask", "process_exam"]
+__all__ = ["UNLISTED_FOCI", "SegmentationSummary", "measure_tumour_mask", "process_exam"]
+
+UNLISTED_FOCI = "lesions_not_listed"
+"""Code of the finding that says the lesion table lists only the largest components."""
 
 _DEFAULT_SETTINGS = ProcessingSettings()
 
@@ -311,6 +316,8 @@ def _measure(
             backend=backend,
         )
         measures = lesion_measures(lesions.labels, lesions.count, adc, high_b, backend)
+        listed = _bound_lesions(lesions.labels, measures, settings.max_reported_lesions, backend)
+        measures = listed.measures
         tdv_ml = float(int(values.size)) * voxel_ml
     with timer("download"):
         adc_host = backend.to_host(adc).astype(np.float32, copy=False)
@@ -318,7 +325,7 @@ def _measure(
         body_host = backend.to_host(maps.body).astype(bool, copy=False)
         tumour_host = backend.to_host(tumour).astype(bool, copy=False)
         classes_host = backend.to_host(classes).astype(np.uint8, copy=False)
-        labels_host = backend.to_host(lesions.labels).astype(np.int32, copy=False)
+        labels_host = backend.to_host(listed.labels).astype(np.int32, copy=False)
         computed = tuple(
             ComputedImage(
                 b_value=float(b),
@@ -343,6 +350,8 @@ def _measure(
         histogram=histogram,
         classes=volumes,
         lesions=lesion_rows,
+        other_foci_count=listed.other_count,
+        other_foci_ml=float(listed.other_voxels) * voxel_ml,
     )
     for array in (adc_host, valid_host, body_host, tumour_host, classes_host, labels_host):
         array.flags.writeable = False
@@ -361,6 +370,10 @@ def _measure(
         timings_s=timings,
         settings_digest=settings_digest(settings),
         diagnostics=diagnostics,
+        quality=QualityAssessment(
+            findings=_unlisted_foci_findings(stats, settings.max_reported_lesions),
+            measures={"components": len(lesion_rows) + listed.other_count},
+        ),
     )
 
 
@@ -427,6 +440,72 @@ def _below_limit(exam: DwiExam, limit_z_mm: float, backend: Backend) -> Any:
     z_mm = index_to_patient(exam.affine, index)[:, 2]
     keep = backend.asarray(z_mm < limit_z_mm)
     return xp.broadcast_to(keep[:, None, None], exam.shape[1:])
+
+
+@dataclass(frozen=True, slots=True)
+class _ListedLesions:
+    """The components listed as lesions (relabelled 1..N) and what was left out."""
+
+    labels: Any  # backend array: 1..N for the listed lesions, 0 elsewhere
+    measures: LesionMeasures  # of the listed lesions, indexed by label - 1
+    other_count: int
+    other_voxels: int
+
+
+def _bound_lesions(
+    labels: Any, measures: LesionMeasures, limit: int, backend: Backend
+) -> _ListedLesions:
+    """Keep the ``limit`` largest components as lesions; the others become "other foci".
+
+    The listed lesions keep their relative label order (the order of their first
+    voxel, cranial first) and are renumbered 1..N without gaps; ties in size go
+    to the lower label. The other foci get label 0 in the lesion label map but
+    stay in the tumour mask (tDV, histogram, ADC classes, the SEG's total and
+    class segments).
+    """
+    sizes = measures.voxel_counts
+    count = int(sizes.size)
+    if count <= limit:
+        return _ListedLesions(labels, measures, 0, 0)
+    largest_first = np.argsort(-sizes, kind="stable")
+    kept = np.sort(largest_first[:limit])  # label - 1 of the listed lesions, in label order
+    remap = np.zeros(count + 1, dtype=np.int32)
+    remap[kept + 1] = np.arange(1, limit + 1, dtype=np.int32)
+    listed = LesionMeasures(
+        voxel_counts=sizes[kept],
+        adc_mean=measures.adc_mean[kept],
+        adc_median=measures.adc_median[kept],
+        centroid_index=measures.centroid_index[kept],
+        high_b_mean=measures.high_b_mean[kept],
+    )
+    return _ListedLesions(
+        labels=backend.asarray(remap)[labels],
+        measures=listed,
+        other_count=count - limit,
+        other_voxels=int(sizes.sum() - sizes[kept].sum()),
+    )
+
+
+def _unlisted_foci_findings(stats: ExamStats, limit: int) -> tuple[QualityFinding, ...]:
+    """A ``review`` finding when components were left out of the lesion table."""
+    if stats.other_foci_count == 0:
+        return ()
+    total = len(stats.lesions) + stats.other_foci_count
+    return (
+        QualityFinding(
+            code=UNLISTED_FOCI,
+            severity=Verdict.REVIEW,
+            message=(
+                f"The segmentation has {total} separate foci; the lesion table lists the "
+                f"{len(stats.lesions)} largest, and the other {stats.other_foci_count} "
+                f"({stats.other_foci_ml:.1f} ml in all) are counted in the tumour load, the "
+                "histogram and the ADC classes but not listed one by one. Many small foci "
+                "often mean noise or normal tissue segmented as disease."
+            ),
+            value=float(total),
+            limit=float(limit),
+        ),
+    )
 
 
 def _lesion_rows(

@@ -117,6 +117,11 @@ class ExamStats:
     histogram: Histogram
     classes: ClassVolumes
     lesions: tuple[LesionStats, ...]
+    # The components beyond the ``max_reported_lesions`` largest: counted and summed, not
+    # listed (0 in ProcessingResult.lesion_labels; still in the tumour mask, tDV, histogram
+    # and classes).
+    other_foci_count: int = 0
+    other_foci_ml: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

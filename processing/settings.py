@@ -165,6 +165,14 @@ class ProcessingSettings:
     """Yellow lower bound when no baseline p95 is known: MET-RADS-P RAC 2 counts a rise
     from <= 1000 as response (Padhani 2017); seed 000's baselines gave 1127 and 1256."""
 
+    # --- bounded output ---------------------------------------------------------------
+    max_reported_lesions: int = 20
+    """Lesions listed one by one (lesion table, SEG lesion segments, SR lesion groups): the
+    largest this many components. The others are counted and summed as "other foci"
+    (``ExamStats.other_foci_count`` / ``other_foci_ml``); they stay in the tumour mask, the
+    tDV, the histogram and the ADC classes, and the verdict says that the table is not
+    complete. A noisy exam must not become hundreds of "lesions"."""
+
     def __post_init__(self) -> None:
         problems: list[str] = []
         if self.adc_fit_iterations < 1:
@@ -184,6 +192,8 @@ class ProcessingSettings:
             problems.append("lesion_connectivity must be 1, 2 or 3")
         if self.histogram_bin_um2s <= 0:
             problems.append("histogram_bin_um2s must be positive")
+        if self.max_reported_lesions < 1:
+            problems.append("max_reported_lesions must be >= 1")
         low_mm, high_mm = self.neck_search_mm
         if not 0 <= low_mm < high_mm:
             problems.append("neck_search_mm must be (low, high) with 0 <= low < high")

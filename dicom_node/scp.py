@@ -4,7 +4,9 @@ Built on the native Upper Layer acceptor (:mod:`dicom_node.ul`): a thread per
 association, the data set of a C-STORE handed over as the bytes received and
 written to the spool without being decoded. Accepted (PS3.4 annex A, B, F):
 
-- Verification; MR Image Storage and Enhanced MR Image Storage; every other
+- Verification; MR Image Storage and Enhanced MR Image Storage; Segmentation
+  and Label Map Segmentation Storage (a reader's corrected SEG, kept in the
+  spool like MR images: :mod:`dicom_node.seg_reader`); every other
   storage class too when ``accept_other_storage`` (answered with success and
   not kept), otherwise their presentation contexts are rejected (abstract
   syntax not supported);
@@ -55,6 +57,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AllStoragePresentationContexts
 
+from dicom_node.seg_reader import SEGMENTATION_STORAGE_CLASSES
 from dicom_node.spool import (
     InstanceRecorder,
     InvalidInstanceError,
@@ -76,6 +79,7 @@ from dicom_node.ul.dimse import C_ECHO_RQ, C_STORE_RQ, N_CREATE_RQ, N_SET_RQ
 __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",
     "ERROR_ID_MPPS_NO_LONGER_UPDATABLE",
+    "KEPT_STORAGE_CLASSES",
     "MODALITY_PERFORMED_PROCEDURE_STEP",
     "MR_STORAGE_CLASSES",
     "VERIFICATION",
@@ -91,6 +95,8 @@ VERIFICATION = UID("1.2.840.10008.1.1")
 MODALITY_PERFORMED_PROCEDURE_STEP = UID("1.2.840.10008.3.1.2.3.3")
 
 MR_STORAGE_CLASSES: frozenset[str] = frozenset({MRImageStorage, EnhancedMRImageStorage})
+# What the spool keeps: the exams' MR images and the readers' SEGs.
+KEPT_STORAGE_CLASSES: frozenset[str] = MR_STORAGE_CLASSES | SEGMENTATION_STORAGE_CLASSES
 
 ACCEPTED_TRANSFER_SYNTAXES: tuple[UID, ...] = (
     ExplicitVRLittleEndian,
@@ -200,7 +206,7 @@ def _supported_contexts(accept_other_storage: bool) -> dict[str, tuple[str, ...]
         for context in AllStoragePresentationContexts:
             if context.abstract_syntax is not None:
                 contexts[str(context.abstract_syntax)] = ACCEPTED_TRANSFER_SYNTAXES
-    for sop_class in MR_STORAGE_CLASSES:
+    for sop_class in KEPT_STORAGE_CLASSES:
         contexts[sop_class] = ACCEPTED_TRANSFER_SYNTAXES
     contexts[VERIFICATION] = _UNCOMPRESSED
     contexts[MODALITY_PERFORMED_PROCEDURE_STEP] = _UNCOMPRESSED
@@ -397,11 +403,11 @@ class DicomReceiver:
                 STATUS_SOP_CLASS_NOT_SUPPORTED,
                 "SOP class differs from the presentation context's abstract syntax",
             )
-        if sop_class_uid not in MR_STORAGE_CLASSES:
+        if sop_class_uid not in KEPT_STORAGE_CLASSES:
             self.stats.add(instances_ignored=1)
             LOGGER.info(
                 "instance_ignored",
-                reason="not an MR image storage class",
+                reason="neither an MR image nor a segmentation storage class",
                 sop_class_uid=sop_class_uid,
             )
             return _SUCCESS

@@ -30,6 +30,16 @@ previous exam, which baseline, which exams in the trend); those enter their
 UID seed, so that processing the same input against other priors gives new
 instances instead of different content under the same UIDs, and the same
 priors give the same UIDs again.
+
+A reader's correction (:class:`ReaderCorrection`, issue 11): the statistics
+of the reader's mask are written as a new SEG, SR and key images only (the
+ADC, computed-b and Parametric Map objects are those of the automatic run,
+already written and sent). Their UID seed adds the SOP Instance UID of the
+reader's SEG, so that the same SEG gives the same objects again and the
+automatic results stay beside them. The SR names the reports it replaces in
+its Predecessor Documents Sequence, the reader (the SEG's Content Creator) as
+a person observer, and says it is reader-corrected in its notes; the series
+descriptions end in "(reader-corrected)".
 """
 
 from __future__ import annotations
@@ -65,7 +75,44 @@ from processing.comparison import Comparison
 from processing.exam import DwiExam
 from processing.results import Histogram, ProcessingResult
 
-__all__ = ["ResultObjects", "build_result_objects", "write_results", "written_instance_uid"]
+__all__ = [
+    "READER_CORRECTED",
+    "ReaderCorrection",
+    "ResultObjects",
+    "build_result_objects",
+    "write_results",
+    "written_instance_uid",
+]
+
+#: What the corrected objects' notes and series descriptions say.
+READER_CORRECTED = "reader-corrected"
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderCorrection:
+    """A reader's corrected SEG whose mask the result was measured on.
+
+    Attributes
+    ----------
+    seg_sop_instance_uid
+        The reader's SEG (seeds the corrected objects' UIDs).
+    reader
+        Its Content Creator's Name (DICOM PN), ``""`` when it has none.
+    predecessors
+        The reports the new SR replaces (the exam's automatic SR).
+    """
+
+    seg_sop_instance_uid: str
+    reader: str = ""
+    predecessors: tuple[Dataset, ...] = ()
+
+    def note(self) -> str:
+        """The sentence the corrected SR carries among its notes."""
+        by = f" by {self.reader.replace('^', ' ').strip()}" if self.reader.strip("^ ") else ""
+        return (
+            f"{READER_CORRECTED}: measured on the tumour mask corrected{by} "
+            f"(SEG {self.seg_sop_instance_uid}); it replaces the automatic report"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +138,7 @@ def build_result_objects(
     prior_histograms: Sequence[tuple[str, Histogram]] = (),
     comparison: Comparison | None = None,
     report_notes: Sequence[str] = (),
+    correction: ReaderCorrection | None = None,
 ) -> ResultObjects:
     """Build every result dataset in memory (see :func:`write_results`)."""
     identity = WriterIdentity(
@@ -106,6 +154,12 @@ def build_result_objects(
         content_datetime=content_datetime,
     )
     dependent = _comparison_context(ctx, result, comparison)
+    if correction is not None:
+        seed = f"{dependent.uids.seed}\0corrected={correction.seg_sop_instance_uid}"
+        dependent = dataclasses.replace(
+            dependent, uids=UidFactory(seed=hashlib.sha256(seed.encode()).hexdigest())
+        )
+        report_notes = [correction.note(), *report_notes]
     adc = build_adc_series(ctx, result)
     computed = [build_computed_b_series(ctx, image, result.body_mask) for image in result.computed]
     geometric_source = list(computed[0].datasets if computed else adc.datasets)
@@ -123,6 +177,8 @@ def build_result_objects(
         evidence=[*geometric_source, *ctx.source_evidence()],
         comparison=comparison,
         notes=report_notes,
+        predecessors=() if correction is None else correction.predecessors,
+        person_observer="" if correction is None else correction.reader,
     )
     key_images = build_key_images(
         dependent,
@@ -143,7 +199,21 @@ def build_result_objects(
     folders["sr"] = (report,)
     folders["key_images"] = tuple(key.dataset for key in key_images)
     derived = {"adc", *(f"b{image.b_value:g}" for image in result.computed)}
+    if correction is not None:
+        return _corrected_objects(folders)
     return ResultObjects(by_folder=folders, derived_series_folders=frozenset(derived))
+
+
+def _corrected_objects(folders: dict[str, tuple[Dataset, ...]]) -> ResultObjects:
+    """Only the SEG, SR and key images, their series described as reader-corrected."""
+    kept: dict[str, tuple[Dataset, ...]] = {
+        name: folders[name] for name in ("seg", "sr", "key_images") if name in folders
+    }
+    for datasets in kept.values():
+        for dataset in datasets:
+            description = str(dataset.get("SeriesDescription", "")).strip()
+            dataset.SeriesDescription = f"{description} ({READER_CORRECTED})".strip()[:64]
+    return ResultObjects(by_folder=kept)
 
 
 def _comparison_context(
@@ -212,6 +282,7 @@ def write_results(
     prior_histograms: Sequence[tuple[str, Histogram]] = (),
     comparison: Comparison | None = None,
     report_notes: Sequence[str] = (),
+    correction: ReaderCorrection | None = None,
 ) -> list[Path]:
     """Write the PM, derived MR series, SEG, SR and key images of one exam.
 
@@ -242,6 +313,9 @@ def write_results(
     report_notes
         Sentences for the reader of the SR (why the exam was not compared, or
         only with the local history): a "Comment" each in the SR.
+    correction
+        The reader's SEG ``result`` was measured on: only the SEG, SR and key
+        images are written, as corrected objects (see the module docstring).
 
     Returns
     -------
@@ -264,6 +338,7 @@ def write_results(
         prior_histograms=prior_histograms,
         comparison=comparison,
         report_notes=report_notes,
+        correction=correction,
     )
     root = Path(out_dir)
     written: list[Path] = []

@@ -23,6 +23,7 @@ from processing.quality import QualityAssessment
 __all__ = [
     "PIPELINE_NAME",
     "ClientTlsSpec",
+    "CorrectionSpec",
     "JobQueue",
     "JobRecord",
     "JobSpec",
@@ -158,6 +159,47 @@ class PriorsSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class CorrectionSpec:
+    """A reader's corrected SEG to apply to an exam the node processed (issue 11).
+
+    Attributes
+    ----------
+    seg_path
+        The stored SEG (a spool file).
+    seg_sop_instance_uid
+        Its SOP Instance UID (the corrected results' UIDs derive from it).
+    corrected_output_dir
+        Results folder of the job whose exam the SEG corrects (its automatic
+        SR is the new report's predecessor); empty when the node processed no
+        exam of the SEG's study.
+    """
+
+    seg_path: str
+    seg_sop_instance_uid: str
+    corrected_output_dir: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON values."""
+        return {
+            "seg_path": self.seg_path,
+            "seg_sop_instance_uid": self.seg_sop_instance_uid,
+            "corrected_output_dir": self.corrected_output_dir,
+        }
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> CorrectionSpec:
+        """Parse :meth:`to_dict` output; ``ValueError`` naming a missing field."""
+        try:
+            return cls(
+                seg_path=str(payload["seg_path"]),
+                seg_sop_instance_uid=str(payload["seg_sop_instance_uid"]),
+                corrected_output_dir=str(payload.get("corrected_output_dir", "")),
+            )
+        except KeyError as missing:
+            raise ValueError(f"job spec correction lacks the field {missing}") from None
+
+
+@dataclass(frozen=True, slots=True)
 class JobSpec:
     """A job as plain JSON: identity, input references, settings and destinations.
 
@@ -183,6 +225,10 @@ class JobSpec:
         Fields of :class:`processing.settings.ProcessingSettings` (JSON values).
     priors
         Where the patient's earlier exams are; ``None``: no comparison.
+    correction
+        A reader's corrected SEG: the job measures its mask instead of
+        segmenting (``input_paths`` are the corrected job's inputs); ``None``
+        for an exam's own processing.
     """
 
     job_key: str
@@ -195,6 +241,7 @@ class JobSpec:
     device: str = "auto"
     processing: Mapping[str, Any] = field(default_factory=dict)
     priors: PriorsSpec | None = None
+    correction: CorrectionSpec | None = None
 
     def to_json(self) -> str:
         """Serialise to a JSON object (stable key order)."""
@@ -210,6 +257,8 @@ class JobSpec:
             "processing": dict(self.processing),
             "priors": None if self.priors is None else self.priors.to_dict(),
         }
+        if self.correction is not None:
+            payload["correction"] = self.correction.to_dict()
         return json.dumps(payload, sort_keys=True)
 
     @classmethod
@@ -221,6 +270,9 @@ class JobSpec:
         priors = payload.get("priors")
         if priors is not None and not isinstance(priors, dict):
             raise ValueError("job spec priors must be a JSON object or null")
+        correction = payload.get("correction")
+        if correction is not None and not isinstance(correction, dict):
+            raise ValueError("job spec correction must be a JSON object or null")
         try:
             return cls(
                 job_key=str(payload["job_key"]),
@@ -233,6 +285,7 @@ class JobSpec:
                 device=str(payload.get("device", "auto")),
                 processing=dict(payload.get("processing", {})),
                 priors=None if priors is None else PriorsSpec.from_dict(priors),
+                correction=None if correction is None else CorrectionSpec.from_dict(correction),
             )
         except KeyError as missing:
             raise ValueError(f"job spec lacks the field {missing}") from None

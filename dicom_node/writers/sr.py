@@ -164,7 +164,8 @@ def _tracking(info: SegmentInfo) -> hd.sr.TrackingIdentifier:
     return hd.sr.TrackingIdentifier(uid=info.tracking_uid, identifier=info.label)
 
 
-def _observation_context(ctx: WriterContext) -> hd.sr.ObservationContext:
+def _observation_context(ctx: WriterContext, person_observer: str = "") -> hd.sr.ObservationContext:
+    """The node as device observer; with ``person_observer``, that person too (TID 1003)."""
     identity = ctx.identity
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=ctx.uids.uid("device", identity.device_serial_number),
@@ -173,11 +174,20 @@ def _observation_context(ctx: WriterContext) -> hd.sr.ObservationContext:
         model_name=identity.model_name,
         serial_number=identity.device_serial_number,
     )
+    person = None
+    if person_observer:
+        person = hd.sr.ObserverContext(
+            observer_type=codes.DCM.Person,
+            observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
+                name=person_observer
+            ),
+        )
     return hd.sr.ObservationContext(
+        observer_person_context=person,
         observer_device_context=hd.sr.ObserverContext(
             observer_type=codes.DCM.Device,
             observer_identifying_attributes=device,
-        )
+        ),
     )
 
 
@@ -307,6 +317,8 @@ def build_measurement_report(
     evidence: Sequence[Dataset],
     comparison: Comparison | None = None,
     notes: Sequence[str] = (),
+    predecessors: Sequence[Dataset] = (),
+    person_observer: str = "",
 ) -> hd.sr.Comprehensive3DSR:
     """Build the TID 1500 Measurement Report.
 
@@ -329,6 +341,13 @@ def build_measurement_report(
     notes
         Sentences for the reader of the report (e.g. why there is no
         comparison), each a "Comment" in the group "Notes on this report".
+    predecessors
+        Earlier reports this one replaces (e.g. the automatic report of an
+        exam whose SEG a reader corrected): Predecessor Documents Sequence
+        (PS3.3 C.17.2.3).
+    person_observer
+        Name of a person observer (DICOM PN, e.g. a SEG's Content Creator's
+        Name), added beside the node's device observer (TID 1002).
 
     Raises
     ------
@@ -394,7 +413,7 @@ def build_measurement_report(
     if notes:
         imaging_measurements.append(_notes_group(ctx, notes, _algorithm(ctx, digest_parameters)))
     report = hd.sr.MeasurementReport(
-        observation_context=_observation_context(ctx),
+        observation_context=_observation_context(ctx, person_observer),
         procedure_reported=_PROCEDURE,
         imaging_measurements=imaging_measurements,
         title=codes.DCM.ImagingMeasurementReport,
@@ -416,6 +435,7 @@ def build_measurement_report(
             contributing_equipment=ctx.contributing_equipment(
                 "Measurements of the tumour load, ADC statistics and lesions"
             ),
+            previous_versions=list(predecessors) or None,
         )
     except ValueError as exc:
         raise WriterError(f"Measurement Report could not be built: {exc}") from exc

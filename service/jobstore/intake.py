@@ -11,6 +11,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
+from dicom_node.seg_reader import SEGMENTATION_STORAGE_CLASSES
 from dicom_node.spool import SpooledInstance
 from service.jobs import JobState
 from service.jobstore.connection import StoreConnection
@@ -37,6 +38,8 @@ class IntakeRecords(StoreConnection):
 
         The study's latest job keeps receiving while it is ``receiving`` or ``ready``;
         once processing has started (or ended), a new version of the job is opened.
+        A Segmentation (a reader's correction) is recorded without touching the
+        study's jobs: :meth:`unclaimed_segmentations` finds it.
         Returns False when the SOP instance was already recorded.
         """
         with self._transaction(durable=False) as db:
@@ -57,8 +60,40 @@ class IntakeRecords(StoreConnection):
             )
             if cursor.rowcount == 0:
                 return False
-            self._touch_study(db, instance.study_uid, instance.calling_ae, instance.received_at)
+            if instance.sop_class_uid not in SEGMENTATION_STORAGE_CLASSES:
+                self._touch_study(db, instance.study_uid, instance.calling_ae, instance.received_at)
         return True
+
+    def unclaimed_segmentations(self, job_key_prefix: str) -> list[tuple[str, InstanceRow]]:
+        """Stored SEGs with no job keyed ``job_key_prefix + SOP Instance UID``, oldest first.
+
+        Returns ``(study_uid, row)`` pairs.
+        """
+        classes = sorted(SEGMENTATION_STORAGE_CLASSES)
+        marks = ",".join("?" * len(classes))
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT study_uid, sop_instance_uid, sop_class_uid, series_uid, "
+                "series_description, calling_ae, path, received_at FROM instances i "
+                f"WHERE sop_class_uid IN ({marks}) AND NOT EXISTS (SELECT 1 FROM jobs j "
+                "WHERE j.job_key = ? || i.sop_instance_uid) ORDER BY received_at",
+                (*classes, job_key_prefix),
+            ).fetchall()
+        return [
+            (
+                str(row["study_uid"]),
+                InstanceRow(
+                    sop_instance_uid=row["sop_instance_uid"],
+                    sop_class_uid=row["sop_class_uid"],
+                    series_uid=row["series_uid"],
+                    series_description=row["series_description"],
+                    calling_ae=row["calling_ae"],
+                    path=row["path"],
+                    received_at=row["received_at"],
+                ),
+            )
+            for row in rows
+        ]
 
     @staticmethod
     def _touch_study(db: sqlite3.Connection, study_uid: str, calling_ae: str, at: float) -> None:

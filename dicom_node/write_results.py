@@ -152,6 +152,7 @@ def build_result_objects(
         result.settings_digest,
         computed_b_values=[computed.b_value for computed in result.computed],
         content_datetime=content_datetime,
+        device_class=result.device.split(" ", 1)[0],  # "gpu (H200, cupy 14.2.0)" -> "gpu"
     )
     dependent = _comparison_context(ctx, result, comparison)
     if correction is not None:

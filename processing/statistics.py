@@ -32,6 +32,7 @@ __all__ = [
     "class_volumes",
     "classify_adc",
     "lesion_measures",
+    "segment_sums",
 ]
 
 _PERCENTILES = (5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0)
@@ -152,14 +153,70 @@ class LesionMeasures:
     high_b_mean: np.ndarray[Any, np.dtype[np.float64]]
 
 
+def segment_sums(columns: Any, counts: Any, backend: Backend) -> Any:
+    """Sums of consecutive row segments, in an order fixed by the data alone.
+
+    Rows ``0 .. counts[0] - 1`` form the first segment, the next ``counts[1]``
+    rows the second, and so on. Each segment is summed as a pairwise tree
+    (row ``r`` takes row ``r + 1``, then ``r + 2``, ``r + 4``, ...), one
+    vectorised step per level: every addition has the same operands in the
+    same order on NumPy and CuPy, and an IEEE float64 addition is correctly
+    rounded on both, so the sums are bit-identical across backends and runs.
+    A float-weighted ``bincount`` is not: CuPy accumulates it with atomic
+    adds whose order changes from run to run (``docs/algorithm.md``, section 9).
+    Pairwise summation is also more accurate than a running sum (error
+    ``O(log n)`` ulps instead of ``O(n)``).
+
+    Parameters
+    ----------
+    columns
+        ``(n, k)`` float64 array, rows grouped by segment.
+    counts
+        ``(m,)`` int64 segment lengths, summing to ``n``; a length may be 0.
+    backend
+        The arrays' backend.
+
+    Returns
+    -------
+    array
+        ``(m, k)`` float64 sums (0 for an empty segment).
+    """
+    xp = backend.xp
+    total = int(columns.shape[0])
+    sums = xp.zeros((int(counts.shape[0]), int(columns.shape[1])), dtype=xp.float64)
+    if total == 0:
+        return sums
+    accumulator = columns.astype(xp.float64, copy=True)
+    ends = xp.cumsum(counts)
+    starts = ends - counts
+    heads = xp.arange(total)
+    segment = xp.searchsorted(ends, heads, side="right")
+    rank = heads - starts[segment]
+    length = counts[segment]
+    longest = int(backend.to_host(counts).max())
+    stride = 1
+    while stride < longest:
+        keep = (rank % (2 * stride)) == 0
+        heads, rank, length = heads[keep], rank[keep], length[keep]
+        target = heads[rank + stride < length]
+        accumulator[target] = accumulator[target] + accumulator[target + stride]
+        stride *= 2
+    present = counts > 0
+    sums[present] = accumulator[starts[present]]
+    return sums
+
+
 def lesion_measures(
     lesion_labels: Any, count: int, adc: Any, high_b: Any, backend: Backend
 ) -> LesionMeasures:
     """Volume, mean/median ADC, centroid and mean high-b signal of labels ``1..count``.
 
-    Works on the labelled voxels only: their flat indices are gathered once,
-    then per-label sums use ``bincount`` and per-label medians one stable sort
-    by (label, ADC).
+    Works on the labelled voxels only: their flat indices are gathered once
+    and put in (label, flat index) order, a unique key, so every backend and
+    every run sees the same order; per-label sums are :func:`segment_sums`
+    (deterministic, unlike a float-weighted ``bincount``), per-label medians
+    come from one sort by (label, ADC). Voxel counts use an integer
+    ``bincount`` (integer additions commute: deterministic).
     """
     xp = backend.xp
     if count == 0:
@@ -172,24 +229,22 @@ def lesion_measures(
             high_b_mean=empty,
         )
     flat_labels = lesion_labels.ravel()
-    where = xp.flatnonzero(flat_labels)
+    where = xp.flatnonzero(flat_labels)  # ascending
     labels = flat_labels[where].astype(xp.int64) - 1
+    by_label = xp.argsort(labels * int(where.size) + xp.arange(int(where.size)))
+    where, labels = where[by_label], labels[by_label]
     values = adc.ravel()[where].astype(xp.float64)
     signal = high_b.ravel()[where].astype(xp.float64)
     counts = xp.bincount(labels, minlength=count)
     _, ny, nx = lesion_labels.shape
     z_index, rest = xp.divmod(where, ny * nx)
     y_index, x_index = xp.divmod(rest, nx)
-    sums = [
-        xp.bincount(labels, weights=coordinate.astype(xp.float64), minlength=count)
-        for coordinate in (z_index, y_index, x_index)
-    ]
-    centroid = xp.stack(sums, axis=1) / counts[:, None]
-    adc_mean = xp.bincount(labels, weights=values, minlength=count) / counts
-    high_b_mean = xp.bincount(labels, weights=signal, minlength=count) / counts
+    columns = xp.stack([values, signal, z_index, y_index, x_index], axis=1).astype(xp.float64)
+    sums = segment_sums(columns, counts, backend) / counts[:, None]
+    adc_mean, high_b_mean, centroid = sums[:, 0], sums[:, 1], sums[:, 2:]
     order = xp.lexsort(xp.stack([values, labels.astype(xp.float64)]))
     sorted_values = values[order]
-    starts = xp.concatenate([xp.zeros(1, dtype=xp.int64), xp.cumsum(counts)[:-1]])
+    starts = xp.cumsum(counts) - counts
     lower = starts + (counts - 1) // 2
     upper = starts + counts // 2
     adc_median = 0.5 * (sorted_values[lower] + sorted_values[upper])

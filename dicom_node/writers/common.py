@@ -155,13 +155,29 @@ class UidFactory:
     seed: str
 
     @classmethod
-    def for_exam(cls, exam: DwiExam, software_version: str, settings_digest: str) -> UidFactory:
-        """Seed from the input instance UIDs, the software version and the settings."""
+    def for_exam(
+        cls,
+        exam: DwiExam,
+        software_version: str,
+        settings_digest: str,
+        device_class: str = "cpu",
+    ) -> UidFactory:
+        """Seed from the input instance UIDs, the software version, the settings and the device.
+
+        ``device_class`` (``cpu`` or ``gpu``) enters the seed when it is not
+        ``cpu`` (CPU UIDs stay what they were): the GPU's maps differ from the
+        CPU's in the last float32 bits (``docs/algorithm.md``, section 9), so
+        the same exam on the other device gives other bytes and must not
+        reuse the same SOP Instance UIDs. On one device, runs are
+        byte-identical and give the same UIDs.
+        """
         digest = hashlib.sha256()
         for sop_uid in sorted({ref.sop_instance_uid for ref in exam.sources}):
             digest.update(sop_uid.encode("ascii"))
             digest.update(b"\0")
         digest.update(f"version={software_version}\0settings={settings_digest}".encode())
+        if device_class != "cpu":
+            digest.update(f"\0device={device_class}".encode())
         return cls(seed=digest.hexdigest())
 
     def uid(self, *parts: str | int | float) -> str:
@@ -254,8 +270,12 @@ class WriterContext:
         *,
         computed_b_values: Sequence[float] = (),
         content_datetime: datetime | None = None,
+        device_class: str = "cpu",
     ) -> WriterContext:
         """Read the source headers that the writers need and fix the UIDs.
+
+        ``device_class`` is the class of the device that computed the result
+        (``cpu`` or ``gpu``; see :meth:`UidFactory.for_exam`).
 
         ``computed_b_values`` fixes the series numbers: Parametric Map, ADC,
         one series per computed b-value, SEG, SR, key images, in that order,
@@ -339,7 +359,9 @@ class WriterContext:
         return cls(
             exam=exam,
             identity=identity,
-            uids=UidFactory.for_exam(exam, identity.software_version, settings_digest),
+            uids=UidFactory.for_exam(
+                exam, identity.software_version, settings_digest, device_class
+            ),
             grid=grid,
             patient_study=patient_study,
             mr_acquisition=mr_acquisition,

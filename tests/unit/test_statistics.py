@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from processing.statistics import (
     class_volumes,
     classify_adc,
     lesion_measures,
+    segment_sums,
 )
 
 CPU = select_backend(Device.CPU)
@@ -141,3 +143,39 @@ def test_settings_digest_is_stable_and_sensitive() -> None:
 def test_invalid_settings_are_rejected(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field.split("_", maxsplit=1)[0]):
         ProcessingSettings(**{field: value})  # type: ignore[arg-type]
+
+
+def test_segment_sums_are_pairwise_and_exact_where_a_running_sum_is_not() -> None:
+    # 1e16 + 1 rounds back to 1e16: a running sum loses every 1, the pairwise tree
+    # adds (1e16 + 1) + (1 + 1) and keeps them.
+    columns = np.array([[1e16], [1.0], [1.0], [1.0], [5.0], [7.0]])
+    counts = np.array([4, 0, 2], dtype=np.int64)
+    sums = segment_sums(columns, counts, CPU)
+    assert sums[:, 0].tolist() == [1e16 + 2.0, 0.0, 12.0]
+    assert float(np.cumsum(columns[:4, 0])[-1]) == 1e16  # what a running sum gives
+
+
+def test_segment_sums_match_exact_sums_on_random_segments() -> None:
+    rng = np.random.default_rng(11)
+    counts = rng.integers(0, 300, size=40).astype(np.int64)
+    columns = rng.normal(1000.0, 400.0, size=(int(counts.sum()), 3))
+    sums = segment_sums(columns, counts, CPU)
+    ends = np.cumsum(counts)
+    for index, (start, end) in enumerate(zip(ends - counts, ends, strict=True)):
+        for column in range(3):
+            exact = math.fsum(columns[start:end, column])
+            assert sums[index, column] == pytest.approx(exact, rel=1e-14, abs=1e-9)
+
+
+def test_lesion_measures_do_not_depend_on_how_the_labels_are_numbered() -> None:
+    rng = np.random.default_rng(12)
+    labels = rng.integers(0, 5, size=(8, 16, 16)).astype(np.int32)
+    adc = rng.uniform(300, 2500, labels.shape).astype(np.float32)
+    high_b = rng.uniform(10, 100, labels.shape).astype(np.float32)
+    measures = lesion_measures(labels, 4, adc, high_b, CPU)
+    swapped = np.choose(labels, [0, 4, 3, 2, 1]).astype(np.int32)
+    again = lesion_measures(swapped, 4, adc, high_b, CPU)
+    # Per-label sums see the same voxels in the same (flat-index) order: bit-identical.
+    assert again.adc_mean.tolist() == measures.adc_mean[::-1].tolist()
+    assert again.high_b_mean.tolist() == measures.high_b_mean[::-1].tolist()
+    assert again.centroid_index.tolist() == measures.centroid_index[::-1].tolist()

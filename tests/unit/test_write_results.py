@@ -74,6 +74,21 @@ def test_same_input_gives_the_same_uids(
     assert not uids & newer_uids
 
 
+def test_a_gpu_result_gets_other_uids_than_the_cpu_result(
+    phantom_case: tuple[DwiExam, ProcessingResult], written: list[Path]
+) -> None:
+    # The GPU's maps differ from the CPU's in the last bits: other bytes, other UIDs.
+    exam, result = phantom_case
+    assert result.device.startswith("cpu (")
+    on_gpu = dataclasses.replace(result, device="gpu (NVIDIA H200, cupy 14.2.0)")
+    objects = build_result_objects(exam, on_gpu, version_label="1.0.0")
+    uids = {ds.SOPInstanceUID for datasets in objects.by_folder.values() for ds in datasets}
+    assert len(uids) == len(written)
+    assert not uids & {path.stem for path in written}
+    again = build_result_objects(exam, on_gpu, version_label="1.0.0")
+    assert uids == {ds.SOPInstanceUID for datasets in again.by_folder.values() for ds in datasets}
+
+
 def test_empty_mask_writes_a_report_and_no_segmentation(
     phantom_case: tuple[DwiExam, ProcessingResult], tmp_path: Path
 ) -> None:

@@ -35,6 +35,8 @@ def test_uids_are_deterministic_and_depend_on_input_version_and_settings(
     assert first.uid("sr") != UidFactory.for_exam(exam, "1.2.3", "digest-b").uid("sr")
     fewer = dataclasses.replace(exam, sources=exam.sources[1:])
     assert first.uid("sr") != UidFactory.for_exam(fewer, "1.2.3", "digest-a").uid("sr")
+    assert UidFactory.for_exam(exam, "1.2.3", "digest-a", "cpu") == first  # CPU UIDs unchanged
+    assert first.uid("sr") != UidFactory.for_exam(exam, "1.2.3", "digest-a", "gpu").uid("sr")
     uid = first.uid("seg", "instance")
     assert uid.startswith("2.25.")
     assert len(uid) <= 64

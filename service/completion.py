@@ -16,6 +16,9 @@ processing started make a new version, which the earlier MPPS does not describe)
 Once complete, the job's inputs are frozen into a :class:`~service.jobs.JobSpec`
 (the study's stored MR instances, filtered by the calling AE's
 ``series_include`` patterns) and submitted to the queue.
+
+A stored SEG (a reader's correction) needs no completion: each check queues a
+correction job for every SEG that has none yet (:mod:`service.corrections`).
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from pathlib import Path
 import structlog
 
 from dicom_node.scp import MR_STORAGE_CLASSES
+from service.corrections import CORRECTION_JOB_PREFIX, correction_job_key
 from service.history import HISTORY_FILE
-from service.jobs import ClientTlsSpec, JobSpec, PriorsSpec, make_job_key
+from service.jobs import ClientTlsSpec, CorrectionSpec, JobSpec, PriorsSpec, make_job_key
 from service.jobstore import InstanceRow, ReceivingStudy, SqliteJobStore
 from service.settings import Settings, parse_destination, processing_settings_to_mapping
 
@@ -133,9 +137,9 @@ class CompletionDetector:
         )
 
     def check(self) -> list[int]:
-        """Submit every study that is complete now; returns the submitted job ids."""
+        """Submit every complete study and every new correction; returns the submitted job ids."""
         now = self._clock()
-        submitted: list[int] = []
+        submitted: list[int] = self.submit_corrections()
         for study in self.store.receiving_studies():
             reason = completion_reason(study, self.settings, now)
             if reason is None:
@@ -159,6 +163,53 @@ class CompletionDetector:
                         study.job_id, "same inputs as an earlier job of this study"
                     )
                     LOGGER.info("job_discarded", reason="same inputs as an earlier job")
+        return submitted
+
+    def submit_corrections(self) -> list[int]:
+        """Queue a correction job for every stored SEG without one; returns their job ids.
+
+        The job corrects the study's latest exam job that finished processing
+        (its inputs, its results folder); with none, it is queued all the same
+        and ends ``done`` with the reason (see :mod:`service.corrections`).
+        """
+        submitted: list[int] = []
+        for study_uid, seg in self.store.unclaimed_segmentations(CORRECTION_JOB_PREFIX):
+            exams = [
+                spec for spec in self.store.processed_specs(study_uid) if spec.correction is None
+            ]
+            corrected = exams[0] if exams else None
+            version = self.store.latest_version(study_uid) + 1
+            spec = JobSpec(
+                job_key=correction_job_key(seg.sop_instance_uid),
+                job_id=0,
+                study_uid=study_uid,
+                version=version,
+                input_paths=() if corrected is None else corrected.input_paths,
+                output_dir=str(
+                    results_folder(self.settings.results_dir.resolve(), study_uid, version)
+                ),
+                destinations=tuple(str(d) for d in self.settings.export.destinations),
+                device=self.settings.node.device.value,
+                processing=processing_settings_to_mapping(self.settings.processing),
+                priors=priors_spec(self.settings),
+                correction=CorrectionSpec(
+                    seg_path=seg.path,
+                    seg_sop_instance_uid=seg.sop_instance_uid,
+                    corrected_output_dir="" if corrected is None else corrected.output_dir,
+                ),
+            )
+            if self.store.submit(spec):
+                job_id = next(
+                    job.job_id for job in self.store.jobs(limit=50) if job.job_key == spec.job_key
+                )
+                submitted.append(job_id)
+                LOGGER.info(
+                    "correction_ready",
+                    job_id=job_id,
+                    study_uid=study_uid,
+                    seg_sop_instance_uid=seg.sop_instance_uid,
+                    corrects_job=None if corrected is None else corrected.job_id,
+                )
         return submitted
 
     def _note_missing(self, study: ReceivingStudy) -> None:

@@ -46,10 +46,16 @@ from processing.errors import ProcessingError
 from processing.exam import DwiExam
 from processing.exam_summary import summarize_exam
 from processing.measurements import measurements_dict
-from processing.pipeline import process_exam
+from processing.pipeline import measure_tumour_mask, process_exam
 from processing.quality import QualityAssessment, Verdict
 from processing.results import ProcessingResult
 from processing.settings import ProcessingSettings
+from service.corrections import (
+    NothingToCorrectError,
+    PreparedCorrection,
+    check_correction_target,
+    prepare_correction,
+)
 from service.job_priors import (
     InputsMissingError,
     PriorsUnavailableError,
@@ -119,6 +125,8 @@ def run_job(spec: JobSpec) -> JobOutcome:
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    if spec.correction is not None:
+        check_correction_target(spec.correction)
     if not spec.input_paths:
         raise ValueError("the job has no MR instances to process (check series_include)")
     missing = [path for path in spec.input_paths if not Path(path).is_file()]
@@ -129,6 +137,7 @@ def run_job(spec: JobSpec) -> JobOutcome:
         )
     assembled = assemble_exam(Path(p) for p in spec.input_paths)
     exam = assembled.exam
+    correction = None if spec.correction is None else prepare_correction(spec, exam)
     timings["assemble"] = time.perf_counter() - started
     settings = processing_settings_from_mapping(spec.processing)
     version = installed_version()
@@ -136,8 +145,10 @@ def run_job(spec: JobSpec) -> JobOutcome:
     priors = find_priors(spec.priors, exam)
     timings["priors"] = time.perf_counter() - started
     started = time.perf_counter()
-    result, gpu_fallback = process_on_device(
-        exam, settings, spec.device, yellow_lower_um2s=priors.yellow_lower_um2s
+    result, gpu_fallback = (
+        process_on_device(exam, settings, spec.device, yellow_lower_um2s=priors.yellow_lower_um2s)
+        if correction is None
+        else _measure_correction(exam, correction, settings, spec.device, priors.yellow_lower_um2s)
     )
     timings["process"] = time.perf_counter() - started
     started = time.perf_counter()
@@ -163,6 +174,7 @@ def run_job(spec: JobSpec) -> JobOutcome:
             priors.prepared.histograms_for(comparison) if priors.prepared is not None else ()
         ),
         report_notes=priors.warnings,
+        correction=None if correction is None else correction.writer,
     )
     if exam_summary is not None and priors.history is not None:
         exam_summary = record_processed_exam(priors.history, exam_summary, files)
@@ -195,6 +207,8 @@ def run_job(spec: JobSpec) -> JobOutcome:
         "verdict": result.quality.verdict.value,
         "verdict_reasons": [finding.code for finding in result.quality.findings],
     }
+    if correction is not None:
+        summary["correction"] = measurements["correction"] = correction.describe()
     _write_json_atomically(output_dir / JOB_SUMMARY_FILE, summary)
     _write_json_atomically(output_dir / MEASUREMENTS_FILE, measurements)
     return JobOutcome(
@@ -303,6 +317,20 @@ def warm_up_gpu(device: Device | str) -> bool:
     return True
 
 
+def _measure_correction(
+    exam: DwiExam,
+    correction: PreparedCorrection,
+    settings: ProcessingSettings,
+    device: str,
+    yellow_lower_um2s: float | None,
+) -> tuple[ProcessingResult, str]:
+    """The reader's mask measured on the exam (no GPU fallback: a failure fails the job)."""
+    result = measure_tumour_mask(
+        exam, correction.mask.mask, settings, device=device, yellow_lower_um2s=yellow_lower_um2s
+    )
+    return result, ""
+
+
 def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` so that a reader sees the old file or the whole new one."""
     temporary = path.with_name(f".{path.name}.tmp")
@@ -384,6 +412,13 @@ class Worker:
                     (path, read_result_identity(path).sop_instance_uid)
                     for path in outcome.result_files
                 ]
+            except NothingToCorrectError as nothing:
+                # A SEG that corrects no exam of this node: kept, reported, nothing changes.
+                seconds = time.perf_counter() - started
+                LOGGER.warning("correction_ignored", reason=str(nothing))
+                self.store.finish_without_results(spec.job_id, str(nothing), seconds)
+                self.current_job = None
+                return None
             except Exception as error:
                 # Job boundary: record the reason, keep the inputs, go on with other jobs.
                 seconds = time.perf_counter() - started

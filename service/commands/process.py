@@ -13,6 +13,13 @@ the baseline is the earliest of them, or ``--baseline STUDY_UID``. The
 baseline's 95th ADC centile sets the yellow class bound (``--yellow-lower``
 overrides it), ``measurements.json`` gains ``comparison``, the SR the
 comparison groups, and the key images the prior histograms and the trend chart.
+
+A reader's correction offline (issue 11): ``--mask SEG`` measures the SEG's
+segments (their union, :mod:`dicom_node.seg_reader`) instead of segmenting,
+and writes only the reader-corrected SEG, SR and key images
+(:class:`dicom_node.write_results.ReaderCorrection`); ``--replaces AUTO_OUT``
+names the automatic run's output folder, whose SR the corrected one replaces
+(Predecessor Documents) and whose result series the SEG may be drawn on.
 """
 
 from __future__ import annotations
@@ -157,6 +164,23 @@ def register(subparsers: Any) -> None:
         metavar="STUDY_UID",
         help="study UID of the baseline among the priors (or this exam's own); default: the first",
     )
+    parser.add_argument(
+        "--mask",
+        type=Path,
+        default=None,
+        metavar="SEG",
+        help=(
+            "a reader's corrected DICOM SEG of this exam: its segments (their union) are the "
+            "tumour load; writes the reader-corrected SEG, SR and key images"
+        ),
+    )
+    parser.add_argument(
+        "--replaces",
+        type=Path,
+        default=None,
+        metavar="AUTO_OUT",
+        help="with --mask: output folder of the automatic run whose SR the corrected one replaces",
+    )
     parser.set_defaults(func=run)
 
 
@@ -170,6 +194,8 @@ def run_offline(
     priors: Sequence[ExamSummary] = (),
     baseline_study_uid: str | None = None,
     response_settings: ResponseSettings | None = None,
+    mask: Path | None = None,
+    replaces: Path | None = None,
 ) -> OfflineRun:
     """Assemble and process the exam under ``folder``; write measurements and DICOM results.
 
@@ -183,6 +209,11 @@ def run_offline(
     ``yellow_lower_um2s`` is given, and the exam is compared with them
     (:func:`processing.comparison.compare_exams`, with the detection limit of
     ``settings``).
+
+    With ``mask`` (a reader's SEG), its segments are measured instead of the
+    segmentation, and only the reader-corrected SEG, SR and key images are
+    written; ``replaces`` is the automatic run's output folder (its SR is the
+    predecessor).
 
     Raises
     ------
@@ -200,6 +231,8 @@ def run_offline(
         The exam's study date cannot be read.
     PriorLoadError
         A prior belongs to another patient, or the baseline is not among the priors.
+    dicom_node.errors.SegmentationReadError
+        ``mask`` cannot be read, or was drawn on another exam or grid.
     """
     from dicom_node.assembly import assemble_exam
     from dicom_node.dicom_files import find_dicom_files
@@ -207,12 +240,14 @@ def run_offline(
     from dicom_node.write_results import write_results, written_instance_uid
     from dicom_node.writers.key_images import comparison_histograms
     from processing.exam_summary import summarize_exam
-    from processing.pipeline import process_exam
+    from processing.pipeline import measure_tumour_mask, process_exam
+    from service.corrections import read_correction
 
     started = time.perf_counter()
     files = find_dicom_files(folder)
     assembled = assemble_exam(files)
     exam = assembled.exam
+    correction = None if mask is None else read_correction(mask, exam, replaces)
     when = read_study_date_time(exam)
     assemble_s = time.perf_counter() - started
     for prior in priors:
@@ -237,7 +272,13 @@ def run_offline(
         raise PriorLoadError(str(exc)) from exc
     if yellow_lower_um2s is None and baseline is not None:
         yellow_lower_um2s = yellow_lower_bound(baseline)
-    result = process_exam(exam, settings, device=device, yellow_lower_um2s=yellow_lower_um2s)
+    result = (
+        process_exam(exam, settings, device=device, yellow_lower_um2s=yellow_lower_um2s)
+        if correction is None
+        else measure_tumour_mask(
+            exam, correction.mask.mask, settings, device=device, yellow_lower_um2s=yellow_lower_um2s
+        )
+    )
     version = _software_version()
     summary = summarize_exam(
         exam,
@@ -267,6 +308,7 @@ def run_offline(
         version_label=version,
         comparison=comparison,
         prior_histograms=comparison_histograms(comparison, earlier) if comparison else (),
+        correction=None if correction is None else correction.writer,
     )
     summary = ExamSummary.from_dict(
         {
@@ -283,6 +325,8 @@ def run_offline(
         comparison=comparison,
     )
     measurements["timings_s"] = {"assemble": assemble_s, **measurements["timings_s"]}
+    if correction is not None:
+        measurements["correction"] = correction.describe()
     path = out / MEASUREMENTS_FILE
     _write_json_atomically(path, measurements)
     return OfflineRun(
@@ -298,7 +342,7 @@ def run_offline(
 
 def run(args: argparse.Namespace) -> int:
     """Process and write; 2 with the reason on stderr when the input is not usable."""
-    from dicom_node.errors import AssemblyError, WriterError
+    from dicom_node.errors import AssemblyError, SegmentationReadError, WriterError
     from dicom_node.study_header import StudyHeaderError
 
     if args.yellow_lower is not None and not 0 <= args.yellow_lower < float("inf"):
@@ -317,6 +361,8 @@ def run(args: argparse.Namespace) -> int:
             yellow_lower_um2s=args.yellow_lower,
             priors=priors,
             baseline_study_uid=args.baseline,
+            mask=args.mask,
+            replaces=args.replaces,
         )
     except (
         NotADirectoryError,
@@ -326,6 +372,7 @@ def run(args: argparse.Namespace) -> int:
         WriterError,
         StudyHeaderError,
         PriorLoadError,
+        SegmentationReadError,
     ) as exc:
         print(f"wbdwi process: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

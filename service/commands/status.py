@@ -18,6 +18,7 @@ from typing import Any
 
 from processing.quality import QualityAssessment, Verdict
 from service.commands.serve import add_config_argument, open_node_job_store
+from service.corrections import CORRECTION_JOB_PREFIX
 from service.jobs import JobRecord, JobState, OutboxRecord, OutboxState
 from service.retention import RetentionPlan, plan_retention
 from service.worker import JOB_SUMMARY_FILE
@@ -49,6 +50,8 @@ def _job_line(job: JobRecord, priors: dict[str, Any] | None) -> str:
         f"{job.job_id:>5}  {job.state.value:<10} v{job.version:<2} {job.instance_count:>5} inst  "
         f"{seconds:>7}  {_time(job.updated_at)}  {job.study_uid}"
     )
+    if job.job_key and job.job_key.startswith(CORRECTION_JOB_PREFIX):
+        line += f"\n       reader's correction: SEG {job.job_key[len(CORRECTION_JOB_PREFIX) :]}"
     if job.reason:
         line += f"\n       reason: {job.reason}"
     if job.quality is not None:

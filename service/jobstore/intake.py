@@ -101,6 +101,7 @@ class IntakeRecords(StoreConnection):
         touched = db.execute(
             "UPDATE jobs SET last_instance_at = MAX(last_instance_at, ?), updated_at = ? "
             "WHERE job_id = (SELECT job_id FROM jobs WHERE study_uid = ? "
+            "AND (job_key IS NULL OR job_key NOT LIKE 'correction:%') "  # service.corrections
             "ORDER BY version DESC LIMIT 1) AND state IN (?, ?)",
             (at, time.time(), study_uid, *_OPEN_STATES),
         )

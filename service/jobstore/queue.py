@@ -110,6 +110,33 @@ class JobQueueRecords(StoreConnection):
                 (state.value, processing_seconds, now, verdict, quality_json, job_id),
             )
 
+    def finish_without_results(self, job_id: int, reason: str, processing_seconds: float) -> None:
+        """A job with nothing to produce (a SEG correcting no exam) is ``done`` with a reason."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, reason = ?, processing_seconds = ?, updated_at = ?, "
+                "not_before = 0, deferred_since = NULL WHERE job_id = ?",
+                (JobState.DONE.value, reason, processing_seconds, time.time(), job_id),
+            )
+
+    def processed_specs(self, study_uid: str) -> list[JobSpec]:
+        """Specs of the study's jobs past processing (``exporting``, ``done``), newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT spec FROM jobs WHERE study_uid = ? AND state IN (?, ?) "
+                "AND spec IS NOT NULL ORDER BY version DESC, job_id DESC",
+                (study_uid, JobState.EXPORTING.value, JobState.DONE.value),
+            ).fetchall()
+        return [JobSpec.from_json(row["spec"]) for row in rows]
+
+    def latest_version(self, study_uid: str) -> int:
+        """The highest job version of the study (0 when it has no job)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MAX(version) FROM jobs WHERE study_uid = ?", (study_uid,)
+            ).fetchone()
+        return int(row[0] or 0)
+
     def fail(self, job_id: int, reason: str) -> None:
         """Mark a job failed with its reason; its inputs stay in the spool."""
         with self._transaction() as db:

@@ -1,0 +1,183 @@
+"""A reader's corrected SEG comes back: recognised, queued, applied (issue 11).
+
+The radiologist edits the node's tumour-load SEG in a viewer and stores it to
+PACS, which forwards it to the node. The SCP keeps it in the spool like an MR
+image, but it opens no exam job (:meth:`service.jobstore.IntakeRecords.record_instance`).
+:func:`submit_corrections` (called by the completion detector) turns every
+stored SEG that has no job yet into a *correction job*, keyed
+``correction:<SEG SOP Instance UID>`` (the same SEG twice is one job):
+
+- its inputs are those of the latest exam job of the SEG's study that
+  finished processing, and ``correction.corrected_output_dir`` that job's
+  results folder (its automatic SR becomes the new report's predecessor);
+- with no processed exam of that study, the job is queued all the same and
+  ends ``done`` with the reason (:class:`NothingToCorrectError`), so the SEG
+  is stored, shown by ``wbdwi status`` and logged, and changes nothing.
+
+:func:`prepare_correction` (called by :func:`service.worker.run_job`) reads the
+SEG onto the exam's grid (:func:`dicom_node.seg_reader.read_corrected_mask`):
+a SEG the node wrote itself, or one drawn on another study or frame of
+reference, is :class:`NothingToCorrectError` too. The job then measures the
+reader's mask (:func:`processing.pipeline.measure_tumour_mask`), writes a new
+SEG, SR and key images (:class:`dicom_node.write_results.ReaderCorrection`),
+and records the corrected numbers in the exam history, which comparisons and
+the baseline's 95th centile read from then on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import highdicom as hd
+import pydicom
+import structlog
+from pydicom.dataset import Dataset
+
+from dicom_node.errors import SegmentationReferenceError
+from dicom_node.seg_reader import CorrectedMask, read_corrected_mask, read_segmentation
+from dicom_node.write_results import ReaderCorrection
+from processing.exam import DwiExam
+from service.jobs import CorrectionSpec, JobSpec
+
+__all__ = [
+    "CORRECTION_JOB_PREFIX",
+    "NothingToCorrectError",
+    "PreparedCorrection",
+    "check_correction_target",
+    "correction_job_key",
+    "prepare_correction",
+    "read_correction",
+    "result_series_uids",
+]
+
+LOGGER = structlog.get_logger(__name__)
+
+CORRECTION_JOB_PREFIX = "correction:"
+
+
+class NothingToCorrectError(Exception):
+    """The SEG corrects no exam of this node: its own result, another study, or none processed.
+
+    The job ends ``done`` with this message as its reason; nothing is written.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCorrection:
+    """The reader's mask on the exam grid and what the corrected objects name."""
+
+    mask: CorrectedMask
+    writer: ReaderCorrection
+
+    def describe(self) -> dict[str, object]:
+        """JSON block for ``job.json`` and ``measurements.json``."""
+        return {
+            "seg_sop_instance_uid": self.mask.sop_instance_uid,
+            "reader": self.mask.content_creator,
+            "segmentation_type": self.mask.segmentation_type,
+            "segments": list(self.mask.segment_labels),
+            "replaces": [str(ds.SOPInstanceUID) for ds in self.writer.predecessors],
+        }
+
+
+def correction_job_key(seg_sop_instance_uid: str) -> str:
+    """The job key of the correction by one SEG."""
+    return f"{CORRECTION_JOB_PREFIX}{seg_sop_instance_uid}"
+
+
+def check_correction_target(correction: CorrectionSpec) -> None:
+    """Raise :class:`NothingToCorrectError` when the SEG's study has no processed exam."""
+    if not correction.corrected_output_dir:
+        raise NothingToCorrectError(
+            f"SEG {correction.seg_sop_instance_uid} refers to no exam processed by this node "
+            "(no processed job of its study); stored, nothing changed"
+        )
+
+
+def result_series_uids(output_dir: Path) -> frozenset[str]:
+    """Series Instance UIDs of the result files of one job (one header read per folder)."""
+    series: set[str] = set()
+    folders = sorted(p for p in output_dir.iterdir() if p.is_dir()) if output_dir.is_dir() else []
+    for folder in folders:
+        first = next(iter(sorted(folder.glob("*.dcm"))), None)
+        if first is not None:
+            header = pydicom.dcmread(
+                first, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]
+            )
+            series.add(str(header.SeriesInstanceUID))
+    return frozenset(series)
+
+
+def prepare_correction(spec: JobSpec, exam: DwiExam) -> PreparedCorrection:
+    """Read the job's SEG onto ``exam``'s grid and find the report it replaces.
+
+    Raises
+    ------
+    NothingToCorrectError
+        The SEG is one of the node's own results, or was drawn on another
+        study or frame of reference than the exam.
+    dicom_node.errors.SegmentationReadError
+        The SEG cannot be read or placed on the grid (the job fails with it).
+    """
+    correction = spec.correction
+    if correction is None:
+        raise ValueError("the job is not a correction")
+    check_correction_target(correction)
+    corrected = Path(correction.corrected_output_dir)
+    seg = read_segmentation(correction.seg_path)
+    own = _own_result_uids(Path(spec.output_dir).parent)
+    if correction.seg_sop_instance_uid in own:
+        raise NothingToCorrectError(
+            f"SEG {correction.seg_sop_instance_uid} is one of this node's own results; "
+            "nothing changed"
+        )
+    try:
+        return read_correction(seg, exam, corrected)
+    except SegmentationReferenceError as error:
+        raise NothingToCorrectError(f"{error}; stored, nothing changed") from error
+
+
+def read_correction(
+    seg: Path | hd.seg.Segmentation, exam: DwiExam, corrected_output_dir: Path | None
+) -> PreparedCorrection:
+    """The SEG's mask on ``exam``'s grid, and the reports in ``corrected_output_dir`` it replaces.
+
+    ``corrected_output_dir`` is the results folder of the automatic run (its
+    result series count as the exam's series; its SR is the predecessor);
+    ``None``: no predecessor, only the exam's own series and frame of reference.
+
+    Raises
+    ------
+    dicom_node.errors.SegmentationReadError
+        And its subclasses: unreadable, drawn on another exam, off the grid.
+    """
+    series = (
+        frozenset() if corrected_output_dir is None else result_series_uids(corrected_output_dir)
+    )
+    mask = read_corrected_mask(seg, exam, known_series_uids=series)
+    return PreparedCorrection(
+        mask=mask,
+        writer=ReaderCorrection(
+            seg_sop_instance_uid=mask.sop_instance_uid,
+            reader=mask.content_creator,
+            predecessors=()
+            if corrected_output_dir is None
+            else _automatic_reports(corrected_output_dir),
+        ),
+    )
+
+
+def _own_result_uids(study_results: Path) -> frozenset[str]:
+    """SOP Instance UIDs of every result the node wrote for the study (every job's folder)."""
+    found: set[str] = set()
+    if study_results.is_dir():
+        for job_folder in study_results.iterdir():
+            if job_folder.is_dir():
+                found.update(path.stem for path in job_folder.glob("*/*.dcm"))
+    return frozenset(found)
+
+
+def _automatic_reports(output_dir: Path) -> tuple[Dataset, ...]:
+    """The SR(s) written by the corrected job (the predecessors of the corrected report)."""
+    return tuple(pydicom.dcmread(path) for path in sorted((output_dir / "sr").glob("*.dcm")))

@@ -46,16 +46,37 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from processing.exam import DwiExam, index_to_patient
-from processing.phantom_anatomy import build_anatomy
+from processing.phantom_anatomy import (
+    NECK_H,
+    SKULL_BASE_H,
+    Anatomy,
+    arm_structures,
+    build_anatomy,
+)
 from processing.phantom_lesions import SCENARIOS, LesionSpec, apply_scenario, plan_lesions
-from processing.phantom_shapes import BodyFrame, Ellipsoid, ScanGrid, grid_region, rasterise
+from processing.phantom_shapes import (
+    BodyFrame,
+    Ellipsoid,
+    ScanGrid,
+    Shape,
+    grid_region,
+    rasterise,
+)
 from processing.phantom_tissues import (
     MARROW_TISSUES,
     TISSUE_PROPERTIES,
     Tissue,
     TissueProperties,
 )
-from processing.phantom_variation import PhantomVariation, tissue_properties
+from processing.phantom_variation import (
+    PhantomVariation,
+    diffuse_mask,
+    diffuse_properties,
+    lesion_in_field,
+    marrow_b1000_ratio,
+    tissue_properties,
+    vary_lesions,
+)
 
 __all__ = [
     "MARROW_TISSUES",
@@ -73,6 +94,7 @@ __all__ = [
 ]
 
 _VERTEX_MARGIN_MM = 12.0
+_FOV_MARGIN_MM = 15.0  # around the widest body part, when a variation sets the field of view
 _SLAB_SLICES = 16
 
 
@@ -209,15 +231,69 @@ def _validate(
     return chosen, values
 
 
-def _grid(preset: PhantomPreset) -> ScanGrid:
-    n = preset.matrix
-    half_fov = (n - 1) / 2.0 * preset.pixel_mm
-    length = (preset.n_slices - 1) * preset.slice_mm
+def _grid(n_slices: int, matrix: int, pixel_mm: float, slice_mm: float) -> ScanGrid:
+    half_fov = (matrix - 1) / 2.0 * pixel_mm
+    length = (n_slices - 1) * slice_mm
     return ScanGrid(
-        shape=(preset.n_slices, n, n),
-        spacing_mm=(preset.slice_mm, preset.pixel_mm, preset.pixel_mm),
+        shape=(n_slices, matrix, matrix),
+        spacing_mm=(slice_mm, pixel_mm, pixel_mm),
         origin_mm=(-half_fov, -half_fov, length / 2.0),
     )
+
+
+def _half_width(structures: Sequence[tuple[Tissue, Shape]]) -> float:
+    """Largest ``|x|`` or ``|y|`` of any structure in the body frame, mm."""
+    extent = 0.0
+    for _, shape in structures:
+        lower, upper = shape.bounds()
+        extent = max(extent, float(np.abs(lower[:2]).max()), float(np.abs(upper[:2]).max()))
+    return extent
+
+
+def _layout(
+    preset: PhantomPreset,
+    variation: PhantomVariation,
+    anatomy: Anatomy,
+    structures: Sequence[tuple[Tissue, Shape]],
+    shift: tuple[float, float, float],
+) -> tuple[ScanGrid, tuple[PhantomStation, ...], BodyFrame]:
+    """The scan grid, its stations and the body frame, with the variation's protocol applied."""
+    body = 1.0 if variation.body_scale is None else variation.body_scale
+    width_scale, height_scale = anatomy.width_scale * body, anatomy.height_scale * body
+    per_station, overlap = preset.slices_per_station, preset.overlap_slices
+    slice_mm = preset.slice_mm
+    if variation.slice_mm is not None:
+        # Same number of stations, about the same length and overlap in mm.
+        slice_mm = float(variation.slice_mm)
+        per_station = math.ceil(preset.slices_per_station * preset.slice_mm / slice_mm)
+        overlap = max(1, round(preset.overlap_slices * preset.slice_mm / slice_mm))
+    matrix, pixel_mm = preset.matrix, preset.pixel_mm
+    if variation.pixel_mm is not None or variation.body_scale is not None or variation.arms:
+        pixel_mm = preset.pixel_mm if variation.pixel_mm is None else float(variation.pixel_mm)
+        half_fov = max(
+            (preset.matrix - 1) / 2.0 * preset.pixel_mm,
+            _half_width(structures) * width_scale + _FOV_MARGIN_MM,
+        )
+        matrix = math.ceil(2.0 * half_fov / pixel_mm) + 1
+        matrix += matrix % 2
+    n_slices = preset.n_stations * per_station - (preset.n_stations - 1) * overlap
+    grid = _grid(n_slices, matrix, pixel_mm, slice_mm)
+    stations = tuple(
+        PhantomStation(first_slice=i * (per_station - overlap), n_slices=per_station)
+        for i in range(preset.n_stations)
+    )
+    if variation.exam_start == "skull_base":
+        vertex_z = grid.origin_mm[2] + SKULL_BASE_H * height_scale
+    else:
+        vertex_z = grid.origin_mm[2] - _VERTEX_MARGIN_MM
+    frame = BodyFrame(
+        width_scale=width_scale,
+        height_scale=height_scale,
+        vertex_z=vertex_z,
+        shift_mm=shift,
+        neck=None if variation.neck_scale is None else (*NECK_H, float(variation.neck_scale)),
+    )
+    return grid, stations, frame
 
 
 def _shift(patient_key: int, scenario: str, seed: int) -> tuple[float, float, float]:
@@ -448,6 +524,67 @@ def _truth(
     return truth
 
 
+def _paint_diffuse(
+    variation: PhantomVariation,
+    properties: Mapping[Tissue, TissueProperties],
+    *,
+    label: int,
+    where: tuple[ScanGrid, BodyFrame, Anatomy],
+    maps: tuple[NDArray[np.uint8], NDArray[np.int32], NDArray[np.float32], NDArray[np.float32]],
+) -> dict[str, Any]:
+    """Paint the diffuse infiltration (one lesion label) and describe it for the truth."""
+    grid, frame, anatomy = where
+    tissue, labels, adc, s0 = maps
+    extent = str(variation.diffuse_extent)
+    marrow = np.zeros(256, dtype=bool)
+    marrow[[int(t) for t in MARROW_TISSUES]] = True
+    marrow_voxels = int(marrow[tissue].sum())
+    mask = diffuse_mask(tissue, labels, grid=grid, frame=frame, anatomy=anatomy, extent=extent)
+    if not mask.any():
+        raise RuntimeError(f"diffuse infiltration of the {extent} has no voxel in this exam")
+    infiltrated = diffuse_properties(properties, variation)
+    labels[mask] = label
+    tissue[mask] = Tissue.LESION
+    s0[mask] = infiltrated.s0
+    adc[mask] = infiltrated.adc_um2s
+    dz, dy, dx = grid.spacing_mm
+    count = int(mask.sum())
+    muscle = properties[Tissue.MUSCLE]
+    return {
+        "label": label,
+        "extent": extent,
+        "voxels": count,
+        "volume_ml": count * dz * dy * dx / 1000.0,
+        "adc_um2s": infiltrated.adc_um2s,
+        "s0": infiltrated.s0,
+        "b1000_ratio_to_muscle": (infiltrated.s0 * math.exp(-infiltrated.adc_um2s * 1e-3))
+        / (muscle.s0 * math.exp(-muscle.adc_um2s * 1e-3)),
+        "fraction_of_marrow": count / marrow_voxels,
+    }
+
+
+def _variation_truth(
+    properties: Mapping[Tissue, TissueProperties],
+    outside: Sequence[LesionSpec],
+    diffuse: Mapping[str, Any] | None,
+    truth: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Truth entries that only a variation adds."""
+    extra: dict[str, Any] = {
+        "normal_marrow": {
+            "b1000_ratio_to_muscle": marrow_b1000_ratio(properties),
+            "adc_um2s": properties[Tissue.MARROW_SPINE].adc_um2s,
+        },
+        "lesions_outside_field": [spec.key for spec in outside],
+    }
+    focal = sum(row["volume_ml"] for row in truth["lesions"])
+    extra["focal_lesion_volume_ml"] = focal
+    extra["diffuse_volume_ml"] = 0.0 if diffuse is None else diffuse["volume_ml"]
+    if diffuse is not None:
+        extra["diffuse"] = dict(diffuse)
+    return extra
+
+
 def make_phantom(
     preset: str = "small",
     *,
@@ -498,16 +635,14 @@ def make_phantom(
     baseline, new = plan_lesions(anatomy, patient_rng)
     lesions = apply_scenario(baseline, new, SCENARIOS[scenario], chosen.min_lesion_ml)
 
-    grid = _grid(chosen)
+    lesions = vary_lesions(lesions, variation)
+    structures = anatomy.structures + (arm_structures() if variation.arms else ())
     shift = _shift(key, scenario, seed)
-    frame = BodyFrame(
-        width_scale=anatomy.width_scale,
-        height_scale=anatomy.height_scale,
-        vertex_z=grid.origin_mm[2] - _VERTEX_MARGIN_MM,
-        shift_mm=shift,
-    )
+    grid, stations, frame = _layout(chosen, variation, anatomy, structures, shift)
+    outside = tuple(spec for spec in lesions if not lesion_in_field(spec, grid, frame))
+    lesions = tuple(spec for spec in lesions if spec not in outside)
     tissue = np.zeros(grid.shape, dtype=np.uint8)
-    for label, shape in anatomy.structures:
+    for label, shape in structures:
         rasterise(tissue, shape, label, grid, frame)
     s0_table = np.array([properties[t].s0 for t in Tissue], dtype=np.float32)
     adc_table = np.array([properties[t].adc_um2s for t in Tissue], dtype=np.float32)
@@ -516,16 +651,20 @@ def make_phantom(
     lesion_labels = np.zeros(grid.shape, dtype=np.int32)
     bone_fraction = _paint_lesions(lesions, grid, frame, (tissue, lesion_labels, adc, s0))
     _check_separation(lesion_labels)
+    diffuse: dict[str, Any] | None = None
+    if variation.diffuse_extent is not None:
+        diffuse = _paint_diffuse(
+            variation,
+            properties,
+            label=len(baseline) + len(new) + 1,
+            where=(grid, frame, anatomy),
+            maps=(tissue, lesion_labels, adc, s0),
+        )
 
     sigma, snr = _noise(values, snr, variation.snr_high_b)
     noise_rng = np.random.default_rng([seed, key, list(SCENARIOS).index(scenario), 2])
     signal = _signal(s0, adc, values, sigma, noise_rng)
 
-    step = chosen.slices_per_station - chosen.overlap_slices
-    stations = tuple(
-        PhantomStation(first_slice=i * step, n_slices=chosen.slices_per_station)
-        for i in range(chosen.n_stations)
-    )
     truth = _truth(
         preset=chosen,
         seed=seed,
@@ -544,6 +683,8 @@ def make_phantom(
         properties=properties,
         variation=variation,
     )
+    if not variation.is_default:
+        truth.update(_variation_truth(properties, outside, diffuse, truth))
     affine = grid.affine()
     for array in (signal, affine, tissue, lesion_labels, adc, s0):
         array.flags.writeable = False

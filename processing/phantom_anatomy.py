@@ -27,9 +27,24 @@ import numpy as np
 from processing.phantom_shapes import Ellipsoid, RibArc, Shape, Tube
 from processing.phantom_tissues import Tissue
 
-__all__ = ["Anatomy", "BoneSite", "Vertebra", "build_anatomy", "segment_ellipsoid"]
+__all__ = [
+    "NECK_H",
+    "SKULL_BASE_H",
+    "Anatomy",
+    "BoneSite",
+    "Vertebra",
+    "arm_structures",
+    "build_anatomy",
+    "segment_ellipsoid",
+]
 
 _CORTEX_MM = 1.5
+
+SKULL_BASE_H = 145.0
+"""Height of the skull base (foramen magnum, below the brain) in the body frame, mm."""
+
+NECK_H = (150.0, 280.0)
+"""The neck along ``h``: from the skull base to the thoracic inlet (C7/T1), mm."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,6 +427,53 @@ def _pelvis_and_femora(out: list[tuple[Tissue, Shape]]) -> None:
             (880.0, 1350.0), (side * 130.0, side * 100.0), (12.0, 5.0), (14.0, 14.0), (14.0, 14.0)
         )
         _bone(out, shaft, Tissue.MARROW_FEMUR, 4.0)
+
+
+# Arms beside the trunk (supine, palms against the thighs): the centre line keeps
+# 5 mm of air from the torso outline and the thighs at every height.
+_ARM_H = (285.0, 340.0, 450.0, 560.0, 680.0, 780.0, 860.0, 930.0)
+_ARM_X = (225.0, 227.0, 214.0, 193.0, 198.0, 206.0, 200.0, 198.0)
+_ARM_Y = (10.0, 10.0, 8.0, 5.0, 0.0, -5.0, -5.0, -5.0)
+_ARM_A = (40.0, 44.0, 40.0, 34.0, 32.0, 28.0, 16.0, 14.0)
+_ARM_B = (40.0, 44.0, 40.0, 34.0, 32.0, 28.0, 40.0, 40.0)
+
+
+def arm_structures() -> tuple[tuple[Tissue, Shape], ...]:
+    """Both arms beside the trunk: fat, muscle, humerus and forearm bones with fatty marrow.
+
+    Painted after the body (they do not overlap it). The humeral and forearm
+    marrow takes the long-bone (``MARROW_FEMUR``) label: adult limb marrow is
+    fatty. No lesion is placed in the arms.
+    """
+    out: list[tuple[Tissue, Shape]] = []
+    for side in (-1.0, 1.0):
+        cx = tuple(side * x for x in _ARM_X)
+        outline = Tube(_ARM_H, cx, _ARM_Y, _ARM_A, _ARM_B)
+        out.append((Tissue.FAT, outline))
+        out.append((Tissue.MUSCLE, outline.shrunk(6.0)))
+        humerus = Tube(
+            (300.0, 450.0, 555.0),
+            (side * 226.0, side * 214.0, side * 194.0),
+            (10.0, 8.0, 5.0),
+            (12.0, 11.0, 12.0),
+            (12.0, 11.0, 12.0),
+        )
+        _bone(out, humerus, Tissue.MARROW_FEMUR, 3.0)
+        _bone(
+            out,
+            Ellipsoid((side * 227.0, 10.0, 305.0), (22.0, 22.0, 22.0)),
+            Tissue.MARROW_FEMUR,
+            2.0,
+        )
+        forearm = Tube(
+            (585.0, 700.0, 830.0),
+            (side * 192.0, side * 200.0, side * 203.0),
+            (0.0, -1.0, -5.0),
+            (9.0, 9.0, 9.0),
+            (14.0, 14.0, 14.0),
+        )
+        _bone(out, forearm, Tissue.MARROW_FEMUR, 2.5)
+    return tuple(out)
 
 
 def _sites(vertebrae: Mapping[str, Vertebra]) -> dict[str, BoneSite]:

@@ -247,13 +247,43 @@ class BodyFrame:
     """Maps the nominal body frame to patient LPS millimetres.
 
     ``X = shift_x + width_scale * x``, ``Y = shift_y + width_scale * y`` and
-    ``Z = vertex_z + shift_z - height_scale * h``.
+    ``Z = vertex_z + shift_z - height_scale * s(h)``, where ``s`` is the identity
+    unless ``neck`` is given: ``(h_start, h_end, factor)`` stretches the body
+    between ``h_start`` and ``h_end`` by ``factor`` along ``h`` (a longer or
+    shorter neck) and moves everything below by the difference.
     """
 
     width_scale: float
     height_scale: float
     vertex_z: float
     shift_mm: tuple[float, float, float]
+    neck: tuple[float, float, float] | None = None
+
+    def stretched_h(self, h: FloatArray) -> FloatArray:
+        """Nominal ``h`` to the height below the vertex after the neck stretch (unscaled)."""
+        if self.neck is None:
+            return h
+        start, end, factor = self.neck
+        h = np.asarray(h, dtype=np.float64)
+        inside = start + factor * (h - start)
+        below = h + (factor - 1.0) * (end - start)
+        result: FloatArray = np.where(h < start, h, np.where(h > end, below, inside))
+        return result
+
+    def nominal_h(self, stretched: FloatArray) -> FloatArray:
+        """Inverse of :meth:`stretched_h`."""
+        if self.neck is None:
+            return stretched
+        start, end, factor = self.neck
+        stretched = np.asarray(stretched, dtype=np.float64)
+        new_end = start + factor * (end - start)
+        inside = start + (stretched - start) / factor
+        result: FloatArray = np.where(
+            stretched < start,
+            stretched,
+            np.where(stretched > new_end, stretched - (new_end - end), inside),
+        )
+        return result
 
     def to_patient(self, xyh: FloatArray) -> FloatArray:
         """Body-frame points ``(..., 3)`` as ``(x, y, h)`` to patient ``(..., 3)`` ``(X, Y, Z)``."""
@@ -262,7 +292,7 @@ class BodyFrame:
         out = np.empty_like(xyh)
         out[..., 0] = sx + self.width_scale * xyh[..., 0]
         out[..., 1] = sy + self.width_scale * xyh[..., 1]
-        out[..., 2] = self.vertex_z + sz - self.height_scale * xyh[..., 2]
+        out[..., 2] = self.vertex_z + sz - self.height_scale * self.stretched_h(xyh[..., 2])
         return out
 
 
@@ -329,7 +359,7 @@ def grid_region(
     z_mm = z0 - dz * np.arange(za, zb, dtype=np.float64)
     y_mm = y0 + dy * np.arange(ya, yb, dtype=np.float64)
     x_mm = x0 + dx * np.arange(xa, xb, dtype=np.float64)
-    h = ((frame.vertex_z + sz - z_mm) / frame.height_scale)[:, None, None]
+    h = frame.nominal_h((frame.vertex_z + sz - z_mm) / frame.height_scale)[:, None, None]
     y = ((y_mm - sy) / frame.width_scale)[None, :, None]
     x = ((x_mm - sx) / frame.width_scale)[None, None, :]
     return (slice(za, zb), slice(ya, yb), slice(xa, xb)), (h, y, x)

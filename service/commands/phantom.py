@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from dicom_node.scanner import SeriesSplit, Vendor, write_exam
-from processing.phantom import PRESETS, make_phantom, write_truth
+from processing.phantom import PRESETS, PhantomVariation, make_phantom, write_truth
+from processing.phantom_variation import DIFFUSE_EXTENTS, EXAM_STARTS
 
 __all__ = ["register", "run"]
 
@@ -81,7 +82,107 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--ge-b-value-offset", action="store_true", help="GE: write b + 1e9 as some versions do"
     )
+    _add_variation_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def _add_variation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags for :class:`processing.phantom.PhantomVariation` (unset = the preset's default)."""
+    group = parser.add_argument_group(
+        "patient and protocol variations",
+        "What differs between real patients and scanners; each flag left out keeps the default.",
+    )
+    number: dict[str, Any] = {"type": float, "default": None}
+    group.add_argument(
+        "--marrow-brightness",
+        metavar="RATIO",
+        help="normal spine and pelvis marrow at b=1000 as a multiple of muscle at b=1000 "
+        "(adults 0.8-5, on average about 3; default about 1.1)",
+        **number,
+    )
+    group.add_argument(
+        "--marrow-adc",
+        metavar="UM2S",
+        help="ADC of normal marrow, um2/s (250-650; default 400)",
+        **number,
+    )
+    group.add_argument(
+        "--snr-high-b",
+        metavar="SNR",
+        help="muscle SNR at the highest b-value instead of --snr at the lowest (8-80 is usual)",
+        **number,
+    )
+    group.add_argument(
+        "--diffuse",
+        choices=list(DIFFUSE_EXTENTS),
+        default=None,
+        help="fill this marrow with diffuse disease (MY-RADS diffuse pattern); it counts in the "
+        "truth's total lesion volume",
+    )
+    group.add_argument(
+        "--diffuse-adc", metavar="UM2S", help="ADC of the diffuse disease (default 850)", **number
+    )
+    group.add_argument(
+        "--diffuse-contrast",
+        metavar="RATIO",
+        help="diffuse disease at b=1000 as a multiple of normal marrow (default 2)",
+        **number,
+    )
+    group.add_argument(
+        "--lesion-adc-scale", metavar="F", help="multiply every lesion's ADC by F", **number
+    )
+    group.add_argument(
+        "--lesion-contrast",
+        metavar="F",
+        help="multiply every lesion's signal by F (below 1: fainter lesions)",
+        **number,
+    )
+    group.add_argument(
+        "--slice-mm", metavar="MM", help="slice thickness instead of the preset's (4-8)", **number
+    )
+    group.add_argument(
+        "--pixel-mm",
+        metavar="MM",
+        help="in-plane pixel size instead of the preset's (1.5-4)",
+        **number,
+    )
+    group.add_argument(
+        "--body-scale", metavar="F", help="patient size, 0.8-1.25 (1 = the average)", **number
+    )
+    group.add_argument(
+        "--arms", action="store_true", help="arms beside the trunk, inside the field of view"
+    )
+    group.add_argument(
+        "--start",
+        choices=list(EXAM_STARTS),
+        default="vertex",
+        help="where the exam begins: above the vertex (default) or at the skull base",
+    )
+    group.add_argument(
+        "--neck-scale",
+        metavar="F",
+        help="neck length as a multiple of the average (0.6 much shorter, 1.4 much longer)",
+        **number,
+    )
+
+
+def _variation(args: argparse.Namespace) -> PhantomVariation:
+    return PhantomVariation(
+        marrow_b1000_ratio=args.marrow_brightness,
+        marrow_adc_um2s=args.marrow_adc,
+        snr_high_b=args.snr_high_b,
+        diffuse_extent=args.diffuse,
+        diffuse_adc_um2s=args.diffuse_adc,
+        diffuse_contrast=args.diffuse_contrast,
+        lesion_adc_scale=args.lesion_adc_scale,
+        lesion_s0_scale=args.lesion_contrast,
+        slice_mm=args.slice_mm,
+        pixel_mm=args.pixel_mm,
+        body_scale=args.body_scale,
+        arms=args.arms,
+        exam_start=args.start,
+        neck_scale=args.neck_scale,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             patient_id=args.patient_id,
             scenario=args.scenario,
+            variation=_variation(args),
         )
         written = write_exam(
             phantom,

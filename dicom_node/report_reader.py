@@ -20,7 +20,8 @@ per-lesion categories of :mod:`dicom_node.writers.sr_comparison` are not read:
 they describe this exam against its priors, and a later exam is compared anew.
 
 Patient, study date and time come from the SR header (copied from the input
-by the writer), the SEG UID from the referenced segment, the software version
+by the writer), the SEG UID from the referenced segment of the total (older
+reports) or the first SEG among its source images (the class SEG), the software version
 from the algorithm identification (TID 4019). The histogram and the
 class volumes are not rebuilt (the report does not carry the histogram), so
 those fields are ``None``; the comparison does not need them.
@@ -48,6 +49,7 @@ from pydicom.uid import (
     Comprehensive3DSRStorage,
     ComprehensiveSRStorage,
     EnhancedSRStorage,
+    SegmentationStorage,
 )
 
 from dicom_node.errors import DicomNodeError
@@ -124,6 +126,8 @@ def read_measurement_report(dataset: Dataset) -> ExamSummary:
     referenced = getattr(total, "referenced_segment", None)
     if referenced is not None:
         seg_uid = str(referenced.referenced_sop_instance_uid)
+    else:  # since issue 11: a TID 1501 total naming the class SEG first among its sources
+        seg_uid = _first_segmentation_source(total)
     try:
         return ExamSummary(
             study_instance_uid=str(dataset.get("StudyInstanceUID", "")),
@@ -143,6 +147,17 @@ def read_measurement_report(dataset: Dataset) -> ExamSummary:
         )
     except SummaryFormatError as exc:
         raise ReportReadError(f"{where}: header cannot identify the exam: {exc}") from exc
+
+
+def _first_segmentation_source(group: Any) -> str:
+    """SOP Instance UID of the first SEG among a group's IMAGE items (``""`` if none)."""
+    for item in group[0].get("ContentSequence", []):
+        if item.get("ValueType") != "IMAGE":
+            continue
+        for reference in item.get("ReferencedSOPSequence", []):
+            if reference.get("ReferencedSOPClassUID") == SegmentationStorage:
+                return str(reference.ReferencedSOPInstanceUID)
+    return ""
 
 
 def _measurement_report(dataset: Dataset, where: str) -> hd.sr.MeasurementReport:

@@ -6,7 +6,8 @@ the service's job runner both call it). It writes, into ``out_dir``::
     adc_map/      ADC Parametric Map (float32)                 1 instance
     adc/          ADC as derived MR (uint16, 10^-6 mm2/s)      1 per slice
     b<value>/     computed high-b as derived MR                1 per slice, per b
-    seg/          tumour-load SEG (absent when nothing was segmented)
+    seg/          tumour-load SEG by ADC class (absent when nothing was segmented)
+    seg_lesions/  lesion SEG, one segment per lesion (absent likewise)
     sr/           TID 1500 Measurement Report                  1 instance
     key_images/   RGB Secondary Capture: MIP and histogram     2 instances
                   (+ trend chart with a comparison)            (3)
@@ -71,6 +72,7 @@ from dicom_node.writers.common import UidFactory
 from dicom_node.writers.encoding import encode_series
 from dicom_node.writers.errors import WriterError
 from dicom_node.writers.key_images import trend_samples
+from dicom_node.writers.sr import report_reference
 from processing.comparison import Comparison
 from processing.exam import DwiExam
 from processing.results import Histogram, ProcessingResult
@@ -80,6 +82,7 @@ __all__ = [
     "ReaderCorrection",
     "ResultObjects",
     "build_result_objects",
+    "earlier_version_reports",
     "write_results",
     "written_instance_uid",
 ]
@@ -139,6 +142,7 @@ def build_result_objects(
     comparison: Comparison | None = None,
     report_notes: Sequence[str] = (),
     correction: ReaderCorrection | None = None,
+    earlier_reports: Sequence[Dataset] = (),
 ) -> ResultObjects:
     """Build every result dataset in memory (see :func:`write_results`)."""
     identity = WriterIdentity(
@@ -177,8 +181,12 @@ def build_result_objects(
         parametric_map=parametric_map,
         evidence=[*geometric_source, *ctx.source_evidence()],
         comparison=comparison,
+        geometric_source=geometric_source,
         notes=report_notes,
-        predecessors=() if correction is None else correction.predecessors,
+        predecessors=(
+            *earlier_reports,
+            *(() if correction is None else correction.predecessors),
+        ),
         person_observer="" if correction is None else correction.reader,
     )
     key_images = build_key_images(
@@ -197,6 +205,8 @@ def build_result_objects(
         folders[f"b{image.b_value:g}"] = series.datasets
     if segmentation is not None:
         folders["seg"] = (segmentation.dataset,)
+        if segmentation.lesion_dataset is not None:
+            folders["seg_lesions"] = (segmentation.lesion_dataset,)
     folders["sr"] = (report,)
     folders["key_images"] = tuple(key.dataset for key in key_images)
     derived = {"adc", *(f"b{image.b_value:g}" for image in result.computed)}
@@ -208,7 +218,9 @@ def build_result_objects(
 def _corrected_objects(folders: dict[str, tuple[Dataset, ...]]) -> ResultObjects:
     """Only the SEG, SR and key images, their series described as reader-corrected."""
     kept: dict[str, tuple[Dataset, ...]] = {
-        name: folders[name] for name in ("seg", "sr", "key_images") if name in folders
+        name: folders[name]
+        for name in ("seg", "seg_lesions", "sr", "key_images")
+        if name in folders
     }
     for datasets in kept.values():
         for dataset in datasets:
@@ -237,6 +249,20 @@ def _comparison_context(
         return ctx
     seed = hashlib.sha256("\0".join([ctx.uids.seed, *parts]).encode()).hexdigest()
     return dataclasses.replace(ctx, uids=UidFactory(seed=seed))
+
+
+def earlier_version_reports(folders: Iterable[Path | str]) -> list[Dataset]:
+    """Identity of the SR in each of ``folders`` (result folders of earlier versions).
+
+    ``folders`` in version order, oldest first; a folder without an ``sr``
+    instance (removed by retention, failed job) is skipped. Each item is
+    :func:`dicom_node.writers.sr.report_reference` of the file.
+    """
+    found: list[Dataset] = []
+    for folder in folders:
+        reports = sorted((Path(folder) / "sr").glob("*.dcm"))
+        found += [report_reference(path) for path in reports]
+    return found
 
 
 def written_instance_uid(written: Sequence[Path], folder: str) -> str:
@@ -284,6 +310,7 @@ def write_results(
     comparison: Comparison | None = None,
     report_notes: Sequence[str] = (),
     correction: ReaderCorrection | None = None,
+    earlier_reports: Sequence[Dataset] = (),
 ) -> list[Path]:
     """Write the PM, derived MR series, SEG, SR and key images of one exam.
 
@@ -317,6 +344,11 @@ def write_results(
     correction
         The reader's SEG ``result`` was measured on: only the SEG, SR and key
         images are written, as corrected objects (see the module docstring).
+    earlier_reports
+        The reports of earlier versions of this exam's results (late images
+        made a new version; :func:`earlier_version_reports` finds them): the
+        new SR names them in its Predecessor Documents Sequence and says that
+        it replaces them. Their files are never touched.
 
     Returns
     -------
@@ -340,6 +372,7 @@ def write_results(
         comparison=comparison,
         report_notes=report_notes,
         correction=correction,
+        earlier_reports=earlier_reports,
     )
     root = Path(out_dir)
     written: list[Path] = []

@@ -278,7 +278,8 @@ class WriterContext:
         (``cpu`` or ``gpu``; see :meth:`UidFactory.for_exam`).
 
         ``computed_b_values`` fixes the series numbers: Parametric Map, ADC,
-        one series per computed b-value, SEG, SR, key images, in that order,
+        one series per computed b-value, class SEG, lesion SEG, SR, key
+        images, in that order,
         from the next thousand above the highest series number of the DWI input
         (scanners number their own series, distractors included, well below).
 
@@ -374,6 +375,7 @@ class WriterContext:
                 "adc",
                 *(computed_series_kind(b) for b in computed_b_values),
                 "seg",
+                "seg-lesions",
                 "sr",
                 "key-images",
             ),
@@ -386,6 +388,20 @@ class WriterContext:
         if kind not in self.series_kinds:
             raise WriterError(f"no series number for {kind!r}; known: {self.series_kinds}")
         return self.first_series_number + self.series_kinds.index(kind)
+
+    def stamp_series(self, dataset: Dataset) -> None:
+        """Series and Content Date/Time of a result object: the time the node made it.
+
+        Every result series carries the processing time (``content_datetime``)
+        as its Series Date/Time, so that viewers list it with a date and a
+        later version of the results is told apart from an earlier one; the
+        acquisition keeps its Study Date and the source references.
+        """
+        when = self.content_datetime
+        dataset.SeriesDate = when.strftime("%Y%m%d")
+        dataset.SeriesTime = when.strftime("%H%M%S")
+        dataset.ContentDate = dataset.SeriesDate
+        dataset.ContentTime = dataset.SeriesTime
 
     def contributing_equipment(self, description: str) -> list[hd.ContributingEquipment]:
         """The scanner that acquired the input and this node that processed it (PS3.3 C.7.5.1)."""
@@ -424,40 +440,6 @@ class WriterContext:
             if ref.frame_number is not None:
                 frames.append(ref.frame_number)
         return instances
-
-    def add_source_references(self, dataset: Dataset) -> None:
-        """Reference every source instance of the exam in ``dataset``.
-
-        Appends to the Source Image Sequence (PS3.3 C.7.6.1.1.4, purpose DCM
-        121322) and the Referenced Series Sequence of the Common Instance
-        Reference Module (PS3.3 C.12.2), merging with what is already there.
-        Built from the exam's source references: no header is read again.
-        """
-        purpose = hd.sr.CodedConcept.from_code(codes.DCM.SourceImageForImageProcessingOperation)
-        items = list(dataset.get("SourceImageSequence", []))
-        series_items = {
-            item.SeriesInstanceUID: item for item in dataset.get("ReferencedSeriesSequence", [])
-        }
-        for ref, frames in self._instances().values():
-            item = Dataset()
-            item.ReferencedSOPClassUID = ref.sop_class_uid
-            item.ReferencedSOPInstanceUID = ref.sop_instance_uid
-            if frames:
-                item.ReferencedFrameNumber = sorted(set(frames))
-            item.PurposeOfReferenceCodeSequence = [purpose]
-            items.append(item)
-            series = series_items.get(ref.series_instance_uid)
-            if series is None:
-                series = Dataset()
-                series.SeriesInstanceUID = ref.series_instance_uid
-                series.ReferencedInstanceSequence = []
-                series_items[ref.series_instance_uid] = series
-            instance = Dataset()
-            instance.ReferencedSOPClassUID = ref.sop_class_uid
-            instance.ReferencedSOPInstanceUID = ref.sop_instance_uid
-            series.ReferencedInstanceSequence.append(instance)
-        dataset.SourceImageSequence = items
-        dataset.ReferencedSeriesSequence = list(series_items.values())
 
     def source_evidence(self) -> list[Dataset]:
         """One minimal dataset (identity only) per source instance, for SR evidence."""

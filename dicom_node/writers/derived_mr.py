@@ -41,6 +41,7 @@ from processing.results import ComputedImage, ProcessingResult
 
 __all__ = [
     "ADC_RWV_LABEL",
+    "ADC_SERIES_DESCRIPTION",
     "ADC_WINDOW",
     "DerivedSeries",
     "adc_real_world_value_mapping",
@@ -48,6 +49,7 @@ __all__ = [
     "build_computed_b_series",
 ]
 
+ADC_SERIES_DESCRIPTION = "ADC (uint16, 10^-6 mm2/s) wbdwi"
 ADC_WINDOW = (1000.0, 2000.0)  # centre, width in 10^-6 mm2/s
 ADC_RWV_LABEL = "ADC"
 _UINT16_MAX = 65535
@@ -220,13 +222,13 @@ def build_adc_series(ctx: WriterContext, result: ProcessingResult) -> DerivedSer
         ctx,
         series_uid=series_uid,
         series_number=ctx.series_number("adc"),
-        description="ADC (10-6 mm2/s) wbdwi",
+        description=ADC_SERIES_DESCRIPTION,
         image_type=("DERIVED", "SECONDARY", "ADC"),
         derivation_description=derivation,
     )
     template.WindowCenter = f"{ADC_WINDOW[0]:g}"
     template.WindowWidth = f"{ADC_WINDOW[1]:g}"
-    template.WindowCenterWidthExplanation = "ADC"
+    template.WindowCenterWidthExplanation = "ADC 10^-6 mm2/s"
     template.RealWorldValueMappingSequence = [adc_real_world_value_mapping((0, _UINT16_MAX))]
     return DerivedSeries(
         kind="adc",

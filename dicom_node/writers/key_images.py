@@ -14,6 +14,11 @@ Two pictures that any viewer shows, in one series:
    patient's exams up to this one (:func:`render_trend_chart`, seed 000
    figure 4).
 
+When the reliability verdict of the result (:mod:`processing.quality`) is not
+``ok``, every picture carries a coloured banner on top (orange for
+``review``, red for ``unreliable``) with the verdict and its reasons, and the
+Series Description says ``(REVIEW)`` or ``(UNRELIABLE)``.
+
 Text drawn on the pictures holds no patient identification, so Burned In
 Annotation is ``NO``. Patient and study attributes come from the derived
 series the pictures were made from.
@@ -34,11 +39,13 @@ from dicom_node.writers.errors import WriterError
 from dicom_node.writers.rendering import (
     MipGeometry,
     TrendSample,
+    add_banner,
     render_adc_histogram,
     render_class_mip,
     render_trend_chart,
 )
 from dicom_node.writers.seg import ADC_CLASS_RGB
+from dicom_node.writers.sr_quality import BANNER_RGB, banner_text, description_suffix
 from processing.comparison import Comparison
 from processing.exam_summary import ExamSummary
 from processing.results import AdcClass, ComputedImage, Histogram, ProcessingResult
@@ -190,6 +197,14 @@ def render_key_pictures(
         except ValueError as exc:
             raise WriterError(f"trend chart key image: {exc}") from exc
         pictures.append(("trend", chart, "Trend of tDV and median ADC over the patient's exams"))
+    banner = banner_text(result.quality)
+    if banner is not None:
+        colour = BANNER_RGB[result.quality.verdict]
+        headline, reasons = banner
+        pictures = [
+            (name, add_banner(pixels, headline, reasons, colour), f"{headline}. {description}")
+            for name, pixels, description in pictures
+        ]
     return pictures
 
 
@@ -209,6 +224,7 @@ def build_key_images(
     :func:`render_key_pictures`.
     """
     series_uid = ctx.uids.uid("key-images", "series")
+    series_description = f"Key images{description_suffix(result.quality)} wbdwi"
     images = []
     for number, (name, pixels, description) in enumerate(
         render_key_pictures(ctx, result, priors=priors, trend=trend), start=1
@@ -234,7 +250,8 @@ def build_key_images(
         dataset.update(ctx.patient_study)
         if not is_mip:
             dataset["PatientOrientation"].value = None  # Type 2: a chart has no patient orientation
-        dataset.SeriesDescription = "Key images wbdwi"
+        dataset.SeriesDescription = series_description
+        ctx.stamp_series(dataset)
         dataset.ImageComments = description
         dataset.DerivationDescription = description
         dataset.BurnedInAnnotation = "NO"

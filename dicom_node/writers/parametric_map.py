@@ -5,11 +5,19 @@ The quantitative form of the ADC map for AI tools and workstations
 series on the composed exam grid (the *geometric source*: one series that
 covers the whole body, slice for slice), because highdicom requires source
 images from a single series with one geometry while the exam was composed from
-several station series. All original b-value images are referenced as well
-(Source Image Sequence and Referenced Series Sequence, added from the exam's
-source references: handing them to highdicom as ``further_source_images``
-costs about 3 ms per image in its IOD checks and finds no per-frame match
-anyway, because several b-values share each position).
+several station series. The map references **only that series** (Referenced
+Series Sequence, derivation images of each frame): OHIF takes the first
+referenced series as the one to overlay, and the Common Instance Reference
+Module (PS3.3 C.12.2) would have to list every series that the Source Image
+Sequence names. The original b-value images are reached through the derived
+images, whose Source Image Sequence names them slice by slice.
+
+Display: window centre 1000, width 2000 (10^-6 mm2/s), with the Window Center
+& Width Explanation as a one-item list (highdicom 0.28 splits a plain string
+into characters: ``A\\D\\C``). OHIF 3.13 ignores both for a float map: its
+Parametric Map overlay multiplies the stored values by 100 and windows them
+over their full range (hard-coded in ``extension-cornerstone-dicom-pmap``); the
+uint16 ADC series is the one to read values from in a viewer.
 
 Real World Value Mapping: identity, unit UCUM ``10-6.mm2/s`` (CID 7277),
 quantity DCM 113041 "Apparent Diffusion Coefficient", measurement method
@@ -33,7 +41,9 @@ from dicom_node.writers.derived_mr import ADC_WINDOW, adc_real_world_value_mappi
 from dicom_node.writers.errors import ResultGeometryError, WriterError
 from processing.results import ProcessingResult
 
-__all__ = ["build_parametric_map"]
+__all__ = ["PM_SERIES_DESCRIPTION", "build_parametric_map"]
+
+PM_SERIES_DESCRIPTION = "ADC map (float, 10^-6 mm2/s) wbdwi"
 
 _SECONDS_PER_MM2 = Code("s/mm2", "UCUM", "s/mm2")
 
@@ -117,9 +127,11 @@ def build_parametric_map(
             real_world_value_mappings=[_adc_mapping(pixels, b_used)],
             voi_lut_transformations=[
                 hd.VOILUTTransformation(
-                    window_center=ADC_WINDOW[0],
-                    window_width=ADC_WINDOW[1],
-                    window_explanation="ADC",
+                    # lists of one: highdicom 0.28 splits a plain string explanation
+                    # into characters, and wants as many centres as explanations
+                    window_center=[ADC_WINDOW[0]],
+                    window_width=[ADC_WINDOW[1]],
+                    window_explanation=["ADC 10^-6 mm2/s"],
                 )
             ],
             content_label="ADC",
@@ -133,7 +145,7 @@ def build_parametric_map(
         )
     except ValueError as exc:
         raise WriterError(f"Parametric Map could not be built: {exc}") from exc
-    ctx.add_source_references(pm)
-    pm.SeriesDescription = "ADC map (10-6 mm2/s) wbdwi"
+    pm.SeriesDescription = PM_SERIES_DESCRIPTION
     pm.BodyPartExamined = ctx.body_part_examined
+    ctx.stamp_series(pm)
     return pm

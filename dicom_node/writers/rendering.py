@@ -9,6 +9,8 @@
 - :func:`render_adc_histogram`: the ADC histogram of the tumour load as volume
   per bin, over coloured bands of the ADC classes, with labelled axes, numbers
   on both axes, and optional outline histograms of earlier exams.
+- :func:`add_banner`: a coloured band with the reliability verdict on top of
+  a picture, when the verdict is not ``ok``.
 - :func:`render_trend_chart`: tDV (left axis) and median ADC (right axis) of
   every exam of the patient against the study date, baselines marked, the
   current exam highlighted (as seed 000, figure 4, follows one patient).
@@ -32,6 +34,7 @@ from processing.results import AdcClass, ClassVolumes, Histogram
 __all__ = [
     "MipGeometry",
     "TrendSample",
+    "add_banner",
     "nice_ticks",
     "render_adc_histogram",
     "render_class_mip",
@@ -149,6 +152,54 @@ def render_class_mip(
     canvas.paste(picture, (left, header))
     draw.text((left + 6, header + 6), "R", fill=(200, 0, 0), font=text_font)
     draw.text((left + width - 20, header + 6), "L", fill=(200, 0, 0), font=text_font)
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> list[str]:
+    """Greedy word wrap of ``text`` to lines at most ``width`` pixels wide."""
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        candidate = f"{current} {word}".strip()
+        if current and probe.textlength(candidate, font=font) > width:
+            lines.append(current)
+            current = word
+        else:
+            current = candidate
+    if current:
+        lines.append(current)
+    return lines
+
+
+def add_banner(
+    picture: NDArray[np.uint8],
+    headline: str,
+    details: Sequence[str],
+    colour: tuple[int, int, int],
+) -> NDArray[np.uint8]:
+    """``picture`` with a coloured band on top: ``headline`` in bold size, then ``details``.
+
+    White text on ``colour``, wrapped to the picture's width (at least 420
+    pixels); the picture itself is unchanged below the band.
+    """
+    height, width = picture.shape[:2]
+    band_width = max(width, 420)
+    margin = 12
+    big, small = _font(22), _font(17)
+    lines = [(line, big) for line in _wrap(headline, big, band_width - 2 * margin)]
+    for detail in details:
+        lines += [(line, small) for line in _wrap(detail, small, band_width - 2 * margin)]
+    line_height = {id(big): 28, id(small): 22}
+    band_height = 2 * margin + sum(line_height[id(font)] for _, font in lines)
+    canvas = Image.new("RGB", (band_width, band_height + height), _WHITE)
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((0, 0, band_width - 1, band_height - 1), fill=colour)
+    top = margin
+    for text, font in lines:
+        draw.text((margin, top), text, fill=_WHITE, font=font)
+        top += line_height[id(font)]
+    canvas.paste(Image.fromarray(picture, mode="RGB"), ((band_width - width) // 2, band_height))
     return np.asarray(canvas, dtype=np.uint8)
 
 

@@ -1,14 +1,25 @@
-"""The tumour mask as a BINARY highdicom Segmentation (PS3.3 A.51).
+"""The tumour load as two BINARY highdicom Segmentations (PS3.3 A.51).
 
-Segments, in this fixed order so that numbers mean the same in every SEG the
-node writes:
+OHIF 3.13 collapses the segments of one SEG into a single label map: where
+segments overlap, one of them hides the others (a total-load segment hid the
+ADC classes). So the node writes two SEGs whose segments never overlap:
 
-1. "Total tumour load": the whole tumour mask;
-2. "ADC class red", 3. "ADC class yellow", 4. "ADC class green": the voxels of
-   each ADC colour class, with the class colours as recommended display colours;
-5. onwards: one segment per lesion (connected component), in the order of
-   ``stats.lesions``, so that each lesion group of the SR can reference exactly
-   its voxels.
+1. the **class SEG** (folder ``seg``, "Tumour load by ADC class"): segments
+   1 "ADC class red", 2 "ADC class yellow", 3 "ADC class green", the voxels of
+   each ADC colour class with the class colours as recommended display
+   colours. Together they are the tumour mask, so a reader who edits this SEG
+   edits the tumour load; a viewer shows the classes in their colours;
+2. the **lesion SEG** (folder ``seg_lesions``): one segment per lesion
+   (connected component) in the order of ``stats.lesions``, labelled with its
+   number, bone region and volume ("Lesion 3 - lumbosacral spine, 12.4 ml"),
+   each in its own colour (none of the class colours), and, when the
+   statistics sum small components as "other foci", one last segment
+   "Other foci" with those voxels. Each lesion group of the SR references
+   exactly its voxels.
+
+The total tumour load is the union of either SEG's segments; it has no segment
+of its own (it would overlap every other segment), but a tracking UID that the
+SR uses.
 
 Every segment: category SCT 49755003 "Morphologically abnormal structure",
 type SCT 14799000 "Neoplasm, secondary", algorithm type AUTOMATIC with the
@@ -18,8 +29,14 @@ tracking ID that the SR reuses. Anatomic region SCT 272673000 "Bone" (or the
 bone region of the lesion); none for lesions outside the named bone regions.
 
 BINARY, uncompressed, empty frames omitted; frames are pixel-aligned with the
-geometric source series (one derived MR image per slice of the exam grid);
-the original b-value images are referenced too.
+geometric source series (the computed-b series the segmentation was made on,
+one derived MR image per slice of the exam grid). The SEG references **only
+that series** (Referenced Series Sequence and the frames' derivation images):
+OHIF attaches a SEG to the first series of its Referenced Series Sequence it
+has loaded, so listing the original station series made it attach the SEG to
+a station and hang. The chain back to the acquisition goes through the
+computed-b images, whose Source Image Sequence names the original b-value
+images of each slice.
 Only the slices that hold tumour are passed to highdicom, which keeps memory
 to ``slices_with_tumour x rows x columns x segments`` booleans.
 """
@@ -37,16 +54,20 @@ from pydicom.sr.coding import Code
 
 from dicom_node.writers.common import WriterContext, check_on_grid
 from dicom_node.writers.errors import EmptySegmentationError, ResultGeometryError, WriterError
-from processing.results import AdcClass, BodyRegion, ProcessingResult
+from processing.results import AdcClass, BodyRegion, ExamStats, LesionStats, ProcessingResult
 
 __all__ = [
     "ADC_CLASS_RGB",
+    "LESION_PALETTE",
+    "OTHER_FOCI_RGB",
     "SEGMENT_CATEGORY",
     "SEGMENT_TYPE",
     "TOTAL_TUMOUR_RGB",
     "SegmentInfo",
     "SegmentationOutput",
     "build_segmentation",
+    "lesion_label",
+    "other_foci",
     "region_code",
 ]
 
@@ -57,7 +78,19 @@ ADC_CLASS_RGB: dict[AdcClass, tuple[int, int, int]] = {
     AdcClass.YELLOW: (250, 210, 0),
     AdcClass.GREEN: (30, 180, 60),
 }
-TOTAL_TUMOUR_RGB = (0, 150, 255)
+TOTAL_TUMOUR_RGB = (0, 150, 255)  # the total load in pictures (key images)
+# Lesion colours, cycled: blues, violets, cyans and pinks, none of them a class colour.
+LESION_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (0, 130, 255),
+    (220, 60, 220),
+    (0, 200, 200),
+    (140, 90, 255),
+    (255, 105, 180),
+    (0, 160, 140),
+    (100, 180, 255),
+    (170, 60, 140),
+)
+OTHER_FOCI_RGB = (160, 160, 160)
 
 _REGION_CODES: dict[BodyRegion, Code] = {
     BodyRegion.SKULL: codes.SCT.Skull,
@@ -75,25 +108,57 @@ def region_code(region: BodyRegion) -> Code | None:
     return _REGION_CODES.get(region)
 
 
+def lesion_label(index: int, lesion: LesionStats) -> str:
+    """``Lesion 3 - lumbosacral spine, 12.4 ml``: segment label and SR tracking identifier.
+
+    The SR reader matches ``^Lesion (\\d+)``; at most 64 characters (LO).
+    """
+    region = "other site" if lesion.region is BodyRegion.OTHER else lesion.region.value
+    return f"Lesion {index} - {region.replace('_', ' ')}, {lesion.volume_ml:.1f} ml"[:64]
+
+
+def other_foci(stats: ExamStats) -> tuple[int, float]:
+    """``(count, ml)`` of the small components summed as "other foci" (0, 0.0 when none)."""
+    return int(stats.other_foci_count), float(stats.other_foci_ml)
+
+
 @dataclass(frozen=True, slots=True)
 class SegmentInfo:
-    """One segment as the SR needs it."""
+    """One tracked finding as the SR needs it.
+
+    ``number`` is the segment number in ``sop_instance_uid`` (0 and ``""`` for
+    the total tumour load, which has no segment of its own).
+    """
 
     number: int
     label: str
     tracking_uid: str
     tracking_id: str
     voxels: int
+    sop_instance_uid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class SegmentationOutput:
-    """The SEG and where each of its segments came from."""
+    """The class SEG, the lesion SEG and where each tracked finding is."""
 
-    dataset: hd.seg.Segmentation
-    total: SegmentInfo
+    dataset: hd.seg.Segmentation  # class SEG: red, yellow, green (folder "seg")
+    lesion_dataset: hd.seg.Segmentation | None  # lesions and other foci (folder "seg_lesions")
+    total: SegmentInfo  # tracking only: the union of the class segments
     classes: dict[AdcClass, SegmentInfo]
-    lesions: dict[int, SegmentInfo]  # lesion label -> segment
+    lesions: dict[int, SegmentInfo]  # lesion label -> segment of lesion_dataset
+    other: SegmentInfo | None = None  # the "other foci" segment of lesion_dataset
+
+    def datasets(self) -> tuple[hd.seg.Segmentation, ...]:
+        """Both SEGs (the lesion SEG when there is one)."""
+        return (
+            (self.dataset,)
+            if self.lesion_dataset is None
+            else (
+                self.dataset,
+                self.lesion_dataset,
+            )
+        )
 
 
 def _class_label(adc_class: AdcClass, yellow_lower: float, green_lower: float) -> str:
@@ -104,12 +169,106 @@ def _class_label(adc_class: AdcClass, yellow_lower: float, green_lower: float) -
     return f"ADC class green (>= {green_lower:g})"
 
 
+class _SegmentBuilder:
+    """Segments of one SEG: descriptions, planes (the tumour slices only) and infos."""
+
+    def __init__(
+        self,
+        ctx: WriterContext,
+        kind: str,
+        algorithm: hd.AlgorithmIdentificationSequence,
+        sub: slice,
+    ) -> None:
+        self.ctx = ctx
+        self.kind = kind
+        self.sop_instance_uid = ctx.uids.uid(kind, "instance")
+        self.algorithm = algorithm
+        self.sub = sub
+        self.descriptions: list[hd.seg.SegmentDescription] = []
+        self.planes: list[np.ndarray] = []
+
+    def add(
+        self,
+        label: str,
+        tracking_id: str,
+        voxels: np.ndarray,
+        rgb: tuple[int, int, int],
+        regions: list[Code] | None,
+    ) -> SegmentInfo:
+        number = len(self.descriptions) + 1
+        info = SegmentInfo(
+            number=number,
+            label=label,
+            tracking_uid=self.ctx.uids.uid("tracking", tracking_id),
+            tracking_id=tracking_id,
+            voxels=int(voxels.sum()),
+            sop_instance_uid=self.sop_instance_uid,
+        )
+        self.descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=label,
+                segmented_property_category=SEGMENT_CATEGORY,
+                segmented_property_type=SEGMENT_TYPE,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=self.algorithm,
+                tracking_uid=info.tracking_uid,
+                tracking_id=tracking_id,
+                anatomic_regions=regions,
+                display_color=hd.color.CIELabColor.from_rgb(*rgb),
+            )
+        )
+        self.planes.append(voxels[self.sub])
+        return info
+
+    def build(
+        self,
+        geometric_source: Sequence[Dataset],
+        *,
+        content_label: str,
+        content_description: str,
+        series_description: str,
+    ) -> hd.seg.Segmentation:
+        ctx = self.ctx
+        try:
+            seg = hd.seg.Segmentation(
+                source_images=list(geometric_source[self.sub]),
+                pixel_array=np.stack(self.planes, axis=-1),
+                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=self.descriptions,
+                series_instance_uid=ctx.uids.uid(self.kind, "series"),
+                series_number=ctx.series_number(self.kind),
+                sop_instance_uid=self.sop_instance_uid,
+                instance_number=1,
+                manufacturer=ctx.identity.manufacturer,
+                manufacturer_model_name=ctx.identity.model_name,
+                software_versions=ctx.identity.software_version,
+                device_serial_number=ctx.identity.device_serial_number,
+                content_label=content_label,
+                content_description=content_description,
+                omit_empty_frames=True,
+                contributing_equipment=ctx.contributing_equipment(
+                    "Tumour-load segmentation of computed high-b and ADC"
+                ),
+            )
+        except ValueError as exc:
+            raise WriterError(f"Segmentation ({self.kind}) could not be built: {exc}") from exc
+        seg.SeriesDescription = series_description
+        seg.BodyPartExamined = ctx.body_part_examined
+        ctx.stamp_series(seg)
+        return seg
+
+
 def build_segmentation(
     ctx: WriterContext,
     result: ProcessingResult,
     geometric_source: Sequence[Dataset],
 ) -> SegmentationOutput:
-    """Build the SEG of the tumour mask, its ADC classes and its lesions.
+    """Build the class SEG and the lesion SEG of the tumour mask.
+
+    ``geometric_source`` is the computed-b series (one image per slice of the
+    exam grid) the segmentation was made on; it is the only series the SEGs
+    reference.
 
     Raises
     ------
@@ -117,8 +276,8 @@ def build_segmentation(
         When the tumour mask is empty (write no SEG; the SR says so).
     ResultGeometryError
         When a mask or label map is not on the exam grid, the class or lesion
-        labels fall outside the tumour mask, or the geometric source does not
-        have one image per slice.
+        labels fall outside the tumour mask, a tumour voxel has no ADC class,
+        or the geometric source does not have one image per slice.
     """
     grid = ctx.grid
     mask = np.asarray(result.tumour_mask, dtype=bool)
@@ -137,6 +296,11 @@ def build_segmentation(
         )
     if np.any(classes[~mask]) or np.any(lesions[~mask]):
         raise ResultGeometryError("ADC class or lesion labels lie outside the tumour mask")
+    class_values = {adc_class.value for adc_class in AdcClass}
+    if not np.isin(classes[mask], list(class_values)).all():
+        raise ResultGeometryError(
+            "tumour voxels without an ADC class: the class SEG must cover the tumour mask"
+        )
     lesion_stats = result.stats.lesions
     labels_present = set(np.unique(lesions[mask]).tolist()) - {0}
     labels_reported = {lesion.label for lesion in lesion_stats}
@@ -155,94 +319,67 @@ def build_segmentation(
         parameters={"settings_digest": result.settings_digest} if result.settings_digest else None,
     )
     class_volumes = result.stats.classes
-
-    planes: list[np.ndarray] = []
-    descriptions: list[hd.seg.SegmentDescription] = []
-    infos: list[SegmentInfo] = []
-
-    def add(
-        label: str,
-        tracking_id: str,
-        voxels: np.ndarray,
-        rgb: tuple[int, int, int],
-        regions: list[Code] | None,
-    ) -> SegmentInfo:
-        number = len(descriptions) + 1
-        info = SegmentInfo(
-            number=number,
-            label=label,
-            tracking_uid=ctx.uids.uid("tracking", tracking_id),
-            tracking_id=tracking_id,
-            voxels=int(voxels.sum()),
-        )
-        descriptions.append(
-            hd.seg.SegmentDescription(
-                segment_number=number,
-                segment_label=label,
-                segmented_property_category=SEGMENT_CATEGORY,
-                segmented_property_type=SEGMENT_TYPE,
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                algorithm_identification=algorithm,
-                tracking_uid=info.tracking_uid,
-                tracking_id=tracking_id,
-                anatomic_regions=regions,
-                display_color=hd.color.CIELabColor.from_rgb(*rgb),
-            )
-        )
-        planes.append(voxels[sub])
-        infos.append(info)
-        return info
-
     bone = [codes.SCT.Bone]
-    total = add("Total tumour load", "total-tumour-load", mask, TOTAL_TUMOUR_RGB, bone)
+
+    by_class = _SegmentBuilder(ctx, "seg", algorithm, sub)
     class_infos: dict[AdcClass, SegmentInfo] = {}
     for adc_class in AdcClass:
         label = _class_label(
             adc_class, class_volumes.yellow_lower_um2s, class_volumes.green_lower_um2s
         )
-        class_infos[adc_class] = add(
+        class_infos[adc_class] = by_class.add(
             label,
             f"adc-class-{adc_class.name.lower()}",
             classes == adc_class.value,
             ADC_CLASS_RGB[adc_class],
             bone,
         )
+    class_seg = by_class.build(
+        geometric_source,
+        content_label="ADCCLASSES",
+        content_description="Tumour load by ADC class (red, yellow, green)",
+        series_description="Tumour load by ADC class (SEG) wbdwi",
+    )
+
+    by_lesion = _SegmentBuilder(ctx, "seg-lesions", algorithm, sub)
     lesion_infos: dict[int, SegmentInfo] = {}
     for index, lesion in enumerate(lesion_stats, start=1):
         code = region_code(lesion.region)
-        lesion_infos[lesion.label] = add(
-            f"Lesion {index} ({lesion.region.value.replace('_', ' ')})",
+        lesion_infos[lesion.label] = by_lesion.add(
+            lesion_label(index, lesion),
             f"lesion-{index}",
             lesions == lesion.label,
-            TOTAL_TUMOUR_RGB,
+            LESION_PALETTE[(index - 1) % len(LESION_PALETTE)],
             [code] if code is not None else None,
         )
-
-    pixel_array = np.stack(planes, axis=-1)
-    try:
-        seg = hd.seg.Segmentation(
-            source_images=list(geometric_source[sub]),
-            pixel_array=pixel_array,
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=descriptions,
-            series_instance_uid=ctx.uids.uid("seg", "series"),
-            series_number=ctx.series_number("seg"),
-            sop_instance_uid=ctx.uids.uid("seg", "instance"),
-            instance_number=1,
-            manufacturer=ctx.identity.manufacturer,
-            manufacturer_model_name=ctx.identity.model_name,
-            software_versions=ctx.identity.software_version,
-            device_serial_number=ctx.identity.device_serial_number,
-            content_label="TUMOURLOAD",
-            content_description="Total tumour load, ADC classes and lesions",
-            omit_empty_frames=True,
-            contributing_equipment=ctx.contributing_equipment(
-                "Tumour-load segmentation of computed high-b and ADC"
-            ),
+    other_info: SegmentInfo | None = None
+    rest = mask & (lesions == 0)
+    if rest.any():
+        count, volume = other_foci(result.stats)
+        volume = volume or float(rest.sum()) * ctx.exam.voxel_volume_ml
+        counted = f" ({count})" if count else ""
+        label = f"Other foci{counted}, {volume:.1f} ml"
+        other_info = by_lesion.add(label, "other-foci", rest, OTHER_FOCI_RGB, bone)
+    lesion_seg = None
+    if by_lesion.descriptions:
+        lesion_seg = by_lesion.build(
+            geometric_source,
+            content_label="LESIONS",
+            content_description="Lesions of the tumour load, numbered as in the report",
+            series_description="Tumour load lesions (SEG) wbdwi",
         )
-    except ValueError as exc:
-        raise WriterError(f"Segmentation could not be built: {exc}") from exc
-    ctx.add_source_references(seg)
-    seg.SeriesDescription = "Tumour load SEG wbdwi"
-    seg.BodyPartExamined = ctx.body_part_examined
-    return SegmentationOutput(dataset=seg, total=total, classes=class_infos, lesions=lesion_infos)
+    total = SegmentInfo(
+        number=0,
+        label="Total tumour load",
+        tracking_uid=ctx.uids.uid("tracking", "total-tumour-load"),
+        tracking_id="total-tumour-load",
+        voxels=int(mask.sum()),
+    )
+    return SegmentationOutput(
+        dataset=class_seg,
+        lesion_dataset=lesion_seg,
+        total=total,
+        classes=class_infos,
+        lesions=lesion_infos,
+        other=other_info,
+    )

@@ -47,9 +47,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import highdicom as hd
+import numpy as np
+import pydicom
+from numpy.typing import NDArray
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
@@ -67,10 +73,17 @@ from dicom_node.writers.seg import (
     SEGMENT_TYPE,
     SegmentationOutput,
     SegmentInfo,
+    other_foci,
     region_code,
 )
 from dicom_node.writers.sr_comparison import comparison_groups, lesion_comparison_items
+from dicom_node.writers.sr_quality import (
+    description_suffix,
+    reliability_evaluation,
+    reliability_texts,
+)
 from processing.comparison import Comparison, LesionAssessment
+from processing.quality import Verdict
 from processing.results import AdcClass, AdcStats, LesionStats, ProcessingResult
 
 __all__ = [
@@ -78,16 +91,21 @@ __all__ = [
     "COMMENT",
     "LOCAL_CODING_SCHEME",
     "NOTES_GROUP",
+    "OTHER_FOCI_COUNT",
     "PERCENTILE_25",
     "PERCENTILE_75",
+    "TOTAL_GROUP",
     "VOLUME_UNIT",
     "adc_statistic_codes",
     "build_measurement_report",
+    "report_reference",
 ]
 
 LOCAL_CODING_SCHEME = "99WBDWI"
 NOTES_GROUP = "Notes on this report"
+TOTAL_GROUP = "Total tumour load"
 COMMENT = Code("121106", "DCM", "Comment")
+OTHER_FOCI_COUNT = Code("OTHERFOCI", LOCAL_CODING_SCHEME, "Number of other foci")
 PERCENTILE_25 = Code("P25", LOCAL_CODING_SCHEME, "25th percentile")
 PERCENTILE_75 = Code("P75", LOCAL_CODING_SCHEME, "75th percentile")
 ADC_UNIT = codes.UCUM._10EMinus6SquareMillimetersPerSecond
@@ -200,112 +218,340 @@ def _algorithm(ctx: WriterContext, parameters: Sequence[str]) -> hd.sr.Algorithm
     )
 
 
-def _groups_with_disease(
-    ctx: WriterContext,
-    result: ProcessingResult,
-    segmentation: SegmentationOutput,
-    adc_map: hd.sr.SourceImageForMeasurement,
-    digest_parameters: list[str],
-    *,
-    comparison: Comparison | None,
-) -> list[hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations]:
-    stats = result.stats
-    seg = segmentation.dataset
-    bone = [hd.sr.FindingSite(anatomic_location=codes.SCT.Bone)]
+_Group = (
+    hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+    | hd.sr.MeasurementsAndQualitativeEvaluations
+)
 
-    def group(
+
+@dataclass(frozen=True, slots=True)
+class _Box:
+    """A rectangle around a finding on one slice of the geometric source (pixel edges)."""
+
+    slice_index: int
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+    @classmethod
+    def around(cls, voxels: NDArray[np.bool_]) -> _Box | None:
+        """On the slice where ``voxels`` has the largest cross-section; ``None`` if empty."""
+        areas = voxels.sum(axis=(1, 2))
+        if not areas.any():
+            return None
+        z = int(np.argmax(areas))
+        rows, columns = np.nonzero(voxels[z])
+        return cls(
+            z, int(columns.min()), int(rows.min()), int(columns.max()) + 1, int(rows.max()) + 1
+        )
+
+    def region(self, images: Sequence[Dataset]) -> hd.sr.ImageRegion:
+        """A closed POLYLINE in (column, row) pixel coordinates of the slice's image."""
+        image = images[self.slice_index]
+        corners = [
+            (self.left, self.top),
+            (self.right, self.top),
+            (self.right, self.bottom),
+            (self.left, self.bottom),
+            (self.left, self.top),
+        ]
+        return hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+            graphic_data=np.asarray(corners, dtype=np.float64),
+            source_image=hd.sr.SourceImageForRegion(
+                referenced_sop_class_uid=image.SOPClassUID,
+                referenced_sop_instance_uid=image.SOPInstanceUID,
+            ),
+        )
+
+
+def _body_box(result: ProcessingResult) -> _Box:
+    """Where to show a report without disease: the body on the middle slice (or the slice)."""
+    body = np.asarray(result.body_mask, dtype=bool)
+    z = body.shape[0] // 2
+    rows, columns = np.nonzero(body[z])
+    if rows.size == 0:
+        return _Box(z, 0, 0, body.shape[2], body.shape[1])
+    return _Box(z, int(columns.min()), int(rows.min()), int(columns.max()) + 1, int(rows.max()) + 1)
+
+
+def _text(name: Code, value: str) -> hd.sr.TextContentItem:
+    return hd.sr.TextContentItem(
+        name=name, value=value, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    )
+
+
+class _Groups:
+    """Builds the measurement groups of one report (see the module docstring)."""
+
+    def __init__(
+        self,
+        ctx: WriterContext,
+        result: ProcessingResult,
+        geometric_source: Sequence[Dataset],
+        digest_parameters: list[str],
+    ) -> None:
+        if len(geometric_source) != ctx.grid.slices:
+            raise WriterError(
+                f"the SR locates its findings on the geometric source: one image per slice "
+                f"({ctx.grid.slices}) needed, got {len(geometric_source)}"
+            )
+        self.ctx = ctx
+        self.result = result
+        self.images = geometric_source
+        self.digest = digest_parameters
+        self.quality = result.quality
+        self.total_uid = ctx.uids.uid("tracking", "total-tumour-load")
+        self.bone = [hd.sr.FindingSite(anatomic_location=codes.SCT.Bone)]
+        # Numbers are marked with the verdict when it is not ok (reported, never silently).
+        self.marks = (
+            [reliability_evaluation(self.quality)] if self.quality.verdict is not Verdict.OK else []
+        )
+
+    def algorithm(self, parameters: Sequence[str] = ()) -> hd.sr.AlgorithmIdentification:
+        return _algorithm(self.ctx, [*parameters] if parameters else self.digest)
+
+    def location(
+        self,
+        tracking: hd.sr.TrackingIdentifier,
+        box: _Box,
+        sites: list[hd.sr.FindingSite] | None,
+        *,
+        finding: Code = SEGMENT_TYPE,
+        evaluations: Sequence[hd.sr.QualitativeEvaluation] = (),
+        texts: Sequence[str] = (),
+    ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+        """TID 1410 group: where a tracked finding is (its box on its largest slice)."""
+        built = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking,
+            referenced_region=box.region(self.images),
+            finding_type=finding,
+            finding_category=SEGMENT_CATEGORY,
+            algorithm_id=self.algorithm(),
+            finding_sites=sites,
+            qualitative_evaluations=list(evaluations) or None,
+        )
+        built[0].ContentSequence.extend(_text(COMMENT, text) for text in texts)
+        return built
+
+    def total_location(self, box: _Box, *, finding: Code = SEGMENT_TYPE) -> _Group:
+        """First group of the report: the total's location, the verdict and its reasons."""
+        return self.location(
+            hd.sr.TrackingIdentifier(uid=self.total_uid, identifier=TOTAL_GROUP),
+            box,
+            self.bone,
+            finding=finding,
+            evaluations=[reliability_evaluation(self.quality)],
+            texts=reliability_texts(self.quality),
+        )
+
+    def about_total(
+        self,
+        identifier: str,
+        *,
+        measurements: Sequence[hd.sr.Measurement] = (),
+        texts: Sequence[str] = (),
+    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+        """TID 1501 group without a location of its own: tracked as part of the total."""
+        built = hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=self.total_uid, identifier=identifier),
+            finding_type=SEGMENT_TYPE,
+            finding_category=SEGMENT_CATEGORY,
+            algorithm_id=self.algorithm(),
+            finding_sites=self.bone,
+            measurements=list(measurements) or None,
+        )
+        built[0].ContentSequence.extend(_text(COMMENT, text) for text in texts)
+        return built
+
+    def segment_group(
+        self,
         info: SegmentInfo,
+        *,
+        seg: Dataset,
         measurements: list[hd.sr.Measurement],
         sites: list[hd.sr.FindingSite] | None,
-        parameters: list[str],
-        *,
-        evaluations: list[hd.sr.QualitativeEvaluation] | None = None,
-        extra: list[hd.sr.ContentItem] | None = None,
-    ) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+        parameters: Sequence[str],
+        voxels: NDArray[np.bool_],
+        evaluations: Sequence[hd.sr.QualitativeEvaluation] = (),
+        extra: Sequence[hd.sr.ContentItem] = (),
+    ) -> list[_Group]:
+        """TID 1411 group on its SEG segment, then its TID 1410 location."""
+        tracking = _tracking(info)
         built = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=_tracking(info),
+            tracking_identifier=tracking,
             referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, info.number),
             finding_type=SEGMENT_TYPE,
             finding_category=SEGMENT_CATEGORY,
-            algorithm_id=_algorithm(ctx, parameters),
+            algorithm_id=self.algorithm(parameters),
             finding_sites=sites,
             measurements=measurements,
-            qualitative_evaluations=evaluations or None,
+            qualitative_evaluations=[*self.marks, *evaluations] or None,
         )
-        if extra:
-            built[0].ContentSequence.extend(extra)
-        return built
+        built[0].ContentSequence.extend(extra)
+        box = _Box.around(voxels)
+        if box is None:  # a segment always has voxels; keep the group displayable anyway
+            raise WriterError(f"segment {info.label!r} has no voxels to locate")
+        return [built, self.location(tracking, box, sites)]
 
-    assessments: dict[int, LesionAssessment] = {}
-    if comparison is not None:
-        assessments = {a.label: a for a in comparison.lesions if a.label is not None}
-    total_measurements = [_volume(stats.tdv_ml), *_voxel_volume(ctx.exam.voxel_volume_ml)]
-    if stats.adc is not None:
-        total_measurements += _adc_statistics(stats.adc, adc_map)
-    groups = [group(segmentation.total, total_measurements, bone, digest_parameters)]
+    def with_disease(
+        self,
+        segmentation: SegmentationOutput,
+        adc_map: hd.sr.SourceImageForMeasurement,
+        comparison: Comparison | None,
+    ) -> list[_Group]:
+        ctx, result, stats = self.ctx, self.result, self.result.stats
+        mask = np.asarray(result.tumour_mask, dtype=bool)
+        classes = np.asarray(result.class_labels)
+        lesions = np.asarray(result.lesion_labels)
+        total_box = _Box.around(mask)
+        if total_box is None:
+            raise WriterError("a SEG was given but the tumour mask is empty")
+        groups: list[_Group] = [self.total_location(total_box)]
 
-    bounds = stats.classes
-    class_parameters = [
-        f"yellow lower bound {bounds.yellow_lower_um2s:g} 10-6.mm2/s "
-        f"({bounds.yellow_lower_source})",
-        f"green lower bound {bounds.green_lower_um2s:g} 10-6.mm2/s",
-    ]
-    class_volumes = {
-        AdcClass.RED: bounds.red_ml,
-        AdcClass.YELLOW: bounds.yellow_ml,
-        AdcClass.GREEN: bounds.green_ml,
-    }
-    for adc_class, info in segmentation.classes.items():
-        if info.voxels == 0:
-            continue  # an empty segment has no frame to reference; see _empty_class_groups
-        groups.append(group(info, [_volume(class_volumes[adc_class])], bone, class_parameters))
-
-    for lesion in stats.lesions:
-        info = segmentation.lesions[lesion.label]
-        code = region_code(lesion.region)
-        sites = [hd.sr.FindingSite(anatomic_location=code)] if code is not None else None
-        measurements = [
-            _volume(lesion.volume_ml),
-            _adc(lesion.adc_mean, codes.SCT.Mean, adc_map),
-            _adc(lesion.adc_median, codes.SCT.Median, adc_map),
-            *_position_items(lesion),
-        ]
-        evaluations: list[hd.sr.QualitativeEvaluation] = []
-        extra: list[hd.sr.ContentItem] = []
-        assessment = assessments.get(lesion.label)
-        if assessment is not None and comparison is not None:
-            changes, evaluations, extra = lesion_comparison_items(
-                assessment, comparison.settings.lesion_adc_statistic
-            )
-            measurements += changes
-        groups.append(
-            group(
-                info, measurements, sites, digest_parameters, evaluations=evaluations, extra=extra
-            )
-        )
-    return groups
-
-
-def _empty_class_groups(
-    ctx: WriterContext,
-    segmentation: SegmentationOutput,
-) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
-    """ADC classes without voxels: a TID 1501 group stating Volume 0 ml."""
-    groups = []
-    for info in segmentation.classes.values():
-        if info.voxels:
-            continue
+        total_measurements = [_volume(stats.tdv_ml), *_voxel_volume(ctx.exam.voxel_volume_ml)]
+        if stats.adc is not None:
+            total_measurements += _adc_statistics(stats.adc, adc_map)
         groups.append(
             hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=_tracking(info),
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=self.total_uid, identifier=TOTAL_GROUP
+                ),
                 finding_type=SEGMENT_TYPE,
                 finding_category=SEGMENT_CATEGORY,
-                algorithm_id=_algorithm(ctx, []),
-                finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Bone)],
-                measurements=[_volume(0.0)],
+                algorithm_id=self.algorithm(),
+                finding_sites=self.bone,
+                measurements=total_measurements,
+                qualitative_evaluations=self.marks or None,
+                # the union of these SEGs' segments is the tumour load
+                source_images=[
+                    hd.sr.SourceImageForMeasurementGroup(
+                        referenced_sop_class_uid=seg.SOPClassUID,
+                        referenced_sop_instance_uid=seg.SOPInstanceUID,
+                    )
+                    for seg in segmentation.datasets()
+                ],
             )
         )
-    return groups
+
+        bounds = stats.classes
+        class_parameters = [
+            f"yellow lower bound {bounds.yellow_lower_um2s:g} 10-6.mm2/s "
+            f"({bounds.yellow_lower_source})",
+            f"green lower bound {bounds.green_lower_um2s:g} 10-6.mm2/s",
+        ]
+        class_volumes = {
+            AdcClass.RED: bounds.red_ml,
+            AdcClass.YELLOW: bounds.yellow_ml,
+            AdcClass.GREEN: bounds.green_ml,
+        }
+        empty: list[_Group] = []
+        for adc_class, info in segmentation.classes.items():
+            if info.voxels == 0:
+                # no frame to reference, no place to show: Volume 0 ml, tracked with the total
+                empty.append(self.about_total(info.label, measurements=[_volume(0.0)]))
+                continue
+            groups += self.segment_group(
+                info,
+                seg=segmentation.dataset,
+                measurements=[_volume(class_volumes[adc_class])],
+                sites=self.bone,
+                parameters=class_parameters,
+                voxels=classes == adc_class.value,
+            )
+        groups += empty
+
+        assessments: dict[int, LesionAssessment] = {}
+        if comparison is not None:
+            assessments = {a.label: a for a in comparison.lesions if a.label is not None}
+        lesion_seg = segmentation.lesion_dataset
+        for lesion in stats.lesions:
+            info = segmentation.lesions[lesion.label]
+            assert lesion_seg is not None  # lesions have segments
+            code = region_code(lesion.region)
+            sites = [hd.sr.FindingSite(anatomic_location=code)] if code is not None else None
+            measurements = [
+                _volume(lesion.volume_ml),
+                _adc(lesion.adc_mean, codes.SCT.Mean, adc_map),
+                _adc(lesion.adc_median, codes.SCT.Median, adc_map),
+                *_position_items(lesion),
+            ]
+            evaluations: list[hd.sr.QualitativeEvaluation] = []
+            extra: list[hd.sr.ContentItem] = []
+            assessment = assessments.get(lesion.label)
+            if assessment is not None and comparison is not None:
+                changes, evaluations, extra = lesion_comparison_items(
+                    assessment, comparison.settings.lesion_adc_statistic
+                )
+                measurements += changes
+            groups += self.segment_group(
+                info,
+                seg=lesion_seg,
+                measurements=measurements,
+                sites=sites,
+                parameters=self.digest,
+                voxels=lesions == lesion.label,
+                evaluations=evaluations,
+                extra=extra,
+            )
+        other = segmentation.other
+        if other is not None and lesion_seg is not None:
+            count, volume = other_foci(stats)
+            measurements = [_volume(volume or other.voxels * ctx.exam.voxel_volume_ml)]
+            if count:
+                measurements.append(
+                    hd.sr.Measurement(name=OTHER_FOCI_COUNT, value=float(count), unit=_NO_UNITS)
+                )
+            groups += self.segment_group(
+                other,
+                seg=lesion_seg,
+                measurements=measurements,
+                sites=self.bone,
+                parameters=self.digest,
+                voxels=mask & (lesions == 0),
+            )
+        return groups
+
+    def without_disease(self, parametric_map: Dataset) -> list[_Group]:
+        ctx = self.ctx
+        return [
+            self.total_location(_body_box(self.result), finding=codes.DCM.NoAbnormality),
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=self.total_uid, identifier=TOTAL_GROUP
+                ),
+                finding_type=codes.DCM.NoAbnormality,
+                finding_category=SEGMENT_CATEGORY,
+                algorithm_id=self.algorithm(),
+                finding_sites=self.bone,
+                measurements=[_volume(0.0), *_voxel_volume(ctx.exam.voxel_volume_ml)],
+                qualitative_evaluations=[
+                    hd.sr.QualitativeEvaluation(name=SEGMENT_TYPE, value=codes.SCT.Absent),
+                    *self.marks,
+                ],
+                source_images=[
+                    hd.sr.SourceImageForMeasurementGroup(
+                        referenced_sop_class_uid=parametric_map.SOPClassUID,
+                        referenced_sop_instance_uid=parametric_map.SOPInstanceUID,
+                    )
+                ],
+            ),
+        ]
+
+
+def _replacement_note(predecessor: Dataset) -> str:
+    """The sentence that says which earlier report this one replaces."""
+    date, time = str(predecessor.get("ContentDate", "")), str(predecessor.get("ContentTime", ""))
+    when = f" of {date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 else ""
+    if when and len(time) >= 4:
+        when += f" {time[:2]}:{time[2:4]}"
+    return (
+        f"This report replaces the earlier report{when} "
+        f"(SR {predecessor.SOPInstanceUID}), listed as its predecessor; "
+        "that report stays in PACS for reference."
+    )
 
 
 def build_measurement_report(
@@ -315,6 +561,7 @@ def build_measurement_report(
     segmentation: SegmentationOutput | None,
     parametric_map: Dataset,
     evidence: Sequence[Dataset],
+    geometric_source: Sequence[Dataset],
     comparison: Comparison | None = None,
     notes: Sequence[str] = (),
     predecessors: Sequence[Dataset] = (),
@@ -335,6 +582,9 @@ def build_measurement_report(
     evidence
         Every other instance the report relies on (derived series, source
         images); recorded in the Current Requested Procedure Evidence Sequence.
+    geometric_source
+        The computed-b series the segmentation was made on (one image per
+        slice): each finding's location (TID 1410 image region) is drawn on it.
     comparison
         The comparison of this exam with earlier ones, when it has any (see
         :mod:`dicom_node.writers.sr_comparison`).
@@ -342,9 +592,12 @@ def build_measurement_report(
         Sentences for the reader of the report (e.g. why there is no
         comparison), each a "Comment" in the group "Notes on this report".
     predecessors
-        Earlier reports this one replaces (e.g. the automatic report of an
-        exam whose SEG a reader corrected): Predecessor Documents Sequence
-        (PS3.3 C.17.2.3).
+        Earlier reports this one replaces (the report of an earlier version
+        of the exam's results, or the automatic report of an exam whose SEG a
+        reader corrected): Predecessor Documents Sequence (PS3.3 C.17.2.3),
+        and a note per report saying that this one replaces it. Datasets with
+        the Study, Series, SOP Class and SOP Instance UIDs (and Content
+        Date/Time for the note), e.g. :func:`report_reference` of the file.
     person_observer
         Name of a person observer (DICOM PN, e.g. a SEG's Content Creator's
         Name), added beside the node's device observer (TID 1002).
@@ -372,46 +625,20 @@ def build_measurement_report(
     digest_parameters = (
         [f"settings digest {result.settings_digest}"] if result.settings_digest else []
     )
-    imaging_measurements: list[
-        hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
-        | hd.sr.MeasurementsAndQualitativeEvaluations
-    ] = []
+    builder = _Groups(ctx, result, geometric_source, digest_parameters)
     first_evidence: list[Dataset] = []
     if segmentation is not None:
-        imaging_measurements += _groups_with_disease(
-            ctx, result, segmentation, adc_map, digest_parameters, comparison=comparison
-        )
-        imaging_measurements += _empty_class_groups(ctx, segmentation)
-        first_evidence.append(segmentation.dataset)
+        imaging_measurements = builder.with_disease(segmentation, adc_map, comparison)
+        first_evidence += segmentation.datasets()
     else:
-        imaging_measurements.append(
-            hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=ctx.uids.uid("tracking", "total-tumour-load"),
-                    identifier="Total tumour load",
-                ),
-                finding_type=codes.DCM.NoAbnormality,
-                finding_category=SEGMENT_CATEGORY,
-                algorithm_id=_algorithm(ctx, digest_parameters),
-                finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Bone)],
-                measurements=[_volume(0.0), *_voxel_volume(ctx.exam.voxel_volume_ml)],
-                qualitative_evaluations=[
-                    hd.sr.QualitativeEvaluation(name=SEGMENT_TYPE, value=codes.SCT.Absent)
-                ],
-                source_images=[
-                    hd.sr.SourceImageForMeasurementGroup(
-                        referenced_sop_class_uid=parametric_map.SOPClassUID,
-                        referenced_sop_instance_uid=parametric_map.SOPInstanceUID,
-                    )
-                ],
-            )
-        )
+        imaging_measurements = builder.without_disease(parametric_map)
     if comparison is not None:
         imaging_measurements += comparison_groups(
-            ctx, comparison, _algorithm(ctx, digest_parameters)
+            ctx, comparison, builder.algorithm(), tracking_uid=builder.total_uid
         )
-    if notes:
-        imaging_measurements.append(_notes_group(ctx, notes, _algorithm(ctx, digest_parameters)))
+    all_notes = [*(_replacement_note(p) for p in predecessors), *notes]
+    if all_notes:
+        imaging_measurements.append(builder.about_total(NOTES_GROUP, texts=all_notes))
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(ctx, person_observer),
         procedure_reported=_PROCEDURE,
@@ -424,9 +651,13 @@ def build_measurement_report(
             content=report,
             series_instance_uid=ctx.uids.uid("sr", "series"),
             series_number=ctx.series_number("sr"),
-            # Other notes, other content: another instance (no notes: the UID as before).
-            sop_instance_uid=ctx.uids.uid("sr", "instance", *notes),
-            instance_number=1,
+            # Other notes, predecessors, observer or reasons for doubt: another instance
+            # (none of them: the UID as before).
+            sop_instance_uid=ctx.uids.uid(
+                "sr", "instance", *_instance_seed(notes, predecessors, person_observer, result)
+            ),
+            # a report that replaces others sorts after them in a viewer
+            instance_number=1 + len(predecessors),
             manufacturer=ctx.identity.manufacturer,
             is_complete=True,
             is_final=False,
@@ -439,7 +670,9 @@ def build_measurement_report(
         )
     except ValueError as exc:
         raise WriterError(f"Measurement Report could not be built: {exc}") from exc
-    sr.SeriesDescription = "Tumour load report wbdwi"
+    revised = " (revised)" if predecessors else ""
+    sr.SeriesDescription = f"Tumour load report{revised}{description_suffix(result.quality)} wbdwi"
+    ctx.stamp_series(sr)
     sr.ManufacturerModelName = ctx.identity.model_name
     sr.SoftwareVersions = ctx.identity.software_version
     sr.DeviceSerialNumber = ctx.identity.device_serial_number
@@ -452,23 +685,50 @@ def build_measurement_report(
     return sr
 
 
-def _notes_group(
-    ctx: WriterContext, notes: Sequence[str], algorithm: hd.sr.AlgorithmIdentification
-) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=ctx.uids.uid("tracking", "notes"), identifier=NOTES_GROUP
-        ),
-        algorithm_id=algorithm,
-    )
-    container: Dataset = group[0]
-    container.ContentSequence.extend(
-        hd.sr.TextContentItem(
-            name=COMMENT, value=note, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
-        )
-        for note in notes
-    )
-    return group
+def _instance_seed(
+    notes: Sequence[str],
+    predecessors: Sequence[Dataset],
+    person_observer: str,
+    result: ProcessingResult,
+) -> list[str]:
+    """What, besides the exam, makes another report instance (nothing: the plain UID)."""
+    parts = [*notes]
+    parts += [f"replaces={p.SOPInstanceUID}" for p in predecessors]
+    if person_observer:
+        parts.append(f"observer={person_observer}")
+    parts += [f"quality={f.code}:{f.severity.value}" for f in result.quality.findings]
+    return parts
+
+
+def report_reference(path: Path | str) -> Dataset:
+    """The identity of a report file, as ``predecessors`` of a report that replaces it.
+
+    Study, Series, SOP Class and SOP Instance UIDs and Content Date/Time, read
+    from the header of ``path``.
+
+    Raises
+    ------
+    WriterError
+        When the file cannot be read or is not an SR document.
+    """
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+    except (OSError, InvalidDicomError) as exc:
+        raise WriterError(f"cannot read the earlier report {path}: {exc}") from exc
+    if "ContentSequence" not in header or "SOPInstanceUID" not in header:
+        raise WriterError(f"{path} is not an SR document (no content or no SOP Instance UID)")
+    reference = Dataset()
+    for keyword in (
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "ContentDate",
+        "ContentTime",
+    ):
+        if keyword in header:
+            reference[keyword] = header[keyword]
+    return reference
 
 
 def _uses_local_codes(dataset: Dataset) -> bool:

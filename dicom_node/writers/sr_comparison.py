@@ -124,8 +124,15 @@ def comparison_groups(
     ctx: WriterContext,
     comparison: Comparison,
     algorithm: hd.sr.AlgorithmIdentification,
+    *,
+    tracking_uid: str,
 ) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
-    """The report's comparison groups (see the module docstring), in report order."""
+    """The report's comparison groups (see the module docstring), in report order.
+
+    Every group carries ``tracking_uid``, the total tumour load's: they are
+    statements about that finding and have no location of their own (a viewer
+    such as OHIF lists them with the total, at its location).
+    """
     bone = [hd.sr.FindingSite(anatomic_location=codes.SCT.Bone)]
 
     def group(
@@ -137,9 +144,7 @@ def comparison_groups(
         extra: Sequence[hd.sr.ContentItem] = (),
     ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
         built = hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(
-                uid=ctx.uids.uid("tracking", "comparison", identifier), identifier=identifier
-            ),
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier=identifier),
             finding_type=SEGMENT_TYPE,
             finding_category=SEGMENT_CATEGORY,
             algorithm_id=algorithm,

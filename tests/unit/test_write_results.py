@@ -45,6 +45,7 @@ def test_every_object_is_written_once_per_instance(
         "adc": slices,
         "b1000": slices,
         "seg": 1,
+        "seg_lesions": 1,
         "sr": 1,
         "key_images": 2,
     }

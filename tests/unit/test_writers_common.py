@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -91,14 +92,25 @@ def test_contributing_equipment_names_scanner_and_node(synthetic: SyntheticExam)
     assert node.PurposeOfReferenceCodeSequence[0].CodeValue == "109102"
 
 
-def test_source_references_list_every_instance_once(synthetic: SyntheticExam) -> None:
+def test_source_evidence_lists_every_instance_once(synthetic: SyntheticExam) -> None:
     ctx = WriterContext.create(synthetic.exam, IDENTITY, "digest")
+    evidence = ctx.source_evidence()
+    referenced = [item.SOPInstanceUID for item in evidence]
+    assert sorted(referenced) == sorted({ref.sop_instance_uid for ref in synthetic.exam.sources})
+    assert {item.SeriesInstanceUID for item in evidence} == set(synthetic.exam.series_used)
+
+
+def test_result_series_are_dated_with_the_processing_time(synthetic: SyntheticExam) -> None:
+    when = datetime(2031, 4, 5, 6, 7, 8)
+    ctx = WriterContext.create(
+        synthetic.exam, IDENTITY, "digest", computed_b_values=[1000.0], content_datetime=when
+    )
     dataset = pydicom.Dataset()
-    ctx.add_source_references(dataset)
-    referenced = [item.ReferencedSOPInstanceUID for item in dataset.SourceImageSequence]
-    assert sorted(referenced) == sorted(ref.sop_instance_uid for ref in synthetic.exam.sources)
-    series = {item.SeriesInstanceUID for item in dataset.ReferencedSeriesSequence}
-    assert series == set(synthetic.exam.series_used)
+    ctx.stamp_series(dataset)
+    assert (dataset.SeriesDate, dataset.SeriesTime) == ("20310405", "060708")
+    assert (dataset.ContentDate, dataset.ContentTime) == ("20310405", "060708")
+    numbers = [ctx.series_number(kind) for kind in ("seg", "seg-lesions", "sr", "key-images")]
+    assert numbers == sorted(numbers) and len(set(numbers)) == 4
 
 
 def test_exam_without_sources_is_refused(synthetic: SyntheticExam) -> None:

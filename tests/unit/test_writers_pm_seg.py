@@ -19,6 +19,7 @@ from dicom_node.writers import (
     build_parametric_map,
     build_segmentation,
 )
+from dicom_node.writers.seg import ADC_CLASS_RGB, LESION_PALETTE
 from processing.results import AdcClass, ProcessingResult
 from tests.writer_fixtures import SyntheticExam
 
@@ -65,9 +66,35 @@ def test_parametric_map_reads_back_with_the_adc_values(
     assert b_values == list(synthetic.exam.b_values)
     assert back.BodyPartExamined == "WHOLEBODY"
     assert back.SoftwareVersions == "9.9"
-    referenced = {item.ReferencedSOPInstanceUID for item in back.SourceImageSequence}
-    assert {ref.sop_instance_uid for ref in synthetic.exam.sources} <= referenced
-    assert {ds.SOPInstanceUID for ds in geometric.datasets} <= referenced
+    # Only the geometric source series: OHIF overlays the first referenced series.
+    assert [item.SeriesInstanceUID for item in back.ReferencedSeriesSequence] == [
+        geometric.series_instance_uid
+    ]
+    referenced = {
+        item.ReferencedSOPInstanceUID
+        for item in back.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    }
+    assert referenced == {ds.SOPInstanceUID for ds in geometric.datasets}
+    assert not {ref.sop_instance_uid for ref in synthetic.exam.sources} & set(
+        _all_referenced_uids(back)
+    )
+    # Display: one window with a one-value explanation (not "A\D\C"), dated series.
+    voi = back.SharedFunctionalGroupsSequence[0].FrameVOILUTSequence[0]
+    assert (float(voi.WindowCenter), float(voi.WindowWidth)) == (1000.0, 2000.0)
+    assert voi["WindowCenterWidthExplanation"].VM == 1
+    assert voi.WindowCenterWidthExplanation == "ADC 10^-6 mm2/s"
+    assert back.SeriesDescription == "ADC map (float, 10^-6 mm2/s) wbdwi"
+    assert back.SeriesDate == ctx.content_datetime.strftime("%Y%m%d")
+    assert back.SeriesTime == ctx.content_datetime.strftime("%H%M%S")
+
+
+def _all_referenced_uids(dataset: pydicom.Dataset) -> list[str]:
+    """Every Referenced SOP Instance UID anywhere in ``dataset``."""
+    found: list[str] = []
+    for element in dataset.iterall():
+        if element.keyword == "ReferencedSOPInstanceUID":
+            found.append(str(element.value))
+    return found
 
 
 def test_parametric_map_needs_one_source_per_slice(
@@ -78,38 +105,110 @@ def test_parametric_map_needs_one_source_per_slice(
 
 
 def test_segmentation_segments_equal_the_masks(
-    ctx: WriterContext, result: ProcessingResult, geometric: DerivedSeries, tmp_path: Path
+    ctx: WriterContext,
+    result: ProcessingResult,
+    geometric: DerivedSeries,
+    synthetic: SyntheticExam,
+    tmp_path: Path,
 ) -> None:
     output = build_segmentation(ctx, result, geometric.datasets)
-    back = hd.seg.Segmentation.from_dataset(_round_trip(output.dataset, tmp_path))
-    assert back.SegmentationType == "BINARY"
-    assert output.dataset.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    assert output.lesion_dataset is not None
+    by_class = hd.seg.Segmentation.from_dataset(_round_trip(output.dataset, tmp_path))
+    by_lesion = hd.seg.Segmentation.from_dataset(_round_trip(output.lesion_dataset, tmp_path))
     sources = [ds.SOPInstanceUID for ds in geometric.datasets]
-    lesion_labels = [lesion.label for lesion in result.stats.lesions]
-    assert back.number_of_segments == 4 + len(lesion_labels)
 
-    def segment(number: int) -> np.ndarray:
-        pixels = back.get_pixels_by_source_instance(
+    def segment(seg: hd.seg.Segmentation, number: int) -> np.ndarray:
+        pixels = seg.get_pixels_by_source_instance(
             sources, segment_numbers=[number], assert_missing_frames_are_empty=True
         )
         return pixels[..., 0] > 0
 
-    np.testing.assert_array_equal(segment(output.total.number), result.tumour_mask)
-    for adc_class, info in output.classes.items():
-        np.testing.assert_array_equal(segment(info.number), result.class_labels == adc_class.value)
-    for label, info in output.lesions.items():
-        np.testing.assert_array_equal(segment(info.number), result.lesion_labels == label)
-    # empty frames are omitted: fewer frames than slices x segments
-    assert back.NumberOfFrames < ctx.grid.slices * back.number_of_segments
-    description = back.get_segment_description(1)
-    assert description.segmented_property_category.value == "49755003"
-    assert description.segmented_property_type.value == "14799000"
-    assert description.anatomic_regions[0].value == "272673000"
-    assert description.algorithm_identification[0].AlgorithmVersion == "9.9"
-    assert description.tracking_uid == output.total.tracking_uid
-    red = back.get_segment_description(output.classes[AdcClass.RED].number)
-    colour = hd.color.CIELabColor.from_dicom_value(red.RecommendedDisplayCIELabValue)
-    assert colour.to_rgb()[0] > 200  # red stays red
+    for back in (by_class, by_lesion):
+        assert back.SegmentationType == "BINARY"
+        # exactly the series it was drawn on; no station series anywhere
+        assert [item.SeriesInstanceUID for item in back.ReferencedSeriesSequence] == [
+            geometric.series_instance_uid
+        ]
+        assert not {ref.sop_instance_uid for ref in synthetic.exam.sources} & set(
+            _all_referenced_uids(back)
+        )
+        assert back.SeriesDate == ctx.content_datetime.strftime("%Y%m%d")
+        assert back.NumberOfFrames < ctx.grid.slices * back.number_of_segments  # empty omitted
+    assert output.dataset.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+
+    # Class SEG: red, yellow, green first and only, in their colours, no overlap,
+    # together the tumour mask.
+    assert by_class.number_of_segments == 3
+    union = np.zeros_like(result.tumour_mask)
+    for number, adc_class in enumerate(AdcClass, start=1):
+        info = output.classes[adc_class]
+        assert info.number == number
+        voxels = segment(by_class, number)
+        np.testing.assert_array_equal(voxels, result.class_labels == adc_class.value)
+        assert not (voxels & union).any()
+        union |= voxels
+        description = by_class.get_segment_description(number)
+        assert description.segment_label.startswith(f"ADC class {adc_class.name.lower()}")
+        colour = hd.color.CIELabColor.from_dicom_value(
+            description.RecommendedDisplayCIELabValue
+        ).to_rgb()
+        assert np.abs(np.subtract(colour, ADC_CLASS_RGB[adc_class])).max() <= 2
+        assert description.tracking_uid == info.tracking_uid
+        assert description.segmented_property_category.value == "49755003"
+        assert description.segmented_property_type.value == "14799000"
+        assert description.anatomic_regions[0].value == "272673000"
+        assert description.algorithm_identification[0].AlgorithmVersion == "9.9"
+    np.testing.assert_array_equal(union, result.tumour_mask)
+    assert by_class.SeriesDescription == "Tumour load by ADC class (SEG) wbdwi"
+
+    # Lesion SEG: one segment per lesion, labelled with number, region and volume.
+    assert by_lesion.number_of_segments == len(result.stats.lesions)
+    colours = set()
+    for index, lesion in enumerate(result.stats.lesions, start=1):
+        info = output.lesions[lesion.label]
+        assert info.sop_instance_uid == by_lesion.SOPInstanceUID
+        np.testing.assert_array_equal(
+            segment(by_lesion, info.number), result.lesion_labels == lesion.label
+        )
+        description = by_lesion.get_segment_description(info.number)
+        region = lesion.region.value.replace("_", " ") if lesion.region.value != "other" else ""
+        assert description.segment_label.startswith(f"Lesion {index} - {region}")
+        assert description.segment_label.endswith(f", {lesion.volume_ml:.1f} ml")
+        rgb = hd.color.CIELabColor.from_dicom_value(
+            description.RecommendedDisplayCIELabValue
+        ).to_rgb()
+        colours.add(tuple(rgb))
+        for class_rgb in ADC_CLASS_RGB.values():
+            assert np.abs(np.subtract(rgb, class_rgb)).max() > 30
+    assert len(colours) == min(len(result.stats.lesions), len(LESION_PALETTE))
+    assert output.other is None  # every tumour voxel belongs to a listed lesion
+
+
+def test_other_foci_get_one_segment(
+    ctx: WriterContext, result: ProcessingResult, geometric: DerivedSeries, tmp_path: Path
+) -> None:
+    """Bounded output: the last lesion unlisted, summed as other foci, is one grey segment."""
+    last = result.stats.lesions[-1]
+    lesions = np.where(result.lesion_labels == last.label, 0, result.lesion_labels)
+    stats = dataclasses.replace(
+        result.stats,
+        lesions=result.stats.lesions[:-1],
+        other_foci_count=1,
+        other_foci_ml=last.volume_ml,
+    )
+    bounded = dataclasses.replace(result, lesion_labels=lesions, stats=stats)
+    output = build_segmentation(ctx, bounded, geometric.datasets)
+    assert output.other is not None and output.lesion_dataset is not None
+    back = hd.seg.Segmentation.from_dataset(_round_trip(output.lesion_dataset, tmp_path))
+    assert back.number_of_segments == len(result.stats.lesions)
+    description = back.get_segment_description(output.other.number)
+    assert description.segment_label == f"Other foci (1), {last.volume_ml:.1f} ml"
+    pixels = back.get_pixels_by_source_instance(
+        [ds.SOPInstanceUID for ds in geometric.datasets],
+        segment_numbers=[output.other.number],
+        assert_missing_frames_are_empty=True,
+    )
+    np.testing.assert_array_equal(pixels[..., 0] > 0, result.lesion_labels == last.label)
 
 
 def test_segmentation_allows_an_empty_class(
@@ -122,7 +221,7 @@ def test_segmentation_allows_an_empty_class(
     )
     assert output.classes[AdcClass.GREEN].voxels == 0
     back = hd.seg.Segmentation.from_dataset(_round_trip(output.dataset, tmp_path))
-    assert back.number_of_segments == 4 + len(result.stats.lesions)
+    assert back.number_of_segments == 3  # the green segment keeps its number, without frames
 
 
 def test_segmentation_refuses_bad_input(
@@ -145,6 +244,12 @@ def test_segmentation_refuses_bad_input(
     with pytest.raises(ResultGeometryError, match="outside the tumour mask"):
         build_segmentation(
             ctx, dataclasses.replace(result, lesion_labels=stray), geometric.datasets
+        )
+    unclassed = result.class_labels.copy()
+    unclassed[result.tumour_mask.nonzero()[0][0], ...] = 0
+    with pytest.raises(ResultGeometryError, match="without an ADC class"):
+        build_segmentation(
+            ctx, dataclasses.replace(result, class_labels=unclassed), geometric.datasets
         )
     stats = dataclasses.replace(result.stats, lesions=result.stats.lesions[:-1])
     with pytest.raises(ResultGeometryError, match="differ from the lesions reported"):

@@ -22,7 +22,7 @@ from dicom_node.writers import (
     build_parametric_map,
     build_segmentation,
 )
-from dicom_node.writers.sr import adc_statistic_codes
+from dicom_node.writers.sr import TOTAL_GROUP, adc_statistic_codes
 from processing.comparison import Comparison, compare_exams
 from processing.exam_summary import ExamSummary, summarize_exam
 from processing.results import AdcClass, ProcessingResult
@@ -48,7 +48,7 @@ def ctx(synthetic: SyntheticExam) -> WriterContext:
 
 
 def _write_report(
-    ctx: WriterContext, result: ProcessingResult, tmp_path: Path
+    ctx: WriterContext, result: ProcessingResult, tmp_path: Path, **kwargs: Any
 ) -> tuple[hd.sr.Comprehensive3DSR, SegmentationOutput | None, pydicom.Dataset]:
     geometric = build_computed_b_series(ctx, result.computed[0], result.body_mask).datasets
     pm = build_parametric_map(ctx, result, geometric)
@@ -59,6 +59,8 @@ def _write_report(
         segmentation=seg,
         parametric_map=pm,
         evidence=[*geometric, *ctx.source_evidence()],
+        geometric_source=geometric,
+        **kwargs,
     )
     path = tmp_path / "sr.dcm"
     sr.save_as(path, enforce_file_format=True)
@@ -81,7 +83,13 @@ def test_report_holds_the_statistics(
     assert seg is not None
     report = sr.content
     groups = {g.tracking_uid: g for g in report.get_volumetric_roi_measurement_groups()}
-    total = _numbers(groups[seg.total.tracking_uid])
+    (total_group,) = [
+        g
+        for g in report.get_image_measurement_groups()
+        if str(g.tracking_identifier) == TOTAL_GROUP
+    ]
+    assert total_group.tracking_uid == seg.total.tracking_uid
+    total = _numbers(total_group)
     stats = result.stats
     assert stats.adc is not None
     assert total[("118565006", None)] == pytest.approx(stats.tdv_ml, rel=1e-9)
@@ -105,22 +113,93 @@ def test_report_holds_the_statistics(
         assert numbers[("HIGHBMEAN", None)] == pytest.approx(lesion.mean_high_b, rel=1e-9)
         assert not _categories(group)  # no comparison, no category
         reference = group.referenced_segment
+        assert seg.lesion_dataset is not None
+        assert reference.referenced_sop_instance_uid == seg.lesion_dataset.SOPInstanceUID
+        assert reference.referenced_segment_numbers == [info.number]
+        assert str(group.tracking_identifier) == info.label  # "Lesion N - region, x ml"
+    for info in seg.classes.values():
+        reference = groups[info.tracking_uid].referenced_segment
         assert reference.referenced_sop_instance_uid == seg.dataset.SOPInstanceUID
         assert reference.referenced_segment_numbers == [info.number]
     assert total[("VOXELVOL", None)] == pytest.approx(ctx.exam.voxel_volume_ml, rel=1e-9)
-    assert len(groups) == 1 + 3 + len(stats.lesions)
-    assert report.get_image_measurement_groups() == []  # no comparison groups
+    assert len(groups) == 3 + len(stats.lesions)
+    # the total names both SEGs, the class SEG first (their union is the tumour load)
+    sources = [
+        item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        for item in total_group[0].ContentSequence
+        if item.ValueType == "IMAGE"
+    ]
+    assert sources == [seg.dataset.SOPInstanceUID, seg.lesion_dataset.SOPInstanceUID]
     # ADC values point at the Parametric Map they come from
-    adc_mean = next(
-        m for m in groups[seg.total.tracking_uid].get_measurements() if m.name.value == "113041"
-    )
+    adc_mean = next(m for m in total_group.get_measurements() if m.name.value == "113041")
     assert adc_mean.referenced_images[0].referenced_sop_instance_uid == pm.SOPInstanceUID
     observer = report.get_observer_contexts()[0]
     assert observer.observer_type.value == "121007"  # Device
     evidence = {uid for _, _, uid in ((*item,) for item in _evidence(sr))}
     assert seg.dataset.SOPInstanceUID in evidence
+    assert seg.lesion_dataset.SOPInstanceUID in evidence
     assert {ref.sop_instance_uid for ref in synthetic.exam.sources} <= evidence
     assert sr.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99WBDWI"
+    assert sr.SeriesDescription == "Tumour load report wbdwi"
+    assert sr.SeriesDate == ctx.content_datetime.strftime("%Y%m%d")
+    assert sr.SeriesTime == ctx.content_datetime.strftime("%H%M%S")
+    _assert_displayable(sr, geometric_uids={ds.SOPInstanceUID for ds in _geometric(ctx, result)})
+    # first group: the total's location, the verdict (ok) and its sentence
+    first = sr.ContentSequence[-1].ContentSequence[0].ContentSequence
+    assert _tracking_of(first) == (TOTAL_GROUP, seg.total.tracking_uid)
+    assert _verdict_code(first) == "RELOK"
+    comments = [i.TextValue for i in first if i.ValueType == "TEXT" and _code(i) == "121106"]
+    assert comments[0].startswith("Reliability OK")
+
+
+def _code(item: pydicom.Dataset) -> str:
+    return str(item.ConceptNameCodeSequence[0].CodeValue)
+
+
+def _tracking_of(items: Any) -> tuple[str, str]:
+    identifier = next(i.TextValue for i in items if _code(i) == "112039")
+    uid = next(i.UID for i in items if _code(i) == "112040")
+    return str(identifier), str(uid)
+
+
+def _verdict_code(items: Any) -> str | None:
+    codes = [i.ConceptCodeSequence[0].CodeValue for i in items if _code(i) == "RELIAB"]
+    return str(codes[0]) if codes else None
+
+
+def _geometric(ctx: WriterContext, result: ProcessingResult) -> tuple[pydicom.Dataset, ...]:
+    return build_computed_b_series(ctx, result.computed[0], result.body_mask).datasets
+
+
+def _assert_displayable(sr: pydicom.Dataset, *, geometric_uids: set[str]) -> None:
+    """What OHIF 3.13's SR viewport needs of every measurement group.
+
+    OHIF merges the groups of one Tracking Unique Identifier into one
+    measurement, takes the first top-level SCOORD/SCOORD3D of the merged items
+    as its location and throws (TypeError on ReferencedSOPSequence) when a
+    measurement has none; the SCOORD must name an image it can load (here the
+    computed-b series) and have a concept name.
+    """
+    container = sr.ContentSequence[-1]
+    assert _code(container) == "126010"  # Imaging Measurements
+    merged: dict[str, list[pydicom.Dataset]] = {}
+    for group in container.ContentSequence:
+        assert _code(group) == "125007"  # Measurement Group
+        _, uid = _tracking_of(group.ContentSequence)
+        merged.setdefault(uid, []).extend(group.ContentSequence)
+    for uid, items in merged.items():
+        graphics = [i for i in items if i.ValueType in ("SCOORD", "SCOORD3D")]
+        assert graphics, f"measurement {uid} has no SCOORD: OHIF cannot show it"
+        scoord = graphics[0]
+        assert scoord.ValueType == "SCOORD" and scoord.GraphicType == "POLYLINE"
+        assert _code(scoord) == "111030"  # Image Region
+        points = np.asarray(scoord.GraphicData, dtype=float).reshape(-1, 2)
+        assert (points[0] == points[-1]).all() and len(points) == 5  # closed box
+        (image,) = scoord.ContentSequence
+        assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID in geometric_uids
+        numbers = [i for i in items if i.ValueType == "NUM"]
+        for number in numbers:  # OHIF labels: a measured value with a unit code
+            assert number.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue
 
 
 def _categories(group: hd.sr.MeasurementsAndQualitativeEvaluations) -> dict[str, str]:
@@ -163,9 +242,14 @@ def test_empty_class_is_reported_as_zero_volume(
     )
     sr, seg, _ = _write_report(ctx, result, tmp_path)
     assert seg is not None
-    image_groups = sr.content.get_image_measurement_groups()
-    assert [g.tracking_uid for g in image_groups] == [seg.classes[AdcClass.GREEN].tracking_uid]
-    assert _numbers(image_groups[0]) == {("118565006", None): 0.0}
+    image_groups = {
+        str(g.tracking_identifier): g for g in sr.content.get_image_measurement_groups()
+    }
+    empty = image_groups[seg.classes[AdcClass.GREEN].label]
+    assert _numbers(empty) == {("118565006", None): 0.0}
+    # nothing to show: tracked with the total, shown at its location in a viewer
+    assert empty.tracking_uid == seg.total.tracking_uid
+    _assert_displayable(sr, geometric_uids={ds.SOPInstanceUID for ds in _geometric(ctx, result)})
 
 
 def test_empty_mask_gives_a_report_that_says_no_disease(
@@ -177,6 +261,7 @@ def test_empty_mask_gives_a_report_that_says_no_disease(
     report = sr.content
     assert report.get_volumetric_roi_measurement_groups() == []
     (group,) = report.get_image_measurement_groups()
+    _assert_displayable(sr, geometric_uids={ds.SOPInstanceUID for ds in _geometric(ctx, result)})
     assert _numbers(group) == {
         ("118565006", None): 0.0,
         ("VOXELVOL", None): pytest.approx(ctx.exam.voxel_volume_ml),
@@ -207,6 +292,7 @@ def test_notes_for_the_reader_are_comments_and_the_report_still_reads_back(
         "segmentation": seg,
         "parametric_map": pm,
         "evidence": [*geometric, *ctx.source_evidence()],
+        "geometric_source": geometric,
     }
     with_notes = build_measurement_report(ctx, result, notes=notes, **kwargs)
     without = build_measurement_report(ctx, result, **kwargs)
@@ -237,11 +323,25 @@ def test_report_and_segmentation_must_agree(ctx: WriterContext, synthetic: Synth
     geometric = build_computed_b_series(ctx, result.computed[0], result.body_mask).datasets
     pm = build_parametric_map(ctx, result, geometric)
     with pytest.raises(WriterError, match="needs its SEG"):
-        build_measurement_report(ctx, result, segmentation=None, parametric_map=pm, evidence=[])
+        build_measurement_report(
+            ctx,
+            result,
+            segmentation=None,
+            parametric_map=pm,
+            evidence=[],
+            geometric_source=geometric,
+        )
     seg = build_segmentation(ctx, result, geometric)
     empty = make_result(synthetic, empty=True)
     with pytest.raises(WriterError, match="without segmented disease"):
-        build_measurement_report(ctx, empty, segmentation=seg, parametric_map=pm, evidence=[])
+        build_measurement_report(
+            ctx,
+            empty,
+            segmentation=seg,
+            parametric_map=pm,
+            evidence=[],
+            geometric_source=geometric,
+        )
     assert np.any(result.tumour_mask)
 
 
@@ -284,12 +384,24 @@ def test_report_holds_the_comparison_as_suggestions(
     pm = build_parametric_map(ctx, result, geometric)
     seg = build_segmentation(ctx, result, geometric)
     sr = build_measurement_report(
-        ctx, result, segmentation=seg, parametric_map=pm, evidence=geometric, comparison=comparison
+        ctx,
+        result,
+        segmentation=seg,
+        parametric_map=pm,
+        evidence=geometric,
+        geometric_source=geometric,
+        comparison=comparison,
     )
     path = tmp_path / "sr.dcm"
     sr.save_as(path, enforce_file_format=True)
     report = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(path)).content
-    groups = {str(g.tracking_identifier): g for g in report.get_image_measurement_groups()}
+    groups = {
+        str(g.tracking_identifier): g
+        for g in report.get_image_measurement_groups()
+        if str(g.tracking_identifier) != TOTAL_GROUP
+    }
+    assert {g.tracking_uid for g in groups.values()} == {seg.total.tracking_uid}
+    _assert_displayable(sr, geometric_uids={ds.SOPInstanceUID for ds in geometric})
 
     assert comparison.overall_primary is not None
     expected = {"Comparison with the previous exam", "Comparison with the baseline exam"}
@@ -330,7 +442,12 @@ def test_report_holds_the_comparison_as_suggestions(
 
     # The parts a later comparison reads are the same as without the comparison.
     plain = build_measurement_report(
-        ctx, result, segmentation=seg, parametric_map=pm, evidence=geometric
+        ctx,
+        result,
+        segmentation=seg,
+        parametric_map=pm,
+        evidence=geometric,
+        geometric_source=geometric,
     )
     assert read_measurement_report(pydicom.dcmread(path)).to_dict() == (
         read_measurement_report(plain).to_dict()
@@ -347,5 +464,11 @@ def test_report_refuses_a_comparison_of_another_study(
     other = dataclasses.replace(comparison, current_study_uid="1.2.3")
     with pytest.raises(WriterError, match=r"comparison is of study 1\.2\.3"):
         build_measurement_report(
-            ctx, result, segmentation=seg, parametric_map=pm, evidence=[], comparison=other
+            ctx,
+            result,
+            segmentation=seg,
+            parametric_map=pm,
+            evidence=[],
+            geometric_source=geometric,
+            comparison=other,
         )

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench tools image-test clean
+.PHONY: demo test lint bench tools image-test gpu-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ lint: $(STAMP)
 ## bench: benchmarks that print figures and ratios against peers measured in the same run
 bench: $(STAMP) tools
 	$(BIN)/python -m benchmarks
+
+## gpu-check: on a GPU host: install the gpu extra, run tests/gpu (a skip fails), time CPU vs GPU, one table
+gpu-check: $(STAMP)
+	@$(BIN)/python -m pip install --quiet -e '.[gpu]' --group dev \
+	  || $(BIN)/python -c 'import cupy' \
+	  || { echo "gpu-check: cannot install the gpu extra (pip install -e '.[gpu]') and CuPy is absent"; exit 1; }
+	WBDWI_REQUIRE_GPU=1 $(BIN)/python -m benchmarks.gpu_check
 
 ## image-test: build the Dockerfile with podman, run it, send a phantom exam, check results reach Orthanc (root)
 image-test: $(STAMP) tools

@@ -2,11 +2,14 @@
 
 ``python -m benchmarks`` runs them all in name order; ``python -m benchmarks NAME ...``
 runs only those whose module name contains one of the NAMEs (e.g. ``assembly``).
+Words starting with ``-`` are options, passed to the selected modules whose
+``main`` takes an argument list (e.g. ``python -m benchmarks robustness --quick``).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import time
 from pathlib import Path
@@ -18,7 +21,9 @@ def _modules() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    selected = [m for m in _modules() if not argv or any(word in m for word in argv)]
+    options = [word for word in argv if word.startswith("-")]
+    names = [word for word in argv if not word.startswith("-")]
+    selected = [m for m in _modules() if not names or any(word in m for word in names)]
     if not selected:
         print(f"no benchmark module matches {argv}; available: {_modules()}", file=sys.stderr)
         return 2
@@ -30,7 +35,13 @@ def main(argv: list[str]) -> int:
             continue
         print(f"== {name}", flush=True)
         started = time.perf_counter()
-        runner()
+        if inspect.signature(runner).parameters:
+            runner(options)
+        elif options:
+            print(f"{name} takes no options: {options} ignored", file=sys.stderr)
+            runner()
+        else:
+            runner()
         print(f"== {name} done in {time.perf_counter() - started:.1f} s\n", flush=True)
     return 0
 

@@ -15,6 +15,11 @@ Steps (rules in ``docs/assembly.md``):
 
 Bad input raises a subclass of :class:`~dicom_node.errors.AssemblyError` whose
 message names the series and the reason.
+
+:func:`survey_coverage` is the light look at a study still arriving: the
+headers only, grouped into stations (:func:`dicom_node.stations.survey_stations`),
+to see whether a station or a b-value is missing
+(:class:`~dicom_node.coverage.ExamCoverage`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dicom_node.coverage import ExamCoverage
 from dicom_node.dwi_frames import (
     DwiFrame,
     DwiInstance,
@@ -33,10 +39,10 @@ from dicom_node.dwi_frames import (
     read_instance,
 )
 from dicom_node.errors import MultipleStudiesError, NoDiffusionSeriesError, SingleBValueError
-from dicom_node.stations import compose_stations
+from dicom_node.stations import compose_stations, survey_stations
 from processing.exam import DwiExam
 
-__all__ = ["AssembledExam", "IgnoredSeries", "SkippedFile", "assemble_exam"]
+__all__ = ["AssembledExam", "IgnoredSeries", "SkippedFile", "assemble_exam", "survey_coverage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +83,9 @@ class AssembledExam:
         1-based stations that were off the common grid and resampled along z.
     notes
         Other facts worth logging (instances ignored inside a used series).
+    coverage
+        The stations composed (extent along the body axis, b-values), for the
+        coverage findings of the verdict.
     """
 
     exam: DwiExam
@@ -85,6 +94,7 @@ class AssembledExam:
     b_value_sources: tuple[str, ...] = ()
     resampled_stations: tuple[int, ...] = ()
     notes: tuple[str, ...] = ()
+    coverage: ExamCoverage | None = None
 
     def summary(self) -> dict[str, object]:
         """The JSON-ready summary printed by ``wbdwi inspect``."""
@@ -229,4 +239,25 @@ def assemble_exam(paths: Iterable[Path | str]) -> AssembledExam:
         b_value_sources=tuple(sources),
         resampled_stations=composed.resampled_stations,
         notes=tuple(notes),
+        coverage=composed.coverage,
     )
+
+
+def survey_coverage(paths: Iterable[Path | str]) -> ExamCoverage:
+    """The stations of the diffusion-weighted images among ``paths``, headers only.
+
+    Files that are not DWI (other series, the scanner's ADC map, non-DICOM
+    files) are passed over; nothing is checked beyond a common body axis.
+
+    Raises
+    ------
+    AssemblyError
+        A DWI header cannot be read or placed (no b-value, no geometry, mixed
+        orientations).
+    """
+    frames: list[DwiFrame] = []
+    for path in sorted(str(p) for p in paths):
+        result = read_instance(path, pixels=False)
+        if isinstance(result, DwiInstance):
+            frames.extend(result.frames)
+    return survey_stations(frames)

@@ -271,6 +271,16 @@ def _decode_stored(ds: Dataset, n_frames: int, series: SeriesHeader, path: str) 
     return decoded.reshape(n_frames, rows, columns)
 
 
+def _no_pixels(ds: Dataset, n_frames: int) -> NDArray[Any]:
+    """A read-only all-zero ``[frames, rows, columns]`` view that holds no memory.
+
+    For frames read without their pixels (a coverage survey): the matrix is
+    known, the values are not.
+    """
+    rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    return np.broadcast_to(np.zeros((1, 1, 1), dtype=np.uint16), (n_frames, rows, columns))
+
+
 def _rescale(item: Dataset | None) -> tuple[float, float]:
     if item is None:
         return 1.0, 0.0
@@ -294,7 +304,9 @@ def _looks_diffusion(ds: Dataset, image_type: list[str], b_value: BValue | None)
     return "EP" in _image_type_tokens(ds.get("ScanningSequence"))
 
 
-def _read_classic(ds: Dataset, path: str, series: SeriesHeader) -> DwiInstance | NotDwiInstance:
+def _read_classic(
+    ds: Dataset, path: str, series: SeriesHeader, pixels: bool
+) -> DwiInstance | NotDwiInstance:
     image_type = _image_type_tokens(ds.get("ImageType"))
     derived = _derived_map_reason(image_type)
     if derived is not None:
@@ -323,7 +335,7 @@ def _read_classic(ds: Dataset, path: str, series: SeriesHeader) -> DwiInstance |
     )
     spacing = _floats(ds.get("PixelSpacing"), 2, "PixelSpacing", series, where)
     slope, intercept = _rescale(ds)
-    stored = _decode_stored(ds, 1, series, path)[0]
+    stored = (_decode_stored(ds, 1, series, path) if pixels else _no_pixels(ds, 1))[0]
     frame = DwiFrame(
         path=path,
         sop_class_uid=_text(ds, "SOPClassUID"),
@@ -358,7 +370,9 @@ def _functional_item(
     return None
 
 
-def _read_enhanced(ds: Dataset, path: str, series: SeriesHeader) -> DwiInstance | NotDwiInstance:
+def _read_enhanced(
+    ds: Dataset, path: str, series: SeriesHeader, pixels: bool
+) -> DwiInstance | NotDwiInstance:
     image_type = _image_type_tokens(ds.get("ImageType"))
     derived = _derived_map_reason(image_type)
     if derived is not None:
@@ -399,7 +413,7 @@ def _read_enhanced(ds: Dataset, path: str, series: SeriesHeader) -> DwiInstance 
         else:
             reason = "not diffusion-weighted: no b-value in any MR Diffusion Sequence"
         return NotDwiInstance(series, reason)
-    stored = _decode_stored(ds, n_frames, series, path)
+    stored = _decode_stored(ds, n_frames, series, path) if pixels else _no_pixels(ds, n_frames)
     frames = []
     sop_class_uid = _text(ds, "SOPClassUID")
     sop_instance_uid = _text(ds, "SOPInstanceUID")
@@ -456,8 +470,14 @@ def _read_enhanced(ds: Dataset, path: str, series: SeriesHeader) -> DwiInstance 
     return DwiInstance(series, tuple(frames))
 
 
-def read_instance(path: Path | str) -> DwiInstance | NotDwiInstance | SkippedFile:
+def read_instance(
+    path: Path | str, *, pixels: bool = True
+) -> DwiInstance | NotDwiInstance | SkippedFile:
     """Read one stored file.
+
+    ``pixels=False`` reads the header only (up to the pixel data): the frames'
+    ``stored`` arrays are all-zero views of the right matrix, good for geometry
+    and b-values (a coverage survey), not for composing.
 
     Returns
     -------
@@ -480,7 +500,7 @@ def read_instance(path: Path | str) -> DwiInstance | NotDwiInstance | SkippedFil
     path = Path(path)
     name = str(path)
     try:
-        ds = dcmread(path, force=False)
+        ds = dcmread(path, force=False, stop_before_pixels=not pixels)
     except InvalidDicomError:
         return SkippedFile(name, "not a DICOM file (no DICM marker, not a raw dataset)")
     except Exception as exc:
@@ -497,5 +517,5 @@ def read_instance(path: Path | str) -> DwiInstance | NotDwiInstance | SkippedFil
     if sop_class not in _SUPPORTED_SOP_CLASSES:
         return NotDwiInstance(series, f"not an MR image (SOP Class {sop_class.name or sop_class})")
     if sop_class == EnhancedMRImageStorage:
-        return _read_enhanced(ds, name, series)
-    return _read_classic(ds, name, series)
+        return _read_enhanced(ds, name, series, pixels)
+    return _read_classic(ds, name, series, pixels)

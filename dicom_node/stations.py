@@ -26,6 +26,11 @@ The rules (also in ``docs/assembly.md``):
   slice inwards), so that each station's edge slices, where B0 inhomogeneity and
   coil coverage are worst, contribute least. Equal inputs give the same value.
 - A grid slice that no station covers is a gap between stations: an error.
+
+:func:`survey_stations` groups the frames received so far into stations the
+same way without checking or composing them (no pixels needed): what
+:class:`~dicom_node.coverage.ExamCoverage` reports as missing while an exam is
+still arriving.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from dicom_node.coverage import ExamCoverage, StationExtent
 from dicom_node.dwi_frames import DwiFrame, SeriesHeader
 from dicom_node.errors import (
     AssemblyError,
@@ -48,7 +54,7 @@ from dicom_node.errors import (
 )
 from processing.exam import SourceRef
 
-__all__ = ["ComposedVolume", "SupersededSeries", "compose_stations"]
+__all__ = ["ComposedVolume", "SupersededSeries", "compose_stations", "survey_stations"]
 
 _ORIENTATION_TOLERANCE = 1e-3
 _SPACING_RELATIVE_TOLERANCE = 1e-3
@@ -76,6 +82,7 @@ class ComposedVolume:
     sources: tuple[SourceRef, ...]
     superseded: tuple[SupersededSeries, ...]
     resampled_stations: tuple[int, ...]
+    coverage: ExamCoverage | None = None
 
 
 @dataclass(slots=True)
@@ -169,9 +176,17 @@ def _check_matrix(frames: Sequence[DwiFrame]) -> tuple[int, int, float, float]:
 
 
 def _build_stacks(
-    frames: Sequence[DwiFrame], depth_of: NDArray[np.float64], tolerance: float
+    frames: Sequence[DwiFrame],
+    depth_of: NDArray[np.float64],
+    tolerance: float,
+    *,
+    check: bool = True,
 ) -> dict[tuple[str, str], dict[int, _Stack]]:
-    """Group frames into stacks keyed by (series, acquisition) then b-value."""
+    """Group frames into stacks keyed by (series, acquisition) then b-value.
+
+    ``check`` refuses duplicate positions and all-zero stacks (``False``: a
+    survey, which may have no pixels).
+    """
     stacks: dict[tuple[str, str, int], _Stack] = {}
     depth_by_frame: dict[int, float] = {}
     for index, frame in enumerate(frames):
@@ -185,24 +200,30 @@ def _build_stacks(
     for (series_uid, acquisition, b_key), stack in stacks.items():
         stack.frames.sort(key=lambda f: depth_by_frame[id(f)])
         stack.depths = np.array([depth_by_frame[id(f)] for f in stack.frames])
-        steps = np.diff(stack.depths)
-        if steps.size and float(steps.min()) < tolerance:
-            at = int(np.argmin(steps))
-            raise _fail(
-                DuplicateSliceError,
-                f"two images at the same position {list(stack.frames[at].position)} for "
-                f"{stack.label()} ({stack.frames[at].path}, {stack.frames[at + 1].path}); "
-                "nothing (AcquisitionNumber, StackID) tells their stations apart",
-                stack.series,
-            )
-        if max(f.max_value() for f in stack.frames) <= 0:
-            raise _fail(
-                ZeroSignalError,
-                f"all {len(stack.frames)} images at {stack.label()} are zero (no signal)",
-                stack.series,
-            )
+        if check:
+            _check_stack(stack, tolerance)
         acquisitions.setdefault((series_uid, acquisition), {})[b_key] = stack
     return acquisitions
+
+
+def _check_stack(stack: _Stack, tolerance: float) -> None:
+    """Refuse two images at one position, and a stack of all-zero images."""
+    steps = np.diff(stack.depths)
+    if steps.size and float(steps.min()) < tolerance:
+        at = int(np.argmin(steps))
+        raise _fail(
+            DuplicateSliceError,
+            f"two images at the same position {list(stack.frames[at].position)} for "
+            f"{stack.label()} ({stack.frames[at].path}, {stack.frames[at + 1].path}); "
+            "nothing (AcquisitionNumber, StackID) tells their stations apart",
+            stack.series,
+        )
+    if max(f.max_value() for f in stack.frames) <= 0:
+        raise _fail(
+            ZeroSignalError,
+            f"all {len(stack.frames)} images at {stack.label()} are zero (no signal)",
+            stack.series,
+        )
 
 
 def _overlap_fraction(a_start: float, a_end: float, b_start: float, b_end: float) -> float:
@@ -322,6 +343,56 @@ def _check_station(
     return spacing
 
 
+def _depths(
+    frames: Sequence[DwiFrame], row: NDArray[np.float64], column: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], float]:
+    """Body axis, positions, depth of each frame and the position tolerance."""
+    normal = np.cross(row, column)
+    # Depth grows from head to feet: LPS +Z is superior.
+    axis = -normal if normal[2] >= 0 else normal
+    positions = np.array([f.position for f in frames], dtype=np.float64)
+    depth_of = positions @ axis
+    nominal = next((f.slice_spacing for f in frames if f.slice_spacing), None)
+    return axis, positions, depth_of, max(0.05, 0.02 * (nominal or 1.0))
+
+
+def _extent(station: _Station) -> StationExtent:
+    return StationExtent(
+        start_mm=station.start,
+        end_mm=station.end,
+        slices_per_b={b: len(stack.frames) for b, stack in sorted(station.stacks.items())},
+    )
+
+
+def survey_stations(frames: Sequence[DwiFrame]) -> ExamCoverage:
+    """The stations of ``frames``, grouped as :func:`compose_stations` does, unchecked.
+
+    For an exam still arriving: no slice, b-value or gap rule is applied, no
+    pixel is read (frames read with ``read_instance(..., pixels=False)`` do).
+    The slice spacing is the median step of the stacks (the declared one for
+    single slices).
+
+    Raises
+    ------
+    MixedOrientationError
+        The frames have no common body axis.
+    """
+    if not frames:
+        return ExamCoverage((), 0.0)
+    row, column = _check_orientation(frames)
+    _, _, depth_of, tolerance = _depths(frames, row, column)
+    stations, _ = _group_stations(_build_stacks(frames, depth_of, tolerance, check=False))
+    steps = [
+        float(np.median(np.diff(stack.depths)))
+        for station in stations
+        for stack in station.stacks.values()
+        if stack.depths.size > 1
+    ]
+    declared = next((f.slice_spacing for f in frames if f.slice_spacing), None) or 0.0
+    spacing = float(np.median(steps)) if steps else declared
+    return ExamCoverage(tuple(_extent(station) for station in stations), spacing)
+
+
 def compose_stations(frames: Sequence[DwiFrame]) -> ComposedVolume:
     """Compose DWI frames (of two or more b-values) onto one cranio-caudal grid.
 
@@ -335,13 +406,7 @@ def compose_stations(frames: Sequence[DwiFrame]) -> ComposedVolume:
         raise ValueError("no frames to compose")
     row, column = _check_orientation(frames)
     rows, columns, row_spacing, column_spacing = _check_matrix(frames)
-    normal = np.cross(row, column)
-    # Depth grows from head to feet: LPS +Z is superior.
-    axis = -normal if normal[2] >= 0 else normal
-    positions = np.array([f.position for f in frames], dtype=np.float64)
-    depth_of = positions @ axis
-    nominal = next((f.slice_spacing for f in frames if f.slice_spacing), None)
-    tolerance = max(0.05, 0.02 * (nominal or 1.0))
+    axis, positions, depth_of, tolerance = _depths(frames, row, column)
 
     in_plane = positions - np.outer(depth_of, axis)
     shift = np.linalg.norm(in_plane - in_plane[0], axis=1)
@@ -452,6 +517,7 @@ def compose_stations(frames: Sequence[DwiFrame]) -> ComposedVolume:
         sources=tuple(sources),
         superseded=superseded,
         resampled_stations=tuple(resampled),
+        coverage=ExamCoverage(tuple(_extent(station) for station in stations), spacing),
     )
 
 

@@ -13,6 +13,13 @@ An MPPS counts for the first version of a study's job, and for a later version
 only when it completed after that version opened (instances that arrive after
 processing started make a new version, which the earlier MPPS does not describe).
 
+A complete study whose coverage is not (fewer stations than the sending
+scanner's ``expected_stations``, shorter than ``expected_coverage_mm``, a gap
+between stations, a station without a b-value or with missing slices; surveyed
+from the headers, :func:`dicom_node.assembly.survey_coverage`) is held for
+``completion.incomplete_extra_wait_seconds`` more, counted again from the
+latest arrival; then it is processed and its verdict says what is missing.
+
 Once complete, the job's inputs are frozen into a :class:`~service.jobs.JobSpec`
 (the study's stored MR instances, filtered by the calling AE's
 ``series_include`` patterns) and submitted to the queue.
@@ -31,7 +38,11 @@ from pathlib import Path
 
 import structlog
 
+from dicom_node.assembly import survey_coverage
+from dicom_node.coverage import CoverageExpectation
+from dicom_node.errors import DicomNodeError
 from dicom_node.scp import MR_STORAGE_CLASSES
+from processing.quality import QualityFinding
 from service.corrections import CORRECTION_JOB_PREFIX, correction_job_key
 from service.history import HISTORY_FILE
 from service.jobs import ClientTlsSpec, CorrectionSpec, JobSpec, PriorsSpec, make_job_key
@@ -52,10 +63,7 @@ LOGGER = structlog.get_logger(__name__)
 def completion_reason(study: ReceivingStudy, settings: Settings, now: float) -> str | None:
     """Why the study is complete at ``now`` (for the log), or ``None`` when it is not yet."""
     quiet = settings.quiet_seconds_for(study.calling_ae)
-    mpps_applies = study.mpps_completed_at is not None and (
-        study.version == 1 or study.mpps_completed_at >= study.created_at
-    )
-    if mpps_applies and study.mpps_completed_at is not None:
+    if _mpps_applies(study) and study.mpps_completed_at is not None:
         if study.mpps_instances_missing == 0:
             return "MPPS COMPLETED and every listed instance received"
         if study.mpps_instances_missing is None:
@@ -66,6 +74,13 @@ def completion_reason(study: ReceivingStudy, settings: Settings, now: float) -> 
     if now - study.last_instance_at >= quiet:
         return f"no new instance for {quiet:g} s"
     return None
+
+
+def _mpps_applies(study: ReceivingStudy) -> bool:
+    """A COMPLETED MPPS describes this version of the study's job."""
+    return study.mpps_completed_at is not None and (
+        study.version == 1 or study.mpps_completed_at >= study.created_at
+    )
 
 
 def select_inputs(
@@ -111,6 +126,8 @@ class CompletionDetector:
         self._clock = clock
         self._wake = threading.Event()
         self._warned_missing: set[int] = set()
+        # Coverage findings per receiving job, with the (instances, last arrival) surveyed.
+        self._surveyed: dict[int, tuple[tuple[int, float], tuple[QualityFinding, ...]]] = {}
 
     def wake(self, *_: object) -> None:
         """Check soon (called when an MPPS completes)."""
@@ -134,7 +151,15 @@ class CompletionDetector:
             device=self.settings.node.device.value,
             processing=processing_settings_to_mapping(self.settings.processing),
             priors=priors_spec(self.settings),
+            coverage=self._expected(study),
         )
+
+    def _expected(self, study: ReceivingStudy) -> CoverageExpectation | None:
+        """What the sending scanner's complete exam covers; ``None`` when nothing is expected."""
+        expected = self.settings.coverage_expected_for(study.calling_ae)
+        if expected.stations is None and expected.min_extent_mm is None:
+            return None
+        return expected
 
     def check(self) -> list[int]:
         """Submit every complete study and every new correction; returns the submitted job ids."""
@@ -152,6 +177,8 @@ class CompletionDetector:
                 inputs = select_inputs(
                     self.store.study_instances(study.study_uid), rules.series_include
                 )
+                if self._hold_incomplete(study, inputs, now):
+                    continue
                 spec = self.build_spec(study, inputs)
                 if self.store.submit(spec):
                     submitted.append(study.job_id)
@@ -211,6 +238,79 @@ class CompletionDetector:
                     corrects_job=None if corrected is None else corrected.job_id,
                 )
         return submitted
+
+    def coverage_findings(
+        self, study: ReceivingStudy, inputs: list[InstanceRow]
+    ) -> tuple[QualityFinding, ...]:
+        """What the study's coverage lacks (:mod:`dicom_node.coverage`), from its headers.
+
+        Surveyed once per set of instances (the answer is kept until more
+        arrive). A study whose headers cannot be surveyed has no finding here:
+        assembly will give the reason.
+        """
+        key = (len(inputs), study.last_instance_at)
+        cached = self._surveyed.get(study.job_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            coverage = survey_coverage(row.path for row in inputs)
+        except (DicomNodeError, OSError) as error:
+            LOGGER.warning("coverage_survey_failed", reason=str(error))
+            findings: tuple[QualityFinding, ...] = ()
+        else:
+            findings = coverage.findings(self._expected(study) or CoverageExpectation())
+        self._surveyed[study.job_id] = (key, findings)
+        return findings
+
+    def _hold_incomplete(
+        self, study: ReceivingStudy, inputs: list[InstanceRow], now: float
+    ) -> bool:
+        """Whether a complete-looking study is held for its missing coverage.
+
+        Not when the scanner's MPPS listed every instance and all arrived (an
+        exam acquired short: nothing more will come). The hold starts when the
+        study first looks complete with coverage missing, starts again when
+        instances arrived since, and lasts
+        ``completion.incomplete_extra_wait_seconds``; then the study is
+        processed and the worker puts what is missing into the verdict.
+        """
+        wait = self.settings.completion.incomplete_extra_wait_seconds
+        if wait <= 0 or not inputs:
+            return False
+        if _mpps_applies(study) and study.mpps_instances_missing == 0:
+            return False  # the scanner listed every instance of the exam: nothing more comes
+        findings = self.coverage_findings(study, inputs)
+        if not findings:
+            if study.held_since is not None:
+                LOGGER.info("job_hold_ended", reason="coverage complete")
+            self._surveyed.pop(study.job_id, None)
+            return False
+        since = study.held_since
+        if since is None or study.last_instance_at > since:
+            since = now
+            until = time.strftime("%H:%M:%S", time.localtime(now + wait))
+            missing = " ".join(finding.message for finding in findings)
+            self.store.hold_receiving(
+                study.job_id,
+                since,
+                f"held until {until} for the rest of the exam (incomplete coverage): {missing}",
+            )
+            LOGGER.warning(
+                "job_held_incomplete",
+                missing=[finding.code for finding in findings],
+                reasons=[finding.message for finding in findings],
+                hold_seconds=wait,
+            )
+        if now - since < wait:
+            return True
+        LOGGER.warning(
+            "job_hold_over",
+            missing=[finding.code for finding in findings],
+            held_seconds=round(now - since, 1),
+            action="processing; the verdict says what is missing",
+        )
+        self._surveyed.pop(study.job_id, None)
+        return False
 
     def _note_missing(self, study: ReceivingStudy) -> None:
         missing = study.mpps_instances_missing

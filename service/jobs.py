@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dicom_node.coverage import CoverageExpectation
 from processing.quality import QualityAssessment
 
 __all__ = [
@@ -229,6 +230,10 @@ class JobSpec:
         A reader's corrected SEG: the job measures its mask instead of
         segmenting (``input_paths`` are the corrected job's inputs); ``None``
         for an exam's own processing.
+    coverage
+        What a complete exam of the sending scanner covers (stations, length);
+        the worker adds the verdict's findings when the exam falls short.
+        ``None``: nothing expected.
     """
 
     job_key: str
@@ -242,6 +247,7 @@ class JobSpec:
     processing: Mapping[str, Any] = field(default_factory=dict)
     priors: PriorsSpec | None = None
     correction: CorrectionSpec | None = None
+    coverage: CoverageExpectation | None = None
 
     def to_json(self) -> str:
         """Serialise to a JSON object (stable key order)."""
@@ -259,6 +265,8 @@ class JobSpec:
         }
         if self.correction is not None:
             payload["correction"] = self.correction.to_dict()
+        if self.coverage is not None:
+            payload["coverage"] = self.coverage.to_dict()
         return json.dumps(payload, sort_keys=True)
 
     @classmethod
@@ -273,6 +281,9 @@ class JobSpec:
         correction = payload.get("correction")
         if correction is not None and not isinstance(correction, dict):
             raise ValueError("job spec correction must be a JSON object or null")
+        coverage = payload.get("coverage")
+        if coverage is not None and not isinstance(coverage, dict):
+            raise ValueError("job spec coverage must be a JSON object or null")
         try:
             return cls(
                 job_key=str(payload["job_key"]),
@@ -286,6 +297,7 @@ class JobSpec:
                 processing=dict(payload.get("processing", {})),
                 priors=None if priors is None else PriorsSpec.from_dict(priors),
                 correction=None if correction is None else CorrectionSpec.from_dict(correction),
+                coverage=None if coverage is None else CoverageExpectation.from_dict(coverage),
             )
         except KeyError as missing:
             raise ValueError(f"job spec lacks the field {missing}") from None

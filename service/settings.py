@@ -21,6 +21,7 @@ File layout (every section and key optional)::
     ae_title = "SCANNER1"
     quiet_seconds = 30
     series_include = ["*DWI*", "*diffusion*"]
+    expected_stations = 5     # fewer: held, then processed with the verdict saying so
 
     [export]
     destinations = ["PACS@pacs.example.org:104"]
@@ -66,6 +67,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dicom_node.coverage import CoverageExpectation
 from dicom_node.tls import TlsConfigurationError, client_context, server_context
 from processing.backend import Device
 from processing.settings import ProcessingSettings, settings_as_dict
@@ -217,6 +219,30 @@ class CompletionSettings:
             "(skipped when every instance the MPPS lists has arrived)."
         ),
     )
+    incomplete_extra_wait_seconds: float = field(
+        default=300.0,
+        metadata=doc(
+            "An exam that looks complete but whose coverage is not (fewer stations than "
+            "expected, a gap between stations, a station without a b-value or with missing "
+            "slices) is held this much longer for the rest to arrive; then it is processed "
+            "and its verdict says what is missing. 0: no hold."
+        ),
+    )
+    expected_stations: int | None = field(
+        default=None,
+        metadata=doc(
+            "Stations of a complete whole-body exam (e.g. 4-6); fewer is incomplete. "
+            "Unset: not checked (per scanner: [[calling_ae]] expected_stations)."
+        ),
+    )
+    expected_coverage_mm: float | None = field(
+        default=None,
+        metadata=doc(
+            "Head-to-feet length of a complete exam in mm (vertex or skull base to mid-thigh, "
+            "e.g. 1000); shorter is incomplete. Unset: not checked (per scanner: "
+            "[[calling_ae]] expected_coverage_mm)."
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +259,14 @@ class CallingAeSettings:
             "Glob patterns on SeriesDescription (case-insensitive) of the series to process; "
             "empty: all series (assembly picks the diffusion ones)."
         ),
+    )
+    expected_stations: int | None = field(
+        default=None,
+        metadata=doc("Stations of a complete exam from this scanner (default: global)."),
+    )
+    expected_coverage_mm: float | None = field(
+        default=None,
+        metadata=doc("Head-to-feet length of a complete exam, mm (default: global)."),
     )
 
 
@@ -377,6 +411,19 @@ class Settings:
             if entry.ae_title == ae_title.strip():
                 return entry
         return CallingAeSettings(ae_title=ae_title.strip())
+
+    def coverage_expected_for(self, ae_title: str) -> CoverageExpectation:
+        """What a complete exam from ``ae_title`` covers (its own values, else the global)."""
+        own = self.for_calling_ae(ae_title)
+        completion = self.completion
+        stations = own.expected_stations
+        extent = own.expected_coverage_mm
+        configured = stations is not None or extent is not None
+        return CoverageExpectation(
+            stations=completion.expected_stations if stations is None else stations,
+            min_extent_mm=completion.expected_coverage_mm if extent is None else extent,
+            source=f"calling AE {own.ae_title}" if configured else "this node",
+        )
 
     def quiet_seconds_for(self, ae_title: str) -> float:
         """The quiet period that applies to studies sent by ``ae_title``."""
@@ -635,8 +682,16 @@ def _validate(settings: Settings) -> None:
         )
     for i, title in enumerate(receive.calling_ae_allow):
         validate_ae_title(title, f"receive.calling_ae_allow[{i}]")
-    if settings.completion.quiet_seconds < 0 or settings.completion.mpps_grace_seconds < 0:
+    completion = settings.completion
+    if (
+        completion.quiet_seconds < 0
+        or completion.mpps_grace_seconds < 0
+        or completion.incomplete_extra_wait_seconds < 0
+    ):
         raise SettingsError("completion periods cannot be negative")
+    _validate_expected_coverage(
+        "completion", completion.expected_stations, completion.expected_coverage_mm
+    )
     seen: set[str] = set()
     for i, entry in enumerate(settings.calling_ae):
         title = validate_ae_title(entry.ae_title, f"calling_ae[{i}].ae_title")
@@ -645,6 +700,9 @@ def _validate(settings: Settings) -> None:
         seen.add(title)
         if entry.quiet_seconds is not None and entry.quiet_seconds < 0:
             raise SettingsError(f"calling_ae[{i}].quiet_seconds cannot be negative")
+        _validate_expected_coverage(
+            f"calling_ae[{i}]", entry.expected_stations, entry.expected_coverage_mm
+        )
     if (
         export.backoff_initial_seconds <= 0
         or export.backoff_max_seconds < export.backoff_initial_seconds
@@ -663,6 +721,13 @@ def _validate(settings: Settings) -> None:
         )
     _validate_tls(settings.tls)
     _validate_priors_and_retention(settings)
+
+
+def _validate_expected_coverage(where: str, stations: int | None, extent: float | None) -> None:
+    if stations is not None and stations < 1:
+        raise SettingsError(f"{where}.expected_stations must be at least 1, got {stations}")
+    if extent is not None and not extent > 0:
+        raise SettingsError(f"{where}.expected_coverage_mm must be > 0 mm, got {extent}")
 
 
 def _validate_priors_and_retention(settings: Settings) -> None:

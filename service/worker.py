@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 
 from dicom_node.assembly import assemble_exam
+from dicom_node.coverage import with_coverage_findings
 from dicom_node.errors import DicomNodeError
 from dicom_node.export import read_result_identity
 from dicom_node.write_results import write_results
@@ -150,6 +151,7 @@ def run_job(spec: JobSpec) -> JobOutcome:
         if correction is None
         else _measure_correction(exam, correction, settings, spec.device, priors.yellow_lower_um2s)
     )
+    result = with_coverage_findings(result, assembled.coverage, spec.coverage)
     timings["process"] = time.perf_counter() - started
     started = time.perf_counter()
     exam_summary = comparison = None

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dicom_node.coverage import CoverageExpectation
 from processing.backend import BackendUnavailableError, Device
 from processing.comparison import (
     Comparison,
@@ -181,7 +182,35 @@ def register(subparsers: Any) -> None:
         metavar="AUTO_OUT",
         help="with --mask: output folder of the automatic run whose SR the corrected one replaces",
     )
+    parser.add_argument(
+        "--expected-stations",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="stations of a complete exam; fewer makes the verdict unreliable (default: no check)",
+    )
+    parser.add_argument(
+        "--expected-coverage-mm",
+        type=_positive_float,
+        default=None,
+        metavar="MM",
+        help="head-to-feet length of a complete exam; shorter makes the verdict unreliable",
+    )
     parser.set_defaults(func=run)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a length > 0, got {text}")
+    return value
 
 
 def run_offline(
@@ -196,6 +225,7 @@ def run_offline(
     response_settings: ResponseSettings | None = None,
     mask: Path | None = None,
     replaces: Path | None = None,
+    coverage: CoverageExpectation | None = None,
 ) -> OfflineRun:
     """Assemble and process the exam under ``folder``; write measurements and DICOM results.
 
@@ -209,6 +239,10 @@ def run_offline(
     ``yellow_lower_um2s`` is given, and the exam is compared with them
     (:func:`processing.comparison.compare_exams`, with the detection limit of
     ``settings``).
+
+    ``coverage`` is what a complete exam covers (stations, head-to-feet
+    length); an exam that falls short gets findings in its verdict
+    (:mod:`dicom_node.coverage`).
 
     With ``mask`` (a reader's SEG), its segments are measured instead of the
     segmentation, and only the reader-corrected SEG, SR and key images are
@@ -235,6 +269,7 @@ def run_offline(
         ``mask`` cannot be read, or was drawn on another exam or grid.
     """
     from dicom_node.assembly import assemble_exam
+    from dicom_node.coverage import with_coverage_findings
     from dicom_node.dicom_files import find_dicom_files
     from dicom_node.study_header import read_study_date_time
     from dicom_node.write_results import write_results, written_instance_uid
@@ -279,6 +314,7 @@ def run_offline(
             exam, correction.mask.mask, settings, device=device, yellow_lower_um2s=yellow_lower_um2s
         )
     )
+    result = with_coverage_findings(result, assembled.coverage, coverage)
     version = _software_version()
     summary = summarize_exam(
         exam,
@@ -363,6 +399,11 @@ def run(args: argparse.Namespace) -> int:
             baseline_study_uid=args.baseline,
             mask=args.mask,
             replaces=args.replaces,
+            coverage=CoverageExpectation(
+                stations=args.expected_stations,
+                min_extent_mm=args.expected_coverage_mm,
+                source="--expected-stations/--expected-coverage-mm",
+            ),
         )
     except (
         NotADirectoryError,

@@ -192,8 +192,8 @@ class IntakeRecords(StoreConnection):
         """Jobs in ``receiving`` with their last instance time and MPPS completion."""
         with self._lock:
             jobs = self._db.execute(
-                "SELECT job_id, study_uid, version, calling_ae, created_at, last_instance_at "
-                "FROM jobs WHERE state = ?",
+                "SELECT job_id, study_uid, version, calling_ae, created_at, last_instance_at, "
+                "held_since FROM jobs WHERE state = ?",
                 (JobState.RECEIVING.value,),
             ).fetchall()
             studies: list[ReceivingStudy] = []
@@ -228,6 +228,7 @@ class IntakeRecords(StoreConnection):
                         last_instance_at=job["last_instance_at"],
                         mpps_completed_at=completed_at,
                         mpps_instances_missing=missing,
+                        held_since=job["held_since"],
                     )
                 )
         return studies
@@ -242,6 +243,19 @@ class IntakeRecords(StoreConnection):
                 (study_uid,),
             ).fetchall()
         return [InstanceRow(**dict(row)) for row in rows]
+
+    def hold_receiving(self, job_id: int, since: float, reason: str) -> None:
+        """Mark a receiving job held since ``since`` (incomplete coverage), with the reason.
+
+        ``wbdwi status`` shows the reason; the job stays ``receiving`` until
+        completion detection submits it.
+        """
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET held_since = ?, reason = ?, updated_at = ? WHERE job_id = ? "
+                "AND state = ?",
+                (since, reason, time.time(), job_id, JobState.RECEIVING.value),
+            )
 
     def discard_receiving(self, job_id: int, reason: str) -> None:
         """Close a receiving job that turned out to duplicate an earlier one."""

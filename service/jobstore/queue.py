@@ -24,7 +24,7 @@ class JobQueueRecords(StoreConnection):
             if db.execute("SELECT 1 FROM jobs WHERE job_key = ?", (spec.job_key,)).fetchone():
                 return False
             updated = db.execute(
-                "UPDATE jobs SET state = ?, job_key = ?, spec = ?, updated_at = ? "
+                "UPDATE jobs SET state = ?, job_key = ?, spec = ?, updated_at = ?, reason = '' "
                 "WHERE job_id = ? AND state = ?",
                 (
                     JobState.READY.value,

@@ -34,6 +34,7 @@ class ReceivingStudy:
     last_instance_at: float
     mpps_completed_at: float | None
     mpps_instances_missing: int | None  # None: no COMPLETED MPPS lists instances
+    held_since: float | None = None  # held for incomplete coverage since (None: not held)
 
 
 @dataclass(frozen=True, slots=True)

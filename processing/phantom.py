@@ -26,6 +26,15 @@ voxel belongs to a lesion when its centre does), a lesion's volume is its voxel
 count times the voxel volume, its mean ADC the mean of ``true_adc`` over its
 voxels, its centroid the mean of its voxel centres, and the total median ADC the
 median of ``true_adc`` over all lesion voxels (a volume-weighted median).
+
+Variations (issue 10): ``variation=PhantomVariation(...)`` changes what real
+patients and protocols vary (normal-marrow brightness and ADC, SNR at the
+highest b, diffuse infiltration, lesion ADC and contrast, slice and pixel size,
+patient size, arms, exam from the skull base, neck length); see
+:mod:`processing.phantom_variation`. Without one (or with the default one) the
+phantom is bit for bit the same as before; with one, the truth records it under
+``variation`` and adds ``normal_marrow``, ``lesions_outside_field``,
+``focal_lesion_volume_ml``, ``diffuse_volume_ml`` (and ``diffuse`` when present).
 """
 
 from __future__ import annotations

@@ -183,9 +183,8 @@ def segment_sums(columns: Any, counts: Any, backend: Backend) -> Any:
     """
     xp = backend.xp
     total = int(columns.shape[0])
-    sums = xp.zeros((int(counts.shape[0]), int(columns.shape[1])), dtype=xp.float64)
     if total == 0:
-        return sums
+        return xp.zeros((int(counts.shape[0]), int(columns.shape[1])), dtype=xp.float64)
     accumulator = columns.astype(xp.float64, copy=True)
     ends = xp.cumsum(counts)
     starts = ends - counts
@@ -201,9 +200,9 @@ def segment_sums(columns: Any, counts: Any, backend: Backend) -> Any:
         target = heads[rank + stride < length]
         accumulator[target] = accumulator[target] + accumulator[target + stride]
         stride *= 2
-    present = counts > 0
-    sums[present] = accumulator[starts[present]]
-    return sums
+    # An empty segment's start may be past the end: gather a valid row, then put 0.
+    heads_of_segments = accumulator[xp.minimum(starts, total - 1)]
+    return xp.where((counts > 0)[:, None], heads_of_segments, 0.0)
 
 
 def lesion_measures(

@@ -22,8 +22,10 @@ from dicom_node.writers.rendering import (
     render_trend_chart,
 )
 from dicom_node.writers.seg import ADC_CLASS_RGB
+from dicom_node.writers.sr_quality import BANNER_RGB
 from processing.comparison import compare_exams
 from processing.exam_summary import ExamSummary, summarize_exam
+from processing.quality import QualityAssessment, QualityFinding, Verdict
 from processing.results import AdcClass, ClassVolumes, Histogram
 from tests.writer_fixtures import SyntheticExam, make_result, write_synthetic_exam
 
@@ -193,6 +195,49 @@ def test_key_images_are_rgb_secondary_captures_of_the_study(
         assert image.pixels.std() > 10
     assert list(images[0].dataset.PatientOrientation) == ["L", "F"]
     assert images[0].dataset.SeriesInstanceUID == images[1].dataset.SeriesInstanceUID
+    assert images[0].dataset.SeriesDescription == "Key images wbdwi"
+    assert images[0].dataset.SeriesDate == ctx.content_datetime.strftime("%Y%m%d")
+    assert images[0].dataset.SeriesTime == ctx.content_datetime.strftime("%H%M%S")
+    for image in images:  # ok: no banner of either colour in the top rows
+        for colour in BANNER_RGB.values():
+            assert not _coloured(image.pixels[:40], colour).any()
+
+
+@pytest.mark.parametrize("severity", [Verdict.REVIEW, Verdict.UNRELIABLE])
+def test_key_images_carry_a_banner_when_the_verdict_is_not_ok(
+    synthetic: SyntheticExam, severity: Verdict
+) -> None:
+    result = make_result(synthetic)
+    finding = QualityFinding(
+        code="coverage",
+        severity=severity,
+        message="Only 2 of 3 stations arrived: the exam ends at the pelvis.",
+    )
+    doubtful = replace(result, quality=QualityAssessment(findings=(finding,)))
+    ctx = WriterContext.create(
+        synthetic.exam,
+        WriterIdentity(software_version="2.0", device_serial_number="SN"),
+        "d",
+        computed_b_values=[1000.0],
+    )
+    reference = pydicom.dcmread(synthetic.exam.sources[0].path, stop_before_pixels=True)
+    plain = build_key_images(ctx, result, reference)
+    images = build_key_images(ctx, doubtful, reference)
+    colour = BANNER_RGB[severity]
+    for image, before in zip(images, plain, strict=True):
+        band = _coloured(image.pixels, colour)
+        # a full-width band on top, the picture below it unchanged
+        assert band[:10].all(axis=1).all()  # above the text
+        rows = int(band.all(axis=1).sum())
+        assert image.pixels.shape[0] > before.pixels.shape[0] + rows // 2
+        below = image.pixels[-before.pixels.shape[0] :]
+        width = before.pixels.shape[1]
+        left = (image.pixels.shape[1] - width) // 2
+        np.testing.assert_array_equal(below[:, left : left + width], before.pixels)
+        text = image.pixels[: rows + 40]
+        assert (text.min(axis=-1) > 240).sum() > 200  # white text on the band
+        assert image.dataset.ImageComments.startswith(severity.value.upper())
+        assert image.dataset.SeriesDescription == f"Key images ({severity.value.upper()}) wbdwi"
 
 
 def _coloured(picture: NDArray[np.uint8], colour: tuple[int, int, int]) -> NDArray[np.bool_]:

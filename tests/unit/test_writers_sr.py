@@ -22,9 +22,11 @@ from dicom_node.writers import (
     build_parametric_map,
     build_segmentation,
 )
-from dicom_node.writers.sr import TOTAL_GROUP, adc_statistic_codes
+from dicom_node.writers.sr import TOTAL_GROUP, adc_statistic_codes, report_reference
+from dicom_node.writers.sr_quality import verdict_of_code
 from processing.comparison import Comparison, compare_exams
 from processing.exam_summary import ExamSummary, summarize_exam
+from processing.quality import QualityAssessment, QualityFinding, Verdict
 from processing.results import AdcClass, ProcessingResult
 from tests.writer_fixtures import (
     SyntheticExam,
@@ -472,3 +474,115 @@ def test_report_refuses_a_comparison_of_another_study(
             geometric_source=geometric,
             comparison=other,
         )
+
+
+def _doubtful(result: ProcessingResult, severity: Verdict) -> ProcessingResult:
+    """``result`` with hand-made reasons for doubt (one review, one of ``severity``)."""
+    findings = (
+        QualityFinding(
+            code="marrow_bright",
+            severity=Verdict.REVIEW,
+            message="Normal marrow is 3.9 x as bright as muscle at b1000 (limit 3.5).",
+            value=3.9,
+            limit=3.5,
+        ),
+        QualityFinding(
+            code="snr_low",
+            severity=severity,
+            message="SNR at the highest b-value is 9 (limit 12).",
+            value=9.0,
+            limit=12.0,
+        ),
+    )
+    return dataclasses.replace(result, quality=QualityAssessment(findings=findings))
+
+
+@pytest.mark.parametrize("severity", [Verdict.REVIEW, Verdict.UNRELIABLE])
+def test_the_verdict_comes_first_and_marks_every_number(
+    ctx: WriterContext, synthetic: SyntheticExam, tmp_path: Path, severity: Verdict
+) -> None:
+    plain = make_result(synthetic)
+    result = _doubtful(plain, severity)
+    sr, seg, _ = _write_report(ctx, result, tmp_path)
+    assert seg is not None
+    code = {Verdict.REVIEW: "RELREVIEW", Verdict.UNRELIABLE: "RELUNREL"}[severity]
+    groups = list(sr.ContentSequence[-1].ContentSequence)
+    first = groups[0].ContentSequence
+    assert _tracking_of(first)[0] == TOTAL_GROUP
+    assert _verdict_code(first) == code
+    comments = [i.TextValue for i in first if i.ValueType == "TEXT" and _code(i) == "121106"]
+    assert comments[0] == f"Reliability {severity.value.upper()}: {severity.meaning}"
+    # most severe reason first (ties in their order), each in plain words with its value
+    snr = f"{severity.value.upper()}: SNR at the highest b-value is 9 (limit 12)."
+    marrow = "REVIEW: Normal marrow is 3.9 x as bright as muscle at b1000 (limit 3.5)."
+    expected = [snr, marrow] if severity is Verdict.UNRELIABLE else [marrow, snr]
+    assert comments[1:] == expected
+    # every group with numbers is marked, and the numbers are those of the plain report
+    for group in groups:
+        items = group.ContentSequence
+        if any(i.ValueType == "NUM" for i in items):
+            assert _verdict_code(items) == code, _tracking_of(items)
+    plain_sr, _, _ = _write_report(ctx, plain, tmp_path)
+    assert read_measurement_report(sr).to_dict() | {"sr_sop_instance_uid": ""} == (
+        read_measurement_report(plain_sr).to_dict() | {"sr_sop_instance_uid": ""}
+    )
+    assert sr.SOPInstanceUID != plain_sr.SOPInstanceUID  # other content, other instance
+    assert sr.SeriesDescription == f"Tumour load report ({severity.value.upper()}) wbdwi"
+    assert verdict_of_code(code) is severity
+    _assert_displayable(sr, geometric_uids={ds.SOPInstanceUID for ds in _geometric(ctx, result)})
+
+
+def test_other_foci_are_one_measurement(
+    ctx: WriterContext, synthetic: SyntheticExam, tmp_path: Path
+) -> None:
+    """Bounded output: the unlisted components are one 'Other foci' group with count and ml."""
+    result = make_result(synthetic)
+    last = result.stats.lesions[-1]
+    stats = dataclasses.replace(
+        result.stats,
+        lesions=result.stats.lesions[:-1],
+        other_foci_count=1,
+        other_foci_ml=last.volume_ml,
+    )
+    bounded = dataclasses.replace(
+        result,
+        lesion_labels=np.where(result.lesion_labels == last.label, 0, result.lesion_labels),
+        stats=stats,
+    )
+    sr, seg, _ = _write_report(ctx, bounded, tmp_path)
+    assert seg is not None and seg.other is not None
+    groups = {g.tracking_uid: g for g in sr.content.get_volumetric_roi_measurement_groups()}
+    other = groups[seg.other.tracking_uid]
+    assert str(other.tracking_identifier).startswith("Other foci (1)")
+    assert _numbers(other) == {
+        ("118565006", None): pytest.approx(last.volume_ml, rel=1e-9),
+        ("OTHERFOCI", None): 1.0,
+    }
+    assert len(groups) == 3 + len(stats.lesions) + 1
+    _assert_displayable(sr, geometric_uids={ds.SOPInstanceUID for ds in _geometric(ctx, result)})
+
+
+def test_a_later_version_names_and_replaces_the_earlier_report(
+    ctx: WriterContext, synthetic: SyntheticExam, tmp_path: Path
+) -> None:
+    result = make_result(synthetic)
+    earlier, _, _ = _write_report(ctx, result, tmp_path)
+    earlier_path = tmp_path / "earlier.dcm"
+    earlier.save_as(earlier_path, enforce_file_format=True)
+    reference = report_reference(earlier_path)
+    later, _, _ = _write_report(ctx, result, tmp_path, predecessors=[reference])
+    (study,) = later.PredecessorDocumentsSequence
+    assert study.StudyInstanceUID == earlier.StudyInstanceUID
+    (series,) = study.ReferencedSeriesSequence
+    assert series.SeriesInstanceUID == earlier.SeriesInstanceUID
+    (instance,) = series.ReferencedSOPSequence
+    assert instance.ReferencedSOPInstanceUID == earlier.SOPInstanceUID
+    assert instance.ReferencedSOPClassUID == earlier.SOPClassUID
+    (note,) = report_notes(later)
+    assert note.startswith("This report replaces the earlier report of ")
+    assert earlier.SOPInstanceUID in note
+    assert later.SOPInstanceUID != earlier.SOPInstanceUID
+    assert int(later.InstanceNumber) == 2  # sorts after the report it replaces
+    assert later.SeriesDescription == "Tumour load report (revised) wbdwi"
+    with pytest.raises(WriterError, match="not an SR document"):
+        report_reference(next(iter(synthetic.exam.sources)).path)

@@ -255,13 +255,17 @@ def earlier_version_reports(folders: Iterable[Path | str]) -> list[Dataset]:
     """Identity of the SR in each of ``folders`` (result folders of earlier versions).
 
     ``folders`` in version order, oldest first; a folder without an ``sr``
-    instance (removed by retention, failed job) is skipped. Each item is
-    :func:`dicom_node.writers.sr.report_reference` of the file.
+    instance (removed by retention, failed job) is skipped, and so is a file
+    that is not a readable SR (the new version is written all the same). Each
+    item is :func:`dicom_node.writers.sr.report_reference` of the file.
     """
     found: list[Dataset] = []
     for folder in folders:
-        reports = sorted((Path(folder) / "sr").glob("*.dcm"))
-        found += [report_reference(path) for path in reports]
+        for path in sorted((Path(folder) / "sr").glob("*.dcm")):
+            try:
+                found.append(report_reference(path))
+            except WriterError:
+                continue
     return found
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_node.write_results import build_result_objects, write_results
+from dicom_node.write_results import build_result_objects, earlier_version_reports, write_results
 from dicom_node.writers import ResultGeometryError
 from processing.exam import DwiExam
 from processing.results import ProcessingResult
-from tests.writer_fixtures import phantom_exam_and_result
+from tests.writer_fixtures import phantom_exam_and_result, report_notes
 
 pytestmark = pytest.mark.slow
 
@@ -123,3 +123,38 @@ def test_geometry_mismatch_writes_nothing(
     with pytest.raises(ResultGeometryError, match="tumour mask has shape"):
         write_results(exam, cropped, tmp_path / "out", version_label="1.0.0")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_later_version_replaces_the_earlier_report_and_leaves_its_files(
+    phantom_case: tuple[DwiExam, ProcessingResult], tmp_path: Path
+) -> None:
+    """Late images: v2 names v1's SR as predecessor; nothing in v1 is rewritten."""
+    exam, result = phantom_case
+    study = tmp_path / exam.study_instance_uid
+    first = write_results(exam, result, study / "v1", version_label="1.0.0")
+    before = {path: path.read_bytes() for path in first}
+    (v1_report,) = [path for path in first if path.parent.name == "sr"]
+    late = dataclasses.replace(exam, sources=exam.sources[:-1])  # other input, other UIDs
+    (study / "v0-broken" / "sr").mkdir(parents=True)
+    (study / "v0-broken" / "sr" / "junk.dcm").write_bytes(b"not an SR")
+    earlier = earlier_version_reports([study / "v0-broken", study / "missing", study / "v1"])
+    assert [str(ds.SOPInstanceUID) for ds in earlier] == [v1_report.stem]
+    second = write_results(
+        late, result, study / "v2", version_label="1.0.0", earlier_reports=earlier
+    )
+    assert {path: path.read_bytes() for path in first} == before  # v1 untouched
+    assert not {path.stem for path in first} & {path.stem for path in second}
+    (v2_report,) = [path for path in second if path.parent.name == "sr"]
+    sr = pydicom.dcmread(v2_report)
+    names = [
+        instance.ReferencedSOPInstanceUID
+        for study_item in sr.PredecessorDocumentsSequence
+        for series in study_item.ReferencedSeriesSequence
+        for instance in series.ReferencedSOPSequence
+    ]
+    assert names == [v1_report.stem]
+    assert any(
+        "replaces the earlier report" in note and v1_report.stem in note
+        for note in report_notes(sr)
+    )
+    assert sr.SeriesDescription.startswith("Tumour load report (revised)")

@@ -43,12 +43,17 @@ from processing.settings import ProcessingSettings
 
 __all__ = [
     "ComponentDecision",
+    "MarrowReference",
     "component_rules",
+    "distinct_from_marrow",
     "fluid_and_kidney",
     "head_exclusion",
     "marrow_like",
+    "marrow_reference",
     "spinal_cord",
 ]
+
+_MAD_TO_SD = 1.4826  # median absolute deviation -> standard deviation of a normal distribution
 
 
 def head_exclusion(
@@ -180,6 +185,78 @@ def marrow_like(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class MarrowReference:
+    """The patient's own normal marrow: robust centre and spread of its signal and ADC.
+
+    ``signal`` and ``signal_sd`` are the median and the robust standard deviation
+    (1.4826 x the median absolute deviation) of the (smoothed) segmentation-b image
+    over the marrow-like voxels; ``adc`` and ``adc_sd`` the same for their ADC
+    (um2/s); ``voxels`` is how many voxels were marrow-like. The spreads hold the
+    noise and the biological variation together, so every limit built on them is
+    noise-aware. All values are 0 when there are no marrow-like voxels.
+    """
+
+    signal: float
+    signal_sd: float
+    adc: float
+    adc_sd: float
+    voxels: int
+
+
+def marrow_reference(image: Any, adc: Any, marrow: Any, backend: Backend) -> MarrowReference:
+    """Median and robust spread of ``image`` and ``adc`` over the ``marrow`` voxels.
+
+    Median and median absolute deviation tolerate up to half of the voxels being
+    something else (lesion voxels with a marrow-like ADC are a few per cent of the
+    marrow in a patient with focal disease).
+    """
+    xp = backend.xp
+    count = int(xp.count_nonzero(marrow))
+    if count == 0:
+        return MarrowReference(0.0, 0.0, 0.0, 0.0, 0)
+    signal = image[marrow]
+    values = adc[marrow]
+    signal_median = xp.median(signal)
+    adc_median = xp.median(values)
+    signal_mad = xp.median(xp.abs(signal - signal_median))
+    adc_mad = xp.median(xp.abs(values - adc_median))
+    return MarrowReference(
+        signal=backend.scalar(signal_median),
+        signal_sd=_MAD_TO_SD * backend.scalar(signal_mad),
+        adc=backend.scalar(adc_median),
+        adc_sd=_MAD_TO_SD * backend.scalar(adc_mad),
+        voxels=count,
+    )
+
+
+def distinct_from_marrow(
+    image: Any,
+    adc: Any,
+    reference: MarrowReference,
+    settings: ProcessingSettings,
+    backend: Backend,
+) -> Any:
+    """Voxels that differ from the patient's normal marrow in signal or in ADC.
+
+    A voxel is normal marrow when both its high-b signal and its ADC lie within
+    the marrow's own distribution; it is kept as a tumour candidate when its
+    signal exceeds ``signal + marrow_signal_margin_sd x signal_sd`` (brighter than
+    the surrounding marrow, MY-RADS / MET-RADS-P) or its ADC exceeds ``adc +
+    marrow_adc_margin_sd x adc_sd`` (disease raises the marrow ADC above normal,
+    Messiou 2011). With dark marrow the first limit is below the muscle-based
+    threshold and changes nothing; with bright marrow it keeps normal marrow
+    out whatever its brightness. Returns all True when fewer than
+    ``marrow_reference_min_voxels`` voxels were marrow-like (no estimate).
+    """
+    xp = backend.xp
+    if reference.voxels < settings.marrow_reference_min_voxels:
+        return xp.ones(image.shape, dtype=bool)
+    signal_limit = reference.signal + settings.marrow_signal_margin_sd * reference.signal_sd
+    adc_limit = reference.adc + settings.marrow_adc_margin_sd * reference.adc_sd
+    return (image > xp.float32(signal_limit)) | (adc > xp.float32(adc_limit))
+
+
 def _bounding_box(mask: Any, backend: Backend) -> tuple[slice, slice, slice]:
     """Slices of the smallest box holding ``mask``, with a one-voxel margin of background."""
     box = []
@@ -226,7 +303,12 @@ def component_rules(
     if bool(big.any()):
         inside = big[labels]
         box = _bounding_box(inside, backend)
-        depth = ndimage.distance_transform_edt(inside[box], sampling=spacing_mm)
+        # Close single-voxel gaps first: an organ just above the threshold breaks into
+        # speckles at low SNR, and its holes would hide its thickness.
+        solid = ndimage.binary_closing(
+            inside[box], structure=xp.ones((3, 3, 3), dtype=bool), border_value=0
+        )
+        depth = ndimage.distance_transform_edt(solid | inside[box], sampling=spacing_mm)
         deep = depth >= xp.float32(settings.organ_min_thickness_mm)
         organ = xp.bincount(labels[box][deep], minlength=count + 1) > 0
         organ[0] = False

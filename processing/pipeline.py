@@ -8,6 +8,7 @@ synchronisation at each boundary so that GPU and CPU figures compare.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterator
@@ -24,13 +25,22 @@ from processing.computed_b import compute_high_b
 from processing.exam import DwiExam, index_to_patient
 from processing.landmarks import BodyLandmarks, find_landmarks
 from processing.normal_structures import (
+    MarrowReference,
     component_rules,
+    distinct_from_marrow,
     fluid_and_kidney,
     head_exclusion,
     marrow_like,
+    marrow_reference,
     spinal_cord,
 )
-from processing.quality import QualityAssessment, QualityFinding, Verdict
+from processing.quality import (
+    ImageSignals,
+    QualityAssessment,
+    QualityFinding,
+    Verdict,
+    assess_image,
+)
 from processing.regions import assign_region
 from processing.results import (
     ComputedImage,
@@ -73,6 +83,11 @@ class SegmentationSummary:
     removed_small: int
     removed_organ: int
     removed_no_bone: int
+    marrow_signal: float
+    marrow_signal_sd: float
+    marrow_adc_um2s: float
+    marrow_adc_sd_um2s: float
+    quality: QualityAssessment
 
     def as_dict(self) -> dict[str, float | int | str | None]:
         """JSON-ready copy for :attr:`ProcessingResult.diagnostics`."""
@@ -85,6 +100,10 @@ class SegmentationSummary:
             "removed_small": self.removed_small,
             "removed_organ": self.removed_organ,
             "removed_no_bone": self.removed_no_bone,
+            "marrow_signal": self.marrow_signal,
+            "marrow_signal_sd": self.marrow_signal_sd,
+            "marrow_adc_um2s": self.marrow_adc_um2s,
+            "marrow_adc_sd_um2s": self.marrow_adc_sd_um2s,
         }
 
 
@@ -147,7 +166,7 @@ def process_exam(
             settings=settings,
             backend=backend,
         )
-    return _measure(
+    result = _measure(
         tumour,
         maps,
         exam=exam,
@@ -158,6 +177,9 @@ def process_exam(
         diagnostics=summary.as_dict(),
         total_start=total_start,
     )
+    # The image-based checks first, then those of the measurement (bounded output).
+    quality = summary.quality.with_findings(result.quality.findings, result.quality.measures)
+    return dataclasses.replace(result, quality=quality)
 
 
 def measure_tumour_mask(
@@ -406,7 +428,10 @@ def _segment(
         _, dy, dx = spacing
         sigma = (0.0, settings.threshold_smoothing_mm / dy, settings.threshold_smoothing_mm / dx)
         smoothed = backend.ndimage.gaussian_filter(high_b, sigma=sigma, mode="constant")
+    marrow = marrow_like(adc, valid, low_b, low_reference, settings=settings, backend=backend)
+    marrow_ref = marrow_reference(smoothed, adc, marrow & body, backend)
     candidates = tissue & (smoothed >= xp.float32(threshold))
+    candidates &= distinct_from_marrow(smoothed, adc, marrow_ref, settings, backend)
     candidates &= ~head_exclusion(body, landmarks, spacing, settings, backend)
     if settings.cranio_caudal_limit_z_mm is not None:
         candidates &= _below_limit(exam, settings.cranio_caudal_limit_z_mm, backend)
@@ -415,9 +440,24 @@ def _segment(
     candidates &= (adc >= xp.float32(window_low)) & (adc <= xp.float32(window_high))
     candidates &= ~spinal_cord(candidates, spacing, settings, backend)
     components = label_components(candidates, backend, structure=_connectivity(settings, backend))
-    marrow = marrow_like(adc, valid, low_b, low_reference, settings=settings, backend=backend)
     decision = component_rules(components, marrow, spacing, settings, backend)
     tumour = decision.keep[components.labels]
+    signals = _image_signals(
+        tumour=tumour,
+        high_b=high_b,
+        adc=adc,
+        body=body,
+        marrow=marrow & body,
+        marrow_ref=marrow_ref,
+        muscle=reference,
+        noise_sigma=noise_sigma,
+        kept=int(decision.keep.sum()),
+        removed_small=decision.removed_small,
+        landmarks=landmarks,
+        exam=exam,
+        settings=settings,
+        backend=backend,
+    )
     summary = SegmentationSummary(
         reference_signal=reference,
         threshold=threshold,
@@ -427,8 +467,69 @@ def _segment(
         removed_small=decision.removed_small,
         removed_organ=decision.removed_organ,
         removed_no_bone=decision.removed_no_bone,
+        marrow_signal=marrow_ref.signal,
+        marrow_signal_sd=marrow_ref.signal_sd,
+        marrow_adc_um2s=marrow_ref.adc,
+        marrow_adc_sd_um2s=marrow_ref.adc_sd,
+        quality=assess_image(signals, settings),
     )
     return tumour, summary
+
+
+def _image_signals(
+    *,
+    tumour: Any,
+    high_b: Any,
+    adc: Any,
+    body: Any,
+    marrow: Any,
+    marrow_ref: MarrowReference,
+    muscle: float,
+    noise_sigma: float,
+    kept: int,
+    removed_small: int,
+    landmarks: BodyLandmarks,
+    exam: DwiExam,
+    settings: ProcessingSettings,
+    backend: Backend,
+) -> ImageSignals:
+    """The measured values behind the image-based reliability checks (``processing.quality``)."""
+    xp = backend.xp
+    voxel_ml = exam.voxel_volume_ml
+    found = marrow_ref.voxels >= settings.marrow_reference_min_voxels
+    # Muscle at the highest acquired b: invert the computed image's extrapolation
+    # S(b_c) = S(b_ref) exp(-(b_c - b_ref) ADC) over the reference (muscle) voxels.
+    b_ref = exam.b_values[-1]
+    low_ref, high_ref = settings.reference_adc_range_um2s
+    muscle_voxels = body & (adc >= xp.float32(low_ref)) & (adc <= xp.float32(high_ref))
+    snr: float | None = None
+    if noise_sigma > 0 and int(xp.count_nonzero(muscle_voxels)) > 0:
+        scale = xp.float32(1e-6 * (settings.segmentation_b_value - b_ref))
+        acquired = high_b[muscle_voxels] * xp.exp(adc[muscle_voxels] * scale)
+        snr = backend.scalar(xp.median(acquired)) / noise_sigma
+    values = adc[tumour]
+    segmented = int(values.size)
+    low, high = settings.adc_window_um2s
+    edge = xp.float32(settings.quality_adc_edge_um2s)
+    low_edge = int(xp.count_nonzero(values < xp.float32(low) + edge)) / max(segmented, 1)
+    high_edge = int(xp.count_nonzero(values > xp.float32(high) - edge)) / max(segmented, 1)
+    marrow_in_tumour = int(xp.count_nonzero(marrow & tumour))
+    return ImageSignals(
+        marrow_signal_ratio=marrow_ref.signal / muscle if found and muscle > 0 else None,
+        marrow_adc_um2s=marrow_ref.adc if found else None,
+        marrow_voxels=marrow_ref.voxels,
+        snr_high_b=snr,
+        marrow_segmented_fraction=marrow_in_tumour / marrow_ref.voxels if found else None,
+        adc_low_edge_fraction=low_edge,
+        adc_high_edge_fraction=high_edge,
+        tdv_ml=segmented * voxel_ml,
+        body_ml=int(xp.count_nonzero(body)) * voxel_ml,
+        small_components=removed_small,
+        components=kept,
+        spacing_mm=exam.spacing_mm,
+        neck_found=landmarks.neck is not None,
+        crotch_found=landmarks.crotch is not None,
+    )
 
 
 def _below_limit(exam: DwiExam, limit_z_mm: float, backend: Backend) -> Any:

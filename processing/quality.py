@@ -21,7 +21,9 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["QualityAssessment", "QualityFinding", "Verdict"]
+from processing.settings import ProcessingSettings
+
+__all__ = ["ImageSignals", "QualityAssessment", "QualityFinding", "Verdict", "assess_image"]
 
 
 class Verdict(Enum):
@@ -150,3 +152,247 @@ class QualityAssessment:
         findings = tuple(QualityFinding.from_dict(r) for r in data.get("reasons", ()))
         measures = {str(k): v for k, v in dict(data.get("measures", {})).items()}
         return cls(findings=findings, measures=MappingProxyType(measures))
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSignals:
+    """What the pipeline measured on one exam's images that predicts a wrong tumour load.
+
+    Every value is a plain number measured by :func:`processing.pipeline.process_exam`
+    (``None`` where it could not be measured); :func:`assess_image` turns them into
+    findings. Signal ratios are at the segmentation b-value.
+
+    Attributes
+    ----------
+    marrow_signal_ratio
+        Median (smoothed) high-b signal of the marrow-like voxels / muscle reference.
+    marrow_adc_um2s
+        Median ADC of the marrow-like voxels.
+    marrow_voxels
+        Number of marrow-like voxels (the patient's marrow reference needs enough).
+    snr_high_b
+        Muscle signal at the highest acquired b-value / background sigma
+        (``None`` when the background is masked or noise-free: sigma unknown).
+    marrow_segmented_fraction
+        Share of the marrow-like voxels that ended in the tumour mask.
+    adc_low_edge_fraction, adc_high_edge_fraction
+        Share of the segmented volume whose ADC lies within ``quality_adc_edge_um2s``
+        of the lower / upper bound of the ADC window.
+    tdv_ml
+        Total diffusion volume.
+    body_ml
+        Volume of the body mask.
+    small_components
+        Candidate components dropped for being under ``min_lesion_volume_ml`` (noise).
+    components
+        Components in the final mask.
+    spacing_mm
+        Voxel size (slice, row, column).
+    neck_found, crotch_found
+        Whether the body outline showed a neck (exam starts at the head) and separate
+        thighs (exam reaches the thighs).
+    """
+
+    marrow_signal_ratio: float | None
+    marrow_adc_um2s: float | None
+    marrow_voxels: int
+    snr_high_b: float | None
+    marrow_segmented_fraction: float | None
+    adc_low_edge_fraction: float
+    adc_high_edge_fraction: float
+    tdv_ml: float
+    body_ml: float
+    small_components: int
+    components: int
+    spacing_mm: tuple[float, float, float]
+    neck_found: bool
+    crotch_found: bool
+
+    def measures(self) -> dict[str, float | int | None]:
+        """Every signal as a flat JSON-ready mapping (the ``measures`` of the verdict)."""
+        dz, dy, dx = self.spacing_mm
+        return {
+            "marrow_signal_ratio": _rounded(self.marrow_signal_ratio),
+            "marrow_adc_um2s": _rounded(self.marrow_adc_um2s),
+            "marrow_voxels": self.marrow_voxels,
+            "snr_high_b": _rounded(self.snr_high_b),
+            "marrow_segmented_fraction": _rounded(self.marrow_segmented_fraction),
+            "adc_low_edge_fraction": _rounded(self.adc_low_edge_fraction),
+            "adc_high_edge_fraction": _rounded(self.adc_high_edge_fraction),
+            "tdv_ml": _rounded(self.tdv_ml),
+            "body_ml": _rounded(self.body_ml),
+            "small_components": self.small_components,
+            "components": self.components,
+            "slice_mm": _rounded(dz),
+            "pixel_mm": _rounded(max(dy, dx)),
+            "neck_found": int(self.neck_found),
+            "crotch_found": int(self.crotch_found),
+        }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+def _grade(value: float, limits: tuple[float, float], *, above: bool = True) -> Verdict:
+    """``review`` past the first limit, ``unreliable`` past the second (above or below)."""
+    review, unreliable = limits
+    if above:
+        if value > unreliable:
+            return Verdict.UNRELIABLE
+        return Verdict.REVIEW if value > review else Verdict.OK
+    if value < unreliable:
+        return Verdict.UNRELIABLE
+    return Verdict.REVIEW if value < review else Verdict.OK
+
+
+def assess_image(signals: ImageSignals, settings: ProcessingSettings) -> QualityAssessment:
+    """The image-based findings of one exam (limits in ``settings``, ``docs/algorithm.md``)."""
+    findings: list[QualityFinding] = []
+
+    def add(
+        code: str, severity: Verdict, message: str, value: float | None, limit: float | None
+    ) -> None:
+        if severity is not Verdict.OK:
+            findings.append(QualityFinding(code, severity, message, value=value, limit=limit))
+
+    def limit_of(severity: Verdict, limits: tuple[float, float]) -> float:
+        return limits[1] if severity is Verdict.UNRELIABLE else limits[0]
+
+    if signals.marrow_voxels < settings.marrow_reference_min_voxels:
+        add(
+            "marrow_not_found",
+            Verdict.REVIEW,
+            f"Only {signals.marrow_voxels} voxels look like normal marrow (at least "
+            f"{settings.marrow_reference_min_voxels} needed): the patient's marrow signal could "
+            "not be estimated, so normal marrow may be segmented as disease.",
+            float(signals.marrow_voxels),
+            float(settings.marrow_reference_min_voxels),
+        )
+    if signals.marrow_signal_ratio is not None:
+        limits = settings.quality_marrow_ratio_limits
+        severity = _grade(signals.marrow_signal_ratio, limits)
+        add(
+            "marrow_bright",
+            severity,
+            f"Normal marrow is {signals.marrow_signal_ratio:.1f} x muscle on the computed "
+            f"b{settings.segmentation_b_value:g} image (limit {limit_of(severity, limits):g}): "
+            "lesions no brighter than this marrow cannot be told from it.",
+            signals.marrow_signal_ratio,
+            limit_of(severity, limits),
+        )
+    if signals.marrow_adc_um2s is not None:
+        limits = settings.quality_marrow_adc_limits_um2s
+        severity = _grade(signals.marrow_adc_um2s, limits)
+        add(
+            "marrow_adc_high",
+            severity,
+            f"Normal marrow has a median ADC of {signals.marrow_adc_um2s:.0f} um2/s (limit "
+            f"{limit_of(severity, limits):g}): close to that of active disease, so the ADC "
+            "separates them poorly (diffuse infiltration or red-marrow reconversion?).",
+            signals.marrow_adc_um2s,
+            limit_of(severity, limits),
+        )
+    if signals.snr_high_b is not None:
+        limits = settings.quality_snr_limits
+        severity = _grade(signals.snr_high_b, limits, above=False)
+        add(
+            "low_snr",
+            severity,
+            f"The signal-to-noise ratio of muscle at the highest b-value is "
+            f"{signals.snr_high_b:.1f} (limit {limit_of(severity, limits):g}): noise may be "
+            "segmented and the ADC is biased.",
+            signals.snr_high_b,
+            limit_of(severity, limits),
+        )
+    if signals.marrow_segmented_fraction is not None:
+        limits = settings.quality_marrow_segmented_limits
+        severity = _grade(signals.marrow_segmented_fraction, limits)
+        add(
+            "marrow_segmented",
+            severity,
+            f"{100 * signals.marrow_segmented_fraction:.1f} % of the normal-looking marrow is in "
+            f"the tumour mask (limit {100 * limit_of(severity, limits):g} %): normal marrow may "
+            "be segmented as disease.",
+            signals.marrow_segmented_fraction,
+            limit_of(severity, limits),
+        )
+    low, high = settings.adc_window_um2s
+    edge = settings.quality_adc_edge_um2s
+    for code, fraction, where in (
+        ("adc_low_edge", signals.adc_low_edge_fraction, f"{low:g}-{low + edge:g}"),
+        ("adc_high_edge", signals.adc_high_edge_fraction, f"{high - edge:g}-{high:g}"),
+    ):
+        limits = settings.quality_adc_edge_limits
+        severity = _grade(fraction, limits) if signals.tdv_ml > 0 else Verdict.OK
+        add(
+            code,
+            severity,
+            f"{100 * fraction:.0f} % of the segmented volume has an ADC of {where} um2/s, at the "
+            f"edge of the ADC window (limit {100 * limit_of(severity, limits):g} %): the window "
+            "is cutting through a tissue (normal marrow or fluid) rather than around lesions.",
+            fraction,
+            limit_of(severity, limits),
+        )
+    marrow_ml = settings.quality_marrow_body_fraction * signals.body_ml
+    if marrow_ml > 0:
+        ratio = signals.tdv_ml / marrow_ml
+        limits = settings.quality_tdv_marrow_limits
+        severity = _grade(ratio, limits)
+        add(
+            "tdv_implausible",
+            severity,
+            f"The tumour volume ({signals.tdv_ml:.0f} ml) is {100 * ratio:.0f} % of the marrow "
+            f"volume expected for this body ({marrow_ml:.0f} ml; limit "
+            f"{100 * limit_of(severity, limits):g} %): whole bones or organs may be segmented.",
+            ratio,
+            limit_of(severity, limits),
+        )
+    limits_n = settings.quality_small_components_limits
+    severity = _grade(float(signals.small_components), limits_n)
+    add(
+        "many_small_components",
+        severity,
+        f"{signals.small_components} candidate regions were smaller than "
+        f"{settings.min_lesion_volume_ml:g} ml (limit {limit_of(severity, limits_n):g}): the "
+        "high-b image is noisy and noise clusters may be counted as lesions.",
+        float(signals.small_components),
+        limit_of(severity, limits_n),
+    )
+    dz, dy, dx = signals.spacing_mm
+    pixel = max(dy, dx)
+    for code, size, limits, what in (
+        ("coarse_pixels", pixel, settings.quality_pixel_limits_mm, "pixel"),
+        ("thick_slices", dz, settings.quality_slice_limits_mm, "slice thickness"),
+    ):
+        severity = _grade(size, limits)
+        add(
+            code,
+            severity,
+            f"The {what} is {size:.1f} mm (limit {limit_of(severity, limits):g} mm): voxels this "
+            "coarse merge lesions with marrow and organs, and the marrow-contact and skull rules "
+            "need about 3-4 mm.",
+            size,
+            limit_of(severity, limits),
+        )
+    if not signals.neck_found:
+        add(
+            "no_neck",
+            Verdict.REVIEW,
+            "No neck was found on the body outline: the exam may not start at the vertex, so the "
+            "head rule (brain, salivary glands) was not applied and body levels are estimated.",
+            None,
+            None,
+        )
+    if not signals.crotch_found:
+        add(
+            "no_thighs",
+            Verdict.REVIEW,
+            "The exam does not reach separate thighs: the pelvis or femora may be cut off and "
+            "body levels are estimated.",
+            None,
+            None,
+        )
+    return QualityAssessment(
+        findings=tuple(findings), measures=MappingProxyType(signals.measures())
+    )

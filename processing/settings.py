@@ -128,6 +128,21 @@ class ProcessingSettings:
     is marrow-like (bone lesions are embedded in marrow; bowel, prostate, testes and nodes are
     wrapped in fat). Small on purpose: a lesion that fills a thin bone (rib, transverse
     process) touches marrow only at its ends. 0 disables the rule."""
+    marrow_reference_min_voxels: int = 1000
+    """The patient's own normal-marrow signal and ADC (median and robust SD over the
+    marrow-like voxels) are estimated when at least this many voxels are marrow-like
+    (~50 ml on a 3.3 x 3.3 x 5 mm grid; an adult's red marrow is > 1000 ml); below it the
+    marrow rule is skipped and the verdict says so."""
+    marrow_signal_margin_sd: float = 3.0
+    """A candidate is kept when its smoothed high-b signal exceeds the patient's marrow
+    median by this many robust SDs (focal lesions are brighter than the surrounding marrow:
+    MY-RADS, Messiou 2019) ..."""
+    marrow_adc_margin_sd: float = 3.0
+    """... or its ADC exceeds the marrow median ADC by this many robust SDs (normal marrow
+    422 +/- 67 um2/s, PMC8161193; disease raises it, Messiou 2011). A voxel within the
+    marrow's own distribution in both is normal marrow, however bright the marrow is
+    (normal marrow is 3.2 +/- 0.9 x muscle at b900, PMC8161193). 3 SD: ~0.3 % of normal
+    marrow voxels pass each test by chance, as scattered voxels the minimum volume drops."""
 
     # --- components -----------------------------------------------------------------
     min_lesion_volume_ml: float = 0.5
@@ -173,8 +188,62 @@ class ProcessingSettings:
     tDV, the histogram and the ADC classes, and the verdict says that the table is not
     complete. A noisy exam must not become hundreds of "lesions"."""
 
+    # --- reliability verdict (processing.quality; (review, unreliable) limits) ----------
+    quality_marrow_ratio_limits: tuple[float, float] = (4.0, 6.0)
+    """Normal marrow over muscle at the segmentation b-value: above 4 (the edge of the
+    validated envelope; population 3.2 +/- 0.9 at b900, PMC8161193) review, above 6
+    unreliable (only lesions far brighter than marrow stand out)."""
+    quality_marrow_adc_limits_um2s: tuple[float, float] = (600.0, 700.0)
+    """Median ADC of the marrow-like voxels: normal marrow 422 +/- 67 um2/s (PMC8161193);
+    above 600 it nears the 655 normal/abnormal cut-off (Messiou 2011) and the ADC no longer
+    separates marrow from disease (review); above 700 unreliable."""
+    quality_snr_limits: tuple[float, float] = (15.0, 8.0)
+    """Muscle SNR at the highest acquired b-value: below 15 review (the lower edge of the
+    validated envelope), below 8 unreliable."""
+    quality_marrow_segmented_limits: tuple[float, float] = (0.10, 0.30)
+    """Share of the marrow-like voxels that end in the tumour mask."""
+    quality_adc_edge_um2s: float = 50.0
+    """Width of the band at each end of the ADC window (two histogram bins) ..."""
+    quality_adc_edge_limits: tuple[float, float] = (0.35, 0.60)
+    """... and the share of the segmented volume in that band that raises review /
+    unreliable (mass piled against an edge: the window cuts through a tissue)."""
+    quality_marrow_body_fraction: float = 0.05
+    """Expected marrow volume as a share of the body volume in the field of view (ICRP
+    Publication 89 reference adults: bone marrow ~5 % of body mass) ..."""
+    quality_tdv_marrow_limits: tuple[float, float] = (0.25, 0.60)
+    """... and tDV over that volume that raises review / unreliable (whole bones or organs
+    segmented)."""
+    quality_small_components_limits: tuple[float, float] = (150.0, 400.0)
+    """Candidate components dropped as under ``min_lesion_volume_ml``: many are noise
+    clusters, the sign of a noisy high-b image."""
+    quality_pixel_limits_mm: tuple[float, float] = (4.5, 6.0)
+    """In-plane pixel size: WB-DWI protocols use 1.5-4 mm; coarser voxels merge lesions with
+    marrow and organs."""
+    quality_slice_limits_mm: tuple[float, float] = (8.0, 10.0)
+    """Slice thickness: WB-DWI protocols use 4-8 mm."""
+
     def __post_init__(self) -> None:
         problems: list[str] = []
+        for name in (
+            "quality_marrow_ratio_limits",
+            "quality_marrow_adc_limits_um2s",
+            "quality_marrow_segmented_limits",
+            "quality_adc_edge_limits",
+            "quality_tdv_marrow_limits",
+            "quality_small_components_limits",
+            "quality_pixel_limits_mm",
+            "quality_slice_limits_mm",
+        ):
+            review, unreliable = getattr(self, name)
+            if not 0 <= review <= unreliable:
+                problems.append(f"{name} must be (review, unreliable), 0 <= review <= unreliable")
+        snr_review, snr_unreliable = self.quality_snr_limits
+        if not snr_review >= snr_unreliable >= 0:
+            problems.append(
+                "quality_snr_limits must be (review, unreliable), review >= unreliable >= 0"
+            )
+        if self.marrow_reference_min_voxels < 1:
+            problems.append("marrow_reference_min_voxels must be >= 1")
         if self.adc_fit_iterations < 1:
             problems.append("adc_fit_iterations must be >= 1")
         if not self.computed_b_values:
@@ -207,6 +276,10 @@ class ProcessingSettings:
             "organ_min_thickness_mm",
             "skull_shell_mm",
             "marrow_min_signal_ratio",
+            "marrow_signal_margin_sd",
+            "marrow_adc_margin_sd",
+            "quality_adc_edge_um2s",
+            "quality_marrow_body_fraction",
             "adc_max_um2s",
             "body_threshold_snr",
         ):

@@ -9,8 +9,9 @@ import pytest
 
 from processing.adc import NoiseEstimate
 from processing.backend import Device, select_backend
-from processing.normal_structures import spinal_cord
-from processing.phantom import Phantom, Tissue, make_phantom
+from processing.normal_structures import component_rules, spinal_cord
+from processing.phantom import MARROW_TISSUES, Phantom, Tissue, make_phantom
+from processing.phantom_variation import PhantomVariation
 from processing.pipeline import process_exam
 from processing.results import BodyRegion, ProcessingResult
 from processing.segmentation import body_mask, component_slice_range, label_components
@@ -157,6 +158,47 @@ def test_excluding_the_head_drops_the_skull_lesion(
     assert isinstance(neck, int)
     assert not result.tumour_mask[: neck + 1].any()
     assert not _detected(phantom, result)["skull"]
+
+
+@pytest.mark.parametrize(
+    ("ratio", "marrow_adc", "snr_high_b"),
+    [
+        (4.0, 400.0, 15.0),  # before issue 10: a speckled liver kept as a 1165 ml lesion
+        (3.0, 550.0, 30.0),  # before issue 10: the whole skeleton merged, no lesion found
+        (1.5, 550.0, 30.0),  # before issue 10: tDV 7.8 x the truth, half the lesions merged
+    ],
+)
+def test_bright_normal_marrow_is_not_segmented(
+    ratio: float, marrow_adc: float, snr_high_b: float
+) -> None:
+    """Normal marrow brighter than the muscle threshold (3.2 +/- 0.9 x muscle, PMC8161193)."""
+    variation = PhantomVariation(
+        marrow_b1000_ratio=ratio, marrow_adc_um2s=marrow_adc, snr_high_b=snr_high_b
+    )
+    phantom = make_phantom("reference", seed=1, variation=variation)
+    result = process_exam(phantom.to_exam(), device="cpu")
+    assert result.stats.tdv_ml == pytest.approx(phantom.truth["total_lesion_volume_ml"], rel=0.2)
+    detected = _detected(phantom, result)
+    big = [lesion["key"] for lesion in phantom.truth["lesions"] if lesion["volume_ml"] >= 1.0]
+    assert sum(detected[key] for key in big) >= 0.9 * len(big)
+    assert _false_positives(phantom, result) <= 1
+    marrow = np.isin(phantom.tissue_labels, [int(t) for t in MARROW_TISSUES])
+    assert (result.tumour_mask & marrow).sum() <= 0.02 * result.tumour_mask.sum()
+    assert result.diagnostics["marrow_adc_um2s"] == pytest.approx(marrow_adc, rel=0.05)
+
+
+def test_a_speckled_large_organ_is_still_a_solid_organ() -> None:
+    """Single-voxel holes (an organ just above the threshold at low SNR) do not hide thickness."""
+    spacing = (5.0, 3.3, 3.3)
+    candidates = np.zeros((20, 40, 40), dtype=bool)
+    candidates[2:18, 4:36, 4:36] = True  # 1393 ml, 40 mm deep
+    rng = np.random.default_rng(0)
+    candidates &= rng.random(candidates.shape) > 0.08  # 8 % holes
+    components = label_components(candidates, CPU)
+    marrow = np.zeros(candidates.shape, dtype=bool)
+    decision = component_rules(components, marrow, spacing, SETTINGS, CPU)
+    assert decision.removed_organ == 1
+    assert not decision.keep[1:].any()
 
 
 @pytest.mark.slow

@@ -57,6 +57,7 @@ __all__ = [
     "TrendPoint",
     "compare_exams",
     "comparison_to_dict",
+    "doubtful_reference_notes",
     "response_settings_for",
     "select_baseline",
     "yellow_lower_bound",
@@ -332,6 +333,40 @@ def compare_exams(
         ),
         settings=settings,
     )
+
+
+def doubtful_reference_notes(
+    comparison: Comparison, exams: Sequence[ExamSummary]
+) -> tuple[str, ...]:
+    """Sentences for the reader when the previous exam or the baseline had a doubtful result.
+
+    A comparison is only as good as its reference: when the verdict kept with
+    the previous exam's or the baseline's summary (``ExamSummary.quality``)
+    was not ``ok``, the changes against it may be wrong. ``exams`` are the
+    summaries the comparison was computed from; an exam whose verdict is not
+    known (processed before verdicts were kept, or read from a report) gives
+    no note.
+    """
+    by_uid = {exam.study_instance_uid: exam for exam in exams}
+    roles = {comparison.previous_study_uid: "previous exam"}
+    if comparison.baseline_study_uid != comparison.current_study_uid:
+        roles.setdefault(comparison.baseline_study_uid, "baseline")
+        if comparison.baseline_study_uid == comparison.previous_study_uid:
+            roles[comparison.previous_study_uid] = "previous exam and baseline"
+    notes = []
+    for uid, role in roles.items():
+        exam = by_uid.get(uid)
+        if exam is None or exam.quality is None:
+            continue
+        verdict = exam.quality.verdict
+        if verdict.severity == 0:
+            continue
+        reasons = ", ".join(finding.code for finding in exam.quality.findings)
+        notes.append(
+            f"The {role} ({uid}) was reported with the verdict {verdict.value} ({reasons}): "
+            "the changes against it may be wrong."
+        )
+    return tuple(notes)
 
 
 def comparison_to_dict(comparison: Comparison) -> dict[str, Any]:

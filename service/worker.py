@@ -33,7 +33,7 @@ from dicom_node.assembly import assemble_exam
 from dicom_node.coverage import with_coverage_findings
 from dicom_node.errors import DicomNodeError
 from dicom_node.export import read_result_identity
-from dicom_node.write_results import earlier_version_reports, write_results
+from dicom_node.write_results import write_results
 from dicom_node.writers import installed_version
 from processing.backend import (
     BackendUnavailableError,
@@ -43,6 +43,7 @@ from processing.backend import (
     recheck_gpu,
     select_backend,
 )
+from processing.comparison import doubtful_reference_notes
 from processing.errors import ProcessingError
 from processing.exam import DwiExam
 from processing.exam_summary import summarize_exam
@@ -51,7 +52,6 @@ from processing.pipeline import measure_tumour_mask, process_exam
 from processing.quality import QualityAssessment, Verdict
 from processing.results import ProcessingResult
 from processing.settings import ProcessingSettings
-from service.completion import results_folder
 from service.corrections import (
     NothingToCorrectError,
     PreparedCorrection,
@@ -166,6 +166,9 @@ def run_job(spec: JobSpec) -> JobOutcome:
             quality=result.quality,
         )
         comparison = compare_with_priors(exam_summary, priors.prepared, settings)
+    notes = priors.warnings
+    if comparison is not None and priors.prepared is not None:
+        notes = (*notes, *doubtful_reference_notes(comparison, priors.prepared.priors))
     output_dir = Path(spec.output_dir)
     files = write_results(
         exam,
@@ -176,17 +179,8 @@ def run_job(spec: JobSpec) -> JobOutcome:
         prior_histograms=(
             priors.prepared.histograms_for(comparison) if priors.prepared is not None else ()
         ),
-        report_notes=priors.warnings,
+        report_notes=notes,
         correction=None if correction is None else correction.writer,
-        # a later version (late images) names the reports it replaces
-        earlier_reports=(
-            earlier_version_reports(
-                results_folder(Path(spec.output_dir).parent.parent, spec.study_uid, number)
-                for number in range(1, spec.version)
-            )
-            if correction is None
-            else ()
-        ),
     )
     if exam_summary is not None and priors.history is not None:
         exam_summary = record_processed_exam(priors.history, exam_summary, files)
@@ -198,8 +192,8 @@ def run_job(spec: JobSpec) -> JobOutcome:
         summary=exam_summary,
         comparison=comparison,
     )
-    measurements["warnings"] = list(priors.warnings)
-    warnings = (*priors.warnings, *([gpu_fallback] if gpu_fallback else []))
+    measurements["warnings"] = list(notes)
+    warnings = (*notes, *([gpu_fallback] if gpu_fallback else []))
     summary = {
         "job_id": spec.job_id,
         "job_key": spec.job_key,

@@ -40,6 +40,7 @@ from processing.backend import BackendUnavailableError, Device
 from processing.comparison import (
     Comparison,
     compare_exams,
+    doubtful_reference_notes,
     response_settings_for,
     select_baseline,
     yellow_lower_bound,
@@ -337,6 +338,7 @@ def run_offline(
         else None
     )
     out.mkdir(parents=True, exist_ok=True)
+    notes = doubtful_reference_notes(comparison, earlier) if comparison else ()
     dicom_files = write_results(
         exam,
         result,
@@ -345,6 +347,7 @@ def run_offline(
         comparison=comparison,
         prior_histograms=comparison_histograms(comparison, earlier) if comparison else (),
         correction=None if correction is None else correction.writer,
+        report_notes=notes,
     )
     summary = ExamSummary.from_dict(
         {
@@ -361,6 +364,8 @@ def run_offline(
         comparison=comparison,
     )
     measurements["timings_s"] = {"assemble": assemble_s, **measurements["timings_s"]}
+    if notes:
+        measurements["warnings"] = list(notes)
     if correction is not None:
         measurements["correction"] = correction.describe()
     path = out / MEASUREMENTS_FILE

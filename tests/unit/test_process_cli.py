@@ -64,6 +64,21 @@ def test_process_writes_measurements(
     assert report["software_version"]
 
 
+def test_fewer_stations_than_expected_make_the_verdict_unreliable(
+    phantom_dicom: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    argv = ["process", str(phantom_dicom), "--out", str(out), "--device", "cpu"]
+    assert main([*argv, "--expected-stations", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "wbdwi process: verdict unreliable: " in printed
+    assert "The exam has 3 of the 4 stations expected" in printed
+    quality = json.loads((out / "measurements.json").read_text())["quality"]
+    [missing] = [r for r in quality["reasons"] if r["code"] == "stations_missing"]
+    assert (missing["value"], missing["limit"]) == (3.0, 4.0)
+    assert quality["measures"]["stations"] == 3
+
+
 def test_baseline_p95_sets_the_yellow_class(phantom_dicom: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = ["process", str(phantom_dicom), "--out", str(out), "--device", "cpu"]

@@ -15,6 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from dicom_node.spool import SpooledInstance
+from processing.comparison import compare_exams, doubtful_reference_notes
 from processing.exam_summary import ExamSummary, summarize_exam
 from processing.measurements import measurements_dict
 from processing.quality import QualityAssessment, QualityFinding, Verdict
@@ -216,3 +217,21 @@ def test_exam_summary_keeps_the_verdict(synthetic: SyntheticExam) -> None:
     assert older["quality"] is None
     del older["quality"]  # written before verdicts were kept
     assert ExamSummary.from_dict(older).quality is None
+
+
+def test_a_comparison_with_a_doubtful_prior_says_so(synthetic: SyntheticExam) -> None:
+    result = make_result(synthetic)
+    earlier = dataclasses.replace(synthetic.exam, study_instance_uid="1.2.826.0.1.5")
+    doubtful = QualityAssessment(findings=(UNRELIABLE,))
+    prior = summarize_exam(earlier, result.stats, study_date="20230101", quality=doubtful)
+    current = summarize_exam(synthetic.exam, result.stats, study_date="20240102")
+    comparison = compare_exams(current, [prior])
+    [note] = doubtful_reference_notes(comparison, [prior])
+    assert note == (
+        "The previous exam and baseline (1.2.826.0.1.5) was reported with the verdict "
+        "unreliable (stations_missing): the changes against it may be wrong."
+    )
+    trusted = dataclasses.replace(prior, quality=QualityAssessment())
+    assert doubtful_reference_notes(comparison, [trusted]) == ()
+    unknown = dataclasses.replace(prior, quality=None)  # before verdicts were kept
+    assert doubtful_reference_notes(comparison, [unknown]) == ()

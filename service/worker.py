@@ -33,7 +33,7 @@ from dicom_node.assembly import assemble_exam
 from dicom_node.coverage import with_coverage_findings
 from dicom_node.errors import DicomNodeError
 from dicom_node.export import read_result_identity
-from dicom_node.write_results import write_results
+from dicom_node.write_results import earlier_version_reports, write_results
 from dicom_node.writers import installed_version
 from processing.backend import (
     BackendUnavailableError,
@@ -52,6 +52,7 @@ from processing.pipeline import measure_tumour_mask, process_exam
 from processing.quality import QualityAssessment, Verdict
 from processing.results import ProcessingResult
 from processing.settings import ProcessingSettings
+from service.completion import results_folder
 from service.corrections import (
     NothingToCorrectError,
     PreparedCorrection,
@@ -181,6 +182,15 @@ def run_job(spec: JobSpec) -> JobOutcome:
         ),
         report_notes=notes,
         correction=None if correction is None else correction.writer,
+        # a later version (late images) names the reports it replaces
+        earlier_reports=(
+            earlier_version_reports(
+                results_folder(Path(spec.output_dir).parent.parent, spec.study_uid, number)
+                for number in range(1, spec.version)
+            )
+            if correction is None
+            else ()
+        ),
     )
     if exam_summary is not None and priors.history is not None:
         exam_summary = record_processed_exam(priors.history, exam_summary, files)

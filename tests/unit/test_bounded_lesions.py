@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,14 +133,18 @@ def test_measurements_report_the_other_foci(
     assert [r["code"] for r in report["quality"]["reasons"]] == [UNLISTED_FOCI]
 
 
-def test_seg_has_one_segment_per_listed_lesion(
-    ctx: WriterContext, bounded: ProcessingResult, tmp_path: Path
+def test_seg_has_one_segment_per_listed_lesion_and_one_for_the_other_foci(
+    ctx: WriterContext, synthetic: SyntheticExam, bounded: ProcessingResult
 ) -> None:
     geometric = build_computed_b_series(ctx, bounded.computed[0], bounded.body_mask)
     output = build_segmentation(ctx, bounded, geometric.datasets)
-    assert len(output.dataset.SegmentSequence) == 4 + LIMIT
-    total = output.dataset.SegmentSequence[0]
-    assert total.SegmentLabel == "Total tumour load"
+    assert sorted(output.lesions) == list(range(1, LIMIT + 1))
+    assert output.lesion_dataset is not None
+    assert len(output.lesion_dataset.SegmentSequence) == LIMIT + 1
+    assert output.other is not None
+    assert output.other.voxels * synthetic.exam.voxel_volume_ml == pytest.approx(
+        bounded.stats.other_foci_ml
+    )
 
 
 def test_comparison_does_not_call_unlisted_foci_new_or_gone(

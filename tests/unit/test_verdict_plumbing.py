@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import sqlite3
 import time
 from pathlib import Path
 
@@ -235,3 +236,22 @@ def test_a_comparison_with_a_doubtful_prior_says_so(synthetic: SyntheticExam) ->
     assert doubtful_reference_notes(comparison, [trusted]) == ()
     unknown = dataclasses.replace(prior, quality=None)  # before verdicts were kept
     assert doubtful_reference_notes(comparison, [unknown]) == ()
+
+
+def test_a_version_2_job_store_gains_the_verdict_columns(tmp_path: Path) -> None:
+    path = tmp_path / JOB_STORE_FILE
+    SqliteJobStore(path).close()
+    connection = sqlite3.connect(path)
+    for column in ("verdict", "quality", "held_since"):  # as a version 2 node left it
+        connection.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+    connection.execute("PRAGMA user_version=2")
+    connection.commit()
+    connection.close()
+    store = SqliteJobStore(path)
+    _queued(store, tmp_path, "1.2.9")
+    _run(store, QualityAssessment(findings=(REVIEW,)))
+    assert store.verdict_counts()[Verdict.REVIEW] == 1
+    store.close()
+    connection = sqlite3.connect(path)
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == 3
+    connection.close()

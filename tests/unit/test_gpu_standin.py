@@ -1,0 +1,112 @@
+"""The GPU path runs on every CPU machine: CuPy replaced by a NumPy stand-in with CuPy's rules.
+
+The stand-in (:mod:`tests.cupy_standin`) refuses what CuPy refuses (a device
+array given to NumPy or SciPy, host and device arrays mixed, a device scalar
+used as an index), so a NumPy-only call in the GPU path fails here. Its
+arithmetic is NumPy's, so the GPU path must give the CPU's result exactly: the
+cases of ``tests/gpu`` are compared with :func:`compare_results` at zero mask
+tolerance and bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.ndimage
+
+from processing.backend import gpu_status
+from processing.phantom import make_phantom
+from processing.pipeline import process_exam
+from processing.settings import ProcessingSettings
+from processing.statistics import adc_histogram
+from service.worker import process_on_device
+from tests.backend_comparison import QUANTISED, compare_results
+from tests.cupy_standin import DeviceArray, install_cupy_standin
+from tests.gpu.test_gpu_matches_cpu import CASES
+
+ARRAYS = ("adc", "adc_valid", "body_mask", "tumour_mask", "class_labels", "lesion_labels")
+
+
+@pytest.fixture
+def standin(monkeypatch: pytest.MonkeyPatch) -> Any:
+    install_cupy_standin(monkeypatch)
+    import cupy
+
+    return cupy
+
+
+@pytest.mark.parametrize(
+    ("name", "misuse"),
+    [
+        ("np.asarray", lambda cp, x: np.asarray(x)),
+        ("scipy", lambda cp, x: scipy.ndimage.label(x > 2)),
+        ("host + device", lambda cp, x: x + np.ones(6)),
+        ("cupy function on host data", lambda cp, x: cp.sum(np.ones(3))),
+        ("device scalar as index", lambda cp, x: range(x.sum().astype(int))),
+    ],
+)
+def test_the_standin_refuses_what_cupy_refuses(standin: Any, name: str, misuse: Any) -> None:
+    device = standin.asarray(np.arange(6.0))
+    with pytest.raises(TypeError):
+        misuse(standin, device)
+
+
+def test_the_standin_passes_the_device_probe(standin: Any) -> None:
+    usable, detail = gpu_status()
+    assert usable, detail
+    assert detail.startswith("gpu (NumPy stand-in")
+
+
+@pytest.mark.parametrize(
+    "case", ["small-snr40", "reference-quantised", "head-excluded", "nothing-segmented"]
+)
+def test_the_gpu_path_gives_the_cpu_result_exactly(standin: Any, case: str) -> None:
+    make_exam, settings, _ = CASES[case]
+    exam = make_exam()
+    cpu = process_exam(exam, settings, device="cpu")
+    gpu = process_exam(exam, settings, device="gpu")
+    assert gpu.device.startswith("gpu (NumPy stand-in")
+    assert compare_results(cpu, gpu, QUANTISED) == []
+    for name in ARRAYS:
+        assert np.array_equal(getattr(gpu, name), getattr(cpu, name)), name
+    for mine, theirs in zip(cpu.computed, gpu.computed, strict=True):
+        assert np.array_equal(theirs.image, mine.image)
+    assert gpu.stats == cpu.stats
+    assert gpu.quality == cpu.quality
+
+
+def _numpy_only_histogram(values: Any, **kwargs: Any) -> Any:
+    # A host-only call on device data (a NumPy array wanted): fails on a GPU.
+    np.asarray(values)
+    return adc_histogram(values, **kwargs)
+
+
+def test_a_numpy_only_call_in_the_gpu_path_fails(
+    standin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("processing.pipeline.adc_histogram", _numpy_only_histogram)
+    exam = make_phantom("small", snr=40.0, seed=0).to_exam()
+    process_exam(exam, device="cpu")  # fine on the CPU
+    with pytest.raises(TypeError, match="Implicit conversion to a NumPy array"):
+        process_exam(exam, device="gpu")
+
+
+def test_auto_reruns_a_gpu_only_bug_on_the_cpu_and_keeps_the_gpu(
+    standin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("processing.pipeline.adc_histogram", _numpy_only_histogram)
+    exam = make_phantom("small", snr=40.0, seed=0).to_exam()
+    result, note = process_on_device(exam, ProcessingSettings(), "auto")
+    assert result.device.startswith("cpu")
+    assert "processed on the CPU after the GPU failed (TypeError: Implicit conversion" in note
+    assert gpu_status()[0]  # not a CUDA error: the GPU stays in use
+
+
+def test_device_arrays_are_not_numpy_arrays(standin: Any) -> None:
+    device = standin.zeros((2, 3), dtype=standin.float32)
+    assert isinstance(device, DeviceArray)
+    assert not isinstance(device, np.ndarray)
+    assert isinstance(device.sum(), DeviceArray)  # reductions stay on the device
+    assert device.get().shape == (2, 3)

@@ -10,17 +10,22 @@ tolerance and bit for bit.
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import scipy.ndimage
+from structlog.testing import capture_logs
 
 from processing.backend import gpu_status
 from processing.phantom import make_phantom
 from processing.pipeline import process_exam
 from processing.settings import ProcessingSettings
 from processing.statistics import adc_histogram
+from service.node import Node
+from service.settings import load_settings
 from service.worker import process_on_device
 from tests.backend_comparison import QUANTISED, compare_results
 from tests.cupy_standin import DeviceArray, install_cupy_standin
@@ -110,3 +115,21 @@ def test_device_arrays_are_not_numpy_arrays(standin: Any) -> None:
     assert not isinstance(device, np.ndarray)
     assert isinstance(device.sum(), DeviceArray)  # reductions stay on the device
     assert device.get().shape == (2, 3)
+
+
+def test_the_node_warms_the_gpu_up_at_start_off_the_receive_path(
+    standin: Any, tmp_path: Path
+) -> None:
+    settings = load_settings(env={}, overrides={"node": {"data_dir": tmp_path, "port": 11112}})
+    node = Node(settings)
+    try:
+        with capture_logs() as logs:
+            backend = node.select_device()
+            [warm_up] = [t for t in threading.enumerate() if t.name == "gpu-warmup"]
+            warm_up.join(timeout=120)
+    finally:
+        node.stop()
+    assert backend.is_gpu
+    assert not warm_up.is_alive()
+    assert "gpu-warmup" not in node._threads  # it ends: not a thread readiness waits for
+    assert [e["event"] for e in logs if e["event"].startswith("gpu_")] == ["gpu_warmed_up"]

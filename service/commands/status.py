@@ -211,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
                     "not_before": j.not_before or None,
                     "priors": priors[j.job_id],
                     "quality": None if j.quality is None else j.quality.as_dict(),
+                    "held_since": j.held_since,
                 }
                 for j in jobs
             ],

@@ -25,15 +25,23 @@ from dicom_node.scanner import write_exam
 from dicom_node.spool import SpooledInstance
 from processing.phantom import make_phantom
 from processing.quality import Verdict
+from service.cli import main
 from service.completion import CompletionDetector
 from service.jobs import JobSpec, JobState
 from service.jobstore import SqliteJobStore
+from service.node import JOB_STORE_FILE
 from service.settings import load_settings
 from service.worker import run_job
 
 EXPECTED = CoverageExpectation(stations=3, source="calling AE SCANNER")
 EXTRA_WAIT = 300.0
 QUIET = 60.0
+
+
+@pytest.fixture(autouse=True)
+def _no_wbdwi_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("WBDWI_")]:
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="module")
@@ -136,12 +144,12 @@ def _detector(tmp_path: Path, clock: Clock) -> tuple[SqliteJobStore, CompletionD
         '[[calling_ae]]\nae_title = "SCANNER"\nexpected_stations = 3\n'
     )
     settings = load_settings(config, env={})
-    store = SqliteJobStore(tmp_path / "jobs.sqlite")
+    store = SqliteJobStore(tmp_path / JOB_STORE_FILE)
     return store, CompletionDetector(store, settings, "1.0", clock=clock)
 
 
 def test_two_of_three_stations_are_held_for_the_extra_wait(
-    exam_files: list[Path], tmp_path: Path
+    exam_files: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     clock = Clock(1_000_000.0)
     store, detector = _detector(tmp_path, clock)
@@ -158,6 +166,10 @@ def test_two_of_three_stations_are_held_for_the_extra_wait(
     assert record.held_since == clock.now
     assert record.reason.startswith("held until ")
     assert "2 of the 3 stations expected for calling AE SCANNER" in record.reason
+    assert main(["status", "--data-dir", str(tmp_path), "--json"]) == 0
+    [job] = json.loads(capsys.readouterr().out)["jobs"]
+    assert job["state"] == "receiving" and job["held_since"] == clock.now
+    assert job["reason"] == record.reason
 
     clock.now += EXTRA_WAIT - 1
     with capture_logs() as logs:
@@ -260,4 +272,3 @@ def test_expected_coverage_settings_per_calling_ae(tmp_path: Path) -> None:
     config.write_text('[[calling_ae]]\nae_title = "BAD"\nexpected_stations = 0\n')
     with pytest.raises(ValueError, match=r"calling_ae\[0\].expected_stations must be at least 1"):
         load_settings(config, env={})
-    assert os.environ.get("WBDWI_COMPLETION_EXPECTED_STATIONS") is None

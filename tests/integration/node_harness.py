@@ -63,13 +63,20 @@ def storescu(
     calling_aet: str = "SCANNER",
     called_aet: str = "WBDWI",
     verbose: bool = False,
+    required_only: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """dcmtk ``storescu`` over one association (TCP_NODELAY=1); returns the finished process."""
+    """dcmtk ``storescu`` over one association (TCP_NODELAY=1); returns the finished process.
+
+    ``required_only`` proposes only the SOP classes of the files sent (``-R``), as a
+    PACS forwarding them does: storescu's default list has no room for Segmentation.
+    """
     binary = require_tool("storescu", "install dcmtk (make tools)")
     targets = [str(files)] if isinstance(files, Path) else [str(f) for f in files]
     command = [binary, "-aet", calling_aet, "-aec", called_aet, "+sd", "+r", "-nh"]
     if verbose:
         command.append("-v")  # prints each response status
+    if required_only:
+        command.append("-R")
     return subprocess.run(
         [*command, "127.0.0.1", str(port), *targets],
         capture_output=True,

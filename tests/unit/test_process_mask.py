@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
-import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from numpy.typing import NDArray
-from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
-from scipy import ndimage
 
 from dicom_node.scanner import write_exam
 from dicom_node.seg_reader import read_corrected_mask
@@ -21,69 +15,24 @@ from processing.phantom import make_phantom
 from processing.settings import ProcessingSettings
 from service.cli import main
 from service.commands.process import OfflineRun, run_offline
+from tests.correction_fixtures import edit_tumour_mask, write_reader_seg
 from tests.writer_fixtures import report_notes
 
 SETTINGS = ProcessingSettings()
 
 
-def corrected_mask(
-    automatic: OfflineRun, out: Path
-) -> tuple[NDArray[np.bool_], float, tuple[int, int, int]]:
-    """The automatic mask with its largest component removed and a 2x3x3 block added.
+def corrected_seg(automatic: OfflineRun, out: Path, path: Path) -> tuple[str, float]:
+    """A reader's SEG of the automatic run (largest lesion removed, a block added).
 
-    Returns the mask, the tDV it should give, and the block's first voxel.
+    Returns its UID and the tDV it should give.
     """
     exam = automatic.assembled.exam
     [seg_file] = (out / "seg").glob("*.dcm")
-    mask = read_corrected_mask(seg_file, exam).mask.copy()
-    np.testing.assert_array_equal(mask, automatic.result.tumour_mask)
-    structure = ndimage.generate_binary_structure(3, SETTINGS.lesion_connectivity)
-    labels, count = ndimage.label(mask, structure=structure)
-    assert count >= 2
-    sizes = np.bincount(labels.ravel())[1:]
-    mask[labels == int(np.argmax(sizes)) + 1] = False
-    far = ~ndimage.binary_dilation(automatic.result.tumour_mask, iterations=4)
-    body = automatic.result.body_mask & far
-    z, y, x = (int(v) for v in np.argwhere(body)[len(np.argwhere(body)) // 2])
-    block = np.zeros_like(mask)
-    block[z : z + 2, y : y + 3, x : x + 3] = True
-    mask |= block
-    expected = float(mask.sum()) * exam.voxel_volume_ml
-    return mask, expected, (z, y, x)
-
-
-def reader_seg(sources: Sequence[pydicom.Dataset], mask: NDArray[np.bool_], path: Path) -> str:
-    """Two segments, the added block first, written as a viewer would; returns its UID."""
-    structure = ndimage.generate_binary_structure(3, SETTINGS.lesion_connectivity)
-    labels, _ = ndimage.label(mask, structure=structure)
-    small = labels == labels.max()
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=label,
-            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=codes.SCT.NeoplasmSecondary,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-        )
-        for number, label in ((1, "added by the reader"), (2, "kept"))
-    ]
-    seg = hd.seg.Segmentation(
-        source_images=list(sources),
-        pixel_array=np.stack([small, mask & ~small], axis=-1).astype(np.uint8),
-        segmentation_type="BINARY",
-        segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
-        series_number=400,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer="Reading Room",
-        manufacturer_model_name="Viewer",
-        software_versions="1",
-        device_serial_number="1",
-        content_creator_name="Reader^Rita",
-    )
-    seg.save_as(path)
-    return str(seg.SOPInstanceUID)
+    tumour = read_corrected_mask(seg_file, exam).mask
+    np.testing.assert_array_equal(tumour, automatic.result.tumour_mask)
+    mask, _ = edit_tumour_mask(tumour, automatic.result.body_mask)
+    sources = [pydicom.dcmread(p) for p in sorted((out / "b1000").glob("*.dcm"))]
+    return write_reader_seg(sources, mask, path), float(mask.sum()) * exam.voxel_volume_ml
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +47,8 @@ def test_mask_offline_writes_a_corrected_report_replacing_the_automatic_one(
 ) -> None:
     auto_out = tmp_path / "auto"
     automatic = run_offline(exam_folder, auto_out, SETTINGS, "cpu")
-    mask, expected_tdv, _ = corrected_mask(automatic, auto_out)
-    sources = [pydicom.dcmread(p) for p in sorted((auto_out / "b1000").glob("*.dcm"))]
     seg_path = tmp_path / "reader-seg.dcm"
-    seg_uid = reader_seg(sources, mask, seg_path)
+    seg_uid, expected_tdv = corrected_seg(automatic, auto_out, seg_path)
 
     first = run_offline(
         exam_folder, tmp_path / "c1", SETTINGS, "cpu", mask=seg_path, replaces=auto_out
@@ -140,7 +87,7 @@ def test_mask_of_another_exam_is_refused_by_the_cli(
     other = run_offline(other_folder, other_out, SETTINGS, "cpu")
     sources = [pydicom.dcmread(p) for p in sorted((other_out / "b1000").glob("*.dcm"))]
     seg_path = tmp_path / "other-seg.dcm"
-    reader_seg(sources, other.result.tumour_mask, seg_path)
+    write_reader_seg(sources, other.result.tumour_mask, seg_path)
     status = main(
         ["process", str(exam_folder), "--out", str(tmp_path / "x"), "--device", "cpu",
          "--mask", str(seg_path)]

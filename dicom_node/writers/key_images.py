@@ -202,7 +202,7 @@ def render_key_pictures(
         colour = BANNER_RGB[result.quality.verdict]
         headline, reasons = banner
         pictures = [
-            (name, add_banner(pixels, headline, reasons, colour), f"{headline}. {description}")
+            (name, add_banner(pixels, headline, reasons, colour), f"{description}. {headline}")
             for name, pixels, description in pictures
         ]
     return pictures

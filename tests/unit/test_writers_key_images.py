@@ -236,7 +236,8 @@ def test_key_images_carry_a_banner_when_the_verdict_is_not_ok(
         np.testing.assert_array_equal(below[:, left : left + width], before.pixels)
         text = image.pixels[: rows + 40]
         assert (text.min(axis=-1) > 240).sum() > 200  # white text on the band
-        assert image.dataset.ImageComments.startswith(severity.value.upper())
+        assert image.dataset.ImageComments.startswith(before.dataset.ImageComments)
+        assert f". {severity.value.upper()}: " in image.dataset.ImageComments
         assert image.dataset.SeriesDescription == f"Key images ({severity.value.upper()}) wbdwi"
 
 

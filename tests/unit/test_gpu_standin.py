@@ -19,7 +19,8 @@ import pytest
 import scipy.ndimage
 from structlog.testing import capture_logs
 
-from processing.backend import gpu_status
+import processing.pipeline as pipeline_module
+from processing.backend import Backend, gpu_status
 from processing.phantom import make_phantom
 from processing.pipeline import process_exam
 from processing.settings import ProcessingSettings
@@ -30,6 +31,7 @@ from service.worker import process_on_device
 from tests.backend_comparison import QUANTISED, compare_results
 from tests.cupy_standin import DeviceArray, install_cupy_standin
 from tests.gpu.test_gpu_matches_cpu import CASES
+from tests.unit.test_backend_comparison import FAULTS
 
 ARRAYS = ("adc", "adc_valid", "body_mask", "tumour_mask", "class_labels", "lesion_labels")
 
@@ -133,3 +135,30 @@ def test_the_node_warms_the_gpu_up_at_start_off_the_receive_path(
     assert not warm_up.is_alive()
     assert "gpu-warmup" not in node._threads  # it ends: not a thread readiness waits for
     assert [e["event"] for e in logs if e["event"].startswith("gpu_")] == ["gpu_warmed_up"]
+
+
+def _on_the_gpu_only(stage: Any, fault: Any) -> Any:
+    def faulty(*args: Any, **kwargs: Any) -> Any:
+        output = stage(*args, **kwargs)
+        backends = [a for a in (*args, *kwargs.values()) if isinstance(a, Backend)]
+        return fault(output) if backends and backends[0].is_gpu else output
+
+    return faulty
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_each_fault_injected_on_the_gpu_side_fails_the_gpu_comparison(
+    standin: Any, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # The mutation check of issue 13: the GPU path (here the stand-in) gets the fault,
+    # the CPU path does not, and the comparison of tests/gpu must fail.
+    stage, fault = FAULTS[name]
+    monkeypatch.setattr(
+        f"processing.pipeline.{stage}",
+        _on_the_gpu_only(getattr(pipeline_module, stage), fault),
+    )
+    exam = make_phantom("small", snr=40.0, seed=0).to_exam()
+    cpu = process_exam(exam, device="cpu")
+    gpu = process_exam(exam, device="gpu")
+    assert gpu.device.startswith("gpu (NumPy stand-in")
+    assert compare_results(cpu, gpu), f"'{name}' on the GPU side passed the comparison"

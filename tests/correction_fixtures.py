@@ -17,9 +17,10 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 from scipy import ndimage
 
+from processing.exam import DwiExam
 from processing.settings import ProcessingSettings
 
-__all__ = ["edit_tumour_mask", "write_reader_seg"]
+__all__ = ["edit_tumour_mask", "slice_ordered_images", "write_reader_seg"]
 
 _STRUCTURE = ndimage.generate_binary_structure(3, ProcessingSettings().lesion_connectivity)
 
@@ -42,6 +43,22 @@ def edit_tumour_mask(
     return edited, int(largest.sum())
 
 
+def slice_ordered_images(folder: Path, exam: DwiExam) -> list[pydicom.Dataset]:
+    """The images of a result series (one per slice), in the exam's slice order."""
+    inverse = np.linalg.inv(np.asarray(exam.affine, dtype=np.float64)[:3, :3])
+    origin = np.asarray(exam.affine, dtype=np.float64)[:3, 3]
+
+    def slice_index(dataset: pydicom.Dataset) -> float:
+        position = np.asarray([float(v) for v in dataset.ImagePositionPatient])
+        return float((inverse @ (position - origin))[0])
+
+    images: list[pydicom.Dataset] = sorted(
+        (pydicom.dcmread(path) for path in folder.glob("*.dcm")), key=slice_index
+    )
+    assert [round(slice_index(ds)) for ds in images] == list(range(exam.shape[1]))
+    return images
+
+
 def write_reader_seg(
     sources: Sequence[pydicom.Dataset],
     mask: NDArray[np.bool_],
@@ -49,7 +66,10 @@ def write_reader_seg(
     *,
     reader: str = "Reader^Rita",
 ) -> str:
-    """``mask`` as a BINARY SEG of two segments (the last lesion first); returns its UID."""
+    """``mask`` as a BINARY SEG of two segments (the last lesion first); returns its UID.
+
+    ``sources`` are the images ``mask``'s slices were drawn on, in the same order.
+    """
     labels, _ = ndimage.label(mask, structure=_STRUCTURE)
     last = labels == labels.max()
     descriptions = [

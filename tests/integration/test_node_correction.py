@@ -24,7 +24,7 @@ from dicom_node.assembly import assemble_exam
 from dicom_node.report_reader import read_measurement_report
 from dicom_node.seg_reader import read_corrected_mask
 from service.history import HISTORY_FILE, HistoryStore, PatientKey
-from tests.correction_fixtures import edit_tumour_mask, write_reader_seg
+from tests.correction_fixtures import edit_tumour_mask, slice_ordered_images, write_reader_seg
 from tests.integration.node_harness import (
     NodeProcess,
     orthanc_study_instances,
@@ -32,6 +32,7 @@ from tests.integration.node_harness import (
     wait_for,
     write_phantom_exam,
 )
+from tests.integration.test_writers_dciodvfy import _dciodvfy
 from tests.orthanc import OrthancServer, running_orthanc
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -82,7 +83,7 @@ def test_corrected_seg_recomputes_the_report_and_an_unrelated_one_changes_nothin
             edited, removed = edit_tumour_mask(tumour, inside)
             assert removed > 0
             expected_tdv = float(edited.sum()) * exam.voxel_volume_ml
-            sources = [pydicom.dcmread(p) for p in sorted((automatic_dir / "b1000").glob("*.dcm"))]
+            sources = slice_ordered_images(automatic_dir / "b1000", exam)
             seg_path = tmp_path / "reader" / "seg.dcm"
             seg_path.parent.mkdir()
             seg_uid = write_reader_seg(sources, edited, seg_path)
@@ -93,6 +94,9 @@ def test_corrected_seg_recomputes_the_report_and_an_unrelated_one_changes_nothin
             corrected = json.loads((corrected_dir / "measurements.json").read_text())
             assert corrected["correction"]["seg_sop_instance_uid"] == seg_uid
             assert corrected["tdv_ml"] == pytest.approx(expected_tdv)
+            volumes = [lesion["volume_ml"] for lesion in corrected["lesions"]]
+            assert len(volumes) == len(automatic["lesions"])  # one removed, one added
+            assert max(volumes) < max(lesion["volume_ml"] for lesion in automatic["lesions"])
             corrected_sr = corrected["exam_summary"]["sr_sop_instance_uid"]
             assert corrected_sr != automatic_sr
             corrected_held = {t["SOPInstanceUID"] for t in orthanc_study_instances(orthanc, study)}
@@ -101,6 +105,9 @@ def test_corrected_seg_recomputes_the_report_and_an_unrelated_one_changes_nothin
             written = json.loads((corrected_dir / "job.json").read_text())["result_files"]
             assert len(corrected_held - automatic_held) == len(written)
             assert {Path(name).parent.name for name in written} == {"seg", "sr", "key_images"}
+            for name in written:
+                errors, _ = _dciodvfy(corrected_dir / name)
+                assert errors == [], f"{name}: {errors}"
 
             # A SEG of a study the node never processed.
             other_files = write_phantom_exam(tmp_path / "other", patient_id="OTHER-1", seed=3)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from numpy.typing import NDArray
 
 from dicom_node.scanner import write_exam
 from dicom_node.seg_reader import read_corrected_mask
@@ -15,24 +16,24 @@ from processing.phantom import make_phantom
 from processing.settings import ProcessingSettings
 from service.cli import main
 from service.commands.process import OfflineRun, run_offline
-from tests.correction_fixtures import edit_tumour_mask, write_reader_seg
+from tests.correction_fixtures import edit_tumour_mask, slice_ordered_images, write_reader_seg
 from tests.writer_fixtures import report_notes
 
 SETTINGS = ProcessingSettings()
 
 
-def corrected_seg(automatic: OfflineRun, out: Path, path: Path) -> tuple[str, float]:
+def corrected_seg(automatic: OfflineRun, out: Path, path: Path) -> tuple[str, NDArray[np.bool_]]:
     """A reader's SEG of the automatic run (largest lesion removed, a block added).
 
-    Returns its UID and the tDV it should give.
+    Returns its UID and its mask.
     """
     exam = automatic.assembled.exam
     [seg_file] = (out / "seg").glob("*.dcm")
     tumour = read_corrected_mask(seg_file, exam).mask
     np.testing.assert_array_equal(tumour, automatic.result.tumour_mask)
     mask, _ = edit_tumour_mask(tumour, automatic.result.body_mask)
-    sources = [pydicom.dcmread(p) for p in sorted((out / "b1000").glob("*.dcm"))]
-    return write_reader_seg(sources, mask, path), float(mask.sum()) * exam.voxel_volume_ml
+    sources = slice_ordered_images(out / "b1000", exam)
+    return write_reader_seg(sources, mask, path), mask
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +49,13 @@ def test_mask_offline_writes_a_corrected_report_replacing_the_automatic_one(
     auto_out = tmp_path / "auto"
     automatic = run_offline(exam_folder, auto_out, SETTINGS, "cpu")
     seg_path = tmp_path / "reader-seg.dcm"
-    seg_uid, expected_tdv = corrected_seg(automatic, auto_out, seg_path)
+    seg_uid, mask = corrected_seg(automatic, auto_out, seg_path)
+    expected_tdv = float(mask.sum()) * automatic.assembled.exam.voxel_volume_ml
 
     first = run_offline(
         exam_folder, tmp_path / "c1", SETTINGS, "cpu", mask=seg_path, replaces=auto_out
     )
+    np.testing.assert_array_equal(first.result.tumour_mask, mask)
     assert first.measurements["tdv_ml"] == pytest.approx(expected_tdv)
     assert first.measurements["tdv_ml"] < automatic.measurements["tdv_ml"]
     assert first.measurements["correction"]["seg_sop_instance_uid"] == seg_uid
@@ -85,7 +88,7 @@ def test_mask_of_another_exam_is_refused_by_the_cli(
     write_exam(make_phantom("small", seed=2, patient_id="OTHER-1"), other_folder)
     other_out = tmp_path / "other-out"
     other = run_offline(other_folder, other_out, SETTINGS, "cpu")
-    sources = [pydicom.dcmread(p) for p in sorted((other_out / "b1000").glob("*.dcm"))]
+    sources = slice_ordered_images(other_out / "b1000", other.assembled.exam)
     seg_path = tmp_path / "other-seg.dcm"
     write_reader_seg(sources, other.result.tumour_mask, seg_path)
     status = main(

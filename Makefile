@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench tools image-test gpu-check gpu-wheels clean
+.PHONY: demo test lint bench tools image-test gpu-check gpu-wheels viewer-tools viewer-test clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,5 +55,13 @@ gpu-wheels: $(STAMP)
 image-test: $(STAMP) tools
 	./deploy/image-test.sh
 
+## viewer-tools: Orthanc + DICOMweb + Web Viewer, Chromium (Debian), playwright-core and OHIF (npm) when missing
+viewer-tools:
+	@./viewer_test/install.sh
+
+## viewer-test: the demo study's results in OHIF 3.13 and Orthanc's Web Viewer in headless Chromium
+viewer-test: $(STAMP) viewer-tools
+	$(BIN)/python -m pytest viewer_test -p no:cacheprovider
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache demo-out
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache demo-out viewer-test-out .viewer-cache

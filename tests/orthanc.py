@@ -8,7 +8,7 @@ Usage::
         pacs.rest_bytes("/instances/x/preview")  -> raw bytes
 
 The server gets a temporary JSON configuration: free HTTP and DICOM ports,
-storage and index in a temporary folder, no plugins, no authentication,
+storage and index in a temporary folder, no plugins unless asked, no authentication,
 loopback only. :func:`running_orthanc` waits until the REST API answers
 (failing with Orthanc's log if it does not start) and always stops the
 process on exit (terminate, then kill).
@@ -23,7 +23,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,11 +97,15 @@ def running_orthanc(
     aet: str = ORTHANC_AET,
     dicom_port: int | None = None,
     http_port: int | None = None,
+    plugins: Sequence[str] = (),
+    extra_config: Mapping[str, Any] | None = None,
 ) -> Iterator[OrthancServer]:
     """Start Orthanc with its files under ``workdir``; stop it on exit.
 
     ``dicom_port``/``http_port`` fix the ports (free ones otherwise), so that a test
-    can start Orthanc again where a node already sends.
+    can start Orthanc again where a node already sends. ``plugins`` are shared-library
+    paths to load (the viewer test loads DICOMweb and the Web Viewer);
+    ``extra_config`` adds or replaces top-level configuration entries.
     """
     binary = orthanc_binary()
     root = Path(workdir) / "orthanc"
@@ -128,10 +132,11 @@ def running_orthanc(
         "DicomPort": server.dicom_port,
         "DicomCheckCalledAet": False,
         "DicomModalities": {},
-        "Plugins": [],
+        "Plugins": list(plugins),
         "ConcurrentJobs": 1,
         "HttpThreadsCount": 4,
         "SaveJobs": False,
+        **(extra_config or {}),
     }
     config_path = root / "orthanc.json"
     config_path.write_text(json.dumps(config, indent=2))

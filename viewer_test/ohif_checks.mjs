@@ -1,0 +1,413 @@
+// Browser checks of make viewer-test: the demo study in OHIF (and Orthanc's Web Viewer),
+// driven in Debian's Chromium by playwright-core (the system browser: nothing downloaded).
+//
+//   node viewer_test/ohif_checks.mjs SPEC.json RESULT.json
+//
+// SPEC (written by viewer_test/test_viewer.py): origin of OHIF + DICOMweb, Orthanc's URL,
+// the expected values read from the result files (viewer_test/expected.py), the output
+// folder and the per-check timeout. Each check runs in a fresh browser context (a hung tab
+// cannot spoil the next one), is bounded by the timeout, leaves a screenshot
+// <check>.png and, when it fails, <check>.html (the page's DOM) in the output folder.
+// RESULT: {checks: {name: {ok, seconds, facts, problems, console}}}: facts are what the
+// page and OHIF's state (window.services, window.cornerstone, window.cornerstoneTools)
+// showed; problems are the reasons for ok=false. The Python test asserts on them.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+
+const spec = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+const resultPath = process.argv[3];
+const require = createRequire(path.join(spec.node_modules, 'noop.js'));
+const { chromium } = require('playwright-core');
+
+const TIMEOUT_MS = spec.check_timeout_s * 1000;
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+// Console lines of OHIF's SEG/SR loaders that mean the object did not load as intended.
+const LOADER_ERROR = /No imageId found|not rehydratable|SCOORD|ReferencedSOPSequence|Unable to generate tool state|segmentation|labelmap|\bSEG\b|\bSR\b|TypeError/i;
+// Warnings that mean the same (OHIF logs a measurement it could not load as a warning).
+const LOADER_WARNING = /No imageId found|not rehydratable|Unable to generate tool state/i;
+const loaderErrors = (lines) => lines.filter((line) =>
+  ((line.startsWith('error') || line.startsWith('pageerror')) && LOADER_ERROR.test(line))
+  || (line.startsWith('warning') && LOADER_WARNING.test(line)));
+
+const results = { checks: {} };
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+class CheckFailed extends Error {}
+
+function bounded(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new CheckFailed(`${what}: no result within ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+async function runCheck(browser, name, body) {
+  const started = Date.now();
+  const record = { ok: false, seconds: 0, facts: {}, problems: [], console: [], console_total: 0, requests: 0 };
+  results.checks[name] = record;
+  let context;
+  let page;
+  try {
+    context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
+    page = await context.newPage();
+    page.setDefaultTimeout(Math.min(TIMEOUT_MS, 30000));
+    // A looping loader logs thousands of lines: keep the first 500, count them all.
+    const keep = (line) => { record.console_total += 1; if (record.console.length < 500) record.console.push(line.slice(0, 500)); };
+    page.on('console', (message) => {
+      if (message.type() === 'error' || message.type() === 'warning') keep(`${message.type()}: ${message.text()}`);
+    });
+    page.on('pageerror', (error) => keep(`pageerror: ${error.message}`));
+    page.on('request', () => { record.requests += 1; });
+    await bounded(body(page, record), TIMEOUT_MS, name);
+  } catch (error) {
+    record.problems.push(error instanceof CheckFailed ? error.message : `${error.name}: ${error.message}`.slice(0, 800));
+  }
+  const errors = loaderErrors(record.console);
+  record.facts.loader_errors = errors.slice(0, 20);
+  record.facts.loader_error_count = errors.length;
+  record.seconds = (Date.now() - started) / 1000;
+  if (page) {
+    await bounded(page.screenshot({ path: path.join(spec.out_dir, `${name}.png`), timeout: 15000 }), 20000, 'screenshot')
+      .catch((error) => record.problems.push(`screenshot: ${error.message}`));
+  }
+  record.ok = record.problems.length === 0;
+  if (!record.ok && page) {
+    await bounded(page.content(), 15000, 'page HTML')
+      .then((html) => fs.writeFileSync(path.join(spec.out_dir, `${name}.html`), html))
+      .catch(() => {});
+  }
+  if (context) await bounded(context.close(), 15000, 'close').catch(() => {});
+  record.console = record.console.slice(0, 60);
+  fs.writeFileSync(resultPath, JSON.stringify(results, null, 2));
+}
+
+// --- OHIF helpers --------------------------------------------------------------------
+
+async function openStudy(page, expectedSeries) {
+  await page.goto(`${spec.origin}/viewer?StudyInstanceUIDs=${spec.expected.study_uid}`);
+  await page.waitForFunction(
+    (count) => window.services && window.services.displaySetService.getActiveDisplaySets().length >= count,
+    expectedSeries, { timeout: TIMEOUT_MS },
+  );
+  // The first-visit tour of OHIF covers the viewport: end it as a user would.
+  const skip = page.getByText('Skip all', { exact: true });
+  if (await skip.isVisible({ timeout: 5000 }).catch(() => false)) await skip.click();
+  // The hanging protocol's first viewport must have its image before a thumbnail is
+  // dropped into it (dropping earlier races OHIF's own viewport set-up).
+  await page.waitForFunction(() => {
+    const grid = window.services.viewportGridService;
+    const viewport = window.cornerstone?.getEnabledElementByViewportId?.(grid.getActiveViewportId())?.viewport;
+    return Boolean(viewport && viewport.getCurrentImageId && viewport.getCurrentImageId());
+  }, null, { timeout: TIMEOUT_MS });
+}
+
+function thumbnail(page, description) {
+  return page
+    .locator('[data-cy="study-browser-thumbnail"], [data-cy="study-browser-thumbnail-no-image"]')
+    .filter({ has: page.locator('[data-cy="series-description-label"]', { hasText: description }) })
+    .first();
+}
+
+// Series shown in the active viewport: the display sets OHIF put there (a SEG display set
+// stands for itself and the series it is drawn over) and the series of the image that
+// cornerstone renders now.
+async function activeViewportSeries(page) {
+  return page.evaluate(() => {
+    const { viewportGridService, displaySetService } = window.services;
+    const viewportId = viewportGridService.getActiveViewportId();
+    const viewport = viewportGridService.getState().viewports.get(viewportId);
+    const shown = [];
+    for (const uid of viewport?.displaySetInstanceUIDs || []) {
+      const ds = displaySetService.getDisplaySetByUID(uid);
+      shown.push({ SeriesInstanceUID: ds?.SeriesInstanceUID, Modality: ds?.Modality });
+      const under = ds?.referencedDisplaySetInstanceUID && displaySetService.getDisplaySetByUID(ds.referencedDisplaySetInstanceUID);
+      if (under) shown.push({ SeriesInstanceUID: under.SeriesInstanceUID, Modality: under.Modality, under: ds.Modality });
+    }
+    const imageId = window.cornerstone.getEnabledElementByViewportId(viewportId)?.viewport?.getCurrentImageId?.() || '';
+    const rendered = /\/series\/([0-9.]+)\//.exec(imageId)?.[1] || null;
+    return { shown, rendered_series: rendered };
+  });
+}
+
+async function waitForViewportSeries(page, seriesUid) {
+  await page.waitForFunction((uid) => {
+    const grid = window.services.viewportGridService;
+    const viewport = grid.getState().viewports.get(grid.getActiveViewportId());
+    const shown = (viewport?.displaySetInstanceUIDs || []).map((d) => window.services.displaySetService.getDisplaySetByUID(d)?.SeriesInstanceUID);
+    const cs = window.cornerstone?.getEnabledElementByViewportId?.(grid.getActiveViewportId())?.viewport;
+    return shown.includes(uid) && Boolean(cs?.getCurrentImageId?.());
+  }, seriesUid, { timeout: TIMEOUT_MS });
+}
+
+const near = (a, b, tolerance) => Math.abs(a - b) <= tolerance;
+
+// --- the checks ----------------------------------------------------------------------
+
+async function checkAdcWindow(page, record) {
+  const adc = spec.expected.adc;
+  await openStudy(page, spec.min_series);
+  await thumbnail(page, adc.description).dblclick();
+  await waitForViewportSeries(page, adc.series_uid);
+  await sleep(1000);
+  const shown = await page.evaluate(() => {
+    const grid = window.services.viewportGridService;
+    const viewport = window.cornerstone.getEnabledElementByViewportId(grid.getActiveViewportId()).viewport;
+    const { voiRange } = viewport.getProperties();
+    const wl = window.cornerstone.utilities.windowLevel.toWindowLevel(voiRange.lower, voiRange.upper);
+    const overlay = document.querySelector('[data-cy="viewport-overlay-bottom-left"]')?.innerText || '';
+    return { voiRange, windowWidth: wl.windowWidth, windowCenter: wl.windowCenter, overlay };
+  });
+  record.facts = { ...record.facts, ...shown, file_window: adc.window };
+  if (!near(shown.windowCenter, adc.window.center, 1) || !near(shown.windowWidth, adc.window.width, 1)) {
+    record.problems.push(`viewport window C ${shown.windowCenter} W ${shown.windowWidth}, file C ${adc.window.center} W ${adc.window.width}`);
+  }
+  const match = /W:\s*([\d.]+)\s*L:\s*([\d.]+)/.exec(shown.overlay);
+  if (!match || !near(+match[1], adc.window.width, 1) || !near(+match[2], adc.window.center, 1)) {
+    record.problems.push(`viewport overlay says "${shown.overlay.replace(/\s+/g, ' ')}", file W ${adc.window.width} L ${adc.window.center}`);
+  }
+}
+
+async function checkSeg(page, record, seg) {
+  const computedB = spec.expected.computed_b;
+  await openStudy(page, spec.min_series);
+  const requestsBefore = record.requests;
+  const clicked = Date.now();
+  await thumbnail(page, seg.description).dblclick();
+  // OHIF asks before it opens a SEG in some set-ups: answer as a reader would.
+  const yes = page.getByRole('button', { name: /^(Yes|Load|Open)$/ });
+  const segLoaded = page.waitForFunction((count) => {
+    const segs = window.services.segmentationService.getSegmentations();
+    return segs.some((s) => Object.values(s.segments || {}).filter(Boolean).length === count);
+  }, seg.segments.length, { timeout: TIMEOUT_MS });
+  const prompt = yes.first().click({ timeout: 8000 }).catch(() => {});
+  await segLoaded;
+  await prompt;
+  record.facts.load_seconds = (Date.now() - clicked) / 1000;
+  await sleep(2000); // let the labelmap render before the screenshot and the voxel counts
+  record.facts.requests_while_loading = record.requests - requestsBefore;
+  const state = await page.evaluate((label) => {
+    const { segmentationService, viewportGridService } = window.services;
+    const viewportId = viewportGridService.getActiveViewportId();
+    const segmentation = segmentationService.getSegmentations().find((s) => s.label === label) || segmentationService.getSegmentations()[0];
+    const representations = segmentationService.getSegmentationRepresentations(viewportId);
+    // Voxels per segment index in the loaded labelmap images (all layers OHIF split
+    // overlapping segments into), and voxels where a segment shares a pixel with another
+    // visible segment of any segmentation shown in this viewport (it would be covered).
+    const layersOf = (segmentationId) => {
+      const cs = window.cornerstoneTools.segmentation.state.getSegmentation(segmentationId);
+      const labelmap = cs?.representationData?.Labelmap || {};
+      if (labelmap.labelmaps) return Object.values(labelmap.labelmaps).map((l) => l.imageIds || []);
+      return [labelmap.imageIds || []];
+    };
+    const counts = {};
+    const pixelOwners = new Map(); // `${referencedIndex}:${pixel}` -> [[segmentationId, index]]
+    for (const rep of representations) {
+      for (const imageIds of layersOf(rep.segmentationId)) {
+        imageIds.forEach((imageId, slice) => {
+          const image = window.cornerstone.cache.getImage(imageId);
+          if (!image) return;
+          const data = image.getPixelData();
+          for (let p = 0; p < data.length; p += 1) {
+            const value = data[p];
+            if (!value) continue;
+            if (rep.segmentationId === segmentation.segmentationId) counts[value] = (counts[value] || 0) + 1;
+            if (rep.visible === false || rep.segments?.[value]?.visible === false) continue;
+            const key = `${slice}:${p}`;
+            const owners = pixelOwners.get(key) || [];
+            owners.push([rep.segmentationId, value]);
+            pixelOwners.set(key, owners);
+          }
+        });
+      }
+    }
+    const shared = {};
+    for (const owners of pixelOwners.values()) {
+      if (owners.length < 2) continue;
+      for (const [segId, value] of owners) if (segId === segmentation.segmentationId) shared[value] = (shared[value] || 0) + 1;
+    }
+    const rep = representations.find((r) => r.segmentationId === segmentation.segmentationId);
+    const segments = Object.values(segmentation.segments || {}).filter(Boolean).map((s) => ({
+      index: s.segmentIndex,
+      label: s.label,
+      color: Array.from(segmentationService.getSegmentColor(viewportId, segmentation.segmentationId, s.segmentIndex) || []).slice(0, 3),
+      visible: rep ? rep.segments?.[s.segmentIndex]?.visible !== false && rep.visible !== false : false,
+      voxels: counts[s.segmentIndex] || 0,
+      voxels_shared_with_other_visible_segments: shared[s.segmentIndex] || 0,
+    }));
+    return { label: segmentation.label, segmentations_in_viewport: representations.map((r) => r.label), segments };
+  }, seg.description);
+  record.facts.viewer = state;
+  const viewport = await activeViewportSeries(page);
+  record.facts.viewport = viewport;
+  const background = viewport.shown.filter((s) => s.Modality !== 'SEG').map((s) => s.SeriesInstanceUID);
+  if (!background.includes(computedB.series_uid) || viewport.rendered_series !== computedB.series_uid) {
+    record.problems.push(`the SEG is shown over ${JSON.stringify(background)} (rendered: ${viewport.rendered_series}), not the computed-b series ${computedB.series_uid}`);
+  }
+  if (JSON.stringify(seg.referenced_series) !== JSON.stringify([computedB.series_uid])) {
+    record.problems.push(`the SEG references ${seg.referenced_series.length} series, not only the computed-b series`);
+  }
+  // Whether the ADC classes show in their colours: kept apart from whether the SEG loads.
+  const classProblems = [];
+  record.facts.class_problems = classProblems;
+  for (const expected of seg.segments) {
+    const found = state.segments.find((s) => s.index === expected.number);
+    if (!found) { record.problems.push(`segment ${expected.number} "${expected.label}" not in the viewer`); continue; }
+    if (found.label !== expected.label) record.problems.push(`segment ${expected.number} labelled "${found.label}", file "${expected.label}"`);
+    if (found.voxels !== expected.voxels) record.problems.push(`segment ${expected.number} "${expected.label}": ${found.voxels} voxels in the viewer, ${expected.voxels} in the file`);
+    if (found.color.some((c, i) => !near(c, expected.rgb[i], 3))) record.problems.push(`segment ${expected.number} "${expected.label}" colour ${found.color}, file ${expected.rgb}`);
+    if (expected.is_adc_class && expected.voxels > 0) {
+      if (!found.visible) classProblems.push(`ADC class segment "${expected.label}" hidden`);
+      if (found.color.some((c, i) => !near(c, expected.rgb[i], 3))) classProblems.push(`ADC class segment "${expected.label}" shown in ${found.color}, file ${expected.rgb}`);
+      if (found.voxels === 0) classProblems.push(`ADC class segment "${expected.label}" has no voxels in the viewer`);
+      if (found.voxels_shared_with_other_visible_segments > 0) {
+        classProblems.push(`ADC class segment "${expected.label}": ${found.voxels_shared_with_other_visible_segments} of ${found.voxels} voxels also belong to another visible segment (the class colour is covered)`);
+      }
+    }
+  }
+  // The segmentation panel lists the segments by label.
+  await page.locator('[data-cy="panelSegmentation-btn"]').click();
+  await sleep(1500);
+  const panel = await page.locator('#root').innerText({ timeout: 10000 });
+  const missing = seg.segments.filter((s) => !panel.includes(s.label)).map((s) => s.label);
+  record.facts.labels_missing_from_panel = missing;
+  if (missing.length) record.problems.push(`segmentation panel does not list ${missing.length} segment(s): ${missing.slice(0, 4).join('; ')}`);
+  if (record.facts.load_seconds > spec.seg_load_limit_s) record.problems.push(`SEG took ${record.facts.load_seconds} s to load`);
+  const errors = loaderErrors(record.console);
+  if (errors.length) record.problems.push(`${errors.length} console error(s) while loading the SEG, first: ${errors[0].slice(0, 300)}`);
+}
+
+async function checkSr(page, record, sr) {
+  await openStudy(page, spec.min_series);
+  await thumbnail(page, sr.description).dblclick();
+  await page.waitForFunction((uid) => {
+    const ds = window.services.displaySetService.getActiveDisplaySets().find((d) => d.SeriesInstanceUID === uid);
+    return ds && ds.isLoaded;
+  }, sr.series_uid, { timeout: TIMEOUT_MS });
+  await sleep(3000);
+  const state = await page.evaluate((uid) => {
+    const ds = window.services.displaySetService.getActiveDisplaySets().find((d) => d.SeriesInstanceUID === uid);
+    return {
+      isRehydratable: ds.isRehydratable,
+      measurements: (ds.measurements || []).map((m) => ({
+        tracking: m.TrackingIdentifier,
+        volume: (m.labels || []).find((l) => l.label === 'Volume')?.value,
+        coords: (m.coords || []).length,
+        graphicType: m.graphicType,
+      })),
+    };
+  }, sr.series_uid);
+  record.facts.sr = state;
+  const errorText = await page.getByText('Something went wrong').count();
+  if (errorText) record.problems.push('OHIF shows "Something went wrong"');
+  if (!state.isRehydratable) record.problems.push('OHIF marks the SR as not rehydratable');
+  const volumeOf = (text) => parseFloat(String(text || '').split(' ')[0]);
+  for (const lesion of spec.expected.lesions) {
+    const found = state.measurements.find((m) => new RegExp(`^Lesion ${lesion.label}\\b`).test(m.tracking || ''));
+    if (!found) { record.problems.push(`no SR measurement for lesion ${lesion.label}`); continue; }
+    if (!found.coords) record.problems.push(`lesion ${lesion.label}: no SCOORD/SCOORD3D, cannot navigate to it`);
+    if (!near(volumeOf(found.volume), lesion.volume_ml, 0.006)) record.problems.push(`lesion ${lesion.label}: volume "${found.volume}", measurements.json ${lesion.volume_ml.toFixed(3)} ml`);
+  }
+  // Navigate through the SR's measurements with the viewport's arrows, as a reader does,
+  // and read the volumes the viewport writes next to each lesion.
+  const seen = new Set();
+  const arrows = page.locator('[data-cy="viewport-action-arrows-right"]');
+  if (await arrows.count()) {
+    for (let step = 0; step < state.measurements.length; step += 1) {
+      const text = await page.evaluate(() => [...document.querySelectorAll('[data-cy="viewport-pane"] svg.svg-layer text')].map((t) => t.textContent).join('\n'));
+      for (const m of text.matchAll(/Volume:\s*([\d.]+)\s*ml/g)) seen.add(m[1]);
+      await arrows.first().click();
+      await sleep(400);
+    }
+  } else {
+    record.problems.push('no measurement navigation arrows in the SR viewport');
+  }
+  record.facts.volumes_seen_while_navigating = [...seen];
+  const unseen = spec.expected.lesions.filter((l) => ![...seen].some((v) => near(+v, l.volume_ml, 0.006)));
+  if (unseen.length) record.problems.push(`navigating the SR never showed the volume of lesion(s) ${unseen.map((l) => l.label).join(', ')}`);
+  // Load the SR's measurements into the measurement panel. OHIF 3.13 shows no LOAD button
+  // on an SR viewport (its badge is not clickable): run the command its hydration prompt
+  // runs, then read the panel as a reader would. Kept apart from the viewport's problems.
+  const viewportErrors = loaderErrors(record.console);
+  if (viewportErrors.length) record.problems.push(`${viewportErrors.length} console error(s) from the SR viewport, first: ${viewportErrors[0].slice(0, 300)}`);
+  const consoleBefore = record.console.length;
+  const panelProblems = [];
+  record.facts.panel_problems = panelProblems;
+  await page.evaluate(async (uid) => {
+    const ds = window.services.displaySetService.getActiveDisplaySets().find((d) => d.SeriesInstanceUID === uid);
+    await window.commandsManager.runCommand('hydrateSecondaryDisplaySet', { displaySet: ds, viewportId: window.services.viewportGridService.getActiveViewportId() });
+  }, sr.series_uid);
+  await sleep(2000);
+  await page.locator('[data-cy="trackedMeasurements-btn"]').click().catch(() => {});
+  await sleep(1500);
+  const panel = await page.locator('[data-cy="trackedMeasurements-panel"]').first().innerText({ timeout: 10000 }).catch(() => '');
+  record.facts.measurement_panel = panel.slice(0, 4000);
+  const rows = panel.split(/\n(?=\d+\n)/);
+  const lesionRows = spec.expected.lesions.map((lesion) => {
+    const row = rows.find((r) => new RegExp(`Lesion ${lesion.label}\\b`).test(r));
+    const volumes = row ? [...row.matchAll(/([\d.]+)\s*ml/g)].map((m) => +m[1]) : [];
+    return { lesion: lesion.label, listed: Boolean(row), volume_shown: volumes.some((v) => near(v, lesion.volume_ml, 0.06)) };
+  });
+  record.facts.panel_lesions = lesionRows;
+  const unlisted = lesionRows.filter((r) => !r.listed).map((r) => r.lesion);
+  const noVolume = lesionRows.filter((r) => r.listed && !r.volume_shown).map((r) => r.lesion);
+  if (unlisted.length) panelProblems.push(`the measurements panel does not name lesion(s) ${unlisted.join(', ')} (its rows: ${rows.slice(1, 4).map((r) => r.replace(/\s+/g, ' ')).join(' / ')} ...)`);
+  if (noVolume.length) panelProblems.push(`the measurements panel shows no volume for lesion(s) ${noVolume.join(', ')}`);
+  const panelErrors = loaderErrors(record.console.slice(consoleBefore));
+  if (panelErrors.length) panelProblems.push(`${panelErrors.length} console error(s) while loading the SR's measurements, first: ${panelErrors[0].slice(0, 300)}`);
+}
+
+async function checkOrthancWebViewer(page, record, series) {
+  const url = `${spec.orthanc}/web-viewer/app/viewer.html?series=${series.orthanc_id}`;
+  const decoded = [];
+  page.on('response', (response) => {
+    if (response.url().includes('/web-viewer/instances/')) decoded.push(response.status());
+  });
+  await page.goto(url);
+  await page.waitForFunction(() => {
+    const cs = window.cornerstone;
+    const elements = cs && cs.getEnabledElements ? cs.getEnabledElements() : [];
+    return elements.some((e) => e.image);
+  }, null, { timeout: TIMEOUT_MS });
+  await sleep(1500);
+  const image = await page.evaluate(() => {
+    const element = window.cornerstone.getEnabledElements().find((e) => e.image);
+    return { imageId: element.image.imageId, rows: element.image.rows, columns: element.image.columns, windowWidth: element.viewport.voi.windowWidth, windowCenter: element.viewport.voi.windowCenter };
+  });
+  record.facts = { ...record.facts, image, decoded_responses: decoded.length, failed_responses: decoded.filter((s) => s >= 400).length };
+  if (image.rows !== series.rows || image.columns !== series.columns) record.problems.push(`image ${image.columns}x${image.rows}, file ${series.columns}x${series.rows}`);
+  if (decoded.some((s) => s >= 400)) record.problems.push('the Web Viewer failed to decode some instances');
+  if (!decoded.length) record.problems.push('the Web Viewer fetched no decoded instance');
+  if (series.window && (!near(image.windowCenter, series.window.center, 1) || !near(image.windowWidth, series.window.width, 1))) {
+    record.problems.push(`window C ${image.windowCenter} W ${image.windowWidth}, file C ${series.window.center} W ${series.window.width}`);
+  }
+}
+
+// --- run -----------------------------------------------------------------------------
+
+const browser = await chromium.launch({ executablePath: spec.chromium, args: CHROMIUM_ARGS, headless: true });
+try {
+  const only = spec.only ? new Set(spec.only) : null;
+  const wanted = (name) => !only || only.has(name);
+  if (wanted('adc_window')) await runCheck(browser, 'adc_window', checkAdcWindow);
+  for (const [i, seg] of spec.expected.segs.entries()) {
+    const name = `seg${i + 1}`;
+    if (wanted(name)) await runCheck(browser, name, (page, record) => checkSeg(page, record, seg));
+  }
+  for (const [i, sr] of spec.expected.srs.entries()) {
+    const name = `sr${i + 1}`;
+    if (wanted(name)) await runCheck(browser, name, (page, record) => checkSr(page, record, sr));
+  }
+  for (const series of spec.web_viewer_series || []) {
+    const name = `orthanc_${series.name}`;
+    if (wanted(name)) await runCheck(browser, name, (page, record) => checkOrthancWebViewer(page, record, series));
+  }
+} finally {
+  fs.writeFileSync(resultPath, JSON.stringify(results, null, 2));
+  await bounded(browser.close(), 20000, 'browser close').catch(() => {});
+}

@@ -45,7 +45,14 @@ from dicom_node.scp import MR_STORAGE_CLASSES
 from processing.quality import QualityFinding
 from service.corrections import CORRECTION_JOB_PREFIX, correction_job_key
 from service.history import HISTORY_FILE
-from service.jobs import ClientTlsSpec, CorrectionSpec, JobSpec, PriorsSpec, make_job_key
+from service.jobs import (
+    ClientTlsSpec,
+    CorrectionSpec,
+    JobSpec,
+    JobState,
+    PriorsSpec,
+    make_job_key,
+)
 from service.jobstore import InstanceRow, ReceivingStudy, SqliteJobStore
 from service.settings import Settings, parse_destination, processing_settings_to_mapping
 
@@ -58,6 +65,8 @@ __all__ = [
 ]
 
 LOGGER = structlog.get_logger(__name__)
+
+_UNFINISHED = frozenset({JobState.RECEIVING, JobState.READY, JobState.PROCESSING})
 
 
 def completion_reason(study: ReceivingStudy, settings: Settings, now: float) -> str | None:
@@ -198,9 +207,24 @@ class CompletionDetector:
         The job corrects the study's latest exam job that finished processing
         (its inputs, its results folder); with none, it is queued all the same
         and ends ``done`` with the reason (see :mod:`service.corrections`).
+        While an exam job of the study is still receiving, ready or processing,
+        its SEGs wait for it.
         """
         submitted: list[int] = []
-        for study_uid, seg in self.store.unclaimed_segmentations(CORRECTION_JOB_PREFIX):
+        pending = self.store.unclaimed_segmentations(CORRECTION_JOB_PREFIX)
+        busy = (
+            {
+                job.study_uid
+                for job in self.store.jobs()
+                if job.state in _UNFINISHED
+                and not (job.job_key or "").startswith(CORRECTION_JOB_PREFIX)
+            }
+            if pending
+            else set()
+        )
+        for study_uid, seg in pending:
+            if study_uid in busy:
+                continue  # the exam is still being received or processed: correct its result
             exams = [
                 spec for spec in self.store.processed_specs(study_uid) if spec.correction is None
             ]

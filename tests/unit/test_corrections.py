@@ -107,6 +107,29 @@ def test_a_seg_opens_no_exam_job_and_becomes_one_correction_job(
     assert receiving.version == 3
 
 
+def test_a_seg_waits_while_its_exam_is_still_received(
+    store: SqliteJobStore, detector: CompletionDetector
+) -> None:
+    store.record_instance(_instance(f"{STUDY}.9.1"))
+    store.record_instance(_instance("1.2.3.8.2", SEG))
+    assert detector.submit_corrections() == []
+    [receiving] = store.receiving_studies()
+    rows = store.study_instances(STUDY)
+    mr = tuple(row.path for row in rows if row.sop_class_uid == MR)
+    spec = JobSpec("k1", receiving.job_id, STUDY, 1, mr, "/results/1.2.3/v1")
+    assert store.submit(spec)
+    claimed = store.claim()
+    assert claimed is not None
+    assert detector.submit_corrections() == []  # processing
+    store.finish_processing(claimed.job_id, [], (), 1.0)
+    [job_id] = detector.submit_corrections()
+    correction = store.claim()
+    assert correction is not None and correction.job_id == job_id
+    assert correction.correction is not None
+    assert correction.correction.corrected_output_dir == "/results/1.2.3/v1"
+    assert correction.input_paths == mr
+
+
 def test_a_seg_of_a_study_never_processed_ends_done_with_its_reason(
     store: SqliteJobStore, detector: CompletionDetector
 ) -> None:

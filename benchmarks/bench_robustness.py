@@ -456,7 +456,7 @@ class Targets:
     sensitivity_within: float  # ... with visible sensitivity >= 0.9
     adc_within: float  # ... with the median ADC within 5 %
     ok_but_wrong: tuple[str, ...]  # cases with tDV ratio outside [0.67, 1.5] and verdict ok
-    confusion: Mapping[str, int]  # "ok/bad", "ok/good", "flagged/bad", "flagged/good"
+    confusion: Mapping[str, int]  # "ok/bad", "ok/good", "flagged/bad", "flagged/good" (processed)
 
     @property
     def passed(self) -> dict[str, bool]:
@@ -484,6 +484,8 @@ def evaluate(rows: Sequence[CaseResult]) -> Targets:
     low, high = OK_TDV_RATIO
     confusion = {"ok/bad": 0, "ok/good": 0, "flagged/bad": 0, "flagged/good": 0}
     for row in rows:
+        if row.error:
+            continue  # not processed: no result and no verdict to judge
         key = ("ok" if row.verdict == "ok" else "flagged") + ("/bad" if row.bad else "/good")
         confusion[key] += 1
     return Targets(
@@ -528,16 +530,15 @@ def print_report(rows: Sequence[CaseResult], targets: Targets, worst: int = 10) 
     print(header)
     for row in rows:
         print(_row_line(row))
-    print(f"\nworst {worst} cases by |log tDV ratio|:")
-    ranked = sorted(
-        rows,
-        key=lambda r: (
-            -abs(math.log(r.tdv_ratio))
-            if r.tdv_ratio > 0 and math.isfinite(r.tdv_ratio)
-            else -math.inf
-        ),
-    )
-    for row in ranked[:worst]:
+    failed = [r for r in rows if r.error]
+    if failed:
+        print(f"\n{len(failed)} case(s) failed to process:")
+        for error in sorted({r.error for r in failed}):
+            cases = [r.case for r in failed if r.error == error]
+            print(f"  {len(cases)} x {error}\n      e.g. {cases[0]}")
+    print(f"\nworst {worst} processed cases by |log tDV ratio|:")
+    processed = [r for r in rows if not r.error and r.tdv_ratio > 0]
+    for row in sorted(processed, key=lambda r: -abs(math.log(r.tdv_ratio)))[:worst]:
         print(_row_line(row))
     passed = targets.passed
     mark = {True: "PASS", False: "FAIL"}
@@ -561,7 +562,7 @@ def print_report(rows: Sequence[CaseResult], targets: Targets, worst: int = 10) 
         + "".join(f"\n      {name}" for name in targets.ok_but_wrong)
     )
     c = targets.confusion
-    print("\nverdict vs. bad (|tDV error| > 30 % or sensitivity < 0.7), all cases:")
+    print("\nverdict vs. bad (|tDV error| > 30 % or sensitivity < 0.7), processed cases:")
     print(f"  {'':<22}{'bad':>6}{'good':>6}")
     print(f"  {'ok':<22}{c['ok/bad']:>6}{c['ok/good']:>6}")
     print(f"  {'review/unreliable':<22}{c['flagged/bad']:>6}{c['flagged/good']:>6}")
@@ -628,7 +629,10 @@ def _heat_map(rows: Sequence[CaseResult]) -> Any:
                 mean = float(np.mean(errors)) if errors else math.nan
                 x = x0 + left + i * cell_w
                 draw.rectangle((x, y, x + cell_w - 2, y + cell_h - 2), fill=_colour(mean))
-                text = "n/a" if not errors else f"{100 * mean:.0f}%"
+                if any(r.error for r in cell):
+                    text = "failed"
+                else:
+                    text = "n/a" if not errors else f"{100 * mean:.0f}%"
                 draw.text((x + 6, y + 6), text, fill="black")
                 ok = sum(1 for r in cell if r.verdict == "ok")
                 if cell:

@@ -205,3 +205,25 @@ def test_quick_sweep_meets_the_envelope_targets() -> None:
         "median_adc": True,
         "verdict": True,
     }, report
+
+
+def test_a_case_that_fails_to_process_fails_the_envelope_but_has_no_verdict() -> None:
+    rows = [_row(case=f"good {i}") for i in range(9)]
+    rows.append(
+        _row(
+            case="failed",
+            error="InvalidExamError: too few b-values",
+            verdict="error",
+            reported_tdv_ml=math.nan,
+            tdv_ratio=math.nan,
+            tdv_error=math.inf,
+            median_adc_error=None,
+        )
+    )
+    targets = evaluate(rows)
+    assert targets.envelope_cases == 10
+    assert targets.tdv_within == pytest.approx(0.9)
+    assert targets.adc_within == pytest.approx(0.9)
+    assert rows[-1].bad
+    assert sum(targets.confusion.values()) == 9
+    assert targets.ok_but_wrong == ()

@@ -65,14 +65,15 @@ class Expected:
         }
 
 
-def _series(header: pydicom.Dataset, count: int) -> dict[str, Any]:
+def _series(files: list[tuple[Path, pydicom.Dataset]]) -> dict[str, Any]:
+    header = files[0][1]
+    sizes = sorted({(int(h.get("Rows", 0)), int(h.get("Columns", 0))) for _, h in files})
     return {
         "series_uid": str(header.SeriesInstanceUID),
         "description": str(header.get("SeriesDescription", "")),
         "series_number": int(header.get("SeriesNumber", 0)),
-        "instances": count,
-        "rows": int(header.get("Rows", 0)),
-        "columns": int(header.get("Columns", 0)),
+        "instances": len(files),
+        "sizes": [list(size) for size in sizes],
     }
 
 
@@ -117,9 +118,9 @@ def read_expected(results: Path, measurements: dict[str, Any]) -> Expected:
         sop = str(header.SOPClassUID)
         image_type = [str(v).upper() for v in header.get("ImageType", [])]
         if sop == MR_SOP_CLASS and "ADC" in image_type:
-            adc = {**_series(header, len(files)), "window": _window(header)}
+            adc = {**_series(files), "window": _window(header)}
         elif sop == MR_SOP_CLASS and "COMPUTED_B" in image_type and computed_b is None:
-            computed_b = {**_series(header, len(files)), "window": _window(header)}
+            computed_b = {**_series(files), "window": _window(header)}
         elif sop == SEG_SOP_CLASS:
             referenced = [
                 str(item.SeriesInstanceUID) for item in header.get("ReferencedSeriesSequence", [])
@@ -127,7 +128,7 @@ def read_expected(results: Path, measurements: dict[str, Any]) -> Expected:
             segments = _segments(path)
             segs.append(
                 {
-                    **_series(header, len(files)),
+                    **_series(files),
                     "referenced_series": referenced,
                     "segments": [
                         {**segment.__dict__, "is_adc_class": segment.is_adc_class}
@@ -136,11 +137,9 @@ def read_expected(results: Path, measurements: dict[str, Any]) -> Expected:
                 }
             )
         elif sop in SR_SOP_CLASSES:
-            srs.append(
-                {**_series(header, len(files)), "sop_instance_uid": str(header.SOPInstanceUID)}
-            )
+            srs.append({**_series(files), "sop_instance_uid": str(header.SOPInstanceUID)})
         elif header.Modality == "OT" or "SECONDARY" in image_type:
-            key_images = _series(header, len(files))
+            key_images = _series(files)
     if adc is None or computed_b is None:
         raise ValueError(f"no ADC or computed-b MR series among the results in {results}")
     lesions = [

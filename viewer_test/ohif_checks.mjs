@@ -380,7 +380,9 @@ async function checkOrthancWebViewer(page, record, series) {
     return { imageId: element.image.imageId, rows: element.image.rows, columns: element.image.columns, windowWidth: element.viewport.voi.windowWidth, windowCenter: element.viewport.voi.windowCenter };
   });
   record.facts = { ...record.facts, image, decoded_responses: decoded.length, failed_responses: decoded.filter((s) => s >= 400).length };
-  if (image.rows !== series.rows || image.columns !== series.columns) record.problems.push(`image ${image.columns}x${image.rows}, file ${series.columns}x${series.rows}`);
+  if (!series.sizes.some(([rows, columns]) => rows === image.rows && columns === image.columns)) {
+    record.problems.push(`image ${image.columns}x${image.rows}, the series' files are ${series.sizes.map(([r, c]) => `${c}x${r}`).join(', ')}`);
+  }
   if (decoded.some((s) => s >= 400)) record.problems.push('the Web Viewer failed to decode some instances');
   if (!decoded.length) record.problems.push('the Web Viewer fetched no decoded instance');
   if (series.window && (!near(image.windowCenter, series.window.center, 1) || !near(image.windowWidth, series.window.width, 1))) {

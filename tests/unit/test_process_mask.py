@@ -60,7 +60,8 @@ def test_mask_offline_writes_a_corrected_report_replacing_the_automatic_one(
     assert first.measurements["tdv_ml"] < automatic.measurements["tdv_ml"]
     assert first.measurements["correction"]["seg_sop_instance_uid"] == seg_uid
     assert first.measurements["correction"]["reader"] == "Reader^Rita"
-    assert {p.parent.name for p in first.dicom_files} == {"seg", "sr", "key_images"}
+    folders = {p.parent.name for p in first.dicom_files}
+    assert {"seg", "sr", "key_images"} <= folders <= {"seg", "seg_lesions", "sr", "key_images"}
     [sr_path] = [p for p in first.dicom_files if p.parent.name == "sr"]
     report = pydicom.dcmread(sr_path)
     [auto_sr] = (auto_out / "sr").glob("*.dcm")

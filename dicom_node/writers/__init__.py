@@ -6,9 +6,10 @@ module                 object
 ``common``             identity, deterministic UIDs, copied headers, exam geometry
 ``derived_mr``         ADC (uint16) and computed high-b images as MR Image Storage
 ``parametric_map``     ADC Parametric Map (float32, highdicom ``pm``)
-``seg``                BINARY Segmentation of the tumour load (highdicom ``seg``)
+``seg``                BINARY Segmentations: ADC classes, lesions (highdicom ``seg``)
 ``sr``                 TID 1500 Measurement Report (highdicom ``sr``)
 ``sr_comparison``      the report's comparison with earlier exams (issue 6)
+``sr_quality``         the reliability verdict in the report and key images
 ``key_images``         RGB Secondary Capture key images (``rendering`` draws them)
 =====================  ==========================================================
 

@@ -158,3 +158,10 @@ def test_corrected_seg_recomputes_the_report_and_an_unrelated_one_changes_nothin
     entry = HistoryStore(node.data_dir / HISTORY_FILE).get(patient, study)
     assert entry.summary.sr_sop_instance_uid == corrected_sr
     assert entry.summary.tdv_ml == pytest.approx(expected_tdv)
+    # A later exam of the patient takes its yellow bound from the corrected baseline.
+    baseline = HistoryStore(node.data_dir / HISTORY_FILE).baseline_for(
+        patient, study_date="29991231", study_uid="2.25.1"
+    )
+    assert baseline is not None and baseline.summary.adc is not None
+    assert baseline.summary.adc.p95 == pytest.approx(corrected["exam_summary"]["adc"]["p95"])
+    assert baseline.summary.adc.p95 != pytest.approx(automatic["exam_summary"]["adc"]["p95"])

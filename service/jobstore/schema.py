@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS instances (
     received_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS instances_study ON instances (study_uid);
+-- the completion detector looks for stored SEGs (readers' corrections) every check
+CREATE INDEX IF NOT EXISTS instances_class ON instances (sop_class_uid);
 CREATE TABLE IF NOT EXISTS mpps (
     sop_instance_uid TEXT PRIMARY KEY,
     study_uid TEXT NOT NULL,

@@ -301,6 +301,7 @@ class _Groups:
         self.ctx = ctx
         self.result = result
         self.images = geometric_source
+        self.located: dict[int, Dataset] = {}  # slice index -> image a location is drawn on
         self.digest = digest_parameters
         self.quality = result.quality
         self.total_uid = ctx.uids.uid("tracking", "total-tumour-load")
@@ -324,6 +325,7 @@ class _Groups:
         texts: Sequence[str] = (),
     ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
         """TID 1410 group: where a tracked finding is (its box on its largest slice)."""
+        self.located[box.slice_index] = self.images[box.slice_index]
         built = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,
             referenced_region=box.region(self.images),
@@ -644,6 +646,8 @@ def build_measurement_report(
         procedure_reported=_PROCEDURE,
         imaging_measurements=imaging_measurements,
         title=codes.DCM.ImagingMeasurementReport,
+        # TID 1600 Image Library: the computed-b images the locations are drawn on
+        referenced_images=[builder.located[z] for z in sorted(builder.located)],
     )
     try:
         sr = hd.sr.Comprehensive3DSR(

@@ -202,6 +202,20 @@ def _assert_displayable(sr: pydicom.Dataset, *, geometric_uids: set[str]) -> Non
         numbers = [i for i in items if i.ValueType == "NUM"]
         for number in numbers:  # OHIF labels: a measured value with a unit code
             assert number.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue
+    # TID 1600 Image Library: exactly the images the locations are drawn on (OHIF's
+    # referencedImages)
+    (library,) = [i for i in sr.ContentSequence if _code(i) == "111028"]
+    (library_group,) = library.ContentSequence
+    listed = {
+        i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in library_group.ContentSequence
+    }
+    drawn = {
+        graphic.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        for group in container.ContentSequence
+        for graphic in group.ContentSequence
+        if graphic.ValueType == "SCOORD"
+    }
+    assert listed == drawn
 
 
 def _categories(group: hd.sr.MeasurementsAndQualitativeEvaluations) -> dict[str, str]:

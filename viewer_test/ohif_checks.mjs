@@ -390,6 +390,92 @@ async function checkOrthancWebViewer(page, record, series) {
   }
 }
 
+// The reader's correction, made by OHIF itself: the lesion SEG is loaded, one lesion's
+// segment removed (segmentationService.removeSegment clears its voxels), a 3x3x3 region
+// added as a new segment in the middle of the body on the slice where the largest kept
+// lesion is, and OHIF's own SEG writer (the 'generateSegmentation' command: dcmjs through
+// @cornerstonejs/adapters, what "Export > DICOM SEG" runs) makes the SEG, which OHIF's
+// DICOMweb data source stores (STOW-RS) into Orthanc. The test then forwards it to the node.
+async function checkCorrection(page, record, correction) {
+  await openStudy(page, spec.min_series);
+  await thumbnail(page, correction.seg_description).dblclick();
+  await page.waitForFunction((count) => window.services.segmentationService.getSegmentations()
+    .some((s) => Object.values(s.segments || {}).filter(Boolean).length === count), correction.segments, { timeout: TIMEOUT_MS });
+  await sleep(1000);
+  const facts = await page.evaluate(async ({ remove, label }) => {
+    const { segmentationService } = window.services;
+    const segmentation = segmentationService.getSegmentations()[0];
+    const segmentationId = segmentation.segmentationId;
+    const labelmap = window.cornerstoneTools.segmentation.state.getSegmentation(segmentationId).representationData.Labelmap;
+    const pixels = (index) => window.cornerstone.cache.getImage(labelmap.imageIds[index]).getPixelData();
+    const count = () => {
+      const counts = {};
+      labelmap.imageIds.forEach((_, index) => { for (const v of pixels(index)) if (v) counts[v] = (counts[v] || 0) + 1; });
+      return counts;
+    };
+    const before = count();
+    segmentationService.removeSegment(segmentationId, remove);
+    const afterRemove = count();
+    const added = Math.max(...Object.keys(before).map(Number)) + 1;
+    segmentationService.addSegment(segmentationId, { segmentIndex: added });
+    segmentationService.setSegmentLabel(segmentationId, added, label);
+    // The slice with the most voxels of the largest kept segment; the region in its middle.
+    const largest = Object.entries(afterRemove).sort((a, b) => b[1] - a[1])[0][0];
+    let slice = 0;
+    let most = -1;
+    labelmap.imageIds.forEach((_, index) => {
+      let n = 0;
+      for (const v of pixels(index)) if (v === Number(largest)) n += 1;
+      if (n > most) { most = n; slice = index; }
+    });
+    const image = window.cornerstone.cache.getImage(labelmap.imageIds[slice]);
+    const row0 = Math.floor(image.rows / 2) - 1;
+    const column0 = Math.floor(image.columns / 2) - 1;
+    let painted = 0;
+    for (let k = slice; k < slice + 3; k += 1) {
+      const data = pixels(k);
+      for (let r = row0; r < row0 + 3; r += 1) {
+        for (let c = column0; c < column0 + 3; c += 1) {
+          if (data[r * image.columns + c] === 0) { data[r * image.columns + c] = added; painted += 1; }
+        }
+      }
+    }
+    window.cornerstoneTools.segmentation.triggerSegmentationEvents.triggerSegmentationDataModified(segmentationId);
+    const after = count();
+    // OHIF's writer needs the referenced images in its cache, as after scrolling through.
+    await Promise.all(labelmap.referencedImageIds.map((id) => window.cornerstone.imageLoader.loadAndCacheImage(id)));
+    const generated = await window.commandsManager.runCommand('generateSegmentation', {
+      segmentationId, options: { SeriesDescription: 'Tumour load, reader-corrected in OHIF' },
+    });
+    const dataset = generated.dataset;
+    const [dataSource] = window.extensionManager.getActiveDataSource();
+    await dataSource.store.dicom(dataset);
+    return {
+      removed_segment: remove,
+      removed_voxels: before[remove] || 0,
+      voxels_left_in_removed_segment: afterRemove[remove] || 0,
+      added_segment: added,
+      added_voxels: painted,
+      added_on_slice: slice,
+      kept_voxels: Object.values(after).reduce((a, b) => a + b, 0),
+      reader_seg_uid: dataset.SOPInstanceUID,
+      reader_seg: {
+        SegmentationType: dataset.SegmentationType,
+        NumberOfFrames: dataset.NumberOfFrames,
+        segments: (dataset.SegmentSequence || []).map((item) => item.SegmentLabel),
+        ReferencedSeries: (dataset.ReferencedSeriesSequence ? [].concat(dataset.ReferencedSeriesSequence) : []).map((item) => item.SeriesInstanceUID),
+        TransferSyntaxUID: dataset._meta?.TransferSyntaxUID?.Value?.[0],
+      },
+    };
+  }, { remove: correction.remove_segment, label: 'Reader: added region' });
+  Object.assign(record.facts, facts);
+  if (facts.removed_voxels === 0) record.problems.push(`segment ${correction.remove_segment} had no voxels to remove`);
+  if (facts.voxels_left_in_removed_segment) record.problems.push(`${facts.voxels_left_in_removed_segment} voxels left in the removed segment`);
+  if (facts.added_voxels !== 27) record.problems.push(`the added region took ${facts.added_voxels} of 27 voxels (the middle of the slice is tumour already)`);
+  const errors = loaderErrors(record.console);
+  if (errors.length) record.problems.push(`${errors.length} console error(s) while editing/writing the SEG, first: ${errors[0].slice(0, 300)}`);
+}
+
 // --- run -----------------------------------------------------------------------------
 
 const browser = await chromium.launch({ executablePath: spec.chromium, args: CHROMIUM_ARGS, headless: true });
@@ -404,6 +490,9 @@ try {
   for (const [i, sr] of spec.expected.srs.entries()) {
     const name = `sr${i + 1}`;
     if (wanted(name)) await runCheck(browser, name, (page, record) => checkSr(page, record, sr));
+  }
+  if (spec.correction && wanted('correction')) {
+    await runCheck(browser, 'correction', (page, record) => checkCorrection(page, record, spec.correction));
   }
   for (const series of spec.web_viewer_series || []) {
     const name = `orthanc_${series.name}`;

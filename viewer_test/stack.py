@@ -102,8 +102,16 @@ def make_study(workdir: Path, tree: Path | None = None) -> Study:
 
 
 @contextmanager
-def viewer_orthanc(workdir: Path) -> Iterator[tuple[OrthancServer, bool]]:
-    """Orthanc with DICOMweb (and the Web Viewer when installed): (server, has_web_viewer)."""
+def viewer_orthanc(
+    workdir: Path,
+    *,
+    dicom_port: int | None = None,
+    modalities: dict[str, list[Any]] | None = None,
+) -> Iterator[tuple[OrthancServer, bool]]:
+    """Orthanc with DICOMweb (and the Web Viewer when installed): (server, has_web_viewer).
+
+    ``modalities``: Orthanc's DicomModalities (the node, to forward a reader's SEG to).
+    """
     plugins = [str(DICOMWEB_PLUGIN)]
     web_viewer = WEBVIEWER_PLUGIN.exists()
     if web_viewer:
@@ -112,8 +120,11 @@ def viewer_orthanc(workdir: Path) -> Iterator[tuple[OrthancServer, bool]]:
         "HttpThreadsCount": 16,
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True, "Ssl": False},
         "WebViewer": {"CachePath": str(workdir / "orthanc" / "webviewer-cache")},
+        "DicomModalities": modalities or {},
     }
-    with running_orthanc(workdir, plugins=plugins, extra_config=config) as server:
+    with running_orthanc(
+        workdir, dicom_port=dicom_port, plugins=plugins, extra_config=config
+    ) as server:
         yield server, web_viewer
 
 

@@ -24,18 +24,31 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 
-from tests.conftest import IN_CI, require_tool
+from dicom_node.report_reader import read_measurement_report
+from tests.conftest import IN_CI, free_port, require_tool
+from tests.integration.node_harness import NodeProcess, storescu, wait_for
 from tests.orthanc import OrthancServer, orthanc_binary
 from viewer_test.expected import Expected, read_expected
-from viewer_test.stack import DICOMWEB_PLUGIN, OhifServer, make_study, upload, viewer_orthanc
+from viewer_test.stack import (
+    DICOMWEB_PLUGIN,
+    OhifServer,
+    Study,
+    make_study,
+    upload,
+    viewer_orthanc,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".viewer-cache"
@@ -46,6 +59,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 OUT = Path(os.environ.get("WBDWI_VIEWER_OUT", REPO / "viewer-test-out"))
 CHECK_TIMEOUT_S = 60
 SEG_LOAD_LIMIT_S = 30
+NODE_MODALITY = "wbdwi"
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +72,9 @@ class BrowserRun:
     checks: dict[str, dict[str, Any]]
     orthanc: OrthancServer
     web_viewer: bool
+    node: NodeProcess | None
+    study: Study
+    correction: dict[str, Any] | None
 
     def check(self, name: str) -> dict[str, Any]:
         if name not in self.checks:
@@ -109,6 +126,53 @@ def _run_browser(spec: dict[str, Any], checks: int) -> dict[str, Any]:
     return result
 
 
+def _correction_plan(expected: Expected) -> dict[str, Any] | None:
+    """The lesion SEG (only lesion segments, one per lesion) and its largest lesion to remove."""
+    for seg in expected.segs:
+        segments = seg["segments"]
+        only_lesions = not any(segment["is_adc_class"] for segment in segments)
+        if segments and len(segments) == len(expected.lesions) and only_lesions:
+            largest = max(segments, key=lambda segment: segment["voxels"])
+            return {
+                "seg_description": seg["description"],
+                "segments": len(segments),
+                "remove_segment": largest["number"],
+            }
+    return None
+
+
+@contextmanager
+def _study_from_the_node(workdir: Path, node: NodeProcess) -> Iterator[Study]:
+    """The demo path: the scanner sends the phantom exam to the node, which sends its results
+    to Orthanc (and keeps them in its results folder); the node runs until the end."""
+    phantom = workdir / "phantom"
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "phantom", "--out", str(phantom),
+         "--preset", "reference", "--seed", "1"],
+        capture_output=True, text=True, timeout=300, check=False, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    with node:
+        sent = storescu(phantom / "dicom", node.port)
+        assert sent.returncode == 0, sent.stderr
+        _wait_jobs(node, 1)
+        [study_dir] = (node.data_dir / "results").iterdir()
+        results = study_dir / "v1"
+        measurements = json.loads((results / "measurements.json").read_text())
+        yield Study(phantom / "dicom", results, measurements)
+
+
+def _wait_jobs(node: NodeProcess, count: int) -> None:
+    wait_for(
+        lambda: len(node.job_states()) == count and node.all_jobs_in("done", "failed"),
+        300,
+        f"{count} job(s) of the node to finish (log: {node.log_path})",
+        poll=0.5,
+    )
+    failed = [job for job in node.job_states() if job[1] != "done"]
+    assert not failed, failed
+
+
 @pytest.fixture(scope="module")
 def browser_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserRun]:
     orthanc_binary()
@@ -116,55 +180,72 @@ def browser_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserRun
     _require(CHROMIUM, "Debian package chromium (make viewer-tools)")
     _require(NODE_MODULES / "playwright-core", "npm ci into .viewer-cache (make viewer-tools)")
     _require(OHIF_DIST / "index.html", f"@ohif/app@{OHIF_VERSION} dist (make viewer-tools)")
+    require_tool("storescu", "install dcmtk (make viewer-tools)")
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
     workdir = tmp_path_factory.mktemp("viewer")
     tree = os.environ.get("WBDWI_VIEWER_TREE")
-    study = make_study(workdir, Path(tree) if tree else None)
+    with ExitStack() as stack:
+        orthanc_dicom_port = free_port()
+        destination = f"ORTHANC@127.0.0.1:{orthanc_dicom_port}"
+        node = None if tree else NodeProcess(workdir, destinations=[destination])
+        modalities = {} if node is None else {NODE_MODALITY: ["WBDWI", "127.0.0.1", node.port]}
+        server, web_viewer = stack.enter_context(
+            viewer_orthanc(workdir, dicom_port=orthanc_dicom_port, modalities=modalities)
+        )
+        if node is None:
+            study = make_study(workdir, Path(str(tree)))
+        else:
+            study = stack.enter_context(_study_from_the_node(workdir, node))
+        yield from _browse(study, node, server, web_viewer)
+
+
+def _browse(
+    study: Study, node: NodeProcess | None, server: OrthancServer, web_viewer: bool
+) -> Iterator[BrowserRun]:
     expected = read_expected(study.results, study.measurements)
-    with viewer_orthanc(workdir) as (server, web_viewer):
-        stored = upload(server, [study.inputs, study.results])
-        series_count = len(
-            server.rest(f"/studies/{_study_id(server, expected.study_uid)}")["Series"]
+    # The scanner's images in the PACS too; the node's results are there already (or, for
+    # an offline run of another tree, stored now).
+    stored = upload(server, [study.inputs] if node is not None else [study.inputs, study.results])
+    series_count = len(server.rest(f"/studies/{_study_id(server, expected.study_uid)}")["Series"])
+    web_viewer_series = []
+    if web_viewer:
+        named = (
+            ("adc", expected.adc),
+            ("computed_b", expected.computed_b),
+            ("key_images", expected.key_images),
         )
-        web_viewer_series = []
-        if web_viewer:
-            named = (
-                ("adc", expected.adc),
-                ("computed_b", expected.computed_b),
-                ("key_images", expected.key_images),
-            )
-            for name, series in named:
-                if series is not None:
-                    web_viewer_series.append(
-                        {
-                            **series,
-                            "name": name,
-                            "orthanc_id": _orthanc_id(server, series["series_uid"]),
-                            "window": series.get("window"),
-                        }
-                    )
-        with OhifServer(OHIF_DIST, server.http_port) as ohif:
-            spec = {
-                "origin": ohif.origin,
-                "orthanc": server.base_url,
-                "expected": expected.as_json(),
-                "out_dir": str(OUT),
-                "check_timeout_s": CHECK_TIMEOUT_S,
-                "seg_load_limit_s": SEG_LOAD_LIMIT_S,
-                "node_modules": str(NODE_MODULES),
-                "chromium": str(CHROMIUM),
-                "min_series": series_count,
-                "web_viewer_series": web_viewer_series,
-            }
-            checks = 1 + len(expected.segs) + len(expected.srs) + len(web_viewer_series)
-            result = _run_browser(spec, checks)
-        (OUT / "study.json").write_text(
-            json.dumps(
-                {"instances_stored": stored, "series": series_count, **expected.as_json()}, indent=2
-            )
-        )
-        yield BrowserRun(expected, result["checks"], server, web_viewer)
+        for name, series in named:
+            if series is not None:
+                web_viewer_series.append(
+                    {
+                        **series,
+                        "name": name,
+                        "orthanc_id": _orthanc_id(server, series["series_uid"]),
+                        "window": series.get("window"),
+                    }
+                )
+    correction = _correction_plan(expected) if node is not None else None
+    with OhifServer(OHIF_DIST, server.http_port) as ohif:
+        spec = {
+            "origin": ohif.origin,
+            "orthanc": server.base_url,
+            "expected": expected.as_json(),
+            "out_dir": str(OUT),
+            "check_timeout_s": CHECK_TIMEOUT_S,
+            "seg_load_limit_s": SEG_LOAD_LIMIT_S,
+            "node_modules": str(NODE_MODULES),
+            "chromium": str(CHROMIUM),
+            "min_series": series_count,
+            "web_viewer_series": web_viewer_series,
+            "correction": correction,
+        }
+        checks = 2 + len(expected.segs) + len(expected.srs) + len(web_viewer_series)
+        result = _run_browser(spec, checks)
+    (OUT / "study.json").write_text(
+        json.dumps({"instances_stored": stored, "series": series_count, **expected.as_json()})
+    )
+    yield BrowserRun(expected, result["checks"], server, web_viewer, node, study, correction)
 
 
 def _study_id(server: OrthancServer, study_uid: str) -> str:
@@ -277,3 +358,63 @@ def test_derived_series_render_in_orthancs_web_viewer(browser_run: BrowserRun) -
             failures.append(_explain(check, record, record["problems"]))
     assert "orthanc_adc" in browser_run.checks and "orthanc_computed_b" in browser_run.checks
     assert not failures, "\n".join(failures)
+
+
+def _instance_id(server: OrthancServer, sop_instance_uid: str) -> str | None:
+    hits = json.loads(
+        server.rest_bytes("/tools/lookup", method="POST", body=sop_instance_uid.encode())
+    )
+    return next((str(hit["ID"]) for hit in hits if hit["Type"] == "Instance"), None)
+
+
+def test_reader_correction_made_in_ohif_recomputes_the_report(browser_run: BrowserRun) -> None:
+    """OHIF's SEG writer makes the corrected SEG (one lesion removed, a region added), OHIF
+    stores it in Orthanc, Orthanc sends it to the node, the node's recomputed SR reaches
+    Orthanc with the tDV of the voxels the reader kept."""
+    node = browser_run.node
+    if node is None:
+        pytest.skip("WBDWI_VIEWER_TREE: results made offline, no node to send a correction to")
+    assert browser_run.correction is not None, "no SEG with one segment per lesion to correct"
+    record = browser_run.check("correction")
+    _assert_screenshot("correction")
+    assert record["ok"], _explain("correction", record, record["problems"])
+    facts = record["facts"]
+    server = browser_run.orthanc
+    reader_seg = _instance_id(server, facts["reader_seg_uid"])
+    assert reader_seg, f"OHIF's SEG {facts['reader_seg_uid']} is not in Orthanc (STOW-RS)"
+    # Kept as an artefact: the SEG exactly as OHIF wrote it (for the node's SEG reader).
+    (OUT / "reader-seg-ohif.dcm").write_bytes(server.rest_bytes(f"/instances/{reader_seg}/file"))
+    # The PACS forwards the reader's SEG to the node (as an auto-routing rule would).
+    answer = server.rest(
+        f"/modalities/{NODE_MODALITY}/store",
+        method="POST",
+        body={"Resources": [reader_seg], "Synchronous": True},
+    )
+    assert answer.get("FailedInstancesCount", 0) == 0, answer
+    _wait_jobs(node, 2)
+    corrected_dir = browser_run.study.results.parent / "v2"
+    corrected = json.loads((corrected_dir / "measurements.json").read_text())
+    assert corrected["correction"]["seg_sop_instance_uid"] == facts["reader_seg_uid"]
+    sr_uid = corrected["exam_summary"]["sr_sop_instance_uid"]
+    sr_id = wait_for(lambda: _instance_id(server, sr_uid), 60, "the corrected SR in Orthanc")
+    sr = pydicom.dcmread(BytesIO(server.rest_bytes(f"/instances/{sr_id}/file")))
+    [automatic_path] = (browser_run.study.results / "sr").glob("*.dcm")
+    automatic_sr = pydicom.dcmread(automatic_path)
+    automatic = read_measurement_report(automatic_sr)
+    report = read_measurement_report(sr)
+    expected_tdv = facts["kept_voxels"] * automatic.voxel_volume_ml
+    assert report.tdv_ml == pytest.approx(expected_tdv, abs=1e-3), (
+        f"corrected SR tDV {report.tdv_ml} ml; the reader kept {facts['kept_voxels']} voxels "
+        f"of {automatic.voxel_volume_ml} ml = {expected_tdv} ml"
+    )
+    removed_ml = facts["removed_voxels"] * automatic.voxel_volume_ml
+    added_ml = facts["added_voxels"] * automatic.voxel_volume_ml
+    assert report.tdv_ml == pytest.approx(automatic.tdv_ml - removed_ml + added_ml, abs=0.06)
+    predecessors = [
+        item.SOPInstanceUID
+        for study in sr.get("PredecessorDocumentsSequence", [])
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    ]
+    assert automatic_sr.SOPInstanceUID in predecessors
+    assert _instance_id(server, automatic_sr.SOPInstanceUID), "the automatic SR must stay"

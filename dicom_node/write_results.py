@@ -114,7 +114,7 @@ class ReaderCorrection:
         by = f" by {self.reader.replace('^', ' ').strip()}" if self.reader.strip("^ ") else ""
         return (
             f"{READER_CORRECTED}: measured on the tumour mask corrected{by} "
-            f"(SEG {self.seg_sop_instance_uid}); it replaces the automatic report"
+            f"(SEG {self.seg_sop_instance_uid}); it replaces the earlier reports of this exam"
         )
 
 

@@ -26,17 +26,17 @@ the baseline's 95th centile read from then on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import highdicom as hd
 import pydicom
 import structlog
-from pydicom.dataset import Dataset
 
 from dicom_node.errors import SegmentationReferenceError
 from dicom_node.seg_reader import CorrectedMask, read_corrected_mask, read_segmentation
-from dicom_node.write_results import ReaderCorrection
+from dicom_node.write_results import ReaderCorrection, earlier_version_reports
 from processing.exam import DwiExam
 from service.jobs import CorrectionSpec, JobSpec
 
@@ -132,20 +132,33 @@ def prepare_correction(spec: JobSpec, exam: DwiExam) -> PreparedCorrection:
             f"SEG {correction.seg_sop_instance_uid} is one of this node's own results; "
             "nothing changed"
         )
+    from service.completion import results_folder  # (completion imports this module)
+
+    earlier = [
+        results_folder(Path(spec.output_dir).parent.parent, spec.study_uid, number)
+        for number in range(1, spec.version)
+    ]
     try:
-        return read_correction(seg, exam, corrected)
+        return read_correction(seg, exam, corrected, replaced_folders=earlier)
     except SegmentationReferenceError as error:
         raise NothingToCorrectError(f"{error}; stored, nothing changed") from error
 
 
 def read_correction(
-    seg: Path | hd.seg.Segmentation, exam: DwiExam, corrected_output_dir: Path | None
+    seg: Path | hd.seg.Segmentation,
+    exam: DwiExam,
+    corrected_output_dir: Path | None,
+    *,
+    replaced_folders: Sequence[Path] | None = None,
 ) -> PreparedCorrection:
-    """The SEG's mask on ``exam``'s grid, and the reports in ``corrected_output_dir`` it replaces.
+    """The SEG's mask on ``exam``'s grid, and the reports it replaces.
 
     ``corrected_output_dir`` is the results folder of the automatic run (its
-    result series count as the exam's series; its SR is the predecessor);
-    ``None``: no predecessor, only the exam's own series and frame of reference.
+    result series count as the exam's series); ``None``: only the exam's own
+    series and frame of reference. The reports replaced (Predecessor
+    Documents) are the SRs in ``replaced_folders`` (the node: every earlier
+    version of the study, earlier corrections included), by default the one
+    in ``corrected_output_dir``.
 
     Raises
     ------
@@ -156,14 +169,14 @@ def read_correction(
         frozenset() if corrected_output_dir is None else result_series_uids(corrected_output_dir)
     )
     mask = read_corrected_mask(seg, exam, known_series_uids=series)
+    if replaced_folders is None:
+        replaced_folders = [] if corrected_output_dir is None else [corrected_output_dir]
     return PreparedCorrection(
         mask=mask,
         writer=ReaderCorrection(
             seg_sop_instance_uid=mask.sop_instance_uid,
             reader=mask.content_creator,
-            predecessors=()
-            if corrected_output_dir is None
-            else _automatic_reports(corrected_output_dir),
+            predecessors=tuple(earlier_version_reports(replaced_folders)),
         ),
     )
 
@@ -176,8 +189,3 @@ def _own_result_uids(study_results: Path) -> frozenset[str]:
             if job_folder.is_dir():
                 found.update(path.stem for path in job_folder.glob("*/*.dcm"))
     return frozenset(found)
-
-
-def _automatic_reports(output_dir: Path) -> tuple[Dataset, ...]:
-    """The SR(s) written by the corrected job (the predecessors of the corrected report)."""
-    return tuple(pydicom.dcmread(path) for path in sorted((output_dir / "sr").glob("*.dcm")))

@@ -10,7 +10,9 @@ import pytest
 
 from dicom_node.scanner import write_exam
 from dicom_node.spool import SpooledInstance
+from dicom_node.write_results import write_results
 from processing.phantom import make_phantom
+from processing.pipeline import measure_tumour_mask
 from processing.settings import ProcessingSettings
 from service.commands.process import run_offline
 from service.completion import CompletionDetector
@@ -148,21 +150,22 @@ def test_a_seg_of_a_study_never_processed_ends_done_with_its_reason(
 def test_the_nodes_own_seg_and_a_seg_of_another_grid_correct_nothing(tmp_path: Path) -> None:
     settings = ProcessingSettings()
     folder = tmp_path / "exam"
-    write_exam(make_phantom("small", seed=1), folder)
-    study_results = tmp_path / "results" / "study"
+    phantom = make_phantom("small", seed=1)
+    write_exam(phantom, folder)
+    study_results = tmp_path / "results" / phantom.study_instance_uid  # the node's layout
     automatic_dir = study_results / "v1"
     automatic = run_offline(folder, automatic_dir, settings, "cpu")
     exam = automatic.assembled.exam
     [own_seg] = (automatic_dir / "seg").glob("*.dcm")
 
-    def spec_for(seg: Path) -> JobSpec:
+    def spec_for(seg: Path, version: int = 2) -> JobSpec:
         return JobSpec(
             job_key=correction_job_key(seg.stem),
-            job_id=2,
+            job_id=version,
             study_uid=exam.study_instance_uid,
-            version=2,
+            version=version,
             input_paths=(),
-            output_dir=str(study_results / "v2"),
+            output_dir=str(study_results / f"v{version}"),
             correction=CorrectionSpec(str(seg), seg.stem, str(automatic_dir)),
         )
 
@@ -184,3 +187,13 @@ def test_the_nodes_own_seg_and_a_seg_of_another_grid_correct_nothing(tmp_path: P
     moved.save_as(moved_path)
     with pytest.raises(NothingToCorrectError, match="belongs to study"):
         prepare_correction(spec_for(moved_path), exam)
+
+    # The reader corrects again: the new report replaces the automatic and the corrected one.
+    corrected = measure_tumour_mask(exam, mask, settings, device="cpu")
+    written = write_results(exam, corrected, study_results / "v2", correction=prepared.writer)
+    [corrected_sr] = [path.stem for path in written if path.parent.name == "sr"]
+    again = tmp_path / "reader-again.dcm"
+    write_reader_seg(sources, automatic.result.tumour_mask, again)
+    second = prepare_correction(spec_for(again, version=3), exam)
+    replaced = [str(ds.SOPInstanceUID) for ds in second.writer.predecessors]
+    assert replaced == [auto_sr.stem, corrected_sr]

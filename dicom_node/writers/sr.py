@@ -76,6 +76,7 @@ from dicom_node.writers.seg import (
     other_foci,
     region_code,
 )
+from dicom_node.writers.segment_references import SegmentReferences
 from dicom_node.writers.sr_comparison import comparison_groups, lesion_comparison_items
 from dicom_node.writers.sr_quality import (
     description_suffix,
@@ -302,6 +303,7 @@ class _Groups:
         self.result = result
         self.images = geometric_source
         self.located: dict[int, Dataset] = {}  # slice index -> image a location is drawn on
+        self.segment_references = SegmentReferences()  # each SEG's frames walked once
         self.digest = digest_parameters
         self.quality = result.quality
         self.total_uid = ctx.uids.uid("tracking", "total-tumour-load")
@@ -384,7 +386,7 @@ class _Groups:
         tracking = _tracking(info)
         built = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,
-            referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, info.number),
+            referenced_segment=self.segment_references.reference(seg, info.number),
             finding_type=SEGMENT_TYPE,
             finding_category=SEGMENT_CATEGORY,
             algorithm_id=self.algorithm(parameters),

@@ -270,6 +270,27 @@ async function checkSeg(page, record, seg) {
       }
     }
   }
+  // Show the slice where most of the SEG's segments meet (the screenshot then shows the
+  // classes in their colours), as a reader scrolls to it.
+  record.facts.shown_slice = await page.evaluate(async (label) => {
+    const { segmentationService, viewportGridService } = window.services;
+    const segmentation = segmentationService.getSegmentations().find((s) => s.label === label) || segmentationService.getSegmentations()[0];
+    const labelmap = window.cornerstoneTools.segmentation.state.getSegmentation(segmentation.segmentationId).representationData.Labelmap;
+    let best = { index: -1, kinds: 0, voxels: 0 };
+    labelmap.imageIds.forEach((imageId, index) => {
+      const data = window.cornerstone.cache.getImage(imageId)?.getPixelData() || [];
+      const kinds = new Set();
+      let voxels = 0;
+      for (const v of data) if (v) { kinds.add(v); voxels += 1; }
+      if (kinds.size > best.kinds || (kinds.size === best.kinds && voxels > best.voxels)) best = { index, kinds: kinds.size, voxels };
+    });
+    const viewport = window.cornerstone.getEnabledElementByViewportId(viewportGridService.getActiveViewportId()).viewport;
+    const target = labelmap.referencedImageIds?.[best.index];
+    const position = viewport.getImageIds ? viewport.getImageIds().indexOf(target) : -1;
+    if (position >= 0 && viewport.setImageIdIndex) await viewport.setImageIdIndex(position);
+    return { ...best, viewport_index: position };
+  }, seg.description).catch((error) => ({ error: error.message }));
+  await sleep(1500);
   // The segmentation panel lists the segments by label.
   await page.locator('[data-cy="panelSegmentation-btn"]').click();
   await sleep(1500);

@@ -420,6 +420,8 @@ async function checkOrthancWebViewer(page, record, series) {
 async function checkCorrection(page, record, correction) {
   await openStudy(page, spec.min_series);
   await thumbnail(page, correction.seg_description).dblclick();
+  // "Do you want to open this Segmentation?": yes, into the segmentation panel for editing.
+  await page.getByRole('button', { name: /^(Yes|Load|Open)$/ }).first().click({ timeout: 8000 }).catch(() => {});
   await page.waitForFunction((count) => window.services.segmentationService.getSegmentations()
     .some((s) => Object.values(s.segments || {}).filter(Boolean).length === count), correction.segments, { timeout: TIMEOUT_MS });
   await sleep(1000);

@@ -65,7 +65,7 @@ if [ ! -f "$ohif/dist/index.html" ]; then
   (cd "$CACHE/pack" && npm pack "@ohif/app@$OHIF_VERSION" --silent >/dev/null) ||
     give_up "npm pack @ohif/app@$OHIF_VERSION failed"
   tarball=$(ls "$CACHE"/pack/*.tgz)
-  got="sha512-$(openssl dgst -sha512 -binary "$tarball" | base64 -w0)"
+  got=$(python3 -c 'import base64, hashlib, sys; print("sha512-" + base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).decode())' "$tarball")
   [ "$got" = "$OHIF_INTEGRITY" ] || give_up "@ohif/app tarball integrity $got, expected $OHIF_INTEGRITY"
   mkdir -p "$ohif.tmp"
   tar -xzf "$tarball" -C "$ohif.tmp" --strip-components=1 package/dist package/package.json

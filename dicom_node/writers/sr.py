@@ -228,7 +228,7 @@ _Group = (
 
 @dataclass(frozen=True, slots=True)
 class _Box:
-    """A rectangle around a finding on one slice of the geometric source (pixel edges)."""
+    """The box around a finding on one slice of the geometric source (pixel edges)."""
 
     slice_index: int
     left: int
@@ -248,19 +248,29 @@ class _Box:
             z, int(columns.min()), int(rows.min()), int(columns.max()) + 1, int(rows.max()) + 1
         )
 
+    def ellipse(self) -> NDArray[np.float64]:
+        """The ellipse through the box's corners: major-axis ends, then minor-axis ends.
+
+        (column, row) pixel coordinates (PS3.3 C.18.6.1.2 ELLIPSE). An ELLIPSE,
+        not the box as a closed POLYLINE: OHIF 3.13 takes a 4- or 5-point
+        "Image Region" POLYLINE for its own RectangleROI tool, offers to load
+        the report into its measurement panel and then shows the rectangle's
+        area and pixel statistics instead of the report's numbers.
+        """
+        centre_x, centre_y = (self.left + self.right) / 2, (self.top + self.bottom) / 2
+        half_x = (self.right - self.left) / 2 * math.sqrt(2)
+        half_y = (self.bottom - self.top) / 2 * math.sqrt(2)
+        horizontal = [(centre_x - half_x, centre_y), (centre_x + half_x, centre_y)]
+        vertical = [(centre_x, centre_y - half_y), (centre_x, centre_y + half_y)]
+        major, minor = (horizontal, vertical) if half_x >= half_y else (vertical, horizontal)
+        return np.asarray([*major, *minor], dtype=np.float64)
+
     def region(self, images: Sequence[Dataset]) -> hd.sr.ImageRegion:
-        """A closed POLYLINE in (column, row) pixel coordinates of the slice's image."""
+        """The :meth:`ellipse` on the slice's image of the geometric source."""
         image = images[self.slice_index]
-        corners = [
-            (self.left, self.top),
-            (self.right, self.top),
-            (self.right, self.bottom),
-            (self.left, self.bottom),
-            (self.left, self.top),
-        ]
         return hd.sr.ImageRegion(
-            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-            graphic_data=np.asarray(corners, dtype=np.float64),
+            graphic_type=hd.sr.GraphicTypeValues.ELLIPSE,
+            graphic_data=self.ellipse(),
             source_image=hd.sr.SourceImageForRegion(
                 referenced_sop_class_uid=image.SOPClassUID,
                 referenced_sop_instance_uid=image.SOPInstanceUID,

@@ -22,7 +22,7 @@ from dicom_node.writers import (
     build_parametric_map,
     build_segmentation,
 )
-from dicom_node.writers.sr import TOTAL_GROUP, adc_statistic_codes, report_reference
+from dicom_node.writers.sr import TOTAL_GROUP, _Box, adc_statistic_codes, report_reference
 from dicom_node.writers.sr_quality import verdict_of_code
 from processing.comparison import Comparison, compare_exams
 from processing.exam_summary import ExamSummary, summarize_exam
@@ -193,10 +193,14 @@ def _assert_displayable(sr: pydicom.Dataset, *, geometric_uids: set[str]) -> Non
         graphics = [i for i in items if i.ValueType in ("SCOORD", "SCOORD3D")]
         assert graphics, f"measurement {uid} has no SCOORD: OHIF cannot show it"
         scoord = graphics[0]
-        assert scoord.ValueType == "SCOORD" and scoord.GraphicType == "POLYLINE"
+        # an ELLIPSE: a 4/5-point POLYLINE would be taken for OHIF's RectangleROI tool
+        assert scoord.ValueType == "SCOORD" and scoord.GraphicType == "ELLIPSE"
         assert _code(scoord) == "111030"  # Image Region
         points = np.asarray(scoord.GraphicData, dtype=float).reshape(-1, 2)
-        assert (points[0] == points[-1]).all() and len(points) == 5  # closed box
+        assert len(points) == 4
+        major = np.linalg.norm(points[1] - points[0])
+        assert major >= np.linalg.norm(points[3] - points[2]) > 0
+        np.testing.assert_allclose(points[:2].mean(axis=0), points[2:].mean(axis=0))
         (image,) = scoord.ContentSequence
         assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID in geometric_uids
         numbers = [i for i in items if i.ValueType == "NUM"]
@@ -600,3 +604,22 @@ def test_a_later_version_names_and_replaces_the_earlier_report(
     assert later.SeriesDescription == "Tumour load report (revised) wbdwi"
     with pytest.raises(WriterError, match="not an SR document"):
         report_reference(next(iter(synthetic.exam.sources)).path)
+
+
+def test_a_location_ellipse_encloses_the_finding_on_its_largest_slice() -> None:
+    voxels = np.zeros((4, 20, 30), dtype=bool)
+    voxels[1, 5:8, 10:20] = True  # 3 rows x 10 columns
+    voxels[2, 6, 12] = True
+    box = _Box.around(voxels)
+    assert box == _Box(1, 10, 5, 20, 8)
+    ellipse = box.ellipse()
+    centre = ellipse[:2].mean(axis=0)
+    semi_major = np.linalg.norm(ellipse[1] - ellipse[0]) / 2
+    semi_minor = np.linalg.norm(ellipse[3] - ellipse[2]) / 2
+    rows, columns = np.nonzero(voxels[1])
+    for x in (columns.min(), columns.max() + 1):  # every pixel corner lies inside
+        for y in (rows.min(), rows.max() + 1):
+            inside = ((x - centre[0]) / semi_major) ** 2 + ((y - centre[1]) / semi_minor) ** 2
+            assert inside <= 1 + 1e-9
+    assert ellipse[0][1] == ellipse[1][1]  # wider than tall: the major axis is horizontal
+    assert _Box.around(np.zeros((2, 3, 3), dtype=bool)) is None

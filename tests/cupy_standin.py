@@ -34,6 +34,7 @@ import pytest
 import scipy.ndimage
 
 import processing.backend as backend_module
+from processing.fused import NUMPY_EQUIVALENTS
 
 __all__ = ["DeviceArray", "install_cupy_standin"]
 
@@ -279,15 +280,42 @@ class _Pool:
 
 
 class _ElementwiseKernel:
-    """The one-line C operation, run by NumPy (enough for the device probe)."""
+    """An elementwise kernel run by NumPy.
 
-    def __init__(self, in_params: str, out_params: str, operation: str, name: str) -> None:
+    A kernel of :mod:`processing.fused` runs the NumPy program registered
+    under its name in ``NUMPY_EQUIVALENTS`` (the CUDA source cannot run here;
+    the arguments are checked against the declared parameters, device arrays
+    only, as CuPy would); any other kernel must be a one-line C expression
+    that is valid Python (the device probe's).
+    """
+
+    def __init__(
+        self,
+        in_params: str,
+        out_params: str,
+        operation: str,
+        name: str,
+        options: tuple[str, ...] = (),
+        **_kwargs: Any,
+    ) -> None:
         self.inputs = [p.split()[-1] for p in in_params.split(",")]
+        self.outputs = [p.split()[-1] for p in out_params.split(",")]
         self.output = out_params.rsplit(maxsplit=1)[-1]
         self.operation = re.sub(r"(\d)f\b", r"\1", operation)
+        self.equivalent = NUMPY_EQUIVALENTS.get(name)
 
     def __call__(self, *arrays: Any) -> Any:
-        scope: dict[str, Any] = dict(zip(self.inputs, _unwrap(arrays), strict=True))
+        if len(arrays) != len(self.inputs):
+            raise TypeError(f"Wrong number of arguments: {len(arrays)} for {len(self.inputs)}")
+        arguments = _unwrap(arrays)
+        if self.equivalent is not None:
+            if not any(isinstance(a, DeviceArray) for a in arrays):
+                raise TypeError("an elementwise kernel needs at least one cupy.ndarray argument")
+            result = self.equivalent(*arguments)
+            if len(self.outputs) == 1:
+                return _wrap(np.asarray(result))
+            return tuple(_wrap(np.asarray(r)) for r in result)
+        scope: dict[str, Any] = dict(zip(self.inputs, arguments, strict=True))
         exec(self.operation, {}, scope)  # the probe's one-line C expression is valid Python
         return _wrap(scope[self.output])
 

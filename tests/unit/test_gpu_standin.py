@@ -20,6 +20,7 @@ import scipy.ndimage
 from structlog.testing import capture_logs
 
 import processing.pipeline as pipeline_module
+from processing import fused
 from processing.backend import Backend, gpu_status
 from processing.phantom import make_phantom
 from processing.pipeline import process_exam
@@ -162,3 +163,50 @@ def test_each_fault_injected_on_the_gpu_side_fails_the_gpu_comparison(
     gpu = process_exam(exam, device="gpu")
     assert gpu.device.startswith("gpu (NumPy stand-in")
     assert compare_results(cpu, gpu), f"'{name}' on the GPU side passed the comparison"
+
+
+def test_the_gpu_path_runs_the_fused_kernels(standin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The ADC fit and the computed-b images go through processing.fused's kernels on the
+    # GPU; the stand-in runs each kernel's registered NumPy program, and the result is the
+    # CPU reference's exactly (test above). Here: they do run, once per fit / image.
+    calls: dict[str, int] = {}
+
+    def counted(name: str, program: Any) -> Any:
+        def run(*arguments: Any) -> Any:
+            calls[name] = calls.get(name, 0) + 1
+            return program(*arguments)
+
+        return run
+
+    for name, program in list(fused.NUMPY_EQUIVALENTS.items()):
+        monkeypatch.setitem(fused.NUMPY_EQUIVALENTS, name, counted(name, program))
+    fused.adc_fit_kernel.cache_clear()
+    fused.computed_b_kernel.cache_clear()
+    settings = ProcessingSettings()
+    exam = make_phantom("small", snr=40.0, seed=0).to_exam()
+    process_exam(exam, settings, device="gpu")
+    used = len([b for b in exam.b_values if b >= settings.adc_min_b])
+    wanted = {*settings.computed_b_values, settings.segmentation_b_value}
+    assert calls == {fused.adc_fit_name(used): 1, "wbdwi_computed_b": len(wanted)}
+
+
+def test_a_wrong_fused_kernel_fails_the_gpu_comparison(
+    standin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A kernel that forgets the body mask in its validity rule (a plausible CUDA slip):
+    # the GPU result must differ from the CPU reference.
+    exam = make_phantom("small", snr=40.0, seed=0).to_exam()
+    used = len([b for b in exam.b_values if b >= ProcessingSettings().adc_min_b])
+    name = fused.adc_fit_name(used)
+    program = fused.NUMPY_EQUIVALENTS[name]
+
+    def without_body(*arguments: Any) -> Any:
+        everywhere = list(arguments)
+        everywhere[used + 1] = np.ones_like(arguments[used + 1])
+        return program(*everywhere)
+
+    monkeypatch.setitem(fused.NUMPY_EQUIVALENTS, name, without_body)
+    fused.adc_fit_kernel.cache_clear()
+    cpu = process_exam(exam, device="cpu")
+    gpu = process_exam(exam, device="gpu")
+    assert compare_results(cpu, gpu)

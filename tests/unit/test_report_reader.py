@@ -130,7 +130,11 @@ def test_lesion_without_position_reads_with_nan_centroid(
     written: tuple[Path, ExamSummary],
 ) -> None:
     sr = pydicom.dcmread(written[0])
-    (container,) = [item for item in sr.ContentSequence if item.ValueType == "CONTAINER"]
+    (container,) = [  # Imaging Measurements (the Image Library is the other container)
+        item
+        for item in sr.ContentSequence
+        if item.ValueType == "CONTAINER" and item.ConceptNameCodeSequence[0].CodeValue == "126010"
+    ]
     for group in container.ContentSequence:
         group.ContentSequence = [
             item

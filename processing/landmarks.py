@@ -22,7 +22,7 @@ kB) are downloaded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,12 @@ class BodyLandmarks:
         ``(z,)`` cross-sectional area of the body per slice.
     slice_mm
         Slice spacing.
+    trunk
+        Boolean ``[z, y, x]`` on the backend's device: the trunk of every slice
+        (its largest 8-connected in-plane body component, the one ``trunk_center``
+        and ``trunk_box`` describe); ``None`` when no slice holds body. Lesion
+        regions use it (:func:`processing.regions.in_trunk`), so that landmarks
+        and regions see the same trunk.
     """
 
     top: int
@@ -71,6 +77,7 @@ class BodyLandmarks:
     trunk_box: NDArray[np.float64]
     body_area_mm2: NDArray[np.float64]
     slice_mm: float
+    trunk: Any = field(default=None, repr=False, compare=False)
 
     def level_below_neck(self, fraction: float) -> float:
         """Slice index at ``fraction`` of the neck-to-crotch distance (estimated ends)."""
@@ -155,7 +162,7 @@ def find_landmarks(
     bottom = int(present[-1])
     neck = _find_neck(area, top, bottom, dz, settings)
     crotch = _find_crotch(first_area, second_area, top, bottom)
-    return BodyLandmarks(top, bottom, neck, crotch, center, box, area, dz)
+    return BodyLandmarks(top, bottom, neck, crotch, center, box, area, dz, trunk=trunk)
 
 
 def _find_neck(

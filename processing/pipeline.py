@@ -41,7 +41,7 @@ from processing.quality import (
     Verdict,
     assess_image,
 )
-from processing.regions import assign_region
+from processing.regions import assign_region, in_trunk
 from processing.results import (
     ComputedImage,
     ExamStats,
@@ -359,10 +359,11 @@ def _measure(
         lesion_rows = _lesion_rows(
             measures,
             exam=exam,
-            body=body_host,
+            body=maps.body,  # on the device: only the slices holding a centroid come back
             landmarks=maps.landmarks,
             voxel_ml=voxel_ml,
             settings=settings,
+            backend=backend,
         )
     timings = dict(timer.timings)
     timings["total"] = time.perf_counter() - total_start
@@ -613,13 +614,15 @@ def _lesion_rows(
     measures: Any,
     *,
     exam: DwiExam,
-    body: np.ndarray[Any, np.dtype[np.bool_]],
+    body: Any,
     landmarks: BodyLandmarks,
     voxel_ml: float,
     settings: ProcessingSettings,
+    backend: Backend,
 ) -> tuple[LesionStats, ...]:
     rows: list[LesionStats] = []
     centroids_mm = index_to_patient(exam.affine, measures.centroid_index)
+    trunk_sections = in_trunk(measures.centroid_index, body, landmarks, backend)
     for index in range(len(measures.voxel_counts)):
         centroid = centroids_mm[index]
         rows.append(
@@ -630,7 +633,11 @@ def _lesion_rows(
                 adc_median=float(measures.adc_median[index]),
                 centroid_mm=(float(centroid[0]), float(centroid[1]), float(centroid[2])),
                 region=assign_region(
-                    measures.centroid_index[index], body, landmarks, exam.spacing_mm, settings
+                    measures.centroid_index[index],
+                    bool(trunk_sections[index]),
+                    landmarks,
+                    exam.spacing_mm,
+                    settings,
                 ),
                 mean_high_b=float(measures.high_b_mean[index]),
             )

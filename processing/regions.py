@@ -21,30 +21,45 @@ Rules, in order:
    scapulae, clavicles); L1 to iliac crest: lateral -> thorax (lower ribs),
    else other; below the iliac crest: pelvis, except lateral at hip level ->
    limbs (proximal femur).
+
+"Outside the trunk's cross-section" means that the body voxel of the
+centroid's slice nearest to the centroid is not in the slice's trunk: its
+largest in-plane body component, 8-connected, exactly the trunk the landmarks
+measure (:attr:`processing.landmarks.BodyLandmarks.trunk`; before issue 13 this
+test labelled the slice again, 4-connected, once per lesion). :func:`in_trunk`
+answers for every lesion at once from that mask on the device, downloading
+only the slices that hold a centroid.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-import scipy.ndimage
 from numpy.typing import NDArray
 
+from processing.backend import Backend
 from processing.landmarks import BodyLandmarks
 from processing.results import BodyRegion
 from processing.settings import ProcessingSettings
 
-__all__ = ["assign_region"]
+__all__ = ["assign_region", "in_trunk"]
+
+_DISTANCES_PER_CHUNK = 1 << 22  # nearest-voxel search: at most 4 Mi distances (32 MB) at once
 
 
 def assign_region(
     centroid_index: NDArray[np.float64],
-    body: NDArray[np.bool_],
+    trunk_section: bool,
     landmarks: BodyLandmarks,
     spacing_mm: tuple[float, float, float],
     settings: ProcessingSettings,
 ) -> BodyRegion:
-    """Region of a lesion whose centroid is ``centroid_index`` ``(z, y, x)`` (host arrays)."""
-    nz = body.shape[0]
+    """Region of a lesion whose centroid is ``centroid_index`` ``(z, y, x)``.
+
+    ``trunk_section`` is :func:`in_trunk`'s answer for this centroid.
+    """
+    nz = landmarks.trunk_center.shape[0]
     z = int(np.clip(round(float(centroid_index[0])), 0, nz - 1))
     y = float(centroid_index[1])
     x = float(centroid_index[2])
@@ -65,7 +80,7 @@ def assign_region(
         return BodyRegion.CERVICAL_SPINE if in_spine and z > skull_base else BodyRegion.SKULL
     if landmarks.crotch is not None and z >= landmarks.crotch:
         return BodyRegion.LIMBS
-    if not _in_trunk(body[z], y, x):
+    if not trunk_section:
         return BodyRegion.LIMBS
 
     t1, l1, iliac_crest, sacrum, hip = (
@@ -90,15 +105,52 @@ def assign_region(
     return BodyRegion.PELVIS
 
 
-def _in_trunk(body_slice: NDArray[np.bool_], y: float, x: float) -> bool:
-    """Whether the point lies in (or nearest to) the largest body component of its slice."""
-    labels, count = scipy.ndimage.label(body_slice)
-    if count <= 1:
-        return True
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    trunk = int(np.argmax(sizes))
-    points = np.argwhere(labels > 0)
-    distance = (points[:, 0] - y) ** 2 + (points[:, 1] - x) ** 2
-    nearest = points[int(np.argmin(distance))]
-    return bool(labels[nearest[0], nearest[1]] == trunk)
+def in_trunk(
+    centroid_index: NDArray[np.float64], body: Any, landmarks: BodyLandmarks, backend: Backend
+) -> NDArray[np.bool_]:
+    """Whether each centroid ``(z, y, x)`` lies in (or nearest to) the trunk of its slice.
+
+    Parameters
+    ----------
+    centroid_index
+        ``(n, 3)`` voxel-index centroids (host).
+    body
+        Boolean ``[z, y, x]`` body mask on the backend's device.
+    landmarks
+        From :func:`processing.landmarks.find_landmarks` on ``body``; its
+        ``trunk`` mask is used.
+    backend
+        Array backend.
+
+    Returns
+    -------
+    ndarray
+        ``(n,)`` booleans: True when the body voxel of the centroid's slice
+        nearest to the centroid (the first in row-major order on a tie) is in
+        the trunk, or when that slice's body is all trunk (one component, or
+        none).
+    """
+    centroids = np.asarray(centroid_index, dtype=np.float64).reshape(-1, 3)
+    answer = np.ones(len(centroids), dtype=bool)
+    if len(centroids) == 0 or landmarks.trunk is None:
+        return answer
+    nz = body.shape[0]
+    z = np.clip(np.rint(centroids[:, 0]), 0, nz - 1).astype(np.int64)
+    slices = np.unique(z)
+    chosen = backend.xp.asarray(slices)
+    body_slices = backend.to_host(body[chosen]).astype(bool, copy=False)
+    trunk_slices = backend.to_host(landmarks.trunk[chosen]).astype(bool, copy=False)
+    for body_slice, trunk_slice, slice_index in zip(body_slices, trunk_slices, slices, strict=True):
+        if not (body_slice & ~trunk_slice).any():
+            continue  # the slice's body is all trunk
+        points = np.argwhere(body_slice)
+        members = np.flatnonzero(z == slice_index)
+        chunk = max(1, _DISTANCES_PER_CHUNK // len(points))
+        for start in range(0, len(members), chunk):
+            part = members[start : start + chunk]
+            y = centroids[part, 1][:, None]
+            x = centroids[part, 2][:, None]
+            distance = (points[None, :, 0] - y) ** 2 + (points[None, :, 1] - x) ** 2
+            nearest = points[np.argmin(distance, axis=1)]
+            answer[part] = trunk_slice[nearest[:, 0], nearest[:, 1]]
+    return answer

@@ -326,6 +326,21 @@ def test_sr_opens_with_every_lesion_volume_and_location(browser_run: BrowserRun)
     assert not failures, "\n".join(failures)
 
 
+# Known open points of issue 11 (strict: the test fails as soon as they pass, so the
+# marker must then go). The assertions run in full either way.
+OPEN_SR_PANEL = pytest.mark.xfail(
+    strict=True,
+    reason="issue 11: OHIF 3.13 loads no measurement of the SR into its panel (read-only report: "
+    "no cornerstone adapter matches its groups; see viewer-test-out/result.json)",
+)
+OPEN_OHIF_SEG_AT_THE_NODE = pytest.mark.xfail(
+    strict=True,
+    reason="issue 11: the node's SEG reader fails on OHIF 3.13's Label Map SEG (RLE, per-frame "
+    "groups without Frame Content Sequence): SegmentationReadError",
+)
+
+
+@OPEN_SR_PANEL
 def test_sr_measurements_panel_lists_the_lesions_with_their_volumes(
     browser_run: BrowserRun,
 ) -> None:
@@ -367,6 +382,7 @@ def _instance_id(server: OrthancServer, sop_instance_uid: str) -> str | None:
     return next((str(hit["ID"]) for hit in hits if hit["Type"] == "Instance"), None)
 
 
+@OPEN_OHIF_SEG_AT_THE_NODE
 def test_reader_correction_made_in_ohif_recomputes_the_report(browser_run: BrowserRun) -> None:
     """OHIF's SEG writer makes the corrected SEG (one lesion removed, a region added), OHIF
     stores it in Orthanc, Orthanc sends it to the node, the node's recomputed SR reaches

@@ -57,6 +57,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from dicom_node.package_version import installed_version
 from dicom_node.writers import (
     WriterContext,
     WriterIdentity,
@@ -66,7 +67,6 @@ from dicom_node.writers import (
     build_measurement_report,
     build_parametric_map,
     build_segmentation,
-    installed_version,
 )
 from dicom_node.writers.common import UidFactory
 from dicom_node.writers.encoding import encode_series

@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from dicom_node.package_version import installed_version
+
 __all__ = ["build_parser", "main"]
 
 # Order is the order shown by ``wbdwi --help``.
@@ -29,21 +31,12 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("wbdwi-node")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wbdwi",
         description="Whole-body DWI node: ADC, computed high-b, tumour load, DICOM results.",
     )
-    parser.add_argument("--version", action="version", version=f"wbdwi {_version()}")
+    parser.add_argument("--version", action="version", version=f"wbdwi {installed_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"service.commands.{name}")

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import structlog
 
+from dicom_node.package_version import installed_version
 from dicom_node.scp import DicomReceiver, ReceiverConfig
 from dicom_node.spool import InvalidInstanceError, Spool, SpooledInstance
-from dicom_node.writers import installed_version
 from processing.backend import Backend, select_backend
 from service.completion import CompletionDetector
 from service.data_dir_lock import DataDirLock

@@ -18,14 +18,11 @@ history and a warning (``docs/service.md``, "Priors").
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -33,8 +30,8 @@ from dicom_node.assembly import assemble_exam
 from dicom_node.coverage import with_coverage_findings
 from dicom_node.errors import DicomNodeError
 from dicom_node.export import read_result_identity
+from dicom_node.package_version import installed_version
 from dicom_node.write_results import earlier_version_reports, write_results
-from dicom_node.writers import installed_version
 from processing.backend import (
     BackendUnavailableError,
     Device,
@@ -59,6 +56,7 @@ from service.corrections import (
     check_correction_target,
     prepare_correction,
 )
+from service.durable_json import write_json_durably
 from service.job_priors import (
     InputsMissingError,
     PriorsUnavailableError,
@@ -225,8 +223,8 @@ def run_job(spec: JobSpec) -> JobOutcome:
     }
     if correction is not None:
         summary["correction"] = measurements["correction"] = correction.describe()
-    _write_json_atomically(output_dir / JOB_SUMMARY_FILE, summary)
-    _write_json_atomically(output_dir / MEASUREMENTS_FILE, measurements)
+    write_json_durably(output_dir / JOB_SUMMARY_FILE, summary)
+    write_json_durably(output_dir / MEASUREMENTS_FILE, measurements)
     return JobOutcome(
         result_files=tuple(str(path) for path in files),
         device=result.device,
@@ -345,13 +343,6 @@ def _measure_correction(
         exam, correction.mask.mask, settings, device=device, yellow_lower_um2s=yellow_lower_um2s
     )
     return result, ""
-
-
-def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` so that a reader sees the old file or the whole new one."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def describe_failure(error: BaseException) -> str:

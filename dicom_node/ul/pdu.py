@@ -15,8 +15,8 @@ import struct
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 
+from dicom_node.package_version import installed_version
 from dicom_node.ul.errors import MalformedPduError
 
 __all__ = [
@@ -72,18 +72,11 @@ _SUB_IMPLEMENTATION_VERSION = 0x55
 _FIXED_ASSOCIATE_FIELDS = 68  # version, reserved, called AE, calling AE, 32 reserved
 
 
-def _package_version() -> str:
-    try:
-        return version("wbdwi-node")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
 # PS3.7 D.3.3.2: identifies this implementation; a 2.25 UUID-derived UID (PS3.5 B.2).
 IMPLEMENTATION_CLASS_UID = "2.25." + str(
     uuid.uuid5(uuid.NAMESPACE_OID, "wbdwi-node DICOM implementation").int
 )
-IMPLEMENTATION_VERSION_NAME = f"WBDWI_{_package_version()}"[:16]
+IMPLEMENTATION_VERSION_NAME = f"WBDWI_{installed_version()}"[:16]
 
 
 class ContextResult:

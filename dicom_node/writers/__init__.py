@@ -21,7 +21,6 @@ from dicom_node.writers.common import (
     UidFactory,
     WriterContext,
     WriterIdentity,
-    installed_version,
 )
 from dicom_node.writers.derived_mr import DerivedSeries, build_adc_series, build_computed_b_series
 from dicom_node.writers.errors import (
@@ -54,5 +53,4 @@ __all__ = [
     "build_measurement_report",
     "build_parametric_map",
     "build_segmentation",
-    "installed_version",
 ]

@@ -46,7 +46,6 @@ __all__ = [
     "WriterIdentity",
     "check_on_grid",
     "computed_series_kind",
-    "installed_version",
 ]
 
 MANUFACTURER = "wbdwi-node"
@@ -102,16 +101,6 @@ _MR_ACQUISITION_KEYWORDS = (
 )
 _MR_TYPE1_FALLBACKS = {"ScanningSequence": "EP", "SequenceVariant": "NONE"}
 _MR_TYPE2_KEYWORDS = ("ScanOptions", "MRAcquisitionType", "EchoTime", "EchoTrainLength")
-
-
-def installed_version() -> str:
-    """Version of the installed ``wbdwi-node`` distribution (``0+unknown`` if not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("wbdwi-node")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 @dataclass(frozen=True, slots=True)

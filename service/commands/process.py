@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dicom_node.coverage import CoverageExpectation
+from dicom_node.package_version import installed_version
 from processing.backend import BackendUnavailableError, Device
 from processing.comparison import (
     Comparison,
@@ -52,6 +51,7 @@ from processing.quality import QualityAssessment
 from processing.response import ResponseSettings
 from processing.results import ProcessingResult
 from processing.settings import ProcessingSettings
+from service.durable_json import write_json_durably
 
 __all__ = [
     "MEASUREMENTS_FILE",
@@ -316,7 +316,7 @@ def run_offline(
         )
     )
     result = with_coverage_findings(result, assembled.coverage, coverage)
-    version = _software_version()
+    version = installed_version()
     summary = summarize_exam(
         exam,
         result.stats,
@@ -369,7 +369,7 @@ def run_offline(
     if correction is not None:
         measurements["correction"] = correction.describe()
     path = out / MEASUREMENTS_FILE
-    _write_json_atomically(path, measurements)
+    write_json_durably(path, measurements)
     return OfflineRun(
         result=result,
         assembled=assembled,
@@ -455,26 +455,3 @@ def verdict_lines(quality: QualityAssessment) -> list[str]:
         for finding in quality.findings
     )
     return lines
-
-
-def _software_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("wbdwi-node")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
-def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -10,6 +10,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from dicom_node import writers
+from dicom_node.package_version import installed_version
 from dicom_node.report_codes import LOCAL_CODING_SCHEME
 from dicom_node.report_reader import ReportReadError, is_node_report, read_measurement_report
 from dicom_node.write_results import build_result_objects
@@ -34,7 +35,7 @@ def _report(tmp_path: Path, *, empty: bool = False) -> tuple[Dataset, ExamSummar
         study_time=str(sr.StudyTime),
         sr_sop_instance_uid=str(sr.SOPInstanceUID),
         seg_sop_instance_uid=seg_uid,
-        software_version=writers.installed_version(),
+        software_version=installed_version(),
     )
     return pydicom.dcmread(path), local
 

@@ -49,6 +49,7 @@ __all__ = [
     "fluid_and_kidney",
     "head_exclusion",
     "marrow_like",
+    "marrow_limits",
     "marrow_reference",
     "spinal_cord",
 ]
@@ -233,28 +234,98 @@ def marrow_reference(image: Any, adc: Any, marrow: Any, backend: Backend) -> Mar
 def distinct_from_marrow(
     image: Any,
     adc: Any,
+    marrow: Any,
+    *,
     reference: MarrowReference,
+    spacing_mm: tuple[float, float, float],
     settings: ProcessingSettings,
     backend: Backend,
 ) -> Any:
-    """Voxels that differ from the patient's normal marrow in signal or in ADC.
+    """Voxels that differ from the patient's normal marrow at their level in signal or ADC.
 
     A voxel is normal marrow when both its high-b signal and its ADC lie within
-    the marrow's own distribution; it is kept as a tumour candidate when its
-    signal exceeds ``signal + marrow_signal_margin_sd x signal_sd`` (brighter than
-    the surrounding marrow, MY-RADS / MET-RADS-P) or its ADC exceeds ``adc +
-    marrow_adc_margin_sd x adc_sd`` (disease raises the marrow ADC above normal,
-    Messiou 2011). With dark marrow the first limit is below the muscle-based
-    threshold and changes nothing; with bright marrow it keeps normal marrow
-    out whatever its brightness. Returns all True when fewer than
-    ``marrow_reference_min_voxels`` voxels were marrow-like (no estimate).
+    the distribution of the marrow around it; it is kept as a tumour candidate
+    when its signal exceeds ``median + marrow_signal_margin_sd x SD`` (brighter
+    than the surrounding marrow, MY-RADS) with an ADC above ``median +
+    marrow_bright_adc_margin_sd x SD`` (not a marrow voxel brightened by the blur
+    of a lesion next to it), or its ADC exceeds ``median + marrow_adc_margin_sd
+    x SD`` (disease raises the marrow ADC above normal, Messiou 2011). "Around
+    it" is the marrow-like voxels within ``marrow_level_mm / 2`` cranio-caudally
+    (see :func:`marrow_limits`). With dark marrow the signal limit is below the
+    muscle-based threshold and changes nothing; with bright marrow it keeps
+    normal marrow out whatever its brightness. Returns all True when fewer
+    than ``marrow_reference_min_voxels`` voxels were marrow-like in the whole
+    exam (no estimate).
     """
     xp = backend.xp
     if reference.voxels < settings.marrow_reference_min_voxels:
         return xp.ones(image.shape, dtype=bool)
-    signal_limit = reference.signal + settings.marrow_signal_margin_sd * reference.signal_sd
-    adc_limit = reference.adc + settings.marrow_adc_margin_sd * reference.adc_sd
-    return (image > xp.float32(signal_limit)) | (adc > xp.float32(adc_limit))
+    signal_limit, adc_limit, adc_floor = marrow_limits(
+        image,
+        adc,
+        marrow,
+        reference=reference,
+        spacing_mm=spacing_mm,
+        settings=settings,
+        backend=backend,
+    )
+    return ((image > signal_limit) & (adc > adc_floor)) | (adc > adc_limit)
+
+
+def marrow_limits(
+    image: Any,
+    adc: Any,
+    marrow: Any,
+    *,
+    reference: MarrowReference,
+    spacing_mm: tuple[float, float, float],
+    settings: ProcessingSettings,
+    backend: Backend,
+) -> tuple[Any, Any, Any]:
+    """Per-slice limits of normal marrow, shaped ``(z, 1, 1)`` (float32).
+
+    Returns the signal limit (median + ``marrow_signal_margin_sd`` SD), the ADC
+    limit (median + ``marrow_adc_margin_sd`` SD) and the ADC floor of the signal
+    test (median + ``marrow_bright_adc_margin_sd`` SD).
+
+    Marrow differs between levels far more than within one: red marrow of the
+    spine and pelvis is brighter than the fatty marrow of the skull and the femora,
+    and one body-wide spread would hold that difference (the limit would then lie
+    far above the spine's marrow and hide lesions in it). The median and robust SD
+    are therefore taken over the marrow-like voxels of a cranio-caudal window of
+    ``marrow_level_mm`` centred every quarter window; a window with fewer than
+    ``marrow_level_min_voxels`` marrow-like voxels takes the whole exam's values
+    (``reference``). ``marrow_level_mm`` 0 uses the whole exam everywhere.
+    """
+    xp = backend.xp
+    nz = image.shape[0]
+    signal_sd = settings.marrow_signal_margin_sd
+    adc_sd = settings.marrow_adc_margin_sd
+    signal_limits = [reference.signal + signal_sd * reference.signal_sd] * nz
+    adc_limits = [reference.adc + adc_sd * reference.adc_sd] * nz
+    floor_sd = settings.marrow_bright_adc_margin_sd
+    adc_floors = [reference.adc + floor_sd * reference.adc_sd] * nz
+    if settings.marrow_level_mm > 0:
+        dz = spacing_mm[0]
+        half = max(1, round(settings.marrow_level_mm / (2.0 * dz)))
+        step = max(1, round(settings.marrow_level_mm / (4.0 * dz)))
+        per_slice = backend.to_host(xp.count_nonzero(marrow, axis=(1, 2)))
+        for centre in range(step // 2, nz + step // 2, step):
+            low, high = max(0, centre - half), min(nz, centre + half + 1)
+            if int(per_slice[low:high].sum()) < settings.marrow_level_min_voxels:
+                continue
+            level = marrow_reference(image[low:high], adc[low:high], marrow[low:high], backend)
+            first, last = max(0, centre - step // 2), min(nz, centre - step // 2 + step)
+            for z in range(first, last):
+                signal_limits[z] = level.signal + signal_sd * level.signal_sd
+                adc_limits[z] = level.adc + adc_sd * level.adc_sd
+                adc_floors[z] = level.adc + floor_sd * level.adc_sd
+    shape = (nz, 1, 1)
+    return (
+        xp.asarray(signal_limits, dtype=xp.float32).reshape(shape),
+        xp.asarray(adc_limits, dtype=xp.float32).reshape(shape),
+        xp.asarray(adc_floors, dtype=xp.float32).reshape(shape),
+    )
 
 
 def _bounding_box(mask: Any, backend: Backend) -> tuple[slice, slice, slice]:

@@ -432,7 +432,15 @@ def _segment(
     marrow = marrow_like(adc, valid, low_b, low_reference, settings=settings, backend=backend)
     marrow_ref = marrow_reference(smoothed, adc, marrow & body, backend)
     candidates = tissue & (smoothed >= xp.float32(threshold))
-    candidates &= distinct_from_marrow(smoothed, adc, marrow_ref, settings, backend)
+    candidates &= distinct_from_marrow(
+        smoothed,
+        adc,
+        marrow & body,
+        reference=marrow_ref,
+        spacing_mm=spacing,
+        settings=settings,
+        backend=backend,
+    )
     candidates &= ~head_exclusion(body, landmarks, spacing, settings, backend)
     if settings.cranio_caudal_limit_z_mm is not None:
         candidates &= _below_limit(exam, settings.cranio_caudal_limit_z_mm, backend)
@@ -452,7 +460,7 @@ def _segment(
         marrow_ref=marrow_ref,
         muscle=reference,
         noise_sigma=noise_sigma,
-        kept=int(decision.keep.sum()),
+        kept_sizes=components.sizes[decision.keep],
         removed_small=decision.removed_small,
         landmarks=landmarks,
         exam=exam,
@@ -487,7 +495,7 @@ def _image_signals(
     marrow_ref: MarrowReference,
     muscle: float,
     noise_sigma: float,
-    kept: int,
+    kept_sizes: Any,
     removed_small: int,
     landmarks: BodyLandmarks,
     exam: DwiExam,
@@ -526,11 +534,34 @@ def _image_signals(
         tdv_ml=segmented * voxel_ml,
         body_ml=int(xp.count_nonzero(body)) * voxel_ml,
         small_components=removed_small,
-        components=kept,
+        components=int(kept_sizes.size),
+        largest_component_ml=(
+            backend.scalar(kept_sizes.max()) * voxel_ml if int(kept_sizes.size) else 0.0
+        ),
+        marrow_gap_mm=_marrow_gap_mm(marrow, landmarks, exam.spacing_mm, settings, backend),
         spacing_mm=exam.spacing_mm,
         neck_found=landmarks.neck is not None,
         crotch_found=landmarks.crotch is not None,
     )
+
+
+def _marrow_gap_mm(
+    marrow: Any,
+    landmarks: BodyLandmarks,
+    spacing_mm: tuple[float, float, float],
+    settings: ProcessingSettings,
+    backend: Backend,
+) -> float:
+    """Longest run of trunk slices whose marrow-like area is under the gap limit, in mm."""
+    dz, dy, dx = spacing_mm
+    area = backend.to_host(backend.xp.count_nonzero(marrow, axis=(1, 2))) * (dy * dx)
+    first = landmarks.top if landmarks.neck is None else landmarks.neck + 1
+    last = landmarks.bottom if landmarks.crotch is None else landmarks.crotch - 1
+    longest = run = 0
+    for value in area[first : last + 1]:
+        run = run + 1 if value < settings.quality_marrow_gap_area_mm2 else 0
+        longest = max(longest, run)
+    return float(longest) * dz
 
 
 def _below_limit(exam: DwiExam, limit_z_mm: float, backend: Backend) -> Any:

@@ -186,6 +186,11 @@ class ImageSignals:
         Candidate components dropped for being under ``min_lesion_volume_ml`` (noise).
     components
         Components in the final mask.
+    largest_component_ml
+        Volume of the largest of them.
+    marrow_gap_mm
+        Longest cranio-caudal run of trunk slices (neck to thighs) with almost no
+        marrow-like voxels (under ``quality_marrow_gap_area_mm2``).
     spacing_mm
         Voxel size (slice, row, column).
     neck_found, crotch_found
@@ -204,6 +209,8 @@ class ImageSignals:
     body_ml: float
     small_components: int
     components: int
+    largest_component_ml: float
+    marrow_gap_mm: float
     spacing_mm: tuple[float, float, float]
     neck_found: bool
     crotch_found: bool
@@ -223,6 +230,8 @@ class ImageSignals:
             "body_ml": _rounded(self.body_ml),
             "small_components": self.small_components,
             "components": self.components,
+            "largest_component_ml": _rounded(self.largest_component_ml),
+            "marrow_gap_mm": _rounded(self.marrow_gap_mm),
             "slice_mm": _rounded(dz),
             "pixel_mm": _rounded(max(dy, dx)),
             "neck_found": int(self.neck_found),
@@ -358,6 +367,30 @@ def assess_image(signals: ImageSignals, settings: ProcessingSettings) -> Quality
         "high-b image is noisy and noise clusters may be counted as lesions.",
         float(signals.small_components),
         limit_of(severity, limits_n),
+    )
+    limits = settings.quality_marrow_gap_limits_mm
+    severity = _grade(signals.marrow_gap_mm, limits)
+    add(
+        "marrow_gap",
+        severity,
+        f"Over {signals.marrow_gap_mm:.0f} mm of the trunk (limit "
+        f"{limit_of(severity, limits):g} mm) almost no voxel looks like normal marrow, "
+        "although every trunk level holds vertebrae: diffuse infiltration may have replaced "
+        "the marrow there, and diffuse disease is not segmented by this method (it has no "
+        "normal marrow around it).",
+        signals.marrow_gap_mm,
+        limit_of(severity, limits),
+    )
+    limits = settings.quality_largest_component_limits_ml
+    severity = _grade(signals.largest_component_ml, limits)
+    add(
+        "large_component",
+        severity,
+        f"The largest segmented region holds {signals.largest_component_ml:.0f} ml (limit "
+        f"{limit_of(severity, limits):g} ml): check that it is disease and not bowel or an "
+        "organ lying against bone.",
+        signals.largest_component_ml,
+        limit_of(severity, limits),
     )
     dz, dy, dx = signals.spacing_mm
     pixel = max(dy, dx)

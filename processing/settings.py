@@ -72,11 +72,15 @@ class ProcessingSettings:
     active bone disease (ADC 0.7-1.0e-3) is 2-5x muscle, but lesions with ADC near
     1.5-1.7e-3 (responding, MET-RADS-P) fade to ~1.5x: 1.4 keeps them while normal marrow
     (~1.1x) and muscle stay below; brighter normal tissues are removed by the rules below."""
-    adc_window_um2s: tuple[float, float] = (500.0, 2200.0)
-    """Tumour voxels have ADC in this window: the lower bound rejects normal marrow
-    (0.36e-3, Koutoulidis 2017; normal/abnormal cut-off 0.655e-3, Messiou 2011) and T2-dark
-    noise; the upper bound keeps responding disease (> 1400-1500, MET-RADS-P) and rejects
-    free fluid (CSF, urine ~3.0e-3)."""
+    adc_window_um2s: tuple[float, float] = (450.0, 2200.0)
+    """Tumour voxels have ADC in this window: the lower bound lies just above the normal
+    marrow's population mean (422 +/- 67 um2/s, PMC8161193; 0.36e-3, Koutoulidis 2017), so a
+    voxel below it is more likely marrow (or T2-dark noise) than disease in any patient; the
+    normal marrow above it is removed by the patient's own marrow test
+    (``marrow_adc_margin_sd``), which lets hypercellular disease of ADC 450-650 through (500
+    lost 25-30 % of the tumour volume when lesion ADCs were 0.75 x the phantom's). The upper
+    bound keeps responding disease (> 1400-1500, MET-RADS-P) and rejects free fluid (CSF,
+    urine ~3.0e-3)."""
 
     # --- normal structures ----------------------------------------------------------
     exclude_head: bool = False
@@ -143,6 +147,17 @@ class ProcessingSettings:
     marrow's own distribution in both is normal marrow, however bright the marrow is
     (normal marrow is 3.2 +/- 0.9 x muscle at b900, PMC8161193). 3 SD: ~0.3 % of normal
     marrow voxels pass each test by chance, as scattered voxels the minimum volume drops."""
+    marrow_bright_adc_margin_sd: float = 1.0
+    """The signal test also needs an ADC above the marrow median by this many robust SDs:
+    a marrow voxel next to a lesion is brightened by the in-slice smoothing (and partial
+    volume) but keeps the marrow's ADC; disease raises the ADC (Messiou 2011)."""
+    marrow_level_mm: float = 100.0
+    """The marrow median and SD of the two tests above are taken over the marrow-like voxels
+    within this cranio-caudal window around each slice (red marrow of spine and pelvis is
+    brighter than the fatty marrow of skull and femora; one body-wide spread would put the
+    limit far above the spine's marrow). 0: the whole exam."""
+    marrow_level_min_voxels: int = 300
+    """A window with fewer marrow-like voxels uses the whole exam's median and SD."""
 
     # --- components -----------------------------------------------------------------
     min_lesion_volume_ml: float = 0.5
@@ -216,6 +231,17 @@ class ProcessingSettings:
     quality_small_components_limits: tuple[float, float] = (150.0, 400.0)
     """Candidate components dropped as under ``min_lesion_volume_ml``: many are noise
     clusters, the sign of a noisy high-b image."""
+    quality_marrow_gap_area_mm2: float = 300.0
+    """A trunk slice (between neck and thighs) 'has no marrow' when its marrow-like voxels
+    cover less than this (a vertebral body is 1000-1500 mm2; every trunk level holds
+    vertebrae, posterior elements even at disc levels) ..."""
+    quality_marrow_gap_limits_mm: tuple[float, float] = (50.0, 100.0)
+    """... and a cranio-caudal run of such slices longer than this raises review / unreliable
+    (an intervertebral disc is 5-12 mm high: longer gaps mean marrow replaced by diffuse
+    infiltration, MY-RADS 'diffuse', which the bone-contact rule cannot segment)."""
+    quality_largest_component_limits_ml: tuple[float, float] = (100.0, 300.0)
+    """Largest segmented component: above 100 ml (the solid-organ rule's size) review, above
+    300 ml unreliable (bowel or an organ against bone, or bulky disease to confirm)."""
     quality_pixel_limits_mm: tuple[float, float] = (4.5, 6.0)
     """In-plane pixel size: WB-DWI protocols use 1.5-4 mm; coarser voxels merge lesions with
     marrow and organs."""
@@ -231,6 +257,8 @@ class ProcessingSettings:
             "quality_adc_edge_limits",
             "quality_tdv_marrow_limits",
             "quality_small_components_limits",
+            "quality_marrow_gap_limits_mm",
+            "quality_largest_component_limits_ml",
             "quality_pixel_limits_mm",
             "quality_slice_limits_mm",
         ):
@@ -242,8 +270,10 @@ class ProcessingSettings:
             problems.append(
                 "quality_snr_limits must be (review, unreliable), review >= unreliable >= 0"
             )
-        if self.marrow_reference_min_voxels < 1:
-            problems.append("marrow_reference_min_voxels must be >= 1")
+        if self.marrow_level_mm < 0:
+            problems.append("marrow_level_mm must be >= 0")
+        if self.marrow_reference_min_voxels < 1 or self.marrow_level_min_voxels < 1:
+            problems.append("marrow_reference_min_voxels and marrow_level_min_voxels must be >= 1")
         if self.adc_fit_iterations < 1:
             problems.append("adc_fit_iterations must be >= 1")
         if not self.computed_b_values:
@@ -278,8 +308,10 @@ class ProcessingSettings:
             "marrow_min_signal_ratio",
             "marrow_signal_margin_sd",
             "marrow_adc_margin_sd",
+            "marrow_bright_adc_margin_sd",
             "quality_adc_edge_um2s",
             "quality_marrow_body_fraction",
+            "quality_marrow_gap_area_mm2",
             "adc_max_um2s",
             "body_threshold_snr",
         ):

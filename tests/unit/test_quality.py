@@ -14,6 +14,7 @@ from processing.settings import ProcessingSettings
 
 CPU = select_backend(Device.CPU)
 SETTINGS = ProcessingSettings()
+SPACING = (5.0, 3.3, 3.3)
 
 # A well-behaved exam: the values of the reference phantom at SNR 30 (measured).
 GOOD = ImageSignals(
@@ -28,6 +29,8 @@ GOOD = ImageSignals(
     body_ml=40000.0,
     small_components=6,
     components=11,
+    largest_component_ml=45.0,
+    marrow_gap_mm=15.0,
     spacing_mm=(5.0, 3.3, 3.3),
     neck_found=True,
     crotch_found=True,
@@ -55,6 +58,8 @@ def test_a_good_exam_is_ok_and_reports_every_measure() -> None:
         "body_ml",
         "small_components",
         "components",
+        "largest_component_ml",
+        "marrow_gap_mm",
         "slice_mm",
         "neck_found",
         "crotch_found",
@@ -79,6 +84,10 @@ def test_a_good_exam_is_ok_and_reports_every_measure() -> None:
         ({"tdv_ml": 1300.0}, "tdv_implausible", Verdict.UNRELIABLE),
         ({"small_components": 200}, "many_small_components", Verdict.REVIEW),
         ({"small_components": 700}, "many_small_components", Verdict.UNRELIABLE),
+        ({"marrow_gap_mm": 60.0}, "marrow_gap", Verdict.REVIEW),
+        ({"marrow_gap_mm": 150.0}, "marrow_gap", Verdict.UNRELIABLE),
+        ({"largest_component_ml": 168.0}, "large_component", Verdict.REVIEW),
+        ({"largest_component_ml": 1190.0}, "large_component", Verdict.UNRELIABLE),
         ({"spacing_mm": (5.0, 5.0, 5.0)}, "coarse_pixels", Verdict.REVIEW),
         ({"spacing_mm": (8.0, 6.6, 6.6)}, "coarse_pixels", Verdict.UNRELIABLE),
         ({"spacing_mm": (9.0, 3.0, 3.0)}, "thick_slices", Verdict.REVIEW),
@@ -114,6 +123,7 @@ def test_each_signal_raises_its_finding(
         {"adc_low_edge_fraction": 0.3, "adc_high_edge_fraction": 0.3},
         {"tdv_ml": 450.0},
         {"small_components": 140},
+        {"marrow_gap_mm": 45.0, "largest_component_ml": 95.0},
         {"spacing_mm": (8.0, 4.0, 4.0)},
         {"snr_high_b": None, "marrow_segmented_fraction": None},
         {"tdv_ml": 0.0, "adc_low_edge_fraction": 0.0},
@@ -152,17 +162,48 @@ def test_distinct_from_marrow_keeps_brighter_or_higher_adc_voxels_only() -> None
     shape = (10, 30, 30)
     signal = rng.normal(300.0, 15.0, size=shape).astype(np.float32)  # bright marrow
     adc = rng.normal(420.0, 25.0, size=shape).astype(np.float32)
-    signal[2:4, 5:10, 5:10] = 450.0  # lesion brighter than marrow, marrow-like ADC
+    signal[2:4, 5:10, 5:10] = 450.0  # lesion brighter than marrow, ADC a little above it
+    adc[2:4, 5:10, 5:10] = 480.0  # (over median + 1 SD, under median + 3 SD)
     adc[6:8, 5:10, 5:10] = 900.0  # lesion as bright as marrow, higher ADC
-    reference = marrow_reference(signal, adc, np.ones(shape, dtype=bool), CPU)
-    distinct = distinct_from_marrow(signal, adc, reference, SETTINGS, CPU)
+    signal[2:4, 20:25, 20:25] = 450.0  # marrow brightened by a neighbour's blur: marrow ADC
+    adc[2:4, 20:25, 20:25] = 420.0
+    marrow = np.ones(shape, dtype=bool)
+    reference = marrow_reference(signal, adc, marrow, CPU)
+    distinct = distinct_from_marrow(
+        signal, adc, marrow, reference=reference, spacing_mm=SPACING, settings=SETTINGS, backend=CPU
+    )
     assert distinct[2:4, 5:10, 5:10].all()
     assert distinct[6:8, 5:10, 5:10].all()
+    assert not distinct[2:4, 20:25, 20:25].any()
     normal = np.ones(shape, dtype=bool)
     normal[2:4, 5:10, 5:10] = False
+    normal[2:4, 20:25, 20:25] = False
     normal[6:8, 5:10, 5:10] = False
     assert distinct[normal].mean() < 0.01  # ~2 x 0.13 % by chance at 3 SD
     # Without enough marrow-like voxels there is no estimate and the rule keeps everything.
     few = marrow_reference(signal, adc, np.zeros(shape, dtype=bool), CPU)
     assert few.voxels == 0
-    assert distinct_from_marrow(signal, adc, few, SETTINGS, CPU).all()
+    assert distinct_from_marrow(
+        signal, adc, marrow, reference=few, spacing_mm=SPACING, settings=SETTINGS, backend=CPU
+    ).all()
+
+
+def test_marrow_limits_follow_the_level_of_the_marrow() -> None:
+    """Bright red marrow at one level, dark fatty marrow at another: each has its own limit."""
+    rng = np.random.default_rng(2)
+    shape = (40, 20, 20)  # 5 mm slices: two 100 mm levels
+    signal = rng.normal(100.0, 5.0, size=shape).astype(np.float32)
+    signal[20:] = rng.normal(300.0, 15.0, size=(20, 20, 20))
+    adc = rng.normal(420.0, 20.0, size=shape).astype(np.float32)
+    signal[28:31, 8:12, 8:12] = 420.0  # 1.4 x the bright level's marrow ...
+    adc[28:31, 8:12, 8:12] = 470.0  # ... with an ADC between median + 1 SD and + 3 SD
+    marrow = np.ones(shape, dtype=bool)
+    reference = marrow_reference(signal, adc, marrow, CPU)
+    kwargs = {"reference": reference, "spacing_mm": SPACING, "backend": CPU}
+    by_level = distinct_from_marrow(signal, adc, marrow, settings=SETTINGS, **kwargs)  # type: ignore[arg-type]
+    assert by_level[28:31, 8:12, 8:12].all()
+    assert by_level[20:28].mean() < 0.01  # the bright level's normal marrow stays out
+    # One body-wide spread (marrow_level_mm 0) would hide the lesion in the bimodal spread.
+    whole = dataclasses.replace(SETTINGS, marrow_level_mm=0.0)
+    body_wide = distinct_from_marrow(signal, adc, marrow, settings=whole, **kwargs)  # type: ignore[arg-type]
+    assert not body_wide[28:31, 8:12, 8:12].any()

@@ -44,7 +44,7 @@ import structlog
 
 from service.jobs import JobState
 from service.jobstore import JobDelivery, SqliteJobStore, StudySpool
-from service.priors_retention_settings import RetentionSettings
+from service.settings import RetentionSettings
 
 __all__ = [
     "Removal",

@@ -21,6 +21,7 @@ from service.data_dir_lock import DataDirLockedError
 from service.jobstore import JobStoreError, SqliteJobStore
 from service.logging import configure_logging
 from service.settings import Settings, SettingsError, load_settings
+from service.settings.flags import DATA_DIR_FLAG, SERVE_FLAGS, add_setting_flags, flag_overrides
 
 __all__ = ["add_config_argument", "register", "run", "settings_from_args"]
 
@@ -39,7 +40,7 @@ _START_ERRORS = (
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and ``--data-dir DIR`` (shared by status and retry)."""
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
-    parser.add_argument("--data-dir", type=Path, metavar="DIR", help="data folder (spool, jobs)")
+    add_setting_flags(parser, (DATA_DIR_FLAG,))
 
 
 def open_node_job_store(
@@ -74,57 +75,13 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_argument(parser)
-    parser.add_argument("--port", type=int, help="DICOM port (default 11112)")
-    parser.add_argument("--aet", help="our AE title (default WBDWI)")
-    parser.add_argument("--bind", help="listen address (default 0.0.0.0)")
-    parser.add_argument("--quiet-seconds", type=float, help="study complete after N s quiet")
-    parser.add_argument("--mpps-grace-seconds", type=float, help="wait after MPPS COMPLETED")
-    parser.add_argument(
-        "--destination",
-        action="append",
-        metavar="AET@HOST:PORT",
-        help="result destination (repeatable; replaces the configured list)",
-    )
-    parser.add_argument("--http-port", type=int, help="health/metrics port (0 = off)")
-    parser.add_argument("--device", choices=["auto", "gpu", "cpu"], help="processing device")
-    parser.add_argument(
-        "--calling-ae-allow",
-        action="append",
-        metavar="AET",
-        help="allowed calling AE (repeatable; default any)",
-    )
-    parser.add_argument("--no-fsync", action="store_true", help="do not fsync received files")
-    parser.add_argument("--log-format", choices=["auto", "json", "console"])
+    add_setting_flags(parser, SERVE_FLAGS)
     parser.set_defaults(func=run)
-
-
-def _flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    table = {
-        "data_dir": ("node", "data_dir"),
-        "port": ("node", "port"),
-        "aet": ("node", "ae_title"),
-        "bind": ("node", "bind_address"),
-        "http_port": ("node", "http_port"),
-        "device": ("node", "device"),
-        "quiet_seconds": ("completion", "quiet_seconds"),
-        "mpps_grace_seconds": ("completion", "mpps_grace_seconds"),
-        "destination": ("export", "destinations"),
-        "calling_ae_allow": ("receive", "calling_ae_allow"),
-        "log_format": ("logging", "format"),
-    }
-    overrides: dict[str, dict[str, Any]] = {}
-    for attribute, (section, key) in table.items():
-        value = getattr(args, attribute, None)
-        if value is not None:
-            overrides.setdefault(section, {})[key] = value
-    if getattr(args, "no_fsync", False):
-        overrides.setdefault("receive", {})["fsync"] = False
-    return overrides
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Load the settings with this command's flags on top (raises SettingsError)."""
-    return load_settings(args.config, overrides=_flag_overrides(args))
+    return load_settings(args.config, overrides=flag_overrides(args, (DATA_DIR_FLAG, *SERVE_FLAGS)))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 
 from service.commands.serve import add_config_argument
 from service.settings import SettingsError, load_settings
-from service.settings_doc import (
+from service.settings.docs import (
     render_effective_toml,
     render_example_toml,
     render_settings_markdown,

@@ -94,5 +94,5 @@ def test_bad_logging_level_is_a_settings_error_exit_2(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     line = _one_line(result.stderr)
-    assert line.startswith("wbdwi serve: logging.level 'loud' is not one of debug, info")
+    assert line.startswith("wbdwi serve: logging: level 'loud' is not one of debug, info")
     assert not (tmp_path / "data").exists()

@@ -167,10 +167,10 @@ def test_tls_settings_are_checked_at_load(pki: Path) -> None:
     assert settings.tls.export_context() is not None
     assert load_settings(env={}).tls.listener_context() is None
     cases = [
-        ({"listener": True}, "needs tls.certificate and tls.private_key"),
-        ({**good, "ca_bundle": None}, "verify_clients needs tls.listener and tls.ca_bundle"),
+        ({"listener": True}, "tls: listener needs certificate and private_key"),
+        ({**good, "ca_bundle": None}, "tls: verify_clients needs listener and ca_bundle"),
         ({**good, "private_key": None}, "set together"),
-        ({**good, "ca_bundle": pki / "missing.pem"}, "tls.ca_bundle: .* is not a file"),
+        ({**good, "ca_bundle": pki / "missing.pem"}, "tls: ca_bundle: .* is not a file"),
         ({**good, "private_key": pki / "scanner.key"}, "cannot be used"),
         ({**good, "ca_bundle": pki / "garbage.pem"}, "CA bundle .* cannot be used"),
     ]

@@ -31,8 +31,7 @@ from dicom_node.write_results import build_result_objects
 from service.completion import priors_spec
 from service.job_priors import find_priors
 from service.jobs import ClientTlsSpec, PriorsSpec
-from service.priors_retention_settings import PriorsSettings
-from service.settings import NodeSettings, Settings, TlsSettings
+from service.settings import NodeSettings, PriorsSettings, Settings, TlsSettings
 from tests.conftest import free_port
 from tests.integration.test_node_tls import pki  # noqa: F401  (module fixture: CA and certificates)
 from tests.writer_fixtures import make_result, write_synthetic_exam

@@ -270,5 +270,5 @@ def test_expected_coverage_settings_per_calling_ae(tmp_path: Path) -> None:
         source="this node"
     )
     config.write_text('[[calling_ae]]\nae_title = "BAD"\nexpected_stations = 0\n')
-    with pytest.raises(ValueError, match=r"calling_ae\[0\].expected_stations must be at least 1"):
+    with pytest.raises(ValueError, match=r"calling_ae\[0\]: expected_stations must be at least 1"):
         load_settings(config, env={})

@@ -12,9 +12,8 @@ import pytest
 from dicom_node.spool import SpooledInstance
 from service.jobs import JobSpec, JobState, OutboxState, make_job_key
 from service.jobstore import SqliteJobStore
-from service.priors_retention_settings import RetentionSettings
 from service.retention import RetentionCleaner, RetentionKind, WaitingOn, plan_retention
-from service.settings import SettingsError, load_settings
+from service.settings import RetentionSettings, SettingsError, load_settings
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 DAY = 86400.0
@@ -289,9 +288,9 @@ def test_retention_settings_are_checked() -> None:
     settings = load_settings(env={"WBDWI_RETENTION_FAILED_DAYS": "14"})
     assert settings.retention.failed_seconds == 14 * DAY
     assert load_settings(env={}).retention.failed_days is None
-    with pytest.raises(SettingsError, match=r"retention\.spool_days"):
+    with pytest.raises(SettingsError, match=r"retention: spool_days"):
         load_settings(env={"WBDWI_RETENTION_SPOOL_DAYS": "-1"})
-    with pytest.raises(SettingsError, match=r"retention\.interval_seconds"):
+    with pytest.raises(SettingsError, match=r"retention: interval_seconds"):
         load_settings(env={"WBDWI_RETENTION_INTERVAL_SECONDS": "0"})
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from service.settings_doc import settings_sections
+from service.settings.docs import settings_sections
 
 REPO = Path(__file__).resolve().parents[2]
 GUIDE = REPO / "docs" / "service.md"

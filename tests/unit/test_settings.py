@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -9,14 +10,16 @@ import pytest
 from processing.backend import Device
 from service.settings import (
     Destination,
+    ExportSettings,
+    NodeSettings,
     OtherStoragePolicy,
     SettingsError,
-    describe_settings,
     load_settings,
     parse_destination,
     processing_settings_from_mapping,
     processing_settings_to_mapping,
 )
+from service.settings.docs import settings_sections
 
 
 def test_defaults_without_any_configuration() -> None:
@@ -147,13 +150,38 @@ def test_parse_destination_forms() -> None:
 
 
 def test_reference_covers_every_setting_with_help_and_env_name() -> None:
-    rows = describe_settings()
+    rows = [entry for section in settings_sections() for entry in section.entries]
     keys = {(row.section, row.key) for row in rows}
     assert ("node", "port") in keys
     assert ("processing", "adc_min_b") in keys
     assert ("calling_ae", "series_include") in keys
     port = next(row for row in rows if (row.section, row.key) == ("node", "port"))
     assert port.env_var == "WBDWI_NODE_PORT"
-    assert port.default == "11112"
+    assert port.default == 11112
     missing_help = [f"{row.section}.{row.key}" for row in rows if not row.help]
     assert missing_help == []
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: NodeSettings(port=0), "port 0 is outside 1..65535"),
+        (lambda: NodeSettings(workers=0, http_port=-1), "http_port -1 .*; workers must be at"),
+        (lambda: ExportSettings(backoff_initial_seconds=0), "backoff_initial_seconds must be > 0"),
+    ],
+)
+def test_each_section_checks_itself_when_built(build: Callable[[], object], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        build()
+
+
+def test_the_loader_names_the_section_or_entry_of_a_bad_value(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"^node: port 0 is outside 1\.\.65535$"):
+        load_settings(env={"WBDWI_NODE_PORT": "0"})
+    config = tmp_path / "node.toml"
+    config.write_text('[[calling_ae]]\nae_title = "MR1"\nquiet_seconds = -1\n')
+    with pytest.raises(SettingsError, match=r"^calling_ae\[0\]: quiet_seconds cannot be"):
+        load_settings(config, env={})
+    config.write_text('[[calling_ae]]\nae_title = "MUCH_TOO_LONG_AE_TITLE"\n')
+    with pytest.raises(SettingsError, match=r"^calling_ae\[0\]\.ae_title: AE title"):
+        load_settings(config, env={})

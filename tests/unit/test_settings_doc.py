@@ -12,26 +12,31 @@ from pathlib import Path
 
 import pytest
 
+from processing.backend import Device
 from service.cli import main as wbdwi
 from service.commands.serve import register as register_serve
+from service.commands.serve import settings_from_args
 from service.settings import (
     CallingAeSettings,
     Destination,
     ExportSettings,
+    LogFormat,
     NodeSettings,
     Settings,
     load_settings,
 )
-from service.settings_doc import (
+from service.settings.docs import (
     EXAMPLE_TOML_PATH,
     REGENERATE_COMMAND,
     SETTINGS_MARKDOWN_PATH,
+    describe_type,
     render_effective_toml,
     render_example_toml,
     render_settings_markdown,
-    serve_flags,
     settings_sections,
 )
+from service.settings.flags import DATA_DIR_FLAG, SERVE_FLAGS, flag_overrides, flags_by_setting
+from service.settings.model import SECTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 _COMMENTED_TOML = re.compile(r"^#(\[\[?[a-z_]+\]\]?|[a-z_0-9]+ = .*)$")
@@ -110,22 +115,84 @@ def test_reference_lists_every_setting_with_env_var_flag_and_default() -> None:
             assert f"| `{entry.key}` |" in markdown
 
 
-def test_serve_flags_are_read_from_the_real_parser() -> None:
-    flags = serve_flags()
-    assert flags[("node", "port")] == ("--port",)
-    assert flags[("receive", "fsync")] == ("--no-fsync",)
-    assert flags[("export", "destinations")] == ("--destination (repeatable)",)
+# A command-line value for each flag of the table, and the setting it must give.
+_FLAG_SAMPLES: dict[str, tuple[list[str], object]] = {
+    "--data-dir": (["--data-dir", "/srv/wbdwi"], Path("/srv/wbdwi")),
+    "--port": (["--port", "104"], 104),
+    "--aet": (["--aet", "NODE1"], "NODE1"),
+    "--bind": (["--bind", "127.0.0.1"], "127.0.0.1"),
+    "--quiet-seconds": (["--quiet-seconds", "12.5"], 12.5),
+    "--mpps-grace-seconds": (["--mpps-grace-seconds", "4"], 4.0),
+    "--destination": (
+        ["--destination", "PACS@pacs:104", "--destination", "AI@ai:11112"],
+        (Destination("PACS", "pacs", 104), Destination("AI", "ai", 11112)),
+    ),
+    "--http-port": (["--http-port", "0"], 0),
+    "--device": (["--device", "cpu"], Device.CPU),
+    "--calling-ae-allow": (["--calling-ae-allow", "MR1"], ("MR1",)),
+    "--no-fsync": (["--no-fsync"], False),
+    "--log-format": (["--log-format", "json"], LogFormat.JSON),
+}
+
+
+def _serve_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     subparsers = parser.add_subparsers()
     register_serve(subparsers)
-    options = {
-        max(action.option_strings, key=len)
-        for action in subparsers.choices["serve"]._actions
-        if action.option_strings
+    return parser.parse_args(["serve", *argv])
+
+
+def test_every_serve_flag_sets_its_setting_through_the_real_parser(tmp_path: Path) -> None:
+    flags = (DATA_DIR_FLAG, *SERVE_FLAGS)
+    assert {flag.option for flag in flags} == set(_FLAG_SAMPLES)
+    for flag in flags:
+        argv, expected = _FLAG_SAMPLES[flag.option]
+        args = _serve_args(argv)
+        assert flag_overrides(args, flags) == {flag.section: {flag.key: args.__dict__[flag.dest]}}
+        args.config = None
+        settings = settings_from_args(args)
+        assert getattr(getattr(settings, flag.section), flag.key) == expected, flag.option
+    # No flag given: nothing is overridden.
+    assert flag_overrides(_serve_args([]), flags) == {}
+
+
+def test_serve_help_lists_exactly_the_declared_flags() -> None:
+    parser = argparse.ArgumentParser(prog="wbdwi")
+    subparsers = parser.add_subparsers()
+    register_serve(subparsers)
+    help_text = subparsers.choices["serve"].format_help()
+    options = set(re.findall(r"(?m)^  (?:-[a-z], )?(--[a-z-]+)", help_text))
+    declared = {flag.option for flag in (DATA_DIR_FLAG, *SERVE_FLAGS)}
+    # Every option of `wbdwi serve` sets a setting, except --config (and -h/--help).
+    assert options - declared == {"--help", "--config"}
+    assert declared <= options
+
+
+def test_reference_flags_come_from_the_declared_table() -> None:
+    flags = flags_by_setting((DATA_DIR_FLAG, *SERVE_FLAGS))
+    assert flags[("node", "port")] == ("--port",)
+    assert flags[("receive", "fsync")] == ("--no-fsync",)
+    assert flags[("export", "destinations")] == ("--destination (repeatable)",)
+    documented = {
+        (section.name, entry.key): entry.flags
+        for section in settings_sections()
+        for entry in section.entries
     }
-    documented = {label.split(" ")[0] for labels in flags.values() for label in labels}
-    # Every option of `wbdwi serve` sets a setting, except these two.
-    assert options - documented == {"--help", "--config"}
+    assert {key: value for key, value in documented.items() if value} == flags
+
+
+def test_sections_follow_the_settings_fields_and_every_type_is_described() -> None:
+    assert [section.name for section in SECTIONS] == [
+        field.name for field in dataclasses.fields(Settings)
+    ]
+    for section in settings_sections():
+        for entry in section.entries:
+            assert entry.type_text, f"{section.name}.{entry.key}"
+    assert describe_type(tuple[float, float]) == "list of 2 numbers"
+    assert describe_type(Path | None) == "path, optional"
+    assert describe_type(tuple[Destination, ...]) == "list of AET@HOST:PORT"
+    with pytest.raises(TypeError, match="cannot describe"):
+        describe_type(dict)
 
 
 def test_effective_settings_round_trip(tmp_path: Path) -> None:

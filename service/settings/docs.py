@@ -1,9 +1,9 @@
 """The settings reference and the example TOML file, generated from the settings model.
 
-Both documents are rendered from :class:`service.settings.Settings` (its sections,
-their fields, defaults and help texts through
-:func:`service.settings.describe_settings`) and from the flags of ``wbdwi
-serve``, so that they cannot drift from the code:
+Both documents are rendered from the model (:data:`~service.settings.model.SECTIONS`:
+each section's fields, types, defaults and ``metadata["help"]``) and from the
+declared flag table (:mod:`service.settings.flags`), so that they cannot drift
+from the code; nothing is read back from source code or from a parser:
 
 - ``deploy/wbdwi.example.toml`` (:func:`render_example_toml`): every setting
   commented out with its default, its type, environment variable, flag and
@@ -11,10 +11,11 @@ serve``, so that they cannot drift from the code:
 - ``docs/settings.md`` (:func:`render_settings_markdown`): one table per
   section with key, environment variable, flag, type, default and meaning.
 
+Types are described in words by one function, :func:`describe_type`.
 ``tests/unit/test_settings_doc.py`` fails when the committed files differ from
 what is generated here. Regenerate both with::
 
-    python -m service.settings_doc --write
+    python -m service.settings --write
 
 (or print one with ``wbdwi settings --example-toml`` / ``--markdown``).
 """
@@ -27,20 +28,17 @@ import enum
 import json
 import sys
 import textwrap
-import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.settings import (
-    CONFIG_ENV,
-    ENV_PREFIX,
-    Destination,
-    Settings,
-    describe_settings,
-)
+from processing.settings import HELP_KEY
+from service.settings.flags import DATA_DIR_FLAG, SERVE_FLAGS, flags_by_setting
+from service.settings.loader import CONFIG_ENV, ENV_PREFIX, unwrap_optional
+from service.settings.model import SECTIONS, Settings
+from service.settings.values import Destination
 
 __all__ = [
     "EXAMPLE_TOML_PATH",
@@ -48,11 +46,11 @@ __all__ = [
     "SETTINGS_MARKDOWN_PATH",
     "SettingEntry",
     "SettingsSection",
+    "describe_type",
     "main",
     "render_effective_toml",
     "render_example_toml",
     "render_settings_markdown",
-    "serve_flags",
     "settings_sections",
     "toml_value",
 ]
@@ -61,11 +59,13 @@ __all__ = [
 EXAMPLE_TOML_PATH = Path("deploy/wbdwi.example.toml")
 SETTINGS_MARKDOWN_PATH = Path("docs/settings.md")
 #: The command that rewrites both documents (run in the repository root).
-REGENERATE_COMMAND = "python -m service.settings_doc --write"
+REGENERATE_COMMAND = "python -m service.settings --write"
 
 _COMMENT_WIDTH = 88
 # Values shown for fields that have no default (the key of an array-of-tables entry).
 _EXAMPLE_VALUES: dict[tuple[str, str], Any] = {("calling_ae", "ae_title"): "SCANNER1"}
+# Every flag that sets a setting, as the documents list them.
+_DOCUMENTED_FLAGS = (DATA_DIR_FLAG, *SERVE_FLAGS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,17 +111,15 @@ class SettingsSection:
     entries: tuple[SettingEntry, ...]
 
 
-def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        rest = [arg for arg in args if arg is not type(None)]
-        if len(rest) == 1 and len(args) == 2:
-            return rest[0], True
-    return hint, False
+def describe_type(hint: Any) -> str:
+    """The type of a settings field in words (``integer``, ``list of text``, ``path, optional``).
 
-
-def _type_text(hint: Any) -> str:
-    inner, optional = _unwrap_optional(hint)
+    Raises
+    ------
+    TypeError
+        For a type the settings do not use.
+    """
+    inner, optional = unwrap_optional(hint)
     suffix = ", optional" if optional else ""
     if typing.get_origin(inner) is tuple:
         args = typing.get_args(inner)
@@ -129,11 +127,11 @@ def _type_text(hint: Any) -> str:
             return f"list of {_plural(args[0])}{suffix}"
         if len(set(args)) == 1:
             return f"list of {len(args)} {_plural(args[0])}{suffix}"
-        return "list of " + ", ".join(_type_text(arg) for arg in args) + suffix
-    return _type_text_scalar(inner) + suffix
+        return "list of " + ", ".join(describe_type(arg) for arg in args) + suffix
+    return _describe_scalar(inner) + suffix
 
 
-def _type_text_scalar(inner: Any) -> str:
+def _describe_scalar(inner: Any) -> str:
     if inner is Destination:
         return "AET@HOST:PORT"
     if isinstance(inner, type) and issubclass(inner, enum.Enum):
@@ -145,7 +143,7 @@ def _type_text_scalar(inner: Any) -> str:
 
 
 def _plural(inner: Any) -> str:
-    text = _type_text_scalar(inner)
+    text = _describe_scalar(inner)
     plurals = {"boolean": "booleans", "integer": "integers", "number": "numbers", "path": "paths"}
     return plurals.get(text, text)
 
@@ -175,79 +173,23 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} ({type(value).__name__}) as a TOML value")
 
 
-def _env_text(value: Any) -> str:
-    """How the default is written in a ``WBDWI_*`` variable (lists comma-separated)."""
-    if value is None:
-        return ""
-    if isinstance(value, tuple | list):
-        return ",".join(_env_text(item) for item in value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, enum.Enum):
-        return str(value.value)
-    return str(value)
-
-
-def serve_flags() -> dict[tuple[str, str], tuple[str, ...]]:
-    """``(section, key)`` to the ``wbdwi serve`` options that set it.
-
-    Read from the real parser: each option is given a probe value and
-    :mod:`service.commands.serve` says which setting it overrides.
-    """
-    # The flag-to-setting table is private to the serve command; probing it is the
-    # only way to read it without keeping a second copy here.
-    from service.commands.serve import _flag_overrides, register
-
-    parser = argparse.ArgumentParser(prog="wbdwi")
-    subparsers = parser.add_subparsers()
-    register(subparsers)
-    serve_parser: argparse.ArgumentParser = subparsers.choices["serve"]
-    actions = [action for action in serve_parser._actions if action.option_strings]
-    flags: dict[tuple[str, str], list[str]] = {}
-    for action in actions:
-        probe = argparse.Namespace(**{other.dest: None for other in actions})
-        is_switch = isinstance(action, argparse._StoreTrueAction)
-        setattr(probe, action.dest, True if is_switch else object())
-        label = max(action.option_strings, key=len)
-        if isinstance(action, argparse._AppendAction):
-            label += " (repeatable)"
-        for section, values in _flag_overrides(probe).items():
-            for key in values:
-                flags.setdefault((section, key), []).append(label)
-    return {setting: tuple(labels) for setting, labels in flags.items()}
-
-
-def _section_types() -> list[tuple[str, type[Any], bool]]:
-    """``(name, dataclass, repeatable)`` for every field of :class:`Settings`, in order."""
-    hints = typing.get_type_hints(Settings)
-    sections: list[tuple[str, type[Any], bool]] = []
-    for field in dataclasses.fields(Settings):
-        hint = hints[field.name]
-        if typing.get_origin(hint) is tuple:
-            args = typing.get_args(hint)
-            item = args[0] if len(args) == 2 and args[1] is Ellipsis else None
-            if isinstance(item, type) and dataclasses.is_dataclass(item):
-                sections.append((field.name, item, True))
-                continue
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            sections.append((field.name, hint, False))
-            continue
-        raise TypeError(f"Settings.{field.name} is neither a section nor a list of tables")
-    return sections
-
-
 def settings_sections() -> list[SettingsSection]:
-    """Every section and setting, in the order of :class:`Settings`."""
-    docs = {(row.section, row.key): row for row in describe_settings()}
-    flags = serve_flags()
+    """Every section and setting, in the order of :class:`~service.settings.model.Settings`.
+
+    Raises
+    ------
+    LookupError
+        When a field has no documentation (``metadata=doc(...)``).
+    """
+    flags = flags_by_setting(_DOCUMENTED_FLAGS)
     sections = []
-    for name, cls, repeatable in _section_types():
+    for name, cls, repeatable in SECTIONS:
         hints = typing.get_type_hints(cls)
         entries = []
         for field in dataclasses.fields(cls):
-            row = docs.get((name, field.name))
-            if row is None:
-                raise LookupError(f"describe_settings() has no row for {name}.{field.name}")
+            help_text = field.metadata.get(HELP_KEY, "")
+            if not help_text:
+                raise LookupError(f"setting {name}.{field.name} has no metadata=doc(...)")
             required = (
                 field.default is dataclasses.MISSING
                 and field.default_factory is dataclasses.MISSING
@@ -262,12 +204,12 @@ def settings_sections() -> list[SettingsSection]:
                 SettingEntry(
                     section=name,
                     key=field.name,
-                    type_text=_type_text(hints[field.name]),
+                    type_text=describe_type(hints[field.name]),
                     default=default,
                     required=required,
-                    env_var="" if repeatable else row.env_var,
+                    env_var="" if repeatable else f"{ENV_PREFIX}{name}_{field.name}".upper(),
                     flags=flags.get((name, field.name), ()),
-                    help=row.help,
+                    help=help_text,
                 )
             )
         # The first paragraph of the class docstring; the rest is for programmers.
@@ -289,7 +231,7 @@ def _comment(text: str, indent: str = "# ") -> list[str]:
 _TOML_HEADER = f"""\
 # wbdwi-node settings: every setting, its default and what it does.
 #
-# GENERATED from the settings model (service/settings.py) by
+# GENERATED from the settings model (service/settings/) by
 #   {REGENERATE_COMMAND}
 # Do not edit this file in the repository: change the model and regenerate
 # (tests/unit/test_settings_doc.py fails when this file is out of date).
@@ -358,7 +300,7 @@ def render_effective_toml(settings: Settings) -> str:
         "# wbdwi-node settings in force (defaults < file < environment), from "
         "`wbdwi settings --effective`."
     ]
-    for name, cls, repeatable in _section_types():
+    for name, cls, repeatable in SECTIONS:
         value = getattr(settings, name)
         tables = list(value) if repeatable else [value]
         for table in tables:
@@ -385,11 +327,11 @@ _MARKDOWN_HEADER = f"""\
 # Settings reference
 
 <!-- GENERATED by `{REGENERATE_COMMAND}` from the settings model
-(service/settings.py); do not edit by hand. tests/unit/test_settings_doc.py
+(service/settings/); do not edit by hand. tests/unit/test_settings_doc.py
 fails when this file is out of date. -->
 
 Every setting of the node, generated from the settings model
-(`service/settings.py`, with the `[processing]` fields from
+(`service/settings/`, with the `[processing]` fields from
 `processing/settings.py`). `deploy/wbdwi.example.toml` holds the same settings
 as a commented TOML file to start a configuration from; `wbdwi settings
 --example-toml` prints it for the installed version.
@@ -457,9 +399,9 @@ def _write(root: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m service.settings_doc``: print or write the generated documents."""
+    """``python -m service.settings``: print or write the generated documents."""
     parser = argparse.ArgumentParser(
-        prog="python -m service.settings_doc",
+        prog="python -m service.settings",
         description="Generate deploy/wbdwi.example.toml and docs/settings.md from the "
         "settings model.",
     )
@@ -483,12 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             written = _write(args.root)
         except OSError as error:
-            print(f"settings_doc: {error}", file=sys.stderr)
+            print(f"service.settings: {error}", file=sys.stderr)
             return 2
         for path in written:
             print(f"wrote {path}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

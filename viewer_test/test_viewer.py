@@ -159,7 +159,11 @@ def _study_from_the_node(workdir: Path, node: NodeProcess) -> Iterator[Study]:
         [study_dir] = (node.data_dir / "results").iterdir()
         results = study_dir / "v1"
         measurements = json.loads((results / "measurements.json").read_text())
-        yield Study(phantom / "dicom", results, measurements)
+        try:
+            yield Study(phantom / "dicom", results, measurements)
+        finally:
+            if node.log_path.exists():
+                shutil.copyfile(node.log_path, OUT / "node.log")
 
 
 def _wait_jobs(node: NodeProcess, count: int) -> None:

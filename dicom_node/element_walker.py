@@ -21,9 +21,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Collection
 
+from dicom_node.errors import MalformedDataSetError
+
 __all__ = [
     "ByteString",
-    "MalformedDataSetError",
     "read_top_level_elements",
 ]
 
@@ -52,10 +53,6 @@ _TAG = struct.Struct("<HH")
 _TAG_LENGTH = struct.Struct("<HHI")
 _TAG_VR_SHORT = struct.Struct("<HH2sH")
 _LONG_LENGTH = struct.Struct("<I")
-
-
-class MalformedDataSetError(ValueError):
-    """The encoded data set does not follow PS3.5 (truncated, bad VR, bad delimiters)."""
 
 
 def _element_header(

@@ -10,9 +10,11 @@ reason in their message, for example::
     series 1.2.3 (DWI station 2 b=900): 48 slices but 50 at b=50 (missing positions ...)
 
 The class tells *what kind* of problem it is (a single b-value, mixed
-orientations, ...), the message tells *where*. Writers, the SCP/SCU and the
-service add their own subclasses here, next to these, rather than inventing a
-second hierarchy.
+orientations, ...), the message tells *where*. Every error of the package is
+defined here, except the subtrees of the subpackages with their own
+``errors`` module (``writers``, ``ul``), which derive from a class here and are
+drawn below; a new error joins this tree rather than starting a second one
+(``tests/unit/test_error_trees.py`` checks both).
 
 Hierarchy
 ---------
@@ -34,14 +36,30 @@ Hierarchy
     |   +-- UnreadableInstanceError    a DICOM file whose header cannot be parsed
     +-- SendError
     |   +-- AssociationFailedError     the peer could not be reached or rejected us
-    |       +-- AssociationRejectedError   the peer refused the association (AE titles,
-    |                                      contexts): a configuration problem
-    +-- WriterError                    a result object cannot be written (subclasses in
-                                       dicom_node.writers.errors)
+    |   |   +-- AssociationRejectedError   the peer refused the association (AE titles,
+    |   |                                  contexts): a configuration problem
+    |   +-- ReactorPauseTimeoutError   pynetdicom's reactor did not pause before an exchange
+    +-- TlsConfigurationError          a certificate, key or CA bundle cannot be used
+    +-- PriorsError                    a query or retrieve of priors failed
+    +-- InvalidInstanceError           a received data set cannot be understood
+    +-- SpoolWriteError                the spool could not store an instance
+    +-- MalformedDataSetError          an encoded data set breaks PS3.5 (a ValueError)
+    +-- StudyHeaderError               the exam's study date cannot be read
+    +-- ReportReadError                a Measurement Report cannot become an exam summary
     +-- SegmentationReadError          a received SEG cannot be used as a correction
-        +-- SegmentationReferenceError     it refers to another study, series or frame
-        |                                  of reference than the exam
-        +-- SegmentationGeometryError      its frames do not lie on the exam's grid
+    |   +-- SegmentationReferenceError     it refers to another study, series or frame
+    |   |                                  of reference than the exam
+    |   +-- SegmentationGeometryError      its frames do not lie on the exam's grid
+    +-- WriterError                    a result object cannot be written
+    |   |                              (dicom_node.writers.errors:)
+    |   +-- ResultGeometryError        an array is off the exam grid or not finite
+    |   +-- EmptySegmentationError     a SEG without any segmented voxel
+    |   +-- SourceReferenceError       the exam's source references are missing
+    +-- UpperLayerError                a protocol problem on one association
+        |                              (dicom_node.ul.errors:)
+        +-- MalformedPduError          a PDU breaks PS3.8 (carries the A-ABORT reason)
+        +-- MalformedCommandError      a DIMSE command set cannot be decoded
+        +-- ConnectionClosedError      the peer closed the connection
 """
 
 from __future__ import annotations
@@ -53,18 +71,25 @@ __all__ = [
     "DicomNodeError",
     "DuplicateSliceError",
     "GeometryMismatchError",
+    "InvalidInstanceError",
+    "MalformedDataSetError",
     "MissingBValueError",
     "MissingSlicesError",
     "MixedOrientationError",
     "MultipleStudiesError",
     "NoDiffusionSeriesError",
+    "PriorsError",
     "ReactorPauseTimeoutError",
+    "ReportReadError",
     "SegmentationGeometryError",
     "SegmentationReadError",
     "SegmentationReferenceError",
     "SendError",
     "SingleBValueError",
+    "SpoolWriteError",
     "StationGapError",
+    "StudyHeaderError",
+    "TlsConfigurationError",
     "UndecodablePixelDataError",
     "UnreadableInstanceError",
     "WriterError",
@@ -219,3 +244,31 @@ class SegmentationReferenceError(SegmentationReadError):
 
 class SegmentationGeometryError(SegmentationReadError):
     """The SEG's frames do not lie on the exam's grid (orientation, spacing, position)."""
+
+
+class MalformedDataSetError(DicomNodeError, ValueError):
+    """The encoded data set does not follow PS3.5 (truncated, bad VR, bad delimiters)."""
+
+
+class TlsConfigurationError(DicomNodeError):
+    """A certificate, key or CA bundle cannot be used (missing, unreadable, mismatched)."""
+
+
+class PriorsError(DicomNodeError):
+    """A query or retrieve of priors failed; the message names the peer and the status."""
+
+
+class StudyHeaderError(DicomNodeError):
+    """The exam's study date cannot be read; the message names the file and the reason."""
+
+
+class InvalidInstanceError(DicomNodeError):
+    """A received data set cannot be understood (bad UIDs, unparsable header)."""
+
+
+class SpoolWriteError(DicomNodeError):
+    """The spool could not store an instance (disk full, permissions, I/O error)."""
+
+
+class ReportReadError(DicomNodeError):
+    """A Measurement Report cannot be turned into an exam summary (says which item and why)."""

@@ -37,20 +37,14 @@ from pynetdicom.association import Association
 from pynetdicom.status import code_to_category
 
 from dicom_node.association_guard import reactor_paused
-from dicom_node.errors import AssociationFailedError, DicomNodeError
-from dicom_node.report_reader import (
-    REPORT_SOP_CLASSES,
-    ReportReadError,
-    is_node_report,
-    read_measurement_report,
-)
+from dicom_node.errors import AssociationFailedError, PriorsError, ReportReadError
+from dicom_node.report_reader import REPORT_SOP_CLASSES, is_node_report, read_measurement_report
 from dicom_node.send import Destination
 from dicom_node.writers.common import MANUFACTURER
 from processing.exam_summary import ExamSummary
 
 __all__ = [
     "PriorFetch",
-    "PriorsError",
     "ReportHit",
     "StudyHit",
     "fetch_prior_summaries",
@@ -65,10 +59,6 @@ _PENDING = (0xFF00, 0xFF01)
 # PS3.4 C.6.2.1.1: Study Root Query/Retrieve Information Model FIND and GET.
 StudyRootQueryRetrieveInformationModelFind = UID("1.2.840.10008.5.1.4.1.2.2.1")
 StudyRootQueryRetrieveInformationModelGet = UID("1.2.840.10008.5.1.4.1.2.2.3")
-
-
-class PriorsError(DicomNodeError):
-    """A query or retrieve of priors failed; the message names the peer and the status."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,17 +52,17 @@ from pydicom.uid import (
     SegmentationStorage,
 )
 
-from dicom_node.errors import DicomNodeError
+from dicom_node.errors import ReportReadError
 from dicom_node.report_codes import CENTROID_CODES, MEAN_HIGH_B, VOXEL_VOLUME
 from dicom_node.writers.common import MANUFACTURER
 from dicom_node.writers.seg import region_code
 from dicom_node.writers.sr import adc_statistic_codes
-from processing.exam_summary import ExamSummary, SummaryFormatError
+from processing.errors import SummaryFormatError
+from processing.exam_summary import ExamSummary
 from processing.results import AdcStats, BodyRegion, LesionStats
 
 __all__ = [
     "REPORT_SOP_CLASSES",
-    "ReportReadError",
     "is_node_report",
     "read_measurement_report",
 ]
@@ -75,10 +75,6 @@ _LESION = re.compile(r"^Lesion (\d+)\b")
 # Factor to 10^-6 mm2/s for each accepted ADC unit code (UCUM, CID 7277).
 _ADC_UNITS = {"10-6.mm2/s": 1.0, "um2/s": 1.0, "mm2/s": 1e6, "um2/ms": 1000.0}
 _VOLUME_UNITS = {"ml": 1.0, "mL": 1.0, "cm3": 1.0, "mm3": 1e-3, "l": 1000.0, "L": 1000.0}
-
-
-class ReportReadError(DicomNodeError):
-    """A Measurement Report cannot be turned into an exam summary (says which item and why)."""
 
 
 def is_node_report(dataset: Dataset, manufacturer: str = MANUFACTURER) -> bool:

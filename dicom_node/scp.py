@@ -57,15 +57,9 @@ from pydicom.uid import (
 )
 from pynetdicom import AllStoragePresentationContexts
 
+from dicom_node.errors import InvalidInstanceError, SpoolWriteError
 from dicom_node.seg_reader import SEGMENTATION_STORAGE_CLASSES
-from dicom_node.spool import (
-    InstanceRecorder,
-    InvalidInstanceError,
-    Spool,
-    SpooledInstance,
-    SpoolWriteError,
-    is_valid_uid,
-)
+from dicom_node.spool import InstanceRecorder, Spool, SpooledInstance, is_valid_uid
 from dicom_node.ul import (
     Association,
     AssociationEnd,

@@ -43,16 +43,18 @@ from typing import Protocol
 from pydicom.charset import decode_bytes
 from pydicom.filereader import read_file_meta_info
 
-from dicom_node.element_walker import ByteString, MalformedDataSetError, read_top_level_elements
-from dicom_node.errors import DicomNodeError
+from dicom_node.element_walker import ByteString, read_top_level_elements
+from dicom_node.errors import (
+    InvalidInstanceError,
+    MalformedDataSetError,
+    SpoolWriteError,
+)
 from dicom_node.ul.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 __all__ = [
     "InstanceHeader",
     "InstanceRecorder",
-    "InvalidInstanceError",
     "Spool",
-    "SpoolWriteError",
     "SpooledInstance",
     "encode_file_meta",
     "is_valid_uid",
@@ -78,14 +80,6 @@ _LATIN1_CHARSETS = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO 2022 IR 6", "IS
 _IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 _DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 INCOMING = ".incoming"
-
-
-class InvalidInstanceError(DicomNodeError):
-    """A received data set cannot be understood (bad UIDs, unparsable header)."""
-
-
-class SpoolWriteError(DicomNodeError):
-    """The spool could not store an instance (disk full, permissions, I/O error)."""
 
 
 def is_valid_uid(value: str) -> bool:

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from dicom_node.errors import DicomNodeError
+from dicom_node.errors import StudyHeaderError
 from processing.exam import DwiExam
 
-__all__ = ["StudyDateTime", "StudyHeaderError", "read_study_date_time"]
+__all__ = ["StudyDateTime", "read_study_date_time"]
 
 _DATE_TIME_KEYWORDS = (
     ("StudyDate", "StudyTime"),
@@ -27,10 +27,6 @@ _DATE_TIME_KEYWORDS = (
     ("AcquisitionDate", "AcquisitionTime"),
     ("ContentDate", "ContentTime"),
 )
-
-
-class StudyHeaderError(DicomNodeError):
-    """The exam's study date cannot be read; the message names the file and the reason."""
 
 
 @dataclass(frozen=True, slots=True)

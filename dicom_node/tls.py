@@ -11,13 +11,9 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from dicom_node.errors import DicomNodeError
+from dicom_node.errors import TlsConfigurationError
 
-__all__ = ["TlsConfigurationError", "client_context", "server_context"]
-
-
-class TlsConfigurationError(DicomNodeError):
-    """A certificate, key or CA bundle cannot be used (missing, unreadable, mismatched)."""
+__all__ = ["client_context", "server_context"]
 
 
 def _load_chain(context: ssl.SSLContext, certificate: Path, private_key: Path) -> None:

@@ -33,12 +33,11 @@ import numpy as np
 import scipy.ndimage
 from numpy.typing import NDArray
 
-from processing.errors import ProcessingError
+from processing.errors import BackendUnavailableError
 
 __all__ = [
     "GPU_INSTALL_HINT",
     "Backend",
-    "BackendUnavailableError",
     "Device",
     "disable_gpu",
     "gpu_status",
@@ -72,10 +71,6 @@ class Device(Enum):
         except ValueError:
             allowed = ", ".join(member.value for member in cls)
             raise ValueError(f"unknown device {value!r}; expected one of: {allowed}") from None
-
-
-class BackendUnavailableError(ProcessingError, RuntimeError):
-    """The GPU was requested but CuPy, a CUDA device or a CUDA library is not usable."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
+from processing.errors import NoPriorExamError
 from processing.exam_summary import ExamSummary, chronological_key, exam_sort_key
 from processing.lesion_assessment import (
     LesionAssessment,
@@ -52,7 +53,6 @@ __all__ = [
     "ExamSummary",
     "LesionAssessment",
     "LesionStatus",
-    "NoPriorExamError",
     "RegionAssessment",
     "TrendPoint",
     "compare_exams",
@@ -62,10 +62,6 @@ __all__ = [
     "select_baseline",
     "yellow_lower_bound",
 ]
-
-
-class NoPriorExamError(ValueError):
-    """No exam earlier than the current one was given, so there is nothing to compare with."""
 
 
 @dataclass(frozen=True, slots=True)

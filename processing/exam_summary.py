@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from processing.errors import SummaryFormatError
 from processing.exam import DwiExam
 from processing.quality import QualityAssessment
 from processing.results import (
@@ -38,7 +39,6 @@ from processing.results import (
 __all__ = [
     "SUMMARY_SCHEMA_VERSION",
     "ExamSummary",
-    "SummaryFormatError",
     "chronological_key",
     "exam_sort_key",
     "summarize_exam",
@@ -60,10 +60,6 @@ _ADC_FIELDS = (
     "skewness",
     "kurtosis",
 )
-
-
-class SummaryFormatError(ValueError):
-    """A summary (JSON or fields) is malformed; the message names the field and the reason."""
 
 
 @dataclass(frozen=True, slots=True)

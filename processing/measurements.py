@@ -36,7 +36,8 @@ from dataclasses import asdict
 from typing import Any
 
 from processing.comparison import Comparison, comparison_to_dict
-from processing.exam_summary import ExamSummary, SummaryFormatError
+from processing.errors import SummaryFormatError
+from processing.exam_summary import ExamSummary
 from processing.results import ProcessingResult
 
 __all__ = ["MEASUREMENTS_SCHEMA_VERSION", "measurements_dict", "summary_from_measurements"]
@@ -122,7 +123,7 @@ def summary_from_measurements(measurements: Mapping[str, Any], source: str) -> E
 
     Raises
     ------
-    processing.exam_summary.SummaryFormatError
+    processing.errors.SummaryFormatError
         When the block is missing (a run of an older version) or malformed.
     """
     block = measurements.get("exam_summary")

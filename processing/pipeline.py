@@ -145,7 +145,7 @@ def process_exam(
     ------
     processing.errors.InvalidExamError
         The exam cannot be processed (see :func:`processing.adc.check_signal`).
-    processing.backend.BackendUnavailableError
+    processing.errors.BackendUnavailableError
         ``device="gpu"`` without CuPy or a CUDA device.
     """
     _check_yellow_lower(yellow_lower_um2s)

@@ -38,11 +38,11 @@ from dicom_node.errors import SegmentationReferenceError
 from dicom_node.seg_reader import CorrectedMask, read_corrected_mask, read_segmentation
 from dicom_node.write_results import ReaderCorrection, earlier_version_reports
 from processing.exam import DwiExam
+from service.errors import NothingToCorrectError
 from service.jobs import CorrectionSpec, JobSpec
 
 __all__ = [
     "CORRECTION_JOB_PREFIX",
-    "NothingToCorrectError",
     "PreparedCorrection",
     "check_correction_target",
     "correction_job_key",
@@ -54,13 +54,6 @@ __all__ = [
 LOGGER = structlog.get_logger(__name__)
 
 CORRECTION_JOB_PREFIX = "correction:"
-
-
-class NothingToCorrectError(Exception):
-    """The SEG corrects no exam of this node: its own result, another study, or none processed.
-
-    The job ends ``done`` with this message as its reason; nothing is written.
-    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,13 +15,11 @@ import fcntl
 import os
 from pathlib import Path
 
-__all__ = ["LOCK_FILE", "DataDirLock", "DataDirLockedError"]
+from service.errors import DataDirLockedError
+
+__all__ = ["LOCK_FILE", "DataDirLock"]
 
 LOCK_FILE = "wbdwi.lock"
-
-
-class DataDirLockedError(RuntimeError):
-    """Another process holds the data folder's lock; the message names the folder and PID."""
 
 
 class DataDirLock:

@@ -43,15 +43,14 @@ from enum import Enum
 from pathlib import Path
 
 from processing.exam_summary import ExamSummary, chronological_key, exam_sort_key
+from service.errors import HistoryError, UnknownExamError
 
 __all__ = [
     "HISTORY_FILE",
     "HistoryEntry",
-    "HistoryError",
     "HistoryStore",
     "PatientKey",
     "SummarySource",
-    "UnknownExamError",
 ]
 
 #: File name of the history store in the node's data folder (``<data_dir>/history.sqlite3``).
@@ -82,17 +81,6 @@ CREATE TABLE IF NOT EXISTS pacs_lookups (
     PRIMARY KEY (patient_id, issuer_of_patient_id, peer)
 );
 """
-
-
-class HistoryError(Exception):
-    """The history store cannot do what was asked; the message says what and why."""
-
-
-class UnknownExamError(HistoryError, KeyError):
-    """No exam with that study UID is recorded for that patient."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
 
 
 class SummarySource(Enum):

@@ -34,36 +34,26 @@ from typing import Any
 
 import structlog
 
-from dicom_node.errors import AssociationFailedError
-from dicom_node.priors import PriorsError
+from dicom_node.errors import AssociationFailedError, PriorsError, StudyHeaderError
 from dicom_node.send import Destination
-from dicom_node.study_header import StudyDateTime, StudyHeaderError, read_study_date_time
+from dicom_node.study_header import StudyDateTime, read_study_date_time
 from dicom_node.tls import client_context
 from processing.comparison import Comparison
 from processing.exam import DwiExam
+from service.errors import PriorsUnavailableError
 from service.history import HistoryStore, PatientKey
 from service.jobs import ClientTlsSpec, PriorsSpec
 from service.priors_workflow import PreparedPriors, prepare_priors
 from service.settings import parse_destination
 
 __all__ = [
-    "InputsMissingError",
     "JobPriors",
-    "PriorsUnavailableError",
     "comparison_block",
     "find_priors",
     "priors_peer",
 ]
 
 LOGGER = structlog.get_logger(__name__)
-
-
-class PriorsUnavailableError(Exception):
-    """The priors peer could not be asked; the message names it and the reason."""
-
-
-class InputsMissingError(Exception):
-    """Input files of the job are no longer in the spool; the message says how many and one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +97,7 @@ def find_priors(spec: PriorsSpec | None, exam: DwiExam) -> JobPriors:
     PriorsUnavailableError
         When the peer must be asked, cannot be, and ``spec.continue_without_pacs``
         is off.
-    service.history.HistoryError
+    service.errors.HistoryError
         When the history store cannot be read or written.
     """
     if spec is None:

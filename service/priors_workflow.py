@@ -124,9 +124,9 @@ def prepare_priors(
 
     Raises
     ------
-    service.history.HistoryError
+    service.errors.HistoryError
         When the patient ID is empty or the store cannot be read.
-    dicom_node.priors.PriorsError, dicom_node.errors.AssociationFailedError
+    dicom_node.errors.PriorsError, dicom_node.errors.AssociationFailedError
         When PACS is asked and the query or retrieve fails: the caller decides
         whether to retry the job or go on with the local history.
     """

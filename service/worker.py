@@ -11,7 +11,7 @@ with the same UIDs.
 :class:`Worker` claims ready jobs one at a time. A job that fails (bad input,
 unexpected exception) is marked ``failed`` with its reason; its inputs stay in
 the spool, and the next job runs. A job whose priors peer (PACS) cannot be
-asked is put back with a delay (:class:`~service.job_priors.PriorsUnavailableError`)
+asked is put back with a delay (:class:`~service.errors.PriorsUnavailableError`)
 and tried again; once it has waited ``max_wait_seconds`` it runs with the local
 history and a warning (``docs/service.md``, "Priors").
 """
@@ -32,16 +32,9 @@ from dicom_node.errors import DicomNodeError
 from dicom_node.export import read_result_identity
 from dicom_node.package_version import installed_version
 from dicom_node.write_results import earlier_version_reports, write_results
-from processing.backend import (
-    BackendUnavailableError,
-    Device,
-    disable_gpu,
-    is_device_error,
-    recheck_gpu,
-    select_backend,
-)
+from processing.backend import Device, disable_gpu, is_device_error, recheck_gpu, select_backend
 from processing.comparison import doubtful_reference_notes
-from processing.errors import ProcessingError
+from processing.errors import BackendUnavailableError, ProcessingError
 from processing.exam import DwiExam
 from processing.exam_summary import summarize_exam
 from processing.measurements import measurements_dict
@@ -50,19 +43,10 @@ from processing.quality import QualityAssessment, Verdict
 from processing.results import ProcessingResult
 from processing.settings import ProcessingSettings
 from service.completion import results_folder
-from service.corrections import (
-    NothingToCorrectError,
-    PreparedCorrection,
-    check_correction_target,
-    prepare_correction,
-)
+from service.corrections import PreparedCorrection, check_correction_target, prepare_correction
 from service.durable_json import write_json_durably
-from service.job_priors import (
-    InputsMissingError,
-    PriorsUnavailableError,
-    comparison_block,
-    find_priors,
-)
+from service.errors import InputsMissingError, NothingToCorrectError, PriorsUnavailableError
+from service.job_priors import comparison_block, find_priors
 from service.jobs import JobSpec
 from service.jobstore import SqliteJobStore
 from service.priors_workflow import compare_with_priors, record_processed_exam
@@ -120,8 +104,8 @@ def run_job(spec: JobSpec) -> JobOutcome:
     Raises whatever the stages raise: :class:`dicom_node.errors.AssemblyError` for
     bad input, :class:`processing.errors.ProcessingError`,
     :class:`dicom_node.errors.WriterError`, ``OSError``;
-    :class:`~service.job_priors.InputsMissingError` when spooled inputs are gone;
-    :class:`~service.job_priors.PriorsUnavailableError` when the priors peer
+    :class:`~service.errors.InputsMissingError` when spooled inputs are gone;
+    :class:`~service.errors.PriorsUnavailableError` when the priors peer
     cannot be asked and ``spec.priors.continue_without_pacs`` is off.
     """
     timings: dict[str, float] = {}
@@ -253,7 +237,7 @@ def process_on_device(
     again: after a sticky error (the context stays broken) the GPU is off for
     the rest of the process and later jobs go to the CPU straight away. With
     ``device = gpu`` a CUDA error fails the job with
-    :class:`~processing.backend.BackendUnavailableError` naming it.
+    :class:`~processing.errors.BackendUnavailableError` naming it.
 
     Returns
     -------

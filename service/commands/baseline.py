@@ -19,7 +19,8 @@ import sys
 from typing import Any
 
 from service.commands.serve import add_config_argument
-from service.history import HISTORY_FILE, HistoryError, HistoryStore, PatientKey
+from service.errors import HistoryError
+from service.history import HISTORY_FILE, HistoryStore, PatientKey
 from service.settings import SettingsError, load_settings
 
 __all__ = ["register", "run"]

@@ -10,8 +10,8 @@ from typing import Any
 from pynetdicom import AE
 
 from dicom_node.association_guard import reactor_paused
+from dicom_node.errors import TlsConfigurationError
 from dicom_node.scp import VERIFICATION
-from dicom_node.tls import TlsConfigurationError
 from service.commands.serve import add_config_argument
 from service.settings import Destination, SettingsError, load_settings, parse_destination
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from dicom_node.coverage import CoverageExpectation
 from dicom_node.package_version import installed_version
-from processing.backend import BackendUnavailableError, Device
+from processing.backend import Device
 from processing.comparison import (
     Comparison,
     compare_exams,
@@ -44,19 +44,19 @@ from processing.comparison import (
     select_baseline,
     yellow_lower_bound,
 )
-from processing.errors import ProcessingError
-from processing.exam_summary import ExamSummary, SummaryFormatError, exam_sort_key
+from processing.errors import BackendUnavailableError, ProcessingError, SummaryFormatError
+from processing.exam_summary import ExamSummary, exam_sort_key
 from processing.measurements import measurements_dict, summary_from_measurements
 from processing.quality import QualityAssessment
 from processing.response import ResponseSettings
 from processing.results import ProcessingResult
 from processing.settings import ProcessingSettings
 from service.durable_json import write_json_durably
+from service.errors import PriorLoadError
 
 __all__ = [
     "MEASUREMENTS_FILE",
     "OfflineRun",
-    "PriorLoadError",
     "load_prior",
     "register",
     "run",
@@ -78,13 +78,6 @@ class OfflineRun:
     dicom_files: tuple[Path, ...] = ()
     summary: ExamSummary | None = None
     comparison: Comparison | None = None
-
-
-class PriorLoadError(ValueError):
-    """A prior cannot be used: unreadable, of another patient, or the baseline asked is absent.
-
-    The message names the file or study and the reason.
-    """
 
 
 def load_prior(path: Path) -> ExamSummary:
@@ -258,11 +251,11 @@ def run_offline(
         The files do not make a usable DWI exam.
     processing.errors.ProcessingError
         The exam's signal cannot be processed.
-    processing.backend.BackendUnavailableError
+    processing.errors.BackendUnavailableError
         ``device="gpu"`` without CuPy or a CUDA device.
     dicom_node.errors.WriterError
         A result object cannot be written.
-    dicom_node.study_header.StudyHeaderError
+    dicom_node.errors.StudyHeaderError
         The exam's study date cannot be read.
     PriorLoadError
         A prior belongs to another patient, or the baseline is not among the priors.
@@ -383,8 +376,12 @@ def run_offline(
 
 def run(args: argparse.Namespace) -> int:
     """Process and write; 2 with the reason on stderr when the input is not usable."""
-    from dicom_node.errors import AssemblyError, SegmentationReadError, WriterError
-    from dicom_node.study_header import StudyHeaderError
+    from dicom_node.errors import (
+        AssemblyError,
+        SegmentationReadError,
+        StudyHeaderError,
+        WriterError,
+    )
 
     if args.yellow_lower is not None and not 0 <= args.yellow_lower < float("inf"):
         print(

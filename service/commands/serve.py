@@ -16,9 +16,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from processing.backend import BackendUnavailableError
-from service.data_dir_lock import DataDirLockedError
-from service.jobstore import JobStoreError, SqliteJobStore
+from processing.errors import BackendUnavailableError
+from service.errors import DataDirLockedError, JobStoreError
+from service.jobstore import SqliteJobStore
 from service.logging import configure_logging
 from service.settings import Settings, SettingsError, load_settings
 from service.settings.flags import DATA_DIR_FLAG, SERVE_FLAGS, add_setting_flags, flag_overrides

@@ -9,7 +9,7 @@ delivery is committed with ``synchronous=FULL``.
 
 Modules
 -------
-``schema``      tables, schema version, in-place upgrade (:class:`JobStoreError`)
+``schema``      tables, schema version, in-place upgrade (:class:`~service.errors.JobStoreError`)
 ``connection``  the connection, its lock and transactions
 ``records``     row types returned besides :mod:`service.jobs` records
 ``intake``      instances, MPPS, receiving studies, the spool side of retention
@@ -26,13 +26,12 @@ from service.jobstore.delivery import DeliveryRecords
 from service.jobstore.intake import IntakeRecords
 from service.jobstore.queue import JobQueueRecords
 from service.jobstore.records import InstanceRow, JobDelivery, ReceivingStudy, StudySpool
-from service.jobstore.schema import SCHEMA_VERSION, JobStoreError
+from service.jobstore.schema import SCHEMA_VERSION
 
 __all__ = [
     "SCHEMA_VERSION",
     "InstanceRow",
     "JobDelivery",
-    "JobStoreError",
     "ReceivingStudy",
     "SqliteJobStore",
     "StudySpool",
@@ -49,6 +48,6 @@ class SqliteJobStore(IntakeRecords, JobQueueRecords, DeliveryRecords):
 
     Raises
     ------
-    JobStoreError
+    service.errors.JobStoreError
         The file is not an SQLite database, or a newer node wrote its schema.
     """

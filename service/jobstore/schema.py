@@ -22,7 +22,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-__all__ = ["SCHEMA_VERSION", "JobStoreError", "open_database"]
+from service.errors import JobStoreError
+
+__all__ = ["SCHEMA_VERSION", "open_database"]
 
 SCHEMA_VERSION = 3
 
@@ -106,10 +108,6 @@ _ADDED_JOB_COLUMNS = {
     "quality": "TEXT",
     "held_since": "REAL",
 }
-
-
-class JobStoreError(RuntimeError):
-    """The job store cannot be opened (newer schema, not a database); the message says why."""
 
 
 def open_database(path: Path) -> sqlite3.Connection:

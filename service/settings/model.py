@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from dicom_node.coverage import CoverageExpectation
-from dicom_node.tls import TlsConfigurationError, client_context, server_context
+from dicom_node.errors import TlsConfigurationError
+from dicom_node.tls import client_context, server_context
 from processing.backend import Device
 from processing.settings import ProcessingSettings, doc
 from service.errors import SettingsError
@@ -367,7 +368,7 @@ class TlsSettings:
     def listener_context(self) -> ssl.SSLContext | None:
         """Server context of the DICOM port, ``None`` without ``listener``.
 
-        Raises :class:`~dicom_node.tls.TlsConfigurationError` for unusable files.
+        Raises :class:`~dicom_node.errors.TlsConfigurationError` for unusable files.
         """
         if not self.listener:
             return None

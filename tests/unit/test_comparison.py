@@ -11,12 +11,12 @@ import pytest
 
 from processing.comparison import (
     LesionStatus,
-    NoPriorExamError,
     compare_exams,
     comparison_to_dict,
     yellow_lower_bound,
 )
-from processing.exam_summary import ExamSummary, SummaryFormatError, exam_sort_key
+from processing.errors import NoPriorExamError, SummaryFormatError
+from processing.exam_summary import ExamSummary, exam_sort_key
 from processing.lesion_matching import (
     MatchingSettings,
     equivalent_radius_mm,

@@ -16,7 +16,8 @@ from processing.pipeline import measure_tumour_mask
 from processing.settings import ProcessingSettings
 from service.commands.process import run_offline
 from service.completion import CompletionDetector
-from service.corrections import NothingToCorrectError, correction_job_key, prepare_correction
+from service.corrections import correction_job_key, prepare_correction
+from service.errors import NothingToCorrectError
 from service.jobs import CorrectionSpec, JobSpec, JobState, make_job_key
 from service.jobstore import SqliteJobStore
 from service.settings import load_settings

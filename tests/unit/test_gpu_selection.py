@@ -15,14 +15,8 @@ import pytest
 from structlog.testing import capture_logs
 
 import service.worker as worker_module
-from processing.backend import (
-    BackendUnavailableError,
-    Device,
-    gpu_status,
-    is_device_error,
-    select_backend,
-)
-from processing.errors import InvalidExamError, ProcessingError
+from processing.backend import Device, gpu_status, is_device_error, select_backend
+from processing.errors import BackendUnavailableError, InvalidExamError, ProcessingError
 from processing.exam import DwiExam
 from processing.phantom import make_phantom
 from processing.pipeline import process_exam

@@ -11,13 +11,8 @@ import pytest
 
 from processing.exam_summary import ExamSummary
 from processing.results import AdcStats, BodyRegion, LesionStats
-from service.history import (
-    HistoryError,
-    HistoryStore,
-    PatientKey,
-    SummarySource,
-    UnknownExamError,
-)
+from service.errors import HistoryError, UnknownExamError
+from service.history import HistoryStore, PatientKey, SummarySource
 
 PATIENT = PatientKey("PAT-7", "HOSP-A")
 

@@ -13,7 +13,8 @@ import pytest
 
 from processing.comparison import comparison_to_dict
 from processing.settings import ProcessingSettings
-from service.history import HistoryError, HistoryStore, SummarySource
+from service.errors import HistoryError
+from service.history import HistoryStore, SummarySource
 from service.priors_workflow import compare_with_priors, prepare_priors, record_processed_exam
 from tests.unit.test_history import PATIENT, _exam
 

@@ -10,9 +10,10 @@ import pytest
 from pydicom.dataset import Dataset
 
 from dicom_node import writers
+from dicom_node.errors import ReportReadError
 from dicom_node.package_version import installed_version
 from dicom_node.report_codes import LOCAL_CODING_SCHEME
-from dicom_node.report_reader import ReportReadError, is_node_report, read_measurement_report
+from dicom_node.report_reader import is_node_report, read_measurement_report
 from dicom_node.write_results import build_result_objects
 from processing.comparison import compare_exams, comparison_to_dict
 from processing.exam_summary import ExamSummary, summarize_exam

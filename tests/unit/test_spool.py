@@ -22,11 +22,10 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from dicom_node.errors import InvalidInstanceError, SpoolWriteError
 from dicom_node.spool import (
-    InvalidInstanceError,
     Spool,
     SpooledInstance,
-    SpoolWriteError,
     _TemporaryFilePool,
     encode_file_meta,
     is_valid_uid,

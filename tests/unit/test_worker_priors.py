@@ -10,8 +10,9 @@ import pytest
 
 from dicom_node.spool import SpooledInstance
 from processing.exam_summary import summarize_exam
+from service.errors import PriorsUnavailableError
 from service.history import HistoryStore, PatientKey
-from service.job_priors import PriorsUnavailableError, find_priors
+from service.job_priors import find_priors
 from service.jobs import JobSpec, JobState, PriorsSpec, make_job_key
 from service.jobstore import SqliteJobStore
 from service.worker import JobOutcome, PriorsWait, Worker

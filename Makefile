@@ -25,11 +25,13 @@ tools:
 test: $(STAMP) tools
 	$(BIN)/python -m pytest
 
-## lint: ruff, mypy and hadolint (Dockerfile)
+## lint: ruff, mypy, the import direction of the layers (tools/check_layers.py) and hadolint (Dockerfile)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy --strict tools
+	$(BIN)/python tools/check_layers.py
 	$(BIN)/hadolint --failure-threshold error Dockerfile
 
 ## bench: benchmarks that print figures and ratios against peers measured in the same run

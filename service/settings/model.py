@@ -28,8 +28,10 @@ from service.settings.values import (
     Destination,
     LogFormat,
     OtherStoragePolicy,
+    ae_title_problems,
+    coverage_problems,
     parse_destination,
-    validate_ae_title,
+    raise_problems,
 )
 
 __all__ = [
@@ -48,29 +50,6 @@ __all__ = [
 ]
 
 _DAY_SECONDS = 86400.0
-
-
-def _raise_problems(problems: list[str]) -> None:
-    """Raise one :class:`SettingsError` listing every problem found (none: return)."""
-    if problems:
-        raise SettingsError("; ".join(problems))
-
-
-def _ae_title_problems(value: str, key: str) -> list[str]:
-    try:
-        validate_ae_title(value, key)
-    except SettingsError as error:
-        return [str(error)]
-    return []
-
-
-def _coverage_problems(stations: int | None, extent_mm: float | None) -> list[str]:
-    problems = []
-    if stations is not None and stations < 1:
-        problems.append(f"expected_stations must be at least 1, got {stations}")
-    if extent_mm is not None and not extent_mm > 0:
-        problems.append(f"expected_coverage_mm must be > 0 mm, got {extent_mm}")
-    return problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +83,14 @@ class NodeSettings:
     )
 
     def __post_init__(self) -> None:
-        problems = _ae_title_problems(self.ae_title, "ae_title")
+        problems = ae_title_problems(self.ae_title, "ae_title")
         if not 1 <= self.port <= 65535:
             problems.append(f"port {self.port} is outside 1..65535")
         if not 0 <= self.http_port <= 65535:
             problems.append(f"http_port {self.http_port} is outside 0..65535 (0 = off)")
         if self.workers < 1:
             problems.append(f"workers must be at least 1, got {self.workers}")
-        _raise_problems(problems)
+        raise_problems(problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +132,8 @@ class ReceiveSettings:
         if self.max_associations < 1:
             problems.append(f"max_associations must be at least 1, got {self.max_associations}")
         for i, title in enumerate(self.calling_ae_allow):
-            problems += _ae_title_problems(title, f"calling_ae_allow[{i}]")
-        _raise_problems(problems)
+            problems += ae_title_problems(title, f"calling_ae_allow[{i}]")
+        raise_problems(problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,8 +182,8 @@ class CompletionSettings:
             for name in ("quiet_seconds", "mpps_grace_seconds", "incomplete_extra_wait_seconds")
             if getattr(self, name) < 0
         ]
-        problems += _coverage_problems(self.expected_stations, self.expected_coverage_mm)
-        _raise_problems(problems)
+        problems += coverage_problems(self.expected_stations, self.expected_coverage_mm)
+        raise_problems(problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,8 +219,8 @@ class CallingAeSettings:
         problems = []
         if self.quiet_seconds is not None and self.quiet_seconds < 0:
             problems.append(f"quiet_seconds cannot be negative, got {self.quiet_seconds}")
-        problems += _coverage_problems(self.expected_stations, self.expected_coverage_mm)
-        _raise_problems(problems)
+        problems += coverage_problems(self.expected_stations, self.expected_coverage_mm)
+        raise_problems(problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +263,7 @@ class ExportSettings:
         names = [str(destination) for destination in self.destinations]
         if len(set(names)) != len(names):
             problems.append(f"destinations lists a destination twice: {names}")
-        _raise_problems(problems)
+        raise_problems(problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +337,7 @@ class TlsSettings:
         ):
             if path is not None and not path.is_file():
                 problems.append(f"{name}: {path} is not a file")
-        _raise_problems(problems)
+        raise_problems(problems)
         try:
             self.listener_context()
             self.export_context()
@@ -460,8 +439,8 @@ class PriorsSettings:
             except SettingsError as error:
                 problems.append(f"pacs: {error}")
         if self.calling_aet:
-            problems += _ae_title_problems(self.calling_aet, "calling_aet")
-        _raise_problems(problems)
+            problems += ae_title_problems(self.calling_aet, "calling_aet")
+        raise_problems(problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,7 +504,7 @@ class RetentionSettings:
         ]
         if not 0 < self.interval_seconds < float("inf"):
             problems.append(f"interval_seconds must be > 0, got {self.interval_seconds}")
-        _raise_problems(problems)
+        raise_problems(problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,14 +528,14 @@ class Settings:
         seen: set[str] = set()
         for i, entry in enumerate(self.calling_ae):
             where = f"calling_ae[{i}]"
-            title_problems = _ae_title_problems(entry.ae_title, f"{where}.ae_title")
+            title_problems = ae_title_problems(entry.ae_title, f"{where}.ae_title")
             title = entry.ae_title.strip()
             if title_problems:
                 problems += title_problems
             elif title in seen:
                 problems.append(f"{where}: {title!r} is configured twice")
             seen.add(title)
-        _raise_problems(problems)
+        raise_problems(problems)
 
     @property
     def results_dir(self) -> Path:

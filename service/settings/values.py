@@ -1,7 +1,9 @@
 """The value types of the settings: AE titles, destinations and the enumerated choices.
 
 Values are checked and coerced once, where they enter (the TOML file, the
-environment, a flag); the rest of the node works with these types.
+environment, a flag); the rest of the node works with these types. The
+``*_problems`` checks and :func:`raise_problems` are the one way the sections
+of :mod:`service.settings.model` report what is wrong with their values.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ __all__ = [
     "Destination",
     "LogFormat",
     "OtherStoragePolicy",
+    "ae_title_problems",
+    "coverage_problems",
     "parse_destination",
+    "raise_problems",
     "validate_ae_title",
 ]
 
@@ -90,3 +95,28 @@ def parse_destination(text: str) -> Destination:
         raise SettingsError(f"destination {text!r}: port {port} is outside 1..65535")
     host = match["host"].strip("[]")
     return Destination(validate_ae_title(match["aet"], f"destination {text!r}"), host, port)
+
+
+def raise_problems(problems: list[str]) -> None:
+    """Raise one :class:`SettingsError` listing every problem found (none: return)."""
+    if problems:
+        raise SettingsError("; ".join(problems))
+
+
+def ae_title_problems(value: str, key: str) -> list[str]:
+    """What is wrong with the AE title ``value`` of the setting ``key`` (empty: nothing)."""
+    try:
+        validate_ae_title(value, key)
+    except SettingsError as error:
+        return [str(error)]
+    return []
+
+
+def coverage_problems(stations: int | None, extent_mm: float | None) -> list[str]:
+    """What is wrong with an expected number of stations and head-to-feet length."""
+    problems = []
+    if stations is not None and stations < 1:
+        problems.append(f"expected_stations must be at least 1, got {stations}")
+    if extent_mm is not None and not extent_mm > 0:
+        problems.append(f"expected_coverage_mm must be > 0 mm, got {extent_mm}")
+    return problems

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import highdicom as hd
 from pydicom.dataset import Dataset
 
+from dicom_node.writers.errors import WriterError
+
 __all__ = ["SegmentReferences"]
 
 
@@ -47,7 +49,9 @@ class SegmentReferences:
             index = self._indices[uid] = _index(seg)
         sources = index.get(segment_number)
         if not sources:
-            return hd.sr.ReferencedSegment.from_segmentation(seg, segment_number)
+            if segment_number in index:  # frames naming no source image: the series, as highdicom
+                return hd.sr.ReferencedSegment.from_segmentation(seg, segment_number)
+            raise WriterError(f"the SEG has no frame of segment {segment_number}")
         return hd.sr.ReferencedSegment(
             sop_class_uid=seg.SOPClassUID,
             sop_instance_uid=seg.SOPInstanceUID,
@@ -69,8 +73,15 @@ def _index(seg: Dataset) -> dict[int, list[_Source]]:
     """Segment number -> its frames' source images, in frame order, each instance once."""
     index: dict[int, list[_Source]] = {}
     seen: dict[int, set[str]] = {}
+    shared = (
+        seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else None
+    )
     for frame in seg.PerFrameFunctionalGroupsSequence:
-        number = int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        # a SEG of one segment may name it once, in the shared functional groups
+        identification = frame if "SegmentIdentificationSequence" in frame else shared
+        if identification is None or "SegmentIdentificationSequence" not in identification:
+            raise WriterError("a SEG frame names no segment (Segment Identification Sequence)")
+        number = int(identification.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         sources = index.setdefault(number, [])
         named = seen.setdefault(number, set())
         for derivation in getattr(frame, "DerivationImageSequence", []):

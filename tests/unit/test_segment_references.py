@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import highdicom as hd
 import pytest
 
@@ -11,6 +13,7 @@ from dicom_node.writers import (
     build_computed_b_series,
     build_segmentation,
 )
+from dicom_node.writers.errors import WriterError
 from dicom_node.writers.segment_references import SegmentReferences
 from tests.writer_fixtures import make_result, write_synthetic_exam
 
@@ -41,7 +44,27 @@ def test_every_segment_reference_equals_highdicoms(segmentation: object) -> None
     assert compared >= 3
 
 
-def test_a_segment_without_frames_is_refused_as_highdicom_refuses_it(segmentation: object) -> None:
+def test_a_segment_without_frames_is_refused(segmentation: object) -> None:
     seg = segmentation.dataset  # type: ignore[attr-defined]
-    with pytest.raises(ValueError, match="No frame information"):
+    with pytest.raises(WriterError, match="no frame of segment 999"):
         SegmentReferences().reference(seg, 999)
+
+
+def test_a_seg_naming_its_one_segment_in_the_shared_groups(segmentation: object) -> None:
+    # highdicom writes a SEG of one segment with the Segment Identification Sequence in the
+    # shared functional groups; from_segmentation then failed (AttributeError) and so did
+    # writing an exam with one lesion.
+    seg = copy.deepcopy(segmentation.dataset)  # type: ignore[attr-defined]
+    identification = seg.PerFrameFunctionalGroupsSequence[0].SegmentIdentificationSequence
+    sources = set()
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        del frame.SegmentIdentificationSequence
+        for derivation in frame.DerivationImageSequence:
+            sources |= {s.ReferencedSOPInstanceUID for s in derivation.SourceImageSequence}
+    identification[0].ReferencedSegmentNumber = 1
+    seg.SharedFunctionalGroupsSequence[0].SegmentIdentificationSequence = identification
+    with pytest.raises(AttributeError):
+        hd.sr.ReferencedSegment.from_segmentation(seg, 1)
+    reference = SegmentReferences().reference(seg, 1)
+    named = {item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for item in reference[1:]}
+    assert named == sources

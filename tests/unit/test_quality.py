@@ -74,7 +74,7 @@ def test_a_good_exam_is_ok_and_reports_every_measure() -> None:
         ({"marrow_signal_ratio": 7.0}, "marrow_bright", Verdict.UNRELIABLE),
         ({"marrow_adc_um2s": 640.0}, "marrow_adc_high", Verdict.REVIEW),
         ({"marrow_adc_um2s": 720.0}, "marrow_adc_high", Verdict.UNRELIABLE),
-        ({"snr_high_b": 12.0}, "low_snr", Verdict.REVIEW),
+        ({"snr_high_b": 10.0}, "low_snr", Verdict.REVIEW),
         ({"snr_high_b": 6.0}, "low_snr", Verdict.UNRELIABLE),
         ({"marrow_segmented_fraction": 0.15}, "marrow_segmented", Verdict.REVIEW),
         ({"marrow_segmented_fraction": 0.5}, "marrow_segmented", Verdict.UNRELIABLE),
@@ -118,7 +118,7 @@ def test_each_signal_raises_its_finding(
     [
         {"marrow_signal_ratio": 3.9},
         {"marrow_adc_um2s": 590.0},
-        {"snr_high_b": 15.5},
+        {"snr_high_b": 12.5},
         {"marrow_segmented_fraction": 0.09},
         {"adc_low_edge_fraction": 0.3, "adc_high_edge_fraction": 0.3},
         {"tdv_ml": 450.0},

@@ -12,7 +12,9 @@ Steps (each row of the table):
    the GPU/CPU ratio;
 4. end to end: ``wbdwi process`` of the ``reference`` phantom written as DICOM,
    on the CPU and twice on the GPU (the first run compiles kernels unless the
-   on-disk kernel cache has them), wall time of the whole command.
+   on-disk kernel cache has them), wall time of the whole command;
+5. the node's latency (``benchmarks.bench_latency``): MPPS COMPLETED to the
+   last acknowledgement of a ``storescp`` peer, CPU and GPU, per stage.
 
 ``python -m benchmarks.gpu_check --without-gpu`` runs the same steps with the
 GPU parts left out, to check the script on a CPU-only machine (exit 0 there).
@@ -146,10 +148,30 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     first = next(iter(done.stdout.strip().splitlines()), "")
                     _row(rows, label, f"{elapsed:.2f} s wall", first[:160])
+        _latency_rows(rows, folder / "phantom" / "dicom", use_gpu)
     if not use_gpu:
         _row(rows, "GPU", "not measured", "--without-gpu or no usable GPU")
     _print_table(rows)
     return 1 if failed else 0
+
+
+def _latency_rows(rows: list[tuple[str, str, str]], exam_dir: Path, use_gpu: bool) -> None:
+    """5. the node end to end (``benchmarks.bench_latency``): MPPS COMPLETED to last ack."""
+    from benchmarks.bench_latency import measure_latency
+
+    if not exam_dir.is_dir():
+        return
+    for device in ("cpu", *(("gpu",) if use_gpu else ())):
+        try:
+            with tempfile.TemporaryDirectory(prefix=f"wbdwi-latency-{device}-") as work:
+                run = measure_latency(device, Path(work), exam_dir)
+        except (RuntimeError, OSError, AssertionError) as error:
+            _row(rows, f"latency node --device {device}", "FAILED", str(error)[-300:])
+            continue
+        stages = ", ".join(
+            f"{k} {run[k]:.2f}" for k in ("assemble", "process", "write", "wait + send")
+        )
+        _row(rows, f"latency node --device {device}", f"{run['total']:.2f} s", stages)
 
 
 def _print_table(rows: list[tuple[str, str, str]]) -> None:

@@ -169,7 +169,8 @@ def _latency_rows(rows: list[tuple[str, str, str]], exam_dir: Path, use_gpu: boo
             _row(rows, f"latency node --device {device}", "FAILED", str(error)[-300:])
             continue
         stages = ", ".join(
-            f"{k} {run[k]:.2f}" for k in ("assemble", "process", "write", "wait + send")
+            f"{k} {run[k]:.2f}"
+            for k in ("assemble", "process", "write", "send (processed to done)")
         )
         _row(rows, f"latency node --device {device}", f"{run['total']:.2f} s", stages)
 

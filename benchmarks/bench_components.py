@@ -38,7 +38,7 @@ __all__ = ["component_mask", "main"]
 
 _COUNTS = (1, 10, 100, 1000)
 _CUBE = 2
-_PITCH = 4  # cube corners 4 voxels apart: 2 voxels of gap, separate in 26-connectivity
+_PITCH = 3  # cube corners 3 voxels apart: 1 voxel of gap, separate in 26-connectivity
 
 
 def component_mask(body: np.ndarray, count: int, seed: int = 0) -> np.ndarray:

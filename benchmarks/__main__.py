@@ -2,8 +2,9 @@
 
 ``python -m benchmarks`` runs them all in name order; ``python -m benchmarks NAME ...``
 runs only those whose module name contains one of the NAMEs (e.g. ``assembly``).
-Words starting with ``-`` are options, passed to the selected modules whose
-``main`` takes an argument list (e.g. ``python -m benchmarks robustness --quick``).
+From the first word starting with ``-`` on, the words are options (with their
+values), passed to the selected modules whose ``main`` takes an argument list
+(e.g. ``python -m benchmarks robustness --quick --out /tmp/sweep``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ def _modules() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    options = [word for word in argv if word.startswith("-")]
-    names = [word for word in argv if not word.startswith("-")]
+    first_option = next((i for i, word in enumerate(argv) if word.startswith("-")), len(argv))
+    names, options = argv[:first_option], argv[first_option:]
     selected = [m for m in _modules() if not names or any(word in m for word in names)]
     if not selected:
         print(f"no benchmark module matches {argv}; available: {_modules()}", file=sys.stderr)

@@ -48,6 +48,7 @@ __all__ = [
     "estimate_noise_sigma",
     "fit_adc",
     "fitted_b_indices",
+    "lowest_fitted_b_below_minimum",
 ]
 
 _B_SCALE = 1000.0  # b in units of 1000 s/mm2; the slope is then in 1e-3 mm2/s
@@ -122,20 +123,31 @@ def check_signal(signal: Any, b_values: tuple[float, ...], backend: Backend) -> 
 
 
 def fitted_b_indices(b_values: tuple[float, ...], adc_min_b: float) -> tuple[int, ...]:
-    """Indices of the b-values used by the fit (``b >= adc_min_b``).
+    """Indices of the b-values used by the fit (``b >= adc_min_b``; increasing b).
+
+    A protocol with fewer than two b-values at or above ``adc_min_b`` (b 0/1000)
+    is fitted with the highest b-values below it as well, as few as make two;
+    the pipeline then reports the perfusion bias in the verdict
+    (:func:`lowest_fitted_b_below_minimum`).
 
     Raises
     ------
     InvalidExamError
-        Fewer than two b-values qualify.
+        Fewer than two b-values in all.
     """
-    used = tuple(i for i, b in enumerate(b_values) if b >= adc_min_b)
-    if len(used) < 2:
-        raise InvalidExamError(
-            f"need at least two b-values >= adc_min_b = {adc_min_b:g} s/mm2 for an ADC fit, "
-            f"got {list(b_values)}"
-        )
-    return used
+    if len(b_values) < 2:
+        raise InvalidExamError(f"need at least two b-values for an ADC fit, got {list(b_values)}")
+    used = [i for i, b in enumerate(b_values) if b >= adc_min_b]
+    below = [i for i, b in enumerate(b_values) if b < adc_min_b]
+    while len(used) < 2:
+        used.insert(0, below.pop())
+    return tuple(used)
+
+
+def lowest_fitted_b_below_minimum(b_values: tuple[float, ...], adc_min_b: float) -> float | None:
+    """The lowest b-value of the fit when it lies below ``adc_min_b`` (else ``None``)."""
+    lowest = b_values[fitted_b_indices(b_values, adc_min_b)[0]]
+    return float(lowest) if lowest < adc_min_b else None
 
 
 def estimate_noise_sigma(

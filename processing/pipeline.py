@@ -19,7 +19,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from processing.adc import check_signal, estimate_noise_sigma, fit_adc
+from processing.adc import (
+    check_signal,
+    estimate_noise_sigma,
+    fit_adc,
+    lowest_fitted_b_below_minimum,
+)
 from processing.backend import Backend, Device, select_backend
 from processing.computed_b import compute_high_b
 from processing.exam import DwiExam, index_to_patient
@@ -63,9 +68,16 @@ from processing.statistics import (
     lesion_measures,
 )
 
-__all__ = ["UNLISTED_FOCI", "SegmentationSummary", "measure_tumour_mask", "process_exam"]
+__all__ = [
+    "ADC_LOW_B",
+    "UNLISTED_FOCI",
+    "SegmentationSummary",
+    "measure_tumour_mask",
+    "process_exam",
+]
 
 UNLISTED_FOCI = "lesions_not_listed"
+ADC_LOW_B = "adc_low_b"
 """Code of the finding that says the lesion table lists only the largest components."""
 
 _DEFAULT_SETTINGS = ProcessingSettings()
@@ -394,7 +406,8 @@ def _measure(
         settings_digest=settings_digest(settings),
         diagnostics=diagnostics,
         quality=QualityAssessment(
-            findings=_unlisted_foci_findings(stats, settings.max_reported_lesions),
+            findings=_unlisted_foci_findings(stats, settings.max_reported_lesions)
+            + _low_b_fit_findings(exam.b_values, settings.adc_min_b),
             measures={"components": len(lesion_rows) + listed.other_count},
         ),
     )
@@ -616,6 +629,31 @@ def _bound_lesions(
         measures=listed,
         other_count=count - limit,
         other_voxels=int(sizes.sum() - sizes[kept].sum()),
+    )
+
+
+def _low_b_fit_findings(
+    b_values: tuple[float, ...], adc_min_b: float
+) -> tuple[QualityFinding, ...]:
+    """A ``review`` finding when the ADC fit had to use a b-value below ``adc_min_b``."""
+    lowest = lowest_fitted_b_below_minimum(b_values, adc_min_b)
+    if lowest is None:
+        return ()
+    return (
+        QualityFinding(
+            code=ADC_LOW_B,
+            severity=Verdict.REVIEW,
+            message=(
+                f"The exam has fewer than two b-values at or above {adc_min_b:g} s/mm2 "
+                f"(b = {', '.join(f'{b:g}' for b in b_values)}), so the ADC was fitted with "
+                f"b = {lowest:g}: perfusion at low b raises the ADC (by several percent in "
+                "marrow and lesions, more in well-perfused tissue), which shifts the ADC "
+                "window, the histogram and the ADC classes upwards; compare ADC values only "
+                "with exams of the same b-values."
+            ),
+            value=lowest,
+            limit=adc_min_b,
+        ),
     )
 
 

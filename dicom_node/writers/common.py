@@ -46,6 +46,7 @@ __all__ = [
     "WriterIdentity",
     "check_on_grid",
     "computed_series_kind",
+    "set_dimension_organization_uid",
 ]
 
 MANUFACTURER = "wbdwi-node"
@@ -379,7 +380,7 @@ class WriterContext:
         return self.first_series_number + self.series_kinds.index(kind)
 
     def stamp_series(self, dataset: Dataset) -> None:
-        """Series and Content Date/Time of a result object: the time the node made it.
+        """Series, Content and Instance Creation Date/Time of a result: when the node made it.
 
         Every result series carries the processing time (``content_datetime``)
         as its Series Date/Time, so that viewers list it with a date and a
@@ -391,6 +392,13 @@ class WriterContext:
         dataset.SeriesTime = when.strftime("%H%M%S")
         dataset.ContentDate = dataset.SeriesDate
         dataset.ContentTime = dataset.SeriesTime
+        # highdicom stamps the wall clock on the instance and on the equipment
+        # item it adds for itself; the same input must give the same object.
+        dataset.InstanceCreationDate = dataset.SeriesDate
+        dataset.InstanceCreationTime = dataset.SeriesTime
+        for item in dataset.get("ContributingEquipmentSequence", []):
+            if "ContributionDateTime" in item:
+                item.ContributionDateTime = when.strftime("%Y%m%d%H%M%S")
 
     def contributing_equipment(self, description: str) -> list[hd.ContributingEquipment]:
         """The scanner that acquired the input and this node that processed it (PS3.3 C.7.5.1)."""
@@ -441,6 +449,20 @@ class WriterContext:
             item.StudyInstanceUID = self.exam.study_instance_uid
             evidence.append(item)
         return evidence
+
+
+def set_dimension_organization_uid(dataset: Dataset, uid: str) -> None:
+    """Give a multi-frame object's dimension organization a reproducible UID.
+
+    highdicom draws a random Dimension Organization UID (0020,9164) for each
+    object it builds; the node's outputs are a function of their input, so the
+    same input must give byte-identical objects (a re-sent study, a rebuilt node).
+    The UID is set in the Dimension Organization Sequence and in every item of
+    the Dimension Index Sequence, which must agree (PS3.3 C.7.6.17).
+    """
+    for keyword in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
+        for item in dataset.get(keyword, []):
+            item.DimensionOrganizationUID = uid
 
 
 def computed_series_kind(b_value: float) -> str:

@@ -36,7 +36,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from dicom_node.writers.common import WriterContext, check_on_grid
+from dicom_node.writers.common import WriterContext, check_on_grid, set_dimension_organization_uid
 from dicom_node.writers.derived_mr import ADC_WINDOW, adc_real_world_value_mapping
 from dicom_node.writers.errors import ResultGeometryError, WriterError
 from processing.results import ProcessingResult
@@ -147,5 +147,6 @@ def build_parametric_map(
         raise WriterError(f"Parametric Map could not be built: {exc}") from exc
     pm.SeriesDescription = PM_SERIES_DESCRIPTION
     pm.BodyPartExamined = ctx.body_part_examined
+    set_dimension_organization_uid(pm, ctx.uids.uid("adc-pm", "dimension-organization"))
     ctx.stamp_series(pm)
     return pm

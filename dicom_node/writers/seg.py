@@ -52,7 +52,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from dicom_node.writers.common import WriterContext, check_on_grid
+from dicom_node.writers.common import WriterContext, check_on_grid, set_dimension_organization_uid
 from dicom_node.writers.errors import EmptySegmentationError, ResultGeometryError, WriterError
 from processing.results import AdcClass, BodyRegion, ExamStats, LesionStats, ProcessingResult
 
@@ -255,6 +255,7 @@ class _SegmentBuilder:
             raise WriterError(f"Segmentation ({self.kind}) could not be built: {exc}") from exc
         seg.SeriesDescription = series_description
         seg.BodyPartExamined = ctx.body_part_examined
+        set_dimension_organization_uid(seg, ctx.uids.uid(self.kind, "dimension-organization"))
         ctx.stamp_series(seg)
         return seg
 

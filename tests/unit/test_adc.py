@@ -7,13 +7,20 @@ import dataclasses
 import numpy as np
 import pytest
 
-from processing.adc import check_signal, estimate_noise_sigma, fit_adc, fitted_b_indices
+from processing.adc import (
+    check_signal,
+    estimate_noise_sigma,
+    fit_adc,
+    fitted_b_indices,
+    lowest_fitted_b_below_minimum,
+)
 from processing.backend import Device, select_backend
 from processing.computed_b import compute_high_b
 from processing.errors import InvalidExamError
 from processing.exam import DwiExam
 from processing.phantom import make_phantom
-from processing.pipeline import process_exam
+from processing.pipeline import ADC_LOW_B, process_exam
+from processing.quality import Verdict
 from processing.settings import ProcessingSettings
 
 CPU = select_backend(Device.CPU)
@@ -148,7 +155,6 @@ def test_phantom_noise_free_lesion_adc_bias_below_half_percent() -> None:
         (lambda s: s - 1000.0, (50.0, 600.0, 900.0), "negative"),
         (lambda s: s, (900.0, 600.0, 50.0), "strictly increase"),
         (lambda s: s, (50.0, 600.0, 600.0), "strictly increase"),
-        (lambda s: s, (0.0, 10.0, 900.0), "at least two b-values"),
     ],
 )
 def test_bad_input_raises_clear_error(
@@ -163,6 +169,12 @@ def test_bad_input_raises_clear_error(
 
 def test_fitted_b_indices_and_check_signal_on_good_input() -> None:
     assert fitted_b_indices((0.0, 50.0, 900.0), 50.0) == (1, 2)
+    assert fitted_b_indices((0.0, 10.0, 900.0), 50.0) == (1, 2)  # highest below, as few as make two
+    assert fitted_b_indices((0.0, 1000.0), 50.0) == (0, 1)
+    assert lowest_fitted_b_below_minimum((0.0, 1000.0), 50.0) == 0.0
+    assert lowest_fitted_b_below_minimum((50.0, 600.0, 900.0), 50.0) is None
+    with pytest.raises(InvalidExamError, match="at least two b-values"):
+        fitted_b_indices((900.0,), 50.0)
     signal = np.ones((2, 2, 2, 2), dtype=np.float32)
     check_signal(signal, (50.0, 900.0), CPU)
 
@@ -181,3 +193,21 @@ def test_single_iteration_setting_still_exact() -> None:
         backend=CPU,
     )
     np.testing.assert_allclose(fit.adc, 1200.0, rtol=1e-4)
+
+
+def test_b0_1000_protocol_is_fitted_with_b0_and_flagged_for_review() -> None:
+    """b 0/1000 (no b >= adc_min_b but one): the fit uses b = 0 and the verdict says so."""
+    rng = np.random.default_rng(3)
+    adc = rng.uniform(400.0, 2500.0, size=(4, 16, 16)).astype(np.float32)
+    s0 = rng.uniform(200.0, 2000.0, size=adc.shape).astype(np.float32)
+    b_values = (0.0, 1000.0)
+    result = process_exam(_exam(_exact_signal(adc, s0, b_values), b_values), device="cpu")
+    np.testing.assert_allclose(result.adc[result.adc_valid], adc[result.adc_valid], rtol=2e-4)
+    [finding] = [f for f in result.quality.findings if f.code == ADC_LOW_B]
+    assert finding.severity is Verdict.REVIEW
+    assert (finding.value, finding.limit) == (0.0, SETTINGS.adc_min_b)
+    assert "b = 0" in finding.message
+    standard = process_exam(
+        _exam(_exact_signal(adc, s0, (50.0, 1000.0)), (50.0, 1000.0)), device="cpu"
+    )
+    assert ADC_LOW_B not in {f.code for f in standard.quality.findings}

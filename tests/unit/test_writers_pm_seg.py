@@ -256,3 +256,34 @@ def test_segmentation_refuses_bad_input(
         build_segmentation(ctx, dataclasses.replace(result, stats=stats), geometric.datasets)
     with pytest.raises(ResultGeometryError, match="one source image per slice"):
         build_segmentation(ctx, result, geometric.datasets[1:])
+
+
+def test_pm_and_segs_are_the_same_objects_when_built_twice(
+    ctx: WriterContext, result: ProcessingResult, geometric: DerivedSeries, tmp_path: Path
+) -> None:
+    """Same input, same bytes: highdicom's random Dimension Organization UID is replaced."""
+
+    def encoded(dataset: pydicom.Dataset, name: str) -> bytes:
+        path = tmp_path / name
+        dataset.save_as(path, enforce_file_format=True)
+        return path.read_bytes()
+
+    first_seg, second_seg = (build_segmentation(ctx, result, geometric.datasets) for _ in "ab")
+    first_pm, second_pm = (build_parametric_map(ctx, result, geometric.datasets) for _ in "ab")
+    pairs = [
+        (first_pm, second_pm),
+        (first_seg.dataset, second_seg.dataset),
+        (first_seg.lesion_dataset, second_seg.lesion_dataset),
+    ]
+    uids = set()
+    for first, second in pairs:
+        assert first is not None and second is not None
+        differing = [e.keyword for e in first if e.tag in second and e.value != second[e.tag].value]
+        assert differing == [], [(str(first[k].value), str(second[k].value)) for k in differing]
+        assert encoded(first, "1.dcm") == encoded(second, "2.dcm")
+        [organization] = first.DimensionOrganizationSequence
+        assert {item.DimensionOrganizationUID for item in first.DimensionIndexSequence} == {
+            organization.DimensionOrganizationUID
+        }
+        uids.add(organization.DimensionOrganizationUID)
+    assert len(uids) == 3  # one per object

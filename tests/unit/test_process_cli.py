@@ -113,15 +113,17 @@ def test_missing_folder_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixt
     )
 
 
-def test_single_usable_b_value_fails_cleanly(
+def test_b0_1000_exam_is_processed_with_a_review_verdict(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dicom = _write_phantom(tmp_path / "phantom", "--b-values", "0,1000")
-    _fails(
-        ["process", str(dicom), "--out", str(tmp_path / "out"), "--device", "cpu"],
-        capsys,
-        "at least two b-values",
-    )
+    out = tmp_path / "out"
+    assert main(["process", str(dicom), "--out", str(out), "--device", "cpu"]) == 0
+    assert "the ADC was fitted with b = 0" in capsys.readouterr().out
+    quality = json.loads((out / "measurements.json").read_text())["quality"]
+    assert quality["verdict"] in {"review", "unreliable"}
+    [low_b] = [r for r in quality["reasons"] if r["code"] == "adc_low_b"]
+    assert (low_b["value"], low_b["limit"]) == (0.0, 50.0)
 
 
 def test_bad_yellow_lower_fails_cleanly(

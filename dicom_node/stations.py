@@ -25,6 +25,7 @@ The rules (also in ``docs/assembly.md``):
   with the distance from each station's own edge (1 at the edge slice, +1 per
   slice inwards), so that each station's edge slices, where B0 inhomogeneity and
   coil coverage are worst, contribute least. Equal inputs give the same value.
+  (The weights and interpolation fractions: :mod:`processing.station_blend`.)
 - A grid slice that no station covers is a gap between stations: an error.
 
 :func:`survey_stations` groups the frames received so far into stations the
@@ -53,6 +54,7 @@ from dicom_node.errors import (
     ZeroSignalError,
 )
 from processing.exam import SourceRef
+from processing.station_blend import edge_weights, is_on_grid, station_contributions
 
 __all__ = ["ComposedVolume", "SupersededSeries", "compose_stations", "survey_stations"]
 
@@ -453,49 +455,39 @@ def compose_stations(frames: Sequence[DwiFrame]) -> ComposedVolume:
     resampled: list[int] = []
     for number, station in enumerate(stations, start=1):
         reference = next(iter(station.stacks.values()))
-        offsets = (reference.depths - origin_depth) / spacing
-        on_grid = bool(np.all(np.abs(offsets - np.rint(offsets)) * spacing <= tolerance))
+        on_grid = is_on_grid(reference.depths, origin_depth, spacing, tolerance)
         if not on_grid:
             resampled.append(number)
         inside = covered[number - 1]
-        weights = (
-            1.0 + np.minimum(grid[inside] - station.start, station.end - grid[inside]) / spacing
-        )
-        weights = np.maximum(weights, 0.05)
-        weight_sum[inside] += weights
+        weight_sum[inside] += edge_weights(grid[inside], station.start, station.end, spacing)
         for b_index, b_key in enumerate(b_keys):
             stack = station.stacks[b_key]
-            for k, weight in zip(inside, weights, strict=True):
-                depth = float(grid[k])
-                upper = int(np.clip(np.searchsorted(stack.depths, depth), 1, len(stack.depths) - 1))
-                if len(stack.depths) == 1:
-                    contributions = [(stack.frames[0], 1.0)]
-                elif on_grid or abs(depth - stack.depths[upper - 1]) <= tolerance:
-                    nearest = int(np.argmin(np.abs(stack.depths - depth)))
-                    contributions = [(stack.frames[nearest], 1.0)]
-                else:
-                    lower_depth, upper_depth = stack.depths[upper - 1], stack.depths[upper]
-                    t = float(np.clip((depth - lower_depth) / (upper_depth - lower_depth), 0, 1))
-                    contributions = [(stack.frames[upper - 1], 1.0 - t), (stack.frames[upper], t)]
-                for frame, fraction in contributions:
-                    if fraction <= 1e-9:
-                        continue
-                    scale = weight * fraction
-                    plane = signal[b_index, k]
-                    plane += np.float32(scale * frame.slope) * frame.stored
-                    if frame.intercept:
-                        plane += np.float32(scale * frame.intercept)
-                    sources.append(
-                        SourceRef(
-                            path=frame.path,
-                            sop_class_uid=frame.sop_class_uid,
-                            sop_instance_uid=frame.sop_instance_uid,
-                            series_instance_uid=frame.series.uid,
-                            b_value=b_values[b_index],
-                            slice_index=int(k),
-                            frame_number=frame.frame_number,
-                        )
+            contributions = station_contributions(
+                grid,
+                inside,
+                stack.depths,
+                (station.start, station.end),
+                spacing=spacing,
+                tolerance=tolerance,
+                on_grid=on_grid,
+            )
+            for share in contributions:
+                frame = stack.frames[share.slice_index]
+                plane = signal[b_index, share.grid_index]
+                plane += np.float32(share.weight * frame.slope) * frame.stored
+                if frame.intercept:
+                    plane += np.float32(share.weight * frame.intercept)
+                sources.append(
+                    SourceRef(
+                        path=frame.path,
+                        sop_class_uid=frame.sop_class_uid,
+                        sop_instance_uid=frame.sop_instance_uid,
+                        series_instance_uid=frame.series.uid,
+                        b_value=b_values[b_index],
+                        slice_index=share.grid_index,
+                        frame_number=frame.frame_number,
                     )
+                )
 
     signal /= weight_sum.astype(np.float32)[None, :, None, None]
 

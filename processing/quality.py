@@ -15,7 +15,7 @@ reported; the verdict says how far to trust them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
@@ -255,76 +255,95 @@ def _grade(value: float, limits: tuple[float, float], *, above: bool = True) -> 
     return Verdict.REVIEW if value < review else Verdict.OK
 
 
-def assess_image(signals: ImageSignals, settings: ProcessingSettings) -> QualityAssessment:
-    """The image-based findings of one exam (limits in ``settings``, ``docs/algorithm.md``)."""
+def _graded(
+    code: str,
+    value: float,
+    limits: tuple[float, float],
+    message: Callable[[float], str],
+    *,
+    above: bool = True,
+) -> list[QualityFinding]:
+    """The finding ``code`` when ``value`` is past a limit; ``message`` is given that limit."""
+    severity = _grade(value, limits, above=above)
+    if severity is Verdict.OK:
+        return []
+    limit = limits[1] if severity is Verdict.UNRELIABLE else limits[0]
+    return [QualityFinding(code, severity, message(limit), value=value, limit=limit)]
+
+
+def _marrow_findings(signals: ImageSignals, settings: ProcessingSettings) -> list[QualityFinding]:
+    """The patient's normal marrow: found, how bright, what ADC."""
     findings: list[QualityFinding] = []
-
-    def add(
-        code: str, severity: Verdict, message: str, value: float | None, limit: float | None
-    ) -> None:
-        if severity is not Verdict.OK:
-            findings.append(QualityFinding(code, severity, message, value=value, limit=limit))
-
-    def limit_of(severity: Verdict, limits: tuple[float, float]) -> float:
-        return limits[1] if severity is Verdict.UNRELIABLE else limits[0]
-
     if signals.marrow_voxels < settings.marrow_reference_min_voxels:
-        add(
-            "marrow_not_found",
-            Verdict.REVIEW,
-            f"Only {signals.marrow_voxels} voxels look like normal marrow (at least "
-            f"{settings.marrow_reference_min_voxels} needed): the patient's marrow signal could "
-            "not be estimated, so normal marrow may be segmented as disease.",
-            float(signals.marrow_voxels),
-            float(settings.marrow_reference_min_voxels),
+        findings.append(
+            QualityFinding(
+                "marrow_not_found",
+                Verdict.REVIEW,
+                f"Only {signals.marrow_voxels} voxels look like normal marrow (at least "
+                f"{settings.marrow_reference_min_voxels} needed): the patient's marrow signal "
+                "could not be estimated, so normal marrow may be segmented as disease.",
+                value=float(signals.marrow_voxels),
+                limit=float(settings.marrow_reference_min_voxels),
+            )
         )
-    if signals.marrow_signal_ratio is not None:
-        limits = settings.quality_marrow_ratio_limits
-        severity = _grade(signals.marrow_signal_ratio, limits)
-        add(
+    if (ratio := signals.marrow_signal_ratio) is not None:
+        findings += _graded(
             "marrow_bright",
-            severity,
-            f"Normal marrow is {signals.marrow_signal_ratio:.1f} x muscle on the computed "
-            f"b{settings.segmentation_b_value:g} image (limit {limit_of(severity, limits):g}): "
-            "lesions no brighter than this marrow cannot be told from it.",
-            signals.marrow_signal_ratio,
-            limit_of(severity, limits),
+            ratio,
+            settings.quality_marrow_ratio_limits,
+            lambda limit: (
+                f"Normal marrow is {ratio:.1f} x muscle on the computed "
+                f"b{settings.segmentation_b_value:g} image (limit {limit:g}): "
+                "lesions no brighter than this marrow cannot be told from it."
+            ),
         )
-    if signals.marrow_adc_um2s is not None:
-        limits = settings.quality_marrow_adc_limits_um2s
-        severity = _grade(signals.marrow_adc_um2s, limits)
-        add(
+    if (adc := signals.marrow_adc_um2s) is not None:
+        findings += _graded(
             "marrow_adc_high",
-            severity,
-            f"Normal marrow has a median ADC of {signals.marrow_adc_um2s:.0f} um2/s (limit "
-            f"{limit_of(severity, limits):g}): close to that of active disease, so the ADC "
-            "separates them poorly (diffuse infiltration or red-marrow reconversion?).",
-            signals.marrow_adc_um2s,
-            limit_of(severity, limits),
+            adc,
+            settings.quality_marrow_adc_limits_um2s,
+            lambda limit: (
+                f"Normal marrow has a median ADC of {adc:.0f} um2/s (limit "
+                f"{limit:g}): close to that of active disease, so the ADC "
+                "separates them poorly (diffuse infiltration or red-marrow reconversion?)."
+            ),
         )
-    if signals.snr_high_b is not None:
-        limits = settings.quality_snr_limits
-        severity = _grade(signals.snr_high_b, limits, above=False)
-        add(
+    return findings
+
+
+def _snr_findings(signals: ImageSignals, settings: ProcessingSettings) -> list[QualityFinding]:
+    """SNR at the highest b."""
+    findings: list[QualityFinding] = []
+    if (snr := signals.snr_high_b) is not None:
+        findings += _graded(
             "low_snr",
-            severity,
-            f"The signal-to-noise ratio of muscle at the highest b-value is "
-            f"{signals.snr_high_b:.1f} (limit {limit_of(severity, limits):g}): noise may be "
-            "segmented and the ADC is biased.",
-            signals.snr_high_b,
-            limit_of(severity, limits),
+            snr,
+            settings.quality_snr_limits,
+            lambda limit: (
+                f"The signal-to-noise ratio of muscle at the highest b-value is "
+                f"{snr:.1f} (limit {limit:g}): noise may be "
+                "segmented and the ADC is biased."
+            ),
+            above=False,
         )
-    if signals.marrow_segmented_fraction is not None:
-        limits = settings.quality_marrow_segmented_limits
-        severity = _grade(signals.marrow_segmented_fraction, limits)
-        add(
+    return findings
+
+
+def _segmentation_findings(
+    signals: ImageSignals, settings: ProcessingSettings
+) -> list[QualityFinding]:
+    """What was segmented: marrow in the mask, ADC window edges, volumes, noise, marrow gaps."""
+    findings: list[QualityFinding] = []
+    if (fraction := signals.marrow_segmented_fraction) is not None:
+        findings += _graded(
             "marrow_segmented",
-            severity,
-            f"{100 * signals.marrow_segmented_fraction:.1f} % of the normal-looking marrow is in "
-            f"the tumour mask (limit {100 * limit_of(severity, limits):g} %): normal marrow may "
-            "be segmented as disease.",
-            signals.marrow_segmented_fraction,
-            limit_of(severity, limits),
+            fraction,
+            settings.quality_marrow_segmented_limits,
+            lambda limit: (
+                f"{100 * fraction:.1f} % of the normal-looking marrow is in "
+                f"the tumour mask (limit {100 * limit:g} %): normal marrow may "
+                "be segmented as disease."
+            ),
         )
     low, high = settings.adc_window_um2s
     edge = settings.quality_adc_edge_um2s
@@ -332,100 +351,114 @@ def assess_image(signals: ImageSignals, settings: ProcessingSettings) -> Quality
         ("adc_low_edge", signals.adc_low_edge_fraction, f"{low:g}-{low + edge:g}"),
         ("adc_high_edge", signals.adc_high_edge_fraction, f"{high - edge:g}-{high:g}"),
     ):
-        limits = settings.quality_adc_edge_limits
-        severity = _grade(fraction, limits) if signals.tdv_ml > 0 else Verdict.OK
-        add(
+        if signals.tdv_ml <= 0:
+            continue
+        findings += _graded(
             code,
-            severity,
-            f"{100 * fraction:.0f} % of the segmented volume has an ADC of {where} um2/s, at the "
-            f"edge of the ADC window (limit {100 * limit_of(severity, limits):g} %): the window "
-            "is cutting through a tissue (normal marrow or fluid) rather than around lesions.",
             fraction,
-            limit_of(severity, limits),
+            settings.quality_adc_edge_limits,
+            lambda limit, fraction=fraction, where=where: (
+                f"{100 * fraction:.0f} % of the segmented volume has an ADC of {where} um2/s, at "
+                f"the edge of the ADC window (limit {100 * limit:g} %): the window "
+                "is cutting through a tissue (normal marrow or fluid) rather than around lesions."
+            ),
         )
     marrow_ml = settings.quality_marrow_body_fraction * signals.body_ml
     if marrow_ml > 0:
         ratio = signals.tdv_ml / marrow_ml
-        limits = settings.quality_tdv_marrow_limits
-        severity = _grade(ratio, limits)
-        add(
+        findings += _graded(
             "tdv_implausible",
-            severity,
-            f"The tumour volume ({signals.tdv_ml:.0f} ml) is {100 * ratio:.0f} % of the marrow "
-            f"volume expected for this body ({marrow_ml:.0f} ml; limit "
-            f"{100 * limit_of(severity, limits):g} %): whole bones or organs may be segmented.",
             ratio,
-            limit_of(severity, limits),
+            settings.quality_tdv_marrow_limits,
+            lambda limit: (
+                f"The tumour volume ({signals.tdv_ml:.0f} ml) is {100 * ratio:.0f} % of the marrow "
+                f"volume expected for this body ({marrow_ml:.0f} ml; limit "
+                f"{100 * limit:g} %): whole bones or organs may be segmented."
+            ),
         )
-    limits_n = settings.quality_small_components_limits
-    severity = _grade(float(signals.small_components), limits_n)
-    add(
+    findings += _graded(
         "many_small_components",
-        severity,
-        f"{signals.small_components} candidate regions were smaller than "
-        f"{settings.min_lesion_volume_ml:g} ml (limit {limit_of(severity, limits_n):g}): the "
-        "high-b image is noisy and noise clusters may be counted as lesions.",
         float(signals.small_components),
-        limit_of(severity, limits_n),
+        settings.quality_small_components_limits,
+        lambda limit: (
+            f"{signals.small_components} candidate regions were smaller than "
+            f"{settings.min_lesion_volume_ml:g} ml (limit {limit:g}): the "
+            "high-b image is noisy and noise clusters may be counted as lesions."
+        ),
     )
-    limits = settings.quality_marrow_gap_limits_mm
-    severity = _grade(signals.marrow_gap_mm, limits)
-    add(
+    findings += _graded(
         "marrow_gap",
-        severity,
-        f"Over {signals.marrow_gap_mm:.0f} mm of the trunk (limit "
-        f"{limit_of(severity, limits):g} mm) almost no voxel looks like normal marrow, "
-        "although every trunk level holds vertebrae: diffuse infiltration may have replaced "
-        "the marrow there, and diffuse disease is not segmented by this method (it has no "
-        "normal marrow around it).",
         signals.marrow_gap_mm,
-        limit_of(severity, limits),
+        settings.quality_marrow_gap_limits_mm,
+        lambda limit: (
+            f"Over {signals.marrow_gap_mm:.0f} mm of the trunk (limit "
+            f"{limit:g} mm) almost no voxel looks like normal marrow, "
+            "although every trunk level holds vertebrae: diffuse infiltration may have replaced "
+            "the marrow there, and diffuse disease is not segmented by this method (it has no "
+            "normal marrow around it)."
+        ),
     )
-    limits = settings.quality_largest_component_limits_ml
-    severity = _grade(signals.largest_component_ml, limits)
-    add(
+    findings += _graded(
         "large_component",
-        severity,
-        f"The largest segmented region holds {signals.largest_component_ml:.0f} ml (limit "
-        f"{limit_of(severity, limits):g} ml): check that it is disease and not bowel or an "
-        "organ lying against bone.",
         signals.largest_component_ml,
-        limit_of(severity, limits),
+        settings.quality_largest_component_limits_ml,
+        lambda limit: (
+            f"The largest segmented region holds {signals.largest_component_ml:.0f} ml (limit "
+            f"{limit:g} ml): check that it is disease and not bowel or an "
+            "organ lying against bone."
+        ),
     )
+    return findings
+
+
+def _geometry_findings(signals: ImageSignals, settings: ProcessingSettings) -> list[QualityFinding]:
+    """Voxel size and the body levels the exam covers."""
+    findings: list[QualityFinding] = []
     dz, dy, dx = signals.spacing_mm
-    pixel = max(dy, dx)
     for code, size, limits, what in (
-        ("coarse_pixels", pixel, settings.quality_pixel_limits_mm, "pixel"),
+        ("coarse_pixels", max(dy, dx), settings.quality_pixel_limits_mm, "pixel"),
         ("thick_slices", dz, settings.quality_slice_limits_mm, "slice thickness"),
     ):
-        severity = _grade(size, limits)
-        add(
+        findings += _graded(
             code,
-            severity,
-            f"The {what} is {size:.1f} mm (limit {limit_of(severity, limits):g} mm): voxels this "
-            "coarse merge lesions with marrow and organs, and the marrow-contact and skull rules "
-            "need about 3-4 mm.",
             size,
-            limit_of(severity, limits),
+            limits,
+            lambda limit, size=size, what=what: (
+                f"The {what} is {size:.1f} mm (limit {limit:g} mm): voxels this "
+                "coarse merge lesions with marrow and organs, and the marrow-contact and skull "
+                "rules need about 3-4 mm."
+            ),
         )
     if not signals.neck_found:
-        add(
-            "no_neck",
-            Verdict.REVIEW,
-            "No neck was found on the body outline: the exam may not start at the vertex, so the "
-            "head rule (brain, salivary glands) was not applied and body levels are estimated.",
-            None,
-            None,
+        findings.append(
+            QualityFinding(
+                "no_neck",
+                Verdict.REVIEW,
+                "No neck was found on the body outline: the exam may not start at the vertex, so "
+                "the head rule (brain, salivary glands) was not applied and body levels are "
+                "estimated.",
+            )
         )
     if not signals.crotch_found:
-        add(
-            "no_thighs",
-            Verdict.REVIEW,
-            "The exam does not reach separate thighs: the pelvis or femora may be cut off and "
-            "body levels are estimated.",
-            None,
-            None,
+        findings.append(
+            QualityFinding(
+                "no_thighs",
+                Verdict.REVIEW,
+                "The exam does not reach separate thighs: the pelvis or femora may be cut off and "
+                "body levels are estimated.",
+            )
         )
+    return findings
+
+
+def assess_image(signals: ImageSignals, settings: ProcessingSettings) -> QualityAssessment:
+    """The image-based findings of one exam (limits in ``settings``, ``docs/algorithm.md``)."""
+    findings = [
+        *_marrow_findings(signals, settings),
+        *_snr_findings(signals, settings),
+        *_segmentation_findings(signals, settings),
+        *_geometry_findings(signals, settings),
+    ]
     return QualityAssessment(
         findings=tuple(findings), measures=MappingProxyType(signals.measures())
     )

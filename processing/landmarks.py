@@ -102,21 +102,46 @@ def find_landmarks(
     backend: Backend,
 ) -> BodyLandmarks:
     """Find the neck, the crotch and the trunk of every slice from the body mask."""
-    xp = backend.xp
     dz, dy, dx = spacing_mm
-    nz, ny, nx = body.shape
+    nz = body.shape[0]
     pixel_mm2 = dy * dx
     components = label_components(body, backend, structure=in_plane_structure(backend))
-    labels = components.labels
-    count = components.count
     area = backend.to_host(body.sum(axis=(1, 2))).astype(np.float64) * pixel_mm2
     center = np.full((nz, 2), np.nan)
     box = np.full((nz, 4), np.nan)
     present = np.flatnonzero(area > 0)
-    if count == 0 or present.size == 0:
+    if components.count == 0 or present.size == 0:
         return BodyLandmarks(0, nz - 1, None, None, center, box, area, dz)
 
-    flat = labels.ravel()
+    moments = _component_moments(components, body.shape, backend)
+    first, first_area, second_area = _two_largest_per_slice(moments, nz, pixel_mm2)
+    has = first > 0
+    center[has, 0] = moments.sum_y[first[has]] / moments.sizes[first[has]]
+    center[has, 1] = moments.sum_x[first[has]] / moments.sizes[first[has]]
+    trunk = _trunk_and_boxes(components, first, box, backend)
+
+    top = int(present[0])
+    bottom = int(present[-1])
+    neck = _find_neck(area, top, bottom, dz, settings)
+    crotch = _find_crotch(first_area, second_area, top, bottom)
+    return BodyLandmarks(top, bottom, neck, crotch, center, box, area, dz, trunk=trunk)
+
+
+@dataclass(frozen=True, slots=True)
+class _Moments:
+    """Per in-plane component (index = label): voxel count, slice, sums of y and x (host)."""
+
+    sizes: NDArray[np.float64]
+    slice_of: NDArray[np.int64]
+    sum_y: NDArray[np.float64]
+    sum_x: NDArray[np.float64]
+
+
+def _component_moments(components: Any, shape: tuple[int, ...], backend: Backend) -> _Moments:
+    xp = backend.xp
+    _, ny, nx = shape
+    count = components.count
+    flat = components.labels.ravel()
     where = xp.flatnonzero(flat)
     component = flat[where].astype(xp.int64)
     z_index, rest = xp.divmod(where, ny * nx)
@@ -126,43 +151,49 @@ def find_landmarks(
     slice_of[1:] /= sizes[1:]
     sum_y = xp.bincount(component, weights=y_index.astype(xp.float64), minlength=count + 1)
     sum_x = xp.bincount(component, weights=x_index.astype(xp.float64), minlength=count + 1)
-    host_sizes = backend.to_host(components.sizes).astype(np.float64)
-    host_slice = np.rint(backend.to_host(slice_of)).astype(np.int64)
-    host_y = backend.to_host(sum_y)
-    host_x = backend.to_host(sum_x)
+    return _Moments(
+        sizes=backend.to_host(components.sizes).astype(np.float64),
+        slice_of=np.rint(backend.to_host(slice_of)).astype(np.int64),
+        sum_y=backend.to_host(sum_y),
+        sum_x=backend.to_host(sum_x),
+    )
 
-    # Largest and second-largest component of each slice.
+
+def _two_largest_per_slice(
+    moments: _Moments, nz: int, pixel_mm2: float
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """Label and area (mm2) of each slice's largest component, and its second-largest area."""
     first = np.full(nz, 0, dtype=np.int64)
     second_area = np.zeros(nz)
     first_area = np.zeros(nz)
-    for label in range(1, count + 1):
-        z = host_slice[label]
-        size = host_sizes[label] * pixel_mm2
+    for label in range(1, moments.sizes.size):
+        z = moments.slice_of[label]
+        size = moments.sizes[label] * pixel_mm2
         if size > first_area[z]:
             second_area[z] = first_area[z]
             first_area[z] = size
             first[z] = label
         elif size > second_area[z]:
             second_area[z] = size
-    has = first > 0
-    center[has, 0] = host_y[first[has]] / host_sizes[first[has]]
-    center[has, 1] = host_x[first[has]] / host_sizes[first[has]]
+    return first, first_area, second_area
 
-    is_trunk = xp.zeros(count + 1, dtype=bool)
+
+def _trunk_and_boxes(
+    components: Any, first: NDArray[np.int64], box: NDArray[np.float64], backend: Backend
+) -> Any:
+    """The trunk mask (each slice's largest component, on the device); fills ``box`` per slice."""
+    xp = backend.xp
+    has = first > 0
+    is_trunk = xp.zeros(components.count + 1, dtype=bool)
     is_trunk[xp.asarray(first[has])] = True
-    trunk = is_trunk[labels]
+    trunk = is_trunk[components.labels]
     rows = backend.to_host(trunk.any(axis=2))
     cols = backend.to_host(trunk.any(axis=1))
     for z in np.flatnonzero(has):
         ys = np.flatnonzero(rows[z])
         xs = np.flatnonzero(cols[z])
         box[z] = (ys[0], ys[-1], xs[0], xs[-1])
-
-    top = int(present[0])
-    bottom = int(present[-1])
-    neck = _find_neck(area, top, bottom, dz, settings)
-    crotch = _find_crotch(first_area, second_area, top, bottom)
-    return BodyLandmarks(top, bottom, neck, crotch, center, box, area, dz, trunk=trunk)
+    return trunk
 
 
 def _find_neck(

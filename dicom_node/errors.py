@@ -37,7 +37,9 @@ Hierarchy
     +-- SendError
     |   +-- AssociationFailedError     the peer could not be reached or rejected us
     |   |   +-- AssociationRejectedError   the peer refused the association (AE titles,
-    |   |                                  contexts): a configuration problem
+    |   |   |                              contexts): a configuration problem
+    |   |   +-- PeerUnreachableError       no connection (host down, port closed, TLS)
+    |   |   +-- AssociationAbortedError    connected, but aborted during the negotiation
     |   +-- ReactorPauseTimeoutError   pynetdicom's reactor did not pause before an exchange
     +-- TlsConfigurationError          a certificate, key or CA bundle cannot be used
     +-- PriorsError                    a query or retrieve of priors failed
@@ -66,6 +68,7 @@ from __future__ import annotations
 
 __all__ = [
     "AssemblyError",
+    "AssociationAbortedError",
     "AssociationFailedError",
     "AssociationRejectedError",
     "DicomNodeError",
@@ -78,6 +81,7 @@ __all__ = [
     "MixedOrientationError",
     "MultipleStudiesError",
     "NoDiffusionSeriesError",
+    "PeerUnreachableError",
     "PriorsError",
     "ReactorPauseTimeoutError",
     "ReportReadError",
@@ -214,7 +218,26 @@ class AssociationRejectedError(AssociationFailedError):
     """The peer answered A-ASSOCIATE-RJ: wrong AE titles or no common context.
 
     Retrying soon does not help; someone has to fix the configuration.
+
+    Parameters
+    ----------
+    message
+        The error message (peer, calling AE title, reason).
+    reason
+        The peer's result, source and reason, in words; empty when unknown.
     """
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PeerUnreachableError(AssociationFailedError):
+    """No connection to the peer: host down, port closed, or the TLS handshake failed."""
+
+
+class AssociationAbortedError(AssociationFailedError):
+    """The peer was reached but the association was aborted during the negotiation."""
 
 
 class ReactorPauseTimeoutError(SendError):

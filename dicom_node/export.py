@@ -17,7 +17,6 @@ caller can record an acknowledgement before the next file is sent.
 
 from __future__ import annotations
 
-import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -26,11 +25,10 @@ from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, evt
 from pynetdicom.status import code_to_category
 
-from dicom_node.association_guard import reactor_paused
-from dicom_node.errors import AssociationFailedError, AssociationRejectedError, SendError
+from dicom_node.errors import SendError
+from dicom_node.scu import associate, reactor_paused
 from dicom_node.send import Destination, StoreOutcome, requested_contexts
 
 __all__ = ["ResultFile", "read_result_identity", "store_results"]
@@ -66,20 +64,6 @@ def read_result_identity(path: Path | str) -> ResultFile:
         raise SendError(f"result file {path} has no readable file meta: {error}") from None
 
 
-def _disable_nagle(event: evt.Event) -> None:
-    transport = event.assoc.dul.socket
-    if transport is not None and transport.socket is not None:
-        transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _rejection_text(primitive: object) -> str:
-    parts = [
-        str(getattr(primitive, name, "") or "")
-        for name in ("result_str", "source_str", "reason_str")
-    ]
-    return ", ".join(part for part in parts if part) or "no reason given"
-
-
 def store_results(
     files: Sequence[ResultFile],
     destination: Destination,
@@ -102,29 +86,10 @@ def store_results(
     started = time.perf_counter()
     if not files:
         return 0.0
-    ae = AE(ae_title=destination.calling_aet)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = destination.timeout_s
-    for sop_class, syntaxes in requested_contexts(
+    contexts = requested_contexts(
         (result.sop_class_uid, result.transfer_syntax) for result in files
-    ):
-        ae.add_requested_context(sop_class, syntaxes)
-    association = ae.associate(
-        destination.host,
-        destination.port,
-        ae_title=destination.called_aet,
-        evt_handlers=[(evt.EVT_CONN_OPEN, _disable_nagle)],
-        tls_args=(tls, destination.host) if tls is not None else None,
     )
-    if association.is_rejected:
-        raise AssociationRejectedError(
-            f"{destination} rejected the association from {destination.calling_aet}: "
-            f"{_rejection_text(association.acceptor.primitive)}"
-        )
-    if not association.is_established:
-        raise AssociationFailedError(
-            f"no association with {destination} (unreachable, refused or aborted)"
-        )
-    try:
+    with associate(destination, contexts, purpose="C-STORE", tls=tls) as association:
         accepted = {
             (context.abstract_syntax, context.transfer_syntax[0])
             for context in association.accepted_contexts
@@ -170,7 +135,4 @@ def store_results(
                 comment = str(response.get("ErrorComment", "") or "").strip()
                 detail = f"C-STORE status 0x{status:04X}" + (f": {comment}" if comment else "")
             on_outcome(StoreOutcome(result.path, result.sop_instance_uid, status, detail))
-    finally:
-        if association.is_established:
-            association.release()
     return time.perf_counter() - started

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +19,11 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
-from pynetdicom import AE
 from pynetdicom.association import Association
 
-from dicom_node.association_guard import reactor_paused
-from dicom_node.errors import AssociationFailedError, AssociationRejectedError, SendError
+from dicom_node.errors import SendError
 from dicom_node.scp import MODALITY_PERFORMED_PROCEDURE_STEP
+from dicom_node.scu import associate, reactor_paused
 from dicom_node.send import Destination
 
 __all__ = [
@@ -111,16 +111,8 @@ def performed_exam(paths: Sequence[Path | str]) -> PerformedExam:
     )
 
 
-def _associate(destination: Destination) -> Association:
-    ae = AE(ae_title=destination.calling_aet)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = destination.timeout_s
-    ae.add_requested_context(MODALITY_PERFORMED_PROCEDURE_STEP)
-    association = ae.associate(destination.host, destination.port, ae_title=destination.called_aet)
-    if association.is_rejected:
-        raise AssociationRejectedError(f"{destination} rejected the MPPS association")
-    if not association.is_established:
-        raise AssociationFailedError(f"no MPPS association with {destination}")
-    return association
+def _association(destination: Destination) -> AbstractContextManager[Association]:
+    return associate(destination, [(MODALITY_PERFORMED_PROCEDURE_STEP, None)], purpose="MPPS")
 
 
 def _now() -> tuple[str, str]:
@@ -163,15 +155,10 @@ def create_mpps(destination: Destination, exam: PerformedExam) -> str:
     attributes.PerformedProtocolCodeSequence = DicomSequence()
     attributes.PerformedSeriesSequence = DicomSequence()
     mpps_uid = str(generate_uid())
-    association = _associate(destination)
-    try:
-        with reactor_paused(association):
-            status, _ = association.send_n_create(
-                attributes, MODALITY_PERFORMED_PROCEDURE_STEP, mpps_uid
-            )
-    finally:
-        if association.is_established:
-            association.release()
+    with _association(destination) as association, reactor_paused(association):
+        status, _ = association.send_n_create(
+            attributes, MODALITY_PERFORMED_PROCEDURE_STEP, mpps_uid
+        )
     _check(status, "N-CREATE", destination)
     return mpps_uid
 
@@ -202,15 +189,10 @@ def complete_mpps(destination: Destination, mpps_uid: str, exam: PerformedExam) 
         item.ReferencedNonImageCompositeSOPInstanceSequence = DicomSequence()
         items.append(item)
     modifications.PerformedSeriesSequence = DicomSequence(items)
-    association = _associate(destination)
-    try:
-        with reactor_paused(association):
-            status, _ = association.send_n_set(
-                modifications, MODALITY_PERFORMED_PROCEDURE_STEP, mpps_uid
-            )
-    finally:
-        if association.is_established:
-            association.release()
+    with _association(destination) as association, reactor_paused(association):
+        status, _ = association.send_n_set(
+            modifications, MODALITY_PERFORMED_PROCEDURE_STEP, mpps_uid
+        )
     _check(status, "N-SET", destination)
 
 

@@ -27,18 +27,19 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
-from pynetdicom import AE, build_role, evt
+from pynetdicom import build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.status import code_to_category
 
-from dicom_node.association_guard import reactor_paused
-from dicom_node.errors import AssociationFailedError, PriorsError, ReportReadError
+from dicom_node.errors import PriorsError, ReportReadError
 from dicom_node.report_reader import REPORT_SOP_CLASSES, is_node_report, read_measurement_report
+from dicom_node.scu import Context, associate, reactor_paused
 from dicom_node.send import Destination
 from dicom_node.writers.common import MANUFACTURER
 from processing.exam_summary import ExamSummary
@@ -305,55 +306,27 @@ def fetch_prior_summaries(
     return PriorFetch(summaries=tuple(summaries), skipped=tuple(skipped))
 
 
-class _AssociationScope:
-    """Context manager: an established association, released (or aborted) on exit."""
-
-    def __init__(self, assoc: Association) -> None:
-        self._assoc = assoc
-
-    def __enter__(self) -> Association:
-        return self._assoc
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._assoc.is_established:
-            self._assoc.release()
-
-
 def _association(
     peer: Destination,
     *,
     find: bool,
     on_store: Any | None = None,
     tls: ssl.SSLContext | None = None,
-) -> _AssociationScope:
-    ae = AE(ae_title=peer.calling_aet)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = peer.timeout_s
-    handlers: list[Any] = []
-    roles: list[Any] = []
+) -> AbstractContextManager[Association]:
     if find:
-        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    else:
-        ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-        for sop_class in REPORT_SOP_CLASSES:
-            ae.add_requested_context(sop_class)
-            roles.append(build_role(sop_class, scp_role=True))
-        handlers.append((evt.EVT_C_STORE, on_store))
-    assoc = ae.associate(
-        peer.host,
-        peer.port,
-        ae_title=peer.called_aet,
-        ext_neg=roles or None,
-        evt_handlers=handlers or None,
-        tls_args=(tls, peer.host) if tls is not None else None,
-    )
-    if not assoc.is_established:
-        state = "rejected" if assoc.is_rejected else "aborted or unreachable"
-        service = "C-FIND" if find else "C-GET"
-        transport = " over TLS" if tls is not None else ""
-        raise AssociationFailedError(
-            f"{service} association{transport} with {peer} as {peer.calling_aet} failed ({state})"
+        return associate(
+            peer, [(StudyRootQueryRetrieveInformationModelFind, None)], purpose="C-FIND", tls=tls
         )
-    return _AssociationScope(assoc)
+    contexts: list[Context] = [(StudyRootQueryRetrieveInformationModelGet, None)]
+    contexts += [(sop_class, None) for sop_class in REPORT_SOP_CLASSES]
+    return associate(
+        peer,
+        contexts,
+        purpose="C-GET",
+        tls=tls,
+        ext_neg=[build_role(sop_class, scp_role=True) for sop_class in REPORT_SOP_CLASSES],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
 
 
 def _find(assoc: Association, query: Dataset, peer: Destination) -> Iterator[Dataset]:

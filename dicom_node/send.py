@@ -15,7 +15,6 @@ failure never stops the files after it unless the association itself is lost.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,12 +23,11 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.status import code_to_category
 
-from dicom_node.association_guard import reactor_paused
-from dicom_node.errors import AssociationFailedError, SendError
+from dicom_node.errors import SendError
+from dicom_node.scu import DEFAULT_CALLING_AET, Peer, associate, reactor_paused
 
 __all__ = [
     "DEFAULT_CALLING_AET",
@@ -42,35 +40,12 @@ __all__ = [
 
 LOGGER = logging.getLogger(__name__)
 
-DEFAULT_CALLING_AET = "WBDWI-SCU"
 _UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: presentation context IDs are odd numbers 1..255
 
 
-@dataclass(frozen=True, slots=True)
-class Destination:
-    """A remote C-STORE SCP.
-
-    Parameters
-    ----------
-    host, port
-        Network address.
-    called_aet
-        The peer's AE title.
-    calling_aet
-        Ours.
-    timeout_s
-        ACSE, DIMSE and network timeout in seconds.
-    """
-
-    host: str
-    port: int
-    called_aet: str
-    calling_aet: str = DEFAULT_CALLING_AET
-    timeout_s: float = 30.0
-
-    def __str__(self) -> str:
-        return f"{self.called_aet}@{self.host}:{self.port}"
+#: The node's one peer type (:class:`dicom_node.scu.Peer`), under its old name.
+Destination = Peer
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,17 +198,6 @@ def _send_one(assoc: Association, header: _FileHeader) -> StoreOutcome:
     return StoreOutcome(header.path, header.sop_instance_uid, status, detail)
 
 
-def _disable_nagle(event: evt.Event) -> None:
-    """Send each PDU at once (TCP_NODELAY).
-
-    With Nagle's algorithm on, the small PDU that follows a C-STORE request waits
-    for the peer's delayed ACK (~40 ms): about 15 instances/s instead of hundreds.
-    """
-    transport = event.assoc.dul.socket
-    if transport is not None and transport.socket is not None:
-        transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 def send_files(paths: Sequence[Path | str], destination: Destination) -> SendReport:
     """Send ``paths`` to ``destination`` over one association.
 
@@ -267,24 +231,8 @@ def send_files(paths: Sequence[Path | str], destination: Destination) -> SendRep
         else:
             headers.append(header)
     if headers:
-        ae = AE(ae_title=destination.calling_aet)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = destination.timeout_s
-        for sop_class, syntaxes in requested_contexts(
-            (h.sop_class_uid, h.transfer_syntax) for h in headers
-        ):
-            ae.add_requested_context(sop_class, syntaxes)
-        assoc = ae.associate(
-            destination.host,
-            destination.port,
-            ae_title=destination.called_aet,
-            evt_handlers=[(evt.EVT_CONN_OPEN, _disable_nagle)],
-        )
-        if not assoc.is_established:
-            state = "rejected" if assoc.is_rejected else "aborted or unreachable"
-            raise AssociationFailedError(
-                f"association with {destination} as {destination.calling_aet} failed ({state})"
-            )
-        try:
+        contexts = requested_contexts((h.sop_class_uid, h.transfer_syntax) for h in headers)
+        with associate(destination, contexts, purpose="C-STORE") as assoc:
             for header in headers:
                 if not assoc.is_established:
                     outcomes[header.path] = StoreOutcome(
@@ -296,8 +244,5 @@ def send_files(paths: Sequence[Path | str], destination: Destination) -> SendRep
                     LOGGER.warning(
                         "C-STORE of %s failed: %s", header.path, outcomes[header.path].detail
                     )
-        finally:
-            if assoc.is_established:
-                assoc.release()
     ordered = tuple(outcomes[str(p)] for p in paths)
     return SendReport(str(destination), ordered, time.perf_counter() - started)

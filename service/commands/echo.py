@@ -7,11 +7,13 @@ import ssl
 import sys
 from typing import Any
 
-from pynetdicom import AE
-
-from dicom_node.association_guard import reactor_paused
-from dicom_node.errors import TlsConfigurationError
+from dicom_node.errors import (
+    AssociationFailedError,
+    AssociationRejectedError,
+    TlsConfigurationError,
+)
 from dicom_node.scp import VERIFICATION
+from dicom_node.scu import Peer, associate, reactor_paused
 from service.commands.serve import add_config_argument
 from service.settings import Destination, SettingsError, load_settings, parse_destination
 
@@ -39,27 +41,17 @@ def echo(
     peer: Destination, calling_aet: str, timeout: float, tls: ssl.SSLContext | None = None
 ) -> str | None:
     """C-ECHO ``peer`` (over TLS with a client ``tls`` context); ``None`` on success."""
-    ae = AE(ae_title=calling_aet)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    ae.add_requested_context(VERIFICATION)
-    association = ae.associate(
-        peer.host,
-        peer.port,
-        ae_title=peer.ae_title,
-        tls_args=(tls, peer.host) if tls is not None else None,
-    )
-    if association.is_rejected:
-        primitive = association.acceptor.primitive
-        reason = getattr(primitive, "reason_str", "") or "no reason given"
-        return f"association rejected ({reason}); check the AE titles"
-    if not association.is_established:
-        return "no association (peer unreachable, refused or aborted)"
+    target = Peer(peer.host, peer.port, peer.ae_title, calling_aet, timeout)
     try:
-        with reactor_paused(association):
+        with (
+            associate(target, [(VERIFICATION, None)], purpose="C-ECHO", tls=tls) as association,
+            reactor_paused(association),
+        ):
             status = association.send_c_echo()
-    finally:
-        if association.is_established:
-            association.release()
+    except AssociationRejectedError as error:
+        return f"association rejected ({error.reason}); check the AE titles"
+    except AssociationFailedError:
+        return "no association (peer unreachable, refused or aborted)"
     if "Status" not in status:
         return "no C-ECHO response"
     if int(status.Status) != 0:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -310,7 +310,7 @@ def _association(
     peer: Destination,
     *,
     find: bool,
-    on_store: Any | None = None,
+    on_store: Callable[..., Any] | None = None,
     tls: ssl.SSLContext | None = None,
 ) -> AbstractContextManager[Association]:
     if find:
@@ -325,7 +325,7 @@ def _association(
         purpose="C-GET",
         tls=tls,
         ext_neg=[build_role(sop_class, scp_role=True) for sop_class in REPORT_SOP_CLASSES],
-        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        evt_handlers=[] if on_store is None else [(evt.EVT_C_STORE, on_store)],
     )
 
 

@@ -209,13 +209,7 @@ def match_lesions(
         When a lesion has a non-finite centroid (it cannot be placed).
     """
     settings = settings or MatchingSettings()
-    for side, lesions in (("current", current), ("reference", reference)):
-        for lesion in lesions:
-            if not all(math.isfinite(c) for c in lesion.centroid_mm):
-                raise ValueError(
-                    f"{side} lesion {lesion.label}: centroid {lesion.centroid_mm} is not finite, "
-                    "so it cannot be matched across exams"
-                )
+    _check_centroids(current, reference)
     shift, support = estimate_shift(current, reference, settings)
     shift_tuple = (float(shift[0]), float(shift[1]), float(shift[2]))
     if not current or not reference:
@@ -245,26 +239,23 @@ def match_lesions(
     members_ref: dict[int, list[int]] = {k: [j] for k, (_, j) in enumerate(pairs)}
     ref_to_pair = {j: k for k, (_, j) in enumerate(pairs)}
     cur_to_pair = {i: k for k, (i, _) in enumerate(pairs)}
-    new: list[int] = []
-    for i in range(len(current)):
-        if i in paired_cur:
-            continue
-        partners = [j for j in paired_ref if allowed[i, j]]
-        if partners:
-            j = min(partners, key=lambda jj: distance[i, jj])
-            members_cur[ref_to_pair[j]].append(i)  # split: one lesion became several
-        else:
-            new.append(i)
-    disappeared: list[int] = []
-    for j in range(len(reference)):
-        if j in paired_ref:
-            continue
-        partners = [i for i in paired_cur if allowed[i, j]]
-        if partners:
-            i = min(partners, key=lambda ii: distance[ii, j])
-            members_ref[cur_to_pair[i]].append(j)  # merge: several lesions became one
-        else:
-            disappeared.append(j)
+    # split: one lesion became several; merge: several lesions became one
+    new = _attach_unpaired(
+        paired_cur,
+        paired_ref,
+        allowed=allowed,
+        distance=distance,
+        pair_of_other=ref_to_pair,
+        members=members_cur,
+    )
+    disappeared = _attach_unpaired(
+        paired_ref,
+        paired_cur,
+        allowed=allowed.T,
+        distance=distance.T,
+        pair_of_other=cur_to_pair,
+        members=members_ref,
+    )
 
     groups = tuple(
         LesionGroup(
@@ -281,6 +272,43 @@ def match_lesions(
         new_labels=tuple(sorted(current[i].label for i in new)),
         disappeared_labels=tuple(sorted(reference[j].label for j in disappeared)),
     )
+
+
+def _check_centroids(current: Sequence[LesionStats], reference: Sequence[LesionStats]) -> None:
+    for side, lesions in (("current", current), ("reference", reference)):
+        for lesion in lesions:
+            if not all(math.isfinite(c) for c in lesion.centroid_mm):
+                raise ValueError(
+                    f"{side} lesion {lesion.label}: centroid {lesion.centroid_mm} is not finite, "
+                    "so it cannot be matched across exams"
+                )
+
+
+def _attach_unpaired(
+    paired: set[int],
+    paired_other: set[int],
+    *,
+    allowed: NDArray[np.bool_],
+    distance: NDArray[np.float64],
+    pair_of_other: dict[int, int],
+    members: dict[int, list[int]],
+) -> list[int]:
+    """Attach each unpaired lesion (a row) to the pair of its nearest allowed paired partner.
+
+    Rows are this side's lesions, columns the other side's. Returns the rows that
+    have no allowed partner (new or disappeared lesions).
+    """
+    alone: list[int] = []
+    for i in range(allowed.shape[0]):
+        if i in paired:
+            continue
+        partners = [j for j in paired_other if allowed[i, j]]
+        if partners:
+            j = min(partners, key=lambda jj: distance[i, jj])
+            members[pair_of_other[j]].append(i)
+        else:
+            alone.append(i)
+    return alone
 
 
 def _largest(lesions: Sequence[LesionStats], count: int) -> list[LesionStats]:

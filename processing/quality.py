@@ -334,13 +334,13 @@ def _segmentation_findings(
 ) -> list[QualityFinding]:
     """What was segmented: marrow in the mask, ADC window edges, volumes, noise, marrow gaps."""
     findings: list[QualityFinding] = []
-    if (fraction := signals.marrow_segmented_fraction) is not None:
+    if (segmented := signals.marrow_segmented_fraction) is not None:
         findings += _graded(
             "marrow_segmented",
-            fraction,
+            segmented,
             settings.quality_marrow_segmented_limits,
             lambda limit: (
-                f"{100 * fraction:.1f} % of the normal-looking marrow is in "
+                f"{100 * segmented:.1f} % of the normal-looking marrow is in "
                 f"the tumour mask (limit {100 * limit:g} %): normal marrow may "
                 "be segmented as disease."
             ),
@@ -353,16 +353,15 @@ def _segmentation_findings(
     ):
         if signals.tdv_ml <= 0:
             continue
-        findings += _graded(
-            code,
-            fraction,
-            settings.quality_adc_edge_limits,
-            lambda limit, fraction=fraction, where=where: (
+
+        def edge_message(limit: float, fraction: float = fraction, where: str = where) -> str:
+            return (
                 f"{100 * fraction:.0f} % of the segmented volume has an ADC of {where} um2/s, at "
                 f"the edge of the ADC window (limit {100 * limit:g} %): the window "
                 "is cutting through a tissue (normal marrow or fluid) rather than around lesions."
-            ),
-        )
+            )
+
+        findings += _graded(code, fraction, settings.quality_adc_edge_limits, edge_message)
     marrow_ml = settings.quality_marrow_body_fraction * signals.body_ml
     if marrow_ml > 0:
         ratio = signals.tdv_ml / marrow_ml
@@ -419,16 +418,15 @@ def _geometry_findings(signals: ImageSignals, settings: ProcessingSettings) -> l
         ("coarse_pixels", max(dy, dx), settings.quality_pixel_limits_mm, "pixel"),
         ("thick_slices", dz, settings.quality_slice_limits_mm, "slice thickness"),
     ):
-        findings += _graded(
-            code,
-            size,
-            limits,
-            lambda limit, size=size, what=what: (
+
+        def size_message(limit: float, size: float = size, what: str = what) -> str:
+            return (
                 f"The {what} is {size:.1f} mm (limit {limit:g} mm): voxels this "
                 "coarse merge lesions with marrow and organs, and the marrow-contact and skull "
                 "rules need about 3-4 mm."
-            ),
-        )
+            )
+
+        findings += _graded(code, size, limits, size_message)
     if not signals.neck_found:
         findings.append(
             QualityFinding(

@@ -2,7 +2,7 @@
 
 The reference preset is 5 stations x 50 slices x 3 b-values = 750 instances of
 128 x 128. The exam is written once to a temporary folder; then
-:func:`dicom_node.assembly.assemble_exam` is timed from disk (best of 3, page
+:func:`dicom_node.assembly.assemble.assemble_exam` is timed from disk (best of 3, page
 cache warm) and compared with the obvious peer measured in the same run: reading
 every file with ``pydicom.dcmread`` and decoding ``pixel_array`` (no grouping,
 no composition). Memory is measured in a fresh subprocess: its peak resident
@@ -25,9 +25,9 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from dicom_node.assembly import assemble_exam
-from dicom_node.dicom_files import find_dicom_files
-from dicom_node.scanner import write_exam
+from dicom_node.assembly.assemble import assemble_exam
+from dicom_node.assembly.dicom_files import find_dicom_files
+from dicom_node.simulator.scanner import write_exam
 from processing.phantom import make_phantom
 
 __all__ = ["main"]

@@ -9,7 +9,7 @@ measured with a mask of ``N`` separate 2 x 2 x 2-voxel cubes inside the body
 mask: the same lesion labelling, statistics, classes and regions as the
 automatic segmentation), with ``max_reported_lesions = N`` so that every
 component is a listed lesion with its own SEG segment and SR groups, and the
-results are written with :func:`dicom_node.write_results.write_results`.
+results are written with :func:`dicom_node.writers.write_results.write_results`.
 
 Each ``N`` runs in a fresh child process. Printed per stage: wall time and the
 process's peak resident memory at the end of the stage (``ru_maxrss``, a high
@@ -73,9 +73,9 @@ def _peak_mb() -> float:
 
 
 def _child(preset: str, count: int, folder: str, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    from dicom_node.assembly import assemble_exam
-    from dicom_node.scanner import write_exam
-    from dicom_node.write_results import write_results
+    from dicom_node.assembly.assemble import assemble_exam
+    from dicom_node.simulator.scanner import write_exam
+    from dicom_node.writers.write_results import write_results
     from processing.phantom import make_phantom
     from processing.pipeline import measure_tumour_mask, process_exam
     from processing.settings import ProcessingSettings

@@ -80,9 +80,9 @@ def _event_times(log: str) -> dict[str, float]:
 def measure_latency(device: str, workdir: Path, exam_dir: Path) -> dict[str, Any]:
     """One exam through a fresh node on ``device``; seconds per stage and in total."""
     sys.path.insert(0, str(_ROOT))
-    from dicom_node.mpps import complete_mpps, create_mpps, performed_exam
-    from dicom_node.send import Destination
-    from tests.integration.node_harness import NodeProcess, storescu
+    from dicom_node.scu.mpps import complete_mpps, create_mpps, performed_exam
+    from dicom_node.scu.send import Destination
+    from tests.helpers.node_harness import NodeProcess, storescu
 
     files = sorted(p for p in exam_dir.rglob("*") if p.is_file())
     exam = performed_exam(files)

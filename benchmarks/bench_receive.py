@@ -1,6 +1,6 @@
 """Receive throughput of the node against dcmtk ``storescp``, and end-to-end latency.
 
-The node's receive side is the native Upper Layer acceptor (``dicom_node.ul``):
+The node's receive side is the native Upper Layer acceptor (``dicom_node.receive.ul``):
 one thread per association, the data set written to the spool as received.
 
 0. The spool alone, no network: ``Spool.store`` (header walk, duplicate check,
@@ -48,11 +48,11 @@ from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
 
-from dicom_node.mpps import complete_mpps, create_mpps, performed_exam
-from dicom_node.scanner import write_exam
-from dicom_node.scp import DicomReceiver, ReceiverConfig
-from dicom_node.send import Destination
-from dicom_node.spool import Spool
+from dicom_node.receive.scp import DicomReceiver, ReceiverConfig
+from dicom_node.receive.spool import Spool
+from dicom_node.scu.mpps import complete_mpps, create_mpps, performed_exam
+from dicom_node.scu.send import Destination
+from dicom_node.simulator.scanner import write_exam
 from processing.phantom import make_phantom
 from service.jobstore import SqliteJobStore
 from service.logging import configure_logging
@@ -237,7 +237,7 @@ def _throughput(files: list[Path], workdir: Path, associations: int) -> None:
 
 
 def _latency(files: list[Path], workdir: Path) -> None:
-    from tests.orthanc import running_orthanc
+    from tests.helpers.orthanc import running_orthanc
 
     exam = performed_exam(files)
     with running_orthanc(workdir) as orthanc:

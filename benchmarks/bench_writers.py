@@ -1,7 +1,7 @@
 """Time to write every result object for the ``reference`` and ``large`` phantoms.
 
 For each preset the phantom is written by the simulated scanner, assembled and
-processed (CPU) once; then :func:`dicom_node.write_results.write_results` is
+processed (CPU) once; then :func:`dicom_node.writers.write_results.write_results` is
 timed (best of 2 for ``reference``, one run for ``large``) into a fresh folder
 each time. Printed per preset: the time, the number of files, the size of each
 object kind on disk, and a peer measured in the same run: writing the same
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dicom_node.assembly import assemble_exam
-from dicom_node.scanner import write_exam
-from dicom_node.write_results import write_results
+from dicom_node.assembly.assemble import assemble_exam
+from dicom_node.simulator.scanner import write_exam
+from dicom_node.writers.write_results import write_results
 from processing.exam import DwiExam
 from processing.phantom import make_phantom
 from processing.pipeline import process_exam

@@ -58,7 +58,7 @@ Hierarchy
     |   +-- EmptySegmentationError     a SEG without any segmented voxel
     |   +-- SourceReferenceError       the exam's source references are missing
     +-- UpperLayerError                a protocol problem on one association
-        |                              (dicom_node.ul.errors:)
+        |                              (dicom_node.receive.ul.errors:)
         +-- MalformedPduError          a PDU breaks PS3.8 (carries the A-ABORT reason)
         +-- MalformedCommandError      a DIMSE command set cannot be decoded
         +-- ConnectionClosedError      the peer closed the connection
@@ -243,7 +243,7 @@ class AssociationAbortedError(AssociationFailedError):
 class ReactorPauseTimeoutError(SendError):
     """pynetdicom's association reactor did not pause before an exchange.
 
-    See :mod:`dicom_node.association_guard`; the association should be aborted.
+    See :mod:`dicom_node.scu.association_guard`; the association should be aborted.
     """
 
 

@@ -1,6 +1,6 @@
 """The exam that processing consumes: one whole-body DWI volume with its geometry.
 
-``dicom_node.assembly`` builds a :class:`DwiExam` from the received instances;
+``dicom_node.assembly.assemble`` builds a :class:`DwiExam` from the received instances;
 everything in ``processing`` takes one. This module never imports pydicom: the
 source references are plain strings so that a job can be described as JSON.
 

@@ -12,7 +12,7 @@ them in PACS.
 
 It is plain data with a JSON round trip (:meth:`ExamSummary.to_dict` /
 :meth:`ExamSummary.from_dict`): the history store keeps that JSON, the SR
-parser in :mod:`dicom_node.priors` rebuilds it from PACS, and
+parser in :mod:`dicom_node.scu.priors` rebuilds it from PACS, and
 ``measurements.json`` can be turned into it. Non-finite floats are written as
 ``null`` (JSON has no NaN) and read back as NaN.
 """

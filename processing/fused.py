@@ -18,7 +18,7 @@ CUDA's ``logf``/``expf`` round differently from NumPy's (within 2 ulp).
 
 Each kernel's NumPy equivalent, :data:`NUMPY_EQUIVALENTS`, is the same
 element-wise program written with NumPy, registered under the kernel's name:
-the NumPy-backed CuPy stand-in of the tests (``tests/cupy_standin.py``) runs
+the NumPy-backed CuPy stand-in of the tests (``tests/helpers/cupy_standin.py``) runs
 it in place of the CUDA source, so that the GPU path (argument order, planes,
 scalars, validity rules) is compared with the CPU reference on every CPU
 machine; the CUDA source itself is compared on a GPU (``tests/gpu``).

@@ -2,7 +2,7 @@
 
 Whole-body DWI is acquired in stations that overlap by a few slices. Reading the
 instances and grouping them into stations is the DICOM side's work
-(``dicom_node.assembly.stations``); how much each station's slice contributes
+(``dicom_node.assembly.assemble.stations``); how much each station's slice contributes
 to each slice of the composed grid is decided here, on depths alone (mm along
 the body axis, growing from head to feet):
 

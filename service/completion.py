@@ -16,7 +16,7 @@ processing started make a new version, which the earlier MPPS does not describe)
 A complete study whose coverage is not (fewer stations than the sending
 scanner's ``expected_stations``, shorter than ``expected_coverage_mm``, a gap
 between stations, a station without a b-value or with missing slices; surveyed
-from the headers, :func:`dicom_node.assembly.survey_coverage`) is held for
+from the headers, :func:`dicom_node.assembly.assemble.survey_coverage`) is held for
 ``completion.incomplete_extra_wait_seconds`` more, counted again from the
 latest arrival; then it is processed and its verdict says what is missing.
 
@@ -34,14 +34,13 @@ import fnmatch
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import structlog
 
-from dicom_node.assembly import survey_coverage
-from dicom_node.coverage import CoverageExpectation
+from dicom_node.assembly.assemble import survey_coverage
+from dicom_node.assembly.coverage import CoverageExpectation
 from dicom_node.errors import DicomNodeError
-from dicom_node.scp import MR_STORAGE_CLASSES
+from dicom_node.receive.scp import MR_STORAGE_CLASSES
 from processing.quality import QualityFinding
 from service.corrections import CORRECTION_JOB_PREFIX, correction_job_key
 from service.history import HISTORY_FILE
@@ -52,6 +51,7 @@ from service.jobs import (
     JobState,
     PriorsSpec,
     make_job_key,
+    results_folder,
 )
 from service.jobstore import InstanceRow, ReceivingStudy, SqliteJobStore
 from service.settings import Settings, parse_destination, processing_settings_to_mapping
@@ -60,7 +60,6 @@ __all__ = [
     "CompletionDetector",
     "completion_reason",
     "priors_spec",
-    "results_folder",
     "select_inputs",
 ]
 
@@ -266,7 +265,7 @@ class CompletionDetector:
     def coverage_findings(
         self, study: ReceivingStudy, inputs: list[InstanceRow]
     ) -> tuple[QualityFinding, ...]:
-        """What the study's coverage lacks (:mod:`dicom_node.coverage`), from its headers.
+        """What the study's coverage lacks (:mod:`dicom_node.assembly.coverage`), from its headers.
 
         Surveyed once per set of instances (the answer is kept until more
         arrive). A study whose headers cannot be surveyed has no finding here:
@@ -382,8 +381,3 @@ def _client_tls_spec(settings: Settings) -> ClientTlsSpec:
         private_key="" if tls.private_key is None else str(tls.private_key.resolve()),
         check_hostname=tls.check_hostname,
     )
-
-
-def results_folder(results_dir: Path, study_uid: str, version: int) -> Path:
-    """Where a job's result files go."""
-    return results_dir / study_uid / f"v{version}"

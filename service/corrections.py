@@ -15,11 +15,11 @@ stored SEG that has no job yet into a *correction job*, keyed
   is stored, shown by ``wbdwi status`` and logged, and changes nothing.
 
 :func:`prepare_correction` (called by :func:`service.worker.run_job`) reads the
-SEG onto the exam's grid (:func:`dicom_node.seg_reader.read_corrected_mask`):
+SEG onto the exam's grid (:func:`dicom_node.readers.seg_reader.read_corrected_mask`):
 a SEG the node wrote itself, or one drawn on another study or frame of
 reference, is :class:`NothingToCorrectError` too. The job then measures the
 reader's mask (:func:`processing.pipeline.measure_tumour_mask`), writes a new
-SEG, SR and key images (:class:`dicom_node.write_results.ReaderCorrection`),
+SEG, SR and key images (:class:`dicom_node.writers.write_results.ReaderCorrection`),
 and records the corrected numbers in the exam history, which comparisons and
 the baseline's 95th centile read from then on.
 """
@@ -35,11 +35,11 @@ import pydicom
 import structlog
 
 from dicom_node.errors import SegmentationReferenceError
-from dicom_node.seg_reader import CorrectedMask, read_corrected_mask, read_segmentation
-from dicom_node.write_results import ReaderCorrection, earlier_version_reports
+from dicom_node.readers.seg_reader import CorrectedMask, read_corrected_mask, read_segmentation
+from dicom_node.writers.write_results import ReaderCorrection, earlier_version_reports
 from processing.exam import DwiExam
 from service.errors import NothingToCorrectError
-from service.jobs import CorrectionSpec, JobSpec
+from service.jobs import CorrectionSpec, JobSpec, results_folder
 
 __all__ = [
     "CORRECTION_JOB_PREFIX",
@@ -125,7 +125,6 @@ def prepare_correction(spec: JobSpec, exam: DwiExam) -> PreparedCorrection:
             f"SEG {correction.seg_sop_instance_uid} is one of this node's own results; "
             "nothing changed"
         )
-    from service.completion import results_folder  # (completion imports this module)
 
     earlier = [
         results_folder(Path(spec.output_dir).parent.parent, spec.study_uid, number)

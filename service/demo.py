@@ -33,9 +33,9 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.dimse_primitives import C_STORE
 
-from dicom_node.mpps import complete_mpps, create_mpps, performed_exam
-from dicom_node.scanner import write_exam
-from dicom_node.send import Destination, send_files
+from dicom_node.scu.mpps import complete_mpps, create_mpps, performed_exam
+from dicom_node.scu.send import Destination, send_files
+from dicom_node.simulator.scanner import write_exam
 from processing.phantom import make_phantom
 from service.jobs import JobState
 from service.logging import configure_logging

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import structlog
 
 from dicom_node.errors import AssociationFailedError, AssociationRejectedError, SendError
-from dicom_node.export import ResultFile, read_result_identity, store_results
-from dicom_node.send import Destination, StoreOutcome
+from dicom_node.scu.export import ResultFile, read_result_identity, store_results
+from dicom_node.scu.send import Destination, StoreOutcome
 from service.jobs import OutboxRecord, OutboxState
 from service.jobstore import SqliteJobStore
 from service.settings import ExportSettings, parse_destination

@@ -20,7 +20,7 @@ PACS lookups
 ``pacs_lookups`` remembers, per patient and priors peer, that the node's
 earlier reports of the patient were fetched from that peer
 (:meth:`HistoryStore.record_pacs_lookup`), so that the worker asks PACS once
-per patient (see :mod:`service.job_priors`).
+per patient (see :mod:`service.priors`).
 
 Storage
 -------

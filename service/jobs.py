@@ -16,9 +16,10 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
-from dicom_node.coverage import CoverageExpectation
+from dicom_node.assembly.coverage import CoverageExpectation
 from processing.quality import QualityAssessment
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "OutboxState",
     "PriorsSpec",
     "make_job_key",
+    "results_folder",
 ]
 
 PIPELINE_NAME = "wbdwi"
@@ -379,3 +381,8 @@ class JobQueue(Protocol):
     def dead_letters(self) -> list[OutboxRecord]:
         """Deliveries that were given up."""
         ...
+
+
+def results_folder(results_dir: Path, study_uid: str, version: int) -> Path:
+    """Where a job's result files go."""
+    return results_dir / study_uid / f"v{version}"

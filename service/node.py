@@ -24,8 +24,8 @@ import structlog
 
 from dicom_node.errors import InvalidInstanceError
 from dicom_node.package_version import installed_version
-from dicom_node.scp import DicomReceiver, ReceiverConfig
-from dicom_node.spool import Spool, SpooledInstance
+from dicom_node.receive.scp import DicomReceiver, ReceiverConfig
+from dicom_node.receive.spool import Spool, SpooledInstance
 from processing.backend import Backend, select_backend
 from service.completion import CompletionDetector
 from service.data_dir_lock import DataDirLock

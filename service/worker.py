@@ -2,7 +2,7 @@
 
 :func:`run_job` takes a :class:`~service.jobs.JobSpec` and nothing else: it
 assembles the exam from the stored instances, compares it with the patient's
-earlier exams (:mod:`service.job_priors`), processes it, and writes the result
+earlier exams (:mod:`service.priors`), processes it, and writes the result
 objects into the spec's output folder. Any worker (this process's
 :class:`Worker`, or a worker of a distributed queue) calls it the same way.
 Running it twice on the same spec (and the same priors) writes the same files
@@ -26,12 +26,12 @@ from pathlib import Path
 
 import structlog
 
-from dicom_node.assembly import assemble_exam
-from dicom_node.coverage import with_coverage_findings
+from dicom_node.assembly.assemble import assemble_exam
+from dicom_node.assembly.coverage import with_coverage_findings
 from dicom_node.errors import DicomNodeError
-from dicom_node.export import read_result_identity
 from dicom_node.package_version import installed_version
-from dicom_node.write_results import earlier_version_reports, write_results
+from dicom_node.scu.export import read_result_identity
+from dicom_node.writers.write_results import earlier_version_reports, write_results
 from processing.backend import Device, disable_gpu, is_device_error, recheck_gpu, select_backend
 from processing.comparison import doubtful_reference_notes
 from processing.errors import BackendUnavailableError, ProcessingError
@@ -42,14 +42,12 @@ from processing.pipeline import measure_tumour_mask, process_exam
 from processing.quality import QualityAssessment, Verdict
 from processing.results import ProcessingResult
 from processing.settings import ProcessingSettings
-from service.completion import results_folder
 from service.corrections import PreparedCorrection, check_correction_target, prepare_correction
 from service.durable_json import write_json_durably
 from service.errors import InputsMissingError, NothingToCorrectError, PriorsUnavailableError
-from service.job_priors import comparison_block, find_priors
-from service.jobs import JobSpec
+from service.jobs import JobSpec, results_folder
 from service.jobstore import SqliteJobStore
-from service.priors_workflow import compare_with_priors, record_processed_exam
+from service.priors import compare_with_priors, comparison_block, find_priors, record_processed_exam
 from service.settings import processing_settings_from_mapping
 
 __all__ = [
@@ -96,7 +94,7 @@ def run_job(spec: JobSpec) -> JobOutcome:
     """Assemble, compare with priors, process and write the results of one exam.
 
     With ``spec.priors`` the exam is placed in the patient's history (see
-    :mod:`service.job_priors`): the baseline's 95th ADC centile bounds the
+    :mod:`service.priors`): the baseline's 95th ADC centile bounds the
     yellow class, the comparison goes into the SR, the key images and
     ``measurements.json``, and the exam is recorded in the history with the
     UIDs of its SR and SEG.

@@ -52,8 +52,8 @@ def free_port() -> int:
 def response_chain(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One phantom patient's five exams through ``wbdwi process --prior`` (made once per run).
 
-    See :mod:`tests.response_chain`; shared by the offline and the PACS history tests.
+    See :mod:`tests.helpers.response_chain`; shared by the offline and the PACS history tests.
     """
-    from tests.response_chain import run_chain
+    from tests.helpers.response_chain import run_chain
 
     return run_chain(tmp_path_factory.mktemp("response-chain"))

@@ -62,7 +62,7 @@ def imported_modules(
     source
         The module's text.
     module
-        Its dotted name (``dicom_node.ul.pdu``), to resolve relative imports.
+        Its dotted name (``dicom_node.receive.ul.pdu``), to resolve relative imports.
     is_package
         ``module`` is a package's ``__init__``.
     """

@@ -3,7 +3,7 @@
 - :func:`make_study` runs the project's own pipeline as a user would: ``wbdwi phantom``
   (the reference phantom exam, as ``make demo`` sends it) and ``wbdwi process`` into a
   folder, so the result objects are exactly what the node writes today.
-- :func:`viewer_orthanc` starts Orthanc (``tests.orthanc``) with the DICOMweb plugin
+- :func:`viewer_orthanc` starts Orthanc (``tests.helpers.orthanc``) with the DICOMweb plugin
   and, when Debian's ``orthanc-webviewer`` is installed, Orthanc's Web Viewer.
 - :func:`upload` stores every file through Orthanc's REST API (``POST /instances``).
 - :class:`OhifServer` serves the prebuilt OHIF (``@ohif/app``'s ``dist/``) and proxies
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import free_port
-from tests.orthanc import OrthancServer, running_orthanc
+from tests.helpers.orthanc import OrthancServer, running_orthanc
 
 __all__ = [
     "DICOMWEB_PLUGIN",

@@ -36,10 +36,10 @@ from typing import Any
 import pydicom
 import pytest
 
-from dicom_node.report_reader import read_measurement_report
+from dicom_node.readers.report_reader import read_measurement_report
 from tests.conftest import IN_CI, free_port, require_tool
-from tests.integration.node_harness import NodeProcess, storescu, wait_for
-from tests.orthanc import OrthancServer, orthanc_binary
+from tests.helpers.node_harness import NodeProcess, storescu, wait_for
+from tests.helpers.orthanc import OrthancServer, orthanc_binary
 from viewer_test.expected import Expected, read_expected
 from viewer_test.stack import (
     DICOMWEB_PLUGIN,

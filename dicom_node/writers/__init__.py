@@ -13,7 +13,7 @@ module                 object
 ``key_images``         RGB Secondary Capture key images (``rendering`` draws them)
 =====================  ==========================================================
 
-:func:`dicom_node.write_results.write_results` runs them all for one exam.
+:func:`dicom_node.writers.write_results.write_results` runs them all for one exam.
 """
 
 from dicom_node.writers.common import (

@@ -1,7 +1,7 @@
 """What every result object shares: identity, deterministic UIDs, copied headers, geometry.
 
 A :class:`WriterContext` is built once per exam by
-:func:`dicom_node.write_results.write_results` and handed to each writer. It
+:func:`dicom_node.writers.write_results.write_results` and handed to each writer. It
 holds
 
 - the node's identity (manufacturer, model, software version, algorithm) that

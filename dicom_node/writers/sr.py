@@ -11,7 +11,7 @@ body", title DCM 126000 "Imaging Measurement Report":
   with its Volume, the class bounds in the algorithm parameters;
 - one group per lesion (referencing its own SEG segment) with Volume, ADC mean
   and median, the bone region as finding site, and the items a later
-  comparison needs (:mod:`dicom_node.report_codes`): centroid in patient
+  comparison needs (:mod:`dicom_node.readers.report_codes`): centroid in patient
   coordinates (``CENTROIDX/Y/Z``, mm) and mean computed high-b signal
   (``HIGHBMEAN``);
 - the voxel volume of the exam grid (``VOXELVOL``, ml) in "Total tumour load";
@@ -59,7 +59,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from dicom_node.report_codes import (
+from dicom_node.readers.report_codes import (
     ARBITRARY_UNIT,
     CENTROID_CODES,
     MEAN_HIGH_B,

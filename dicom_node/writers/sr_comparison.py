@@ -22,7 +22,7 @@ When an exam was compared with the patient's earlier exams
 suggested category (CODE), the rule and reason (TEXT), and its volume and ADC
 change against the previous exam.
 
-Codes: :mod:`dicom_node.report_codes` (private scheme ``99WBDWI``).
+Codes: :mod:`dicom_node.readers.report_codes` (private scheme ``99WBDWI``).
 Changes that cannot be computed (a reference value of zero, no ADC) are left
 out rather than written as NaN.
 """
@@ -37,7 +37,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from dicom_node.report_codes import (
+from dicom_node.readers.report_codes import (
     ADC_MEAN_CHANGE,
     ADC_MEAN_CHANGE_PCT,
     ADC_MEDIAN_CHANGE,

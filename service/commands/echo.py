@@ -12,8 +12,8 @@ from dicom_node.errors import (
     AssociationRejectedError,
     TlsConfigurationError,
 )
-from dicom_node.scp import VERIFICATION
-from dicom_node.scu import Peer, associate, reactor_paused
+from dicom_node.receive.scp import VERIFICATION
+from dicom_node.scu.association import Peer, associate, reactor_paused
 from service.commands.serve import add_config_argument
 from service.settings import Destination, SettingsError, load_settings, parse_destination
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dicom_node.assembly import assemble_exam
-from dicom_node.dicom_files import find_dicom_files
+from dicom_node.assembly.assemble import assemble_exam
+from dicom_node.assembly.dicom_files import find_dicom_files
 from dicom_node.errors import AssemblyError
 
 __all__ = ["register", "run"]

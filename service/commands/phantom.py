@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dicom_node.scanner import SeriesSplit, Vendor, write_exam
+from dicom_node.simulator.scanner import SeriesSplit, Vendor, write_exam
 from processing.phantom import PRESETS, PhantomVariation, make_phantom, write_truth
 from processing.phantom_variation import DIFFUSE_EXTENTS, EXAM_STARTS
 

@@ -3,7 +3,7 @@
 No network: the DWI exam under ``DIR`` is assembled, processed on the chosen
 device and the measurement report is written to ``OUT/measurements.json``,
 beside the DICOM result objects (Parametric Map, derived MR series, SEG, SR,
-key images; one file per instance, see :mod:`dicom_node.write_results`).
+key images; one file per instance, see :mod:`dicom_node.writers.write_results`).
 :func:`run_offline` is the reusable core.
 
 Comparison offline (issue 6): ``--prior EARLIER_OUT`` (repeatable) reads the
@@ -15,9 +15,9 @@ overrides it), ``measurements.json`` gains ``comparison``, the SR the
 comparison groups, and the key images the prior histograms and the trend chart.
 
 A reader's correction offline (issue 11): ``--mask SEG`` measures the SEG's
-segments (their union, :mod:`dicom_node.seg_reader`) instead of segmenting,
+segments (their union, :mod:`dicom_node.readers.seg_reader`) instead of segmenting,
 and writes only the reader-corrected SEG, SR and key images
-(:class:`dicom_node.write_results.ReaderCorrection`); ``--replaces AUTO_OUT``
+(:class:`dicom_node.writers.write_results.ReaderCorrection`); ``--replaces AUTO_OUT``
 names the automatic run's output folder, whose SR the corrected one replaces
 (Predecessor Documents) and whose result series the SEG may be drawn on.
 """
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dicom_node.coverage import CoverageExpectation
+from dicom_node.assembly.coverage import CoverageExpectation
 from dicom_node.package_version import installed_version
 from processing.backend import Device
 from processing.comparison import (
@@ -72,7 +72,7 @@ class OfflineRun:
     """What :func:`run_offline` produced."""
 
     result: ProcessingResult
-    assembled: Any  # dicom_node.assembly.AssembledExam
+    assembled: Any  # dicom_node.assembly.assemble.AssembledExam
     measurements_path: Path
     measurements: dict[str, Any]
     dicom_files: tuple[Path, ...] = ()
@@ -223,7 +223,7 @@ def run_offline(
 ) -> OfflineRun:
     """Assemble and process the exam under ``folder``; write measurements and DICOM results.
 
-    The result objects of :func:`dicom_node.write_results.write_results`
+    The result objects of :func:`dicom_node.writers.write_results.write_results`
     into ``out`` first, then ``out/measurements.json`` (its ``exam_summary``
     names the SR and SEG written).
 
@@ -236,7 +236,7 @@ def run_offline(
 
     ``coverage`` is what a complete exam covers (stations, head-to-feet
     length); an exam that falls short gets findings in its verdict
-    (:mod:`dicom_node.coverage`).
+    (:mod:`dicom_node.assembly.coverage`).
 
     With ``mask`` (a reader's SEG), its segments are measured instead of the
     segmentation, and only the reader-corrected SEG, SR and key images are
@@ -262,12 +262,12 @@ def run_offline(
     dicom_node.errors.SegmentationReadError
         ``mask`` cannot be read, or was drawn on another exam or grid.
     """
-    from dicom_node.assembly import assemble_exam
-    from dicom_node.coverage import with_coverage_findings
-    from dicom_node.dicom_files import find_dicom_files
-    from dicom_node.study_header import read_study_date_time
-    from dicom_node.write_results import write_results, written_instance_uid
+    from dicom_node.assembly.assemble import assemble_exam
+    from dicom_node.assembly.coverage import with_coverage_findings
+    from dicom_node.assembly.dicom_files import find_dicom_files
+    from dicom_node.assembly.study_header import read_study_date_time
     from dicom_node.writers.key_images import comparison_histograms
+    from dicom_node.writers.write_results import write_results, written_instance_uid
     from processing.exam_summary import summarize_exam
     from processing.pipeline import measure_tumour_mask, process_exam
     from service.corrections import read_correction

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dicom_node.dicom_files import find_dicom_files
+from dicom_node.assembly.dicom_files import find_dicom_files
 from dicom_node.errors import SendError
-from dicom_node.mpps import complete_mpps, create_mpps, performed_exam
-from dicom_node.send import DEFAULT_CALLING_AET, Destination, send_files
+from dicom_node.scu.mpps import complete_mpps, create_mpps, performed_exam
+from dicom_node.scu.send import DEFAULT_CALLING_AET, Destination, send_files
 
 __all__ = ["add_destination_arguments", "collect_files", "register", "run"]
 

@@ -11,8 +11,8 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from dicom_node.seg_reader import SEGMENTATION_STORAGE_CLASSES
-from dicom_node.spool import SpooledInstance
+from dicom_node.readers.seg_reader import SEGMENTATION_STORAGE_CLASSES
+from dicom_node.receive.spool import SpooledInstance
 from service.jobs import JobState
 from service.jobstore.connection import StoreConnection
 from service.jobstore.records import InstanceRow, ReceivingStudy, StudySpool

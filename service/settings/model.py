@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from dicom_node.coverage import CoverageExpectation
+from dicom_node.assembly.coverage import CoverageExpectation
 from dicom_node.errors import TlsConfigurationError
 from dicom_node.tls import client_context, server_context
 from processing.backend import Device

@@ -1,6 +1,6 @@
 """The GPU backend gives the CPU backend's results (run on a machine with CuPy and a GPU).
 
-Every field the writers use is compared by :func:`tests.backend_comparison.compare_results`
+Every field the writers use is compared by :func:`tests.helpers.backend_comparison.compare_results`
 (masks within 0.1 % of their own voxels, identical on quantised input; maps
 within float32 tolerance; tDV, class volumes, histogram counts, every ADC
 statistic, every lesion row and the reliability signals within what the
@@ -27,7 +27,7 @@ from processing.pipeline import process_exam
 from processing.results import ProcessingResult
 from processing.segmentation import label_components
 from processing.settings import ProcessingSettings
-from tests.backend_comparison import QUANTISED, Tolerance, compare_results
+from tests.helpers.backend_comparison import QUANTISED, Tolerance, compare_results
 
 pytestmark = pytest.mark.gpu
 

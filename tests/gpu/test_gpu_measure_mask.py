@@ -2,7 +2,7 @@
 
 The mask is given, so both backends measure the same voxels: tDV, lesion
 table, class volumes and histogram must agree within the comparison's
-tolerances (:func:`tests.backend_comparison.compare_results`).
+tolerances (:func:`tests.helpers.backend_comparison.compare_results`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from processing.backend import Device
 from processing.phantom import make_phantom
 from processing.pipeline import measure_tumour_mask, process_exam
-from tests.backend_comparison import Tolerance, compare_results
+from tests.helpers.backend_comparison import Tolerance, compare_results
 
 pytestmark = pytest.mark.gpu
 

@@ -12,8 +12,8 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from dicom_node.scp import MODALITY_PERFORMED_PROCEDURE_STEP
-from tests.integration.scp_harness import running_receiver
+from dicom_node.receive.scp import MODALITY_PERFORMED_PROCEDURE_STEP
+from tests.helpers.scp_harness import running_receiver
 
 pytestmark = [pytest.mark.integration]
 

@@ -13,9 +13,9 @@ from pydicom.filereader import dcmread, read_dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageStorage
 from structlog.testing import capture_logs
 
-from dicom_node.scp import MODALITY_PERFORMED_PROCEDURE_STEP, VERIFICATION
-from dicom_node.ul.dimse import encode_command
-from dicom_node.ul.pdu import (
+from dicom_node.receive.scp import MODALITY_PERFORMED_PROCEDURE_STEP, VERIFICATION
+from dicom_node.receive.ul.dimse import encode_command
+from dicom_node.receive.ul.pdu import (
     A_ABORT,
     A_ASSOCIATE_AC,
     A_ASSOCIATE_RJ,
@@ -23,7 +23,7 @@ from dicom_node.ul.pdu import (
     PresentationContextProposal,
     encode_p_data,
 )
-from tests.integration.scp_harness import (
+from tests.helpers.scp_harness import (
     RawPeer,
     encode_data_set,
     mr_data_set,

@@ -20,20 +20,24 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_node.assembly import assemble_exam
-from dicom_node.report_reader import read_measurement_report
-from dicom_node.seg_reader import read_corrected_mask
+from dicom_node.assembly.assemble import assemble_exam
+from dicom_node.readers.report_reader import read_measurement_report
+from dicom_node.readers.seg_reader import read_corrected_mask
 from service.history import HISTORY_FILE, HistoryStore, PatientKey
-from tests.correction_fixtures import edit_tumour_mask, slice_ordered_images, write_reader_seg
-from tests.integration.node_harness import (
+from tests.helpers.correction_fixtures import (
+    edit_tumour_mask,
+    slice_ordered_images,
+    write_reader_seg,
+)
+from tests.helpers.node_harness import (
     NodeProcess,
     orthanc_study_instances,
     storescu,
     wait_for,
     write_phantom_exam,
 )
+from tests.helpers.orthanc import OrthancServer, running_orthanc
 from tests.integration.test_writers_dciodvfy import _dciodvfy
-from tests.orthanc import OrthancServer, running_orthanc
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

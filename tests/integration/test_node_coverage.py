@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from dicom_node.scanner import write_exam
+from dicom_node.simulator.scanner import write_exam
 from processing.phantom import make_phantom
-from tests.integration.node_harness import NodeProcess, storescu, wait_for
+from tests.helpers.node_harness import NodeProcess, storescu, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from dicom_node.mpps import complete_mpps, create_mpps, performed_exam
-from dicom_node.send import Destination
+from dicom_node.scu.mpps import complete_mpps, create_mpps, performed_exam
+from dicom_node.scu.send import Destination
 from tests.conftest import free_port, require_tool
-from tests.integration.node_harness import (
+from tests.helpers.node_harness import (
     NodeProcess,
     orthanc_study_instances,
     storescu,
     wait_for,
     write_phantom_exam,
 )
-from tests.orthanc import running_orthanc
+from tests.helpers.orthanc import running_orthanc
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

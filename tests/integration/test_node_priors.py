@@ -23,16 +23,16 @@ from pydicom.dataset import Dataset
 
 from service.cli import main
 from tests.conftest import free_port
-from tests.integration.node_harness import (
+from tests.helpers.node_harness import (
     NodeProcess,
     orthanc_study_instances,
     storescu,
     wait_for,
     write_phantom_exam,
 )
-from tests.orthanc import running_orthanc
+from tests.helpers.orthanc import running_orthanc
+from tests.helpers.writer_fixtures import report_notes
 from tests.unit.test_report_reader import _assert_close
-from tests.writer_fixtures import report_notes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.node_harness import REPO, NodeProcess
+from tests.helpers.node_harness import REPO, NodeProcess
 
 pytestmark = [pytest.mark.integration]
 

@@ -12,14 +12,14 @@ from pynetdicom import AE
 from structlog.testing import capture_logs
 
 from dicom_node.errors import AssociationFailedError
-from dicom_node.export import read_result_identity, store_results
-from dicom_node.scp import VERIFICATION
-from dicom_node.send import Destination, StoreOutcome
+from dicom_node.receive.scp import VERIFICATION
+from dicom_node.scu.export import read_result_identity, store_results
+from dicom_node.scu.send import Destination, StoreOutcome
 from dicom_node.tls import client_context, server_context
 from service.settings import SettingsError, load_settings
 from tests.conftest import require_tool
-from tests.integration.node_harness import NodeProcess, write_phantom_exam
-from tests.integration.scp_harness import running_receiver
+from tests.helpers.node_harness import NodeProcess, write_phantom_exam
+from tests.helpers.scp_harness import running_receiver
 
 pytestmark = [pytest.mark.integration]
 

@@ -20,9 +20,9 @@ import pydicom
 import pytest
 from PIL import Image
 
-from dicom_node.write_results import write_results
-from tests.orthanc import running_orthanc, storescu_binary
-from tests.writer_fixtures import phantom_exam_and_result
+from dicom_node.writers.write_results import write_results
+from tests.helpers.orthanc import running_orthanc, storescu_binary
+from tests.helpers.writer_fixtures import phantom_exam_and_result
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -4,10 +4,10 @@ The node's reports of two exams of one patient are stored in Orthanc, next to
 an SR of another manufacturer and the SEG; :func:`fetch_prior_summaries` finds
 the node's reports by C-FIND, fetches them by C-GET and reads them back.
 
-Then the phantom patient of :mod:`tests.response_chain` (five exams processed
+Then the phantom patient of :mod:`tests.helpers.response_chain` (five exams processed
 by ``wbdwi process --prior``): the SRs the real writer made are stored in
 Orthanc, a node with an empty history rebuilds it from there
-(:func:`service.priors_workflow.prepare_priors`), and the progression exam's
+(:func:`service.priors.prepare_priors`), and the progression exam's
 comparison equals the one the local ``--prior`` path wrote into its
 ``measurements.json``. The SR and the key images of that exam also pass
 dciodvfy and preview in Orthanc.
@@ -26,19 +26,19 @@ import pytest
 from PIL import Image
 from pydicom.uid import generate_uid
 
-from dicom_node.priors import fetch_prior_summaries, find_patient_studies
-from dicom_node.send import Destination, send_files
-from dicom_node.write_results import build_result_objects
+from dicom_node.scu.priors import fetch_prior_summaries, find_patient_studies
+from dicom_node.scu.send import Destination, send_files
+from dicom_node.writers.write_results import build_result_objects
 from processing.comparison import compare_exams, comparison_to_dict
 from processing.exam_summary import ExamSummary, summarize_exam
 from processing.settings import ProcessingSettings
 from service.history import HistoryStore, PatientKey, SummarySource
-from service.priors_workflow import compare_with_priors, prepare_priors
+from service.priors import compare_with_priors, prepare_priors
 from tests.conftest import require_tool
-from tests.orthanc import running_orthanc
-from tests.response_chain import PATIENT, ChainRun
+from tests.helpers.orthanc import running_orthanc
+from tests.helpers.response_chain import PATIENT, ChainRun
+from tests.helpers.writer_fixtures import make_result, write_synthetic_exam
 from tests.unit.test_report_reader import _assert_close
-from tests.writer_fixtures import make_result, write_synthetic_exam
 
 pytestmark = pytest.mark.integration
 

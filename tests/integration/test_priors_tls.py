@@ -19,22 +19,22 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 
 from dicom_node.errors import AssociationFailedError
-from dicom_node.priors import (
+from dicom_node.readers.report_reader import REPORT_SOP_CLASSES
+from dicom_node.scu.priors import (
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     fetch_prior_summaries,
 )
-from dicom_node.report_reader import REPORT_SOP_CLASSES
-from dicom_node.send import Destination
+from dicom_node.scu.send import Destination
 from dicom_node.tls import client_context, server_context
-from dicom_node.write_results import build_result_objects
+from dicom_node.writers.write_results import build_result_objects
 from service.completion import priors_spec
-from service.job_priors import find_priors
 from service.jobs import ClientTlsSpec, PriorsSpec
+from service.priors import find_priors
 from service.settings import NodeSettings, PriorsSettings, Settings, TlsSettings
 from tests.conftest import free_port
+from tests.helpers.writer_fixtures import make_result, write_synthetic_exam
 from tests.integration.test_node_tls import pki  # noqa: F401  (module fixture: CA and certificates)
-from tests.writer_fixtures import make_result, write_synthetic_exam
 
 pytestmark = [pytest.mark.integration]
 

@@ -24,11 +24,11 @@ from pydicom.uid import (
 )
 from pynetdicom import AE
 
-from dicom_node.mpps import performed_exam
-from dicom_node.scp import VERIFICATION
+from dicom_node.receive.scp import VERIFICATION
+from dicom_node.scu.mpps import performed_exam
 from tests.conftest import require_tool
-from tests.integration.node_harness import write_phantom_exam
-from tests.integration.scp_harness import running_receiver
+from tests.helpers.node_harness import write_phantom_exam
+from tests.helpers.scp_harness import running_receiver
 
 pytestmark = [pytest.mark.integration]
 

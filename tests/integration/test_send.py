@@ -19,8 +19,8 @@ from pydicom.uid import (
     MRImageStorage,
 )
 
-from dicom_node.scanner import write_exam
-from dicom_node.send import requested_contexts
+from dicom_node.scu.send import requested_contexts
+from dicom_node.simulator.scanner import write_exam
 from processing.phantom import make_phantom
 from service.cli import main
 from tests.conftest import free_port, require_tool

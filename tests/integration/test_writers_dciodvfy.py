@@ -22,18 +22,18 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_node.assembly import assemble_exam
-from dicom_node.dicom_files import find_dicom_files
-from dicom_node.scanner import write_exam
-from dicom_node.write_results import earlier_version_reports, write_results
+from dicom_node.assembly.assemble import assemble_exam
+from dicom_node.assembly.dicom_files import find_dicom_files
+from dicom_node.simulator.scanner import write_exam
 from dicom_node.writers.sr import adc_statistic_codes
+from dicom_node.writers.write_results import earlier_version_reports, write_results
 from processing.phantom import make_phantom
 from processing.pipeline import process_exam
 from processing.quality import QualityAssessment, QualityFinding, Verdict
 from processing.settings import ProcessingSettings
 from service.commands.process import OfflineRun, run_offline
 from tests.conftest import require_tool
-from tests.writer_fixtures import report_notes
+from tests.helpers.writer_fixtures import report_notes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

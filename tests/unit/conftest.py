@@ -10,7 +10,7 @@ import pytest
 
 from dicom_node.writers import WriterContext, WriterIdentity
 from processing.results import ProcessingResult
-from tests.writer_fixtures import SyntheticExam, make_result, write_synthetic_exam
+from tests.helpers.writer_fixtures import SyntheticExam, make_result, write_synthetic_exam
 
 
 @pytest.fixture(scope="module")

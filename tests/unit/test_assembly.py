@@ -14,8 +14,8 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit, JPEGLSLossless, generate_uid
 
-from dicom_node.assembly import AssembledExam, assemble_exam
-from dicom_node.dicom_files import find_dicom_files
+from dicom_node.assembly.assemble import AssembledExam, assemble_exam
+from dicom_node.assembly.dicom_files import find_dicom_files
 from dicom_node.errors import (
     AssemblyError,
     DuplicateSliceError,
@@ -30,7 +30,7 @@ from dicom_node.errors import (
     UndecodablePixelDataError,
     ZeroSignalError,
 )
-from dicom_node.scanner import MAX_STORED_VALUE, write_exam
+from dicom_node.simulator.scanner import MAX_STORED_VALUE, write_exam
 from processing.phantom import Phantom, make_phantom
 from service.cli import main
 

@@ -1,6 +1,6 @@
 """The reactor guard: no response is lost to pynetdicom's requestor reactor.
 
-The peer is the node's own receiver (:class:`dicom_node.scp.DicomReceiver`),
+The peer is the node's own receiver (:class:`dicom_node.receive.scp.DicomReceiver`),
 which answers a C-ECHO fast enough for the response to arrive while an
 unguarded reactor is still between its checkpoint and its look at the DIMSE
 queue; pynetdicom's own SCP answers too slowly to hit that window.
@@ -15,9 +15,9 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from dicom_node.association_guard import reactor_paused
-from dicom_node.scp import VERIFICATION
-from tests.integration.scp_harness import running_receiver
+from dicom_node.receive.scp import VERIFICATION
+from dicom_node.scu.association_guard import reactor_paused
+from tests.helpers.scp_harness import running_receiver
 
 NODE_AET = "WBDWI"
 EXCHANGES = 2000  # unguarded, ~1 response in 4,800 is lost on loopback

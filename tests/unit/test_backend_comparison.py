@@ -4,7 +4,7 @@ A "second backend" is the CPU pipeline with one fault injected into the stage
 where a GPU implementation could get it wrong (issue 13 lists them: yellow
 reported as red, red and yellow swapped, the histogram shifted by one bin,
 p95 replaced by p90, the SD doubled, a lesion's median ADC wrong).
-:func:`tests.backend_comparison.compare_results`, the function the GPU tests
+:func:`tests.helpers.backend_comparison.compare_results`, the function the GPU tests
 use, must flag every one; and it must accept what a correct GPU gives: the
 same result, or an ADC map a float32 ulp away.
 """
@@ -24,7 +24,7 @@ from processing.phantom import make_phantom
 from processing.pipeline import process_exam
 from processing.results import AdcClass, AdcStats, Histogram, ProcessingResult
 from processing.statistics import LesionMeasures
-from tests.backend_comparison import Tolerance, compare_results
+from tests.helpers.backend_comparison import Tolerance, compare_results
 
 RED, YELLOW = AdcClass.RED.value, AdcClass.YELLOW.value
 

@@ -19,7 +19,7 @@ from processing.quality import Verdict
 from processing.response import ResponseSettings
 from processing.results import ProcessingResult
 from processing.settings import ProcessingSettings
-from tests.writer_fixtures import SyntheticExam
+from tests.helpers.writer_fixtures import SyntheticExam
 
 LIMIT = 5
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicom_node.scanner import write_exam
-from dicom_node.spool import SpooledInstance
-from dicom_node.write_results import write_results
+from dicom_node.receive.spool import SpooledInstance
+from dicom_node.simulator.scanner import write_exam
+from dicom_node.writers.write_results import write_results
 from processing.phantom import make_phantom
 from processing.pipeline import measure_tumour_mask
 from processing.settings import ProcessingSettings
@@ -22,7 +22,11 @@ from service.jobs import CorrectionSpec, JobSpec, JobState, make_job_key
 from service.jobstore import SqliteJobStore
 from service.settings import load_settings
 from service.worker import Worker
-from tests.correction_fixtures import edit_tumour_mask, slice_ordered_images, write_reader_seg
+from tests.helpers.correction_fixtures import (
+    edit_tumour_mask,
+    slice_ordered_images,
+    write_reader_seg,
+)
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"

@@ -12,8 +12,8 @@ import pytest
 from pydicom import dcmread
 from structlog.testing import capture_logs
 
-from dicom_node.assembly import assemble_exam, survey_coverage
-from dicom_node.coverage import (
+from dicom_node.assembly.assemble import assemble_exam, survey_coverage
+from dicom_node.assembly.coverage import (
     B_VALUE_MISSING,
     COVERAGE_SHORT,
     STATION_GAP,
@@ -21,8 +21,8 @@ from dicom_node.coverage import (
     STATIONS_MISSING,
     CoverageExpectation,
 )
-from dicom_node.scanner import write_exam
-from dicom_node.spool import SpooledInstance
+from dicom_node.receive.spool import SpooledInstance
+from dicom_node.simulator.scanner import write_exam
 from processing.phantom import make_phantom
 from processing.quality import Verdict
 from service.cli import main

@@ -1,6 +1,6 @@
 """``deploy/compose.yaml``: Orthanc lets the node query and retrieve its priors the way it does.
 
-The node fetches priors with C-FIND and C-GET (:mod:`dicom_node.priors`), as
+The node fetches priors with C-FIND and C-GET (:mod:`dicom_node.scu.priors`), as
 the AE title it calls with; Orthanc must know that AE and allow C-GET from it,
 and the node must be pointed at Orthanc for priors. Read without a YAML
 library: the lines checked are single ``KEY: value`` lines of the file.

@@ -17,9 +17,9 @@ from pydicom.uid import (
     MRImageStorage,
 )
 
-from dicom_node.element_walker import read_top_level_elements
 from dicom_node.errors import InvalidInstanceError, MalformedDataSetError
-from dicom_node.spool import read_instance_header
+from dicom_node.receive.element_walker import read_top_level_elements
+from dicom_node.receive.spool import read_instance_header
 
 SOP = 0x00080018
 STUDY = 0x0020000D

@@ -22,7 +22,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from dicom_node.errors import DicomNodeError
-from dicom_node.spool import SpooledInstance
+from dicom_node.receive.spool import SpooledInstance
 from processing.errors import (
     BackendUnavailableError,
     NoPriorExamError,

@@ -1,7 +1,7 @@
 """Choosing the GPU is safe: a probe that runs, a CPU rerun after a CUDA error, a sticky error.
 
 Runs on every CPU machine with the NumPy-backed CuPy stand-in of
-:mod:`tests.fake_cupy`, which fails where a driver-only install (no NVRTC, no
+:mod:`tests.helpers.fake_cupy`, which fails where a driver-only install (no NVRTC, no
 cuFFT) or a poisoned CUDA context fails.
 """
 
@@ -26,7 +26,7 @@ from service.jobs import JobSpec
 from service.node import Node
 from service.settings import load_settings
 from service.worker import JobOutcome, process_on_device, warm_up_gpu
-from tests.fake_cupy import CUDARuntimeError, FakeGpu, OutOfMemoryError, install_fake_cupy
+from tests.helpers.fake_cupy import CUDARuntimeError, FakeGpu, OutOfMemoryError, install_fake_cupy
 
 SETTINGS = ProcessingSettings()
 

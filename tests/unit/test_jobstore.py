@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom_node.spool import SpooledInstance
+from dicom_node.receive.spool import SpooledInstance
 from service.completion import completion_reason, select_inputs
 from service.exporter import backoff_seconds
 from service.jobs import JobSpec, JobState, OutboxState, make_job_key

@@ -12,13 +12,13 @@ from pydicom.dataset import Dataset
 from dicom_node import writers
 from dicom_node.errors import ReportReadError
 from dicom_node.package_version import installed_version
-from dicom_node.report_codes import LOCAL_CODING_SCHEME
-from dicom_node.report_reader import is_node_report, read_measurement_report
-from dicom_node.write_results import build_result_objects
+from dicom_node.readers.report_codes import LOCAL_CODING_SCHEME
+from dicom_node.readers.report_reader import is_node_report, read_measurement_report
+from dicom_node.writers.write_results import build_result_objects
 from processing.comparison import compare_exams, comparison_to_dict
 from processing.exam_summary import ExamSummary, summarize_exam
 from processing.results import ProcessingResult
-from tests.writer_fixtures import make_result, write_synthetic_exam
+from tests.helpers.writer_fixtures import make_result, write_synthetic_exam
 
 
 def _report(tmp_path: Path, *, empty: bool = False) -> tuple[Dataset, ExamSummary]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom_node.spool import SpooledInstance
+from dicom_node.receive.spool import SpooledInstance
 from service.jobs import JobSpec, JobState, OutboxState, make_job_key
 from service.jobstore import SqliteJobStore
 from service.retention import RetentionCleaner, RetentionKind, WaitingOn, plan_retention

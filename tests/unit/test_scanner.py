@@ -12,15 +12,15 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import EnhancedMRImageStorage, ImplicitVRLittleEndian, MRImageStorage
 
-from dicom_node.bvalues import (
+from dicom_node.assembly.bvalues import (
     GE_PARM,
     BValueSource,
     find_private_element,
     parse_siemens_csa,
     read_b_value,
 )
-from dicom_node.scanner import write_exam
-from dicom_node.vendor_tags import Vendor, add_private_b_value, build_siemens_csa
+from dicom_node.simulator.scanner import write_exam
+from dicom_node.simulator.vendor_tags import Vendor, add_private_b_value, build_siemens_csa
 from processing.phantom import Phantom, make_phantom
 from service.cli import main
 from tests.conftest import require_tool

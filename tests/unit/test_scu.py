@@ -1,9 +1,9 @@
-"""The one requestor path (:mod:`dicom_node.scu`) against a real peer on loopback.
+"""The one requestor path (:mod:`dicom_node.scu.association`) against a real peer on loopback.
 
 The peer is a pynetdicom AE serving Verification in a thread; it accepts only
 the calling AE titles it is told to, so that a rejection carries a real
 A-ASSOCIATE-RJ reason. The last tests pin the pynetdicom internals that
-:mod:`dicom_node.association_guard` relies on.
+:mod:`dicom_node.scu.association_guard` relies on.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from dicom_node.errors import (
     DicomNodeError,
     PeerUnreachableError,
 )
-from dicom_node.scp import VERIFICATION
-from dicom_node.scu import Peer, associate, reactor_paused
+from dicom_node.receive.scp import VERIFICATION
+from dicom_node.scu.association import Peer, associate, reactor_paused
 
 PEER_AET = "SCUPEER"
 ALLOWED = "KNOWNSCU"

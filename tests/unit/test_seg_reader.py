@@ -20,7 +20,7 @@ from dicom_node.errors import (
     SegmentationReadError,
     SegmentationReferenceError,
 )
-from dicom_node.seg_reader import read_corrected_mask, read_segmentation
+from dicom_node.readers.seg_reader import read_corrected_mask, read_segmentation
 from dicom_node.writers import (
     DerivedSeries,
     WriterContext,
@@ -28,7 +28,7 @@ from dicom_node.writers import (
     build_segmentation,
 )
 from processing.results import ProcessingResult
-from tests.writer_fixtures import SyntheticExam
+from tests.helpers.writer_fixtures import SyntheticExam
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from dicom_node.writers import (
 )
 from dicom_node.writers.errors import WriterError
 from dicom_node.writers.segment_references import SegmentReferences
-from tests.writer_fixtures import make_result, write_synthetic_exam
+from tests.helpers.writer_fixtures import make_result, write_synthetic_exam
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from pydicom.uid import (
 )
 
 from dicom_node.errors import InvalidInstanceError, SpoolWriteError
-from dicom_node.spool import (
+from dicom_node.receive.spool import (
     Spool,
     SpooledInstance,
     _TemporaryFilePool,

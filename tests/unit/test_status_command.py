@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom_node.spool import SpooledInstance
+from dicom_node.receive.spool import SpooledInstance
 from service.cli import main
 from service.jobs import JobSpec, OutboxState, make_job_key
 from service.jobstore import SqliteJobStore

@@ -20,10 +20,10 @@ from pynetdicom.pdu_primitives import (
     SCP_SCU_RoleSelectionNegotiation,
 )
 
-from dicom_node.ul import negotiate_contexts
-from dicom_node.ul.dimse import C_STORE_RQ, encode_command, encode_response, parse_command
-from dicom_node.ul.errors import MalformedCommandError, MalformedPduError
-from dicom_node.ul.pdu import (
+from dicom_node.receive.ul import negotiate_contexts
+from dicom_node.receive.ul.dimse import C_STORE_RQ, encode_command, encode_response, parse_command
+from dicom_node.receive.ul.errors import MalformedCommandError, MalformedPduError
+from dicom_node.receive.ul.pdu import (
     P_DATA_TF,
     AssociationRequest,
     ContextResult,

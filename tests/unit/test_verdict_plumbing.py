@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from dicom_node.spool import SpooledInstance
+from dicom_node.receive.spool import SpooledInstance
 from processing.comparison import compare_exams, doubtful_reference_notes
 from processing.exam_summary import ExamSummary, summarize_exam
 from processing.measurements import measurements_dict
@@ -27,7 +27,7 @@ from service.jobstore import SqliteJobStore
 from service.node import JOB_STORE_FILE, Node
 from service.settings import load_settings
 from service.worker import JobOutcome, Worker
-from tests.writer_fixtures import SyntheticExam, make_result, write_synthetic_exam
+from tests.helpers.writer_fixtures import SyntheticExam, make_result, write_synthetic_exam
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from dicom_node.spool import SpooledInstance
+from dicom_node.receive.spool import SpooledInstance
 from processing.exam_summary import summarize_exam
 from service.errors import PriorsUnavailableError
 from service.history import HistoryStore, PatientKey
-from service.job_priors import find_priors
 from service.jobs import JobSpec, JobState, PriorsSpec, make_job_key
 from service.jobstore import SqliteJobStore
+from service.priors import find_priors
 from service.worker import JobOutcome, PriorsWait, Worker
 from tests.conftest import free_port
-from tests.writer_fixtures import SyntheticExam, make_result, write_synthetic_exam
+from tests.helpers.writer_fixtures import SyntheticExam, make_result, write_synthetic_exam
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 STUDY = "1.2.3"

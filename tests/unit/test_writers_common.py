@@ -19,7 +19,7 @@ from dicom_node.writers import (
     WriterError,
     WriterIdentity,
 )
-from tests.writer_fixtures import SyntheticExam
+from tests.helpers.writer_fixtures import SyntheticExam
 
 IDENTITY = WriterIdentity(software_version="1.2.3", device_serial_number="SN-TEST")
 

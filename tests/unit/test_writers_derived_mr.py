@@ -19,7 +19,7 @@ from dicom_node.writers import (
 )
 from dicom_node.writers.encoding import encode_series
 from processing.results import ComputedImage, ProcessingResult
-from tests.writer_fixtures import SyntheticExam
+from tests.helpers.writer_fixtures import SyntheticExam
 
 
 def _round_trip(dataset: pydicom.Dataset, tmp_path: Path) -> pydicom.Dataset:

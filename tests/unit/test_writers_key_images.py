@@ -27,7 +27,7 @@ from processing.comparison import compare_exams
 from processing.exam_summary import ExamSummary, summarize_exam
 from processing.quality import QualityAssessment, QualityFinding, Verdict
 from processing.results import AdcClass, ClassVolumes, Histogram
-from tests.writer_fixtures import SyntheticExam, make_result, write_synthetic_exam
+from tests.helpers.writer_fixtures import SyntheticExam, make_result, write_synthetic_exam
 
 CLASSES = ClassVolumes(
     red_ml=1.0,

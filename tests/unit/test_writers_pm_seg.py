@@ -21,7 +21,7 @@ from dicom_node.writers import (
 )
 from dicom_node.writers.seg import ADC_CLASS_RGB, LESION_PALETTE
 from processing.results import AdcClass, ProcessingResult
-from tests.writer_fixtures import SyntheticExam
+from tests.helpers.writer_fixtures import SyntheticExam
 
 
 @pytest.fixture(scope="module")

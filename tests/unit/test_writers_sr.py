@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_node.report_reader import read_measurement_report
+from dicom_node.readers.report_reader import read_measurement_report
 from dicom_node.writers import (
     SegmentationOutput,
     WriterContext,
@@ -28,7 +28,7 @@ from processing.comparison import Comparison, compare_exams
 from processing.exam_summary import ExamSummary, summarize_exam
 from processing.quality import QualityAssessment, QualityFinding, Verdict
 from processing.results import AdcClass, ProcessingResult
-from tests.writer_fixtures import (
+from tests.helpers.writer_fixtures import (
     SyntheticExam,
     make_result,
     report_notes,

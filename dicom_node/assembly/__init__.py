@@ -1,0 +1,1 @@
+"""From stored instances to one exam: frames, b-values, stations, coverage."""

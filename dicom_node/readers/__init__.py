@@ -1,0 +1,1 @@
+"""Reading DICOM objects back: this node's reports and readers' corrected SEGs."""

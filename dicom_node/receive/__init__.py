@@ -1,0 +1,1 @@
+"""The receive side: the DICOM listener, its Upper Layer, and the durable spool."""

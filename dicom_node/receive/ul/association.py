@@ -1,0 +1,571 @@
+"""One association on the acceptor side: negotiation, P-DATA reassembly, DIMSE dispatch.
+
+:func:`serve_association` runs in the association's own thread, on a blocking
+socket with the network timeout, and does everything of PS3.8 the acceptor
+needs with as little Python per message as possible:
+
+1. waits for the A-ASSOCIATE-RQ (ARTIM: the network timeout), decodes it,
+   checks the protocol version and application context, asks the service user
+   (:class:`DimseServiceUser`) whether to accept, answers A-ASSOCIATE-RJ or
+   A-ASSOCIATE-AC with one result per proposed presentation context;
+2. reassembles command and data set fragments from the P-DATA-TF PDUs (PS3.8
+   9.3.5, E.2), decodes the command set (:mod:`dicom_node.receive.ul.dimse`) and hands
+   each complete message to the service user, one at a time (no asynchronous
+   operations window is negotiated); the data set arrives as the bytes
+   received, never decoded here;
+3. answers with the response command (and data set), split into PDUs no longer
+   than the peer's maximum;
+4. ends on A-RELEASE-RQ (answered A-RELEASE-RP), on A-ABORT, when the
+   connection drops, when nothing arrives for the network timeout (A-ABORT),
+   or on a malformed PDU (A-ABORT with the reason, and a log line).
+
+DIMSE operations other than C-ECHO, C-STORE, N-CREATE and N-SET are answered
+with status 0x0211 (unrecognized operation); C-CANCEL needs no answer.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from dicom_node.receive.element_walker import ByteString
+from dicom_node.receive.ul.dimse import (
+    C_CANCEL_RQ,
+    C_ECHO_RQ,
+    C_STORE_RQ,
+    N_CREATE_RQ,
+    N_SET_RQ,
+    DimseCommand,
+    encode_response,
+    parse_command,
+)
+from dicom_node.receive.ul.errors import (
+    ConnectionClosedError,
+    MalformedCommandError,
+    MalformedPduError,
+)
+from dicom_node.receive.ul.pdu import (
+    A_ABORT,
+    A_ASSOCIATE_AC,
+    A_ASSOCIATE_RJ,
+    A_ASSOCIATE_RQ,
+    A_RELEASE_RP,
+    A_RELEASE_RQ,
+    DICOM_APPLICATION_CONTEXT,
+    P_DATA_TF,
+    AssociationRequest,
+    ContextResult,
+    PresentationContextProposal,
+    PresentationContextResult,
+    encode_abort,
+    encode_associate_ac,
+    encode_associate_rj,
+    encode_p_data,
+    encode_release_rp,
+    iter_pdvs,
+    parse_associate_rq,
+)
+
+__all__ = [
+    "AcceptedContext",
+    "Association",
+    "AssociationEnd",
+    "DimseReply",
+    "DimseRequest",
+    "DimseServiceUser",
+    "Rejection",
+    "negotiate_contexts",
+    "serve_association",
+]
+
+LOGGER = structlog.get_logger(__name__)
+
+_MAX_ASSOCIATE_RQ_BYTES = 1 << 20
+_KNOWN_PDU_TYPES = frozenset(
+    {A_ASSOCIATE_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, P_DATA_TF, A_RELEASE_RQ, A_RELEASE_RP, A_ABORT}
+)
+_SUPPORTED_OPERATIONS = frozenset({C_ECHO_RQ, C_STORE_RQ, N_CREATE_RQ, N_SET_RQ})
+_STATUS_UNRECOGNIZED_OPERATION = 0x0211
+_STATUS_PROCESSING_FAILURE = 0x0110
+_STATUS_OUT_OF_RESOURCES = 0xA700
+_ABORT_SOURCE_USER = 0
+_ABORT_SOURCE_PROVIDER = 2
+_LINGER_SECONDS = 1.0
+
+
+class AssociationEnd(enum.Enum):
+    """How an association ended."""
+
+    REJECTED = "rejected"
+    RELEASED = "released"
+    ABORTED_BY_PEER = "aborted"
+    ABORTED_BY_NODE = "aborted_by_node"
+    TIMED_OUT = "timed_out"
+    CONNECTION_LOST = "connection_lost"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An A-ASSOCIATE-RJ to send (PS3.8 9.3.4) and why, in words for the log."""
+
+    result: int
+    source: int
+    reason: int
+    explanation: str
+
+    PERMANENT = 1
+    TRANSIENT = 2
+    SOURCE_USER = 1
+    SOURCE_ACSE = 2
+    SOURCE_PRESENTATION = 3
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedContext:
+    """A presentation context accepted on this association."""
+
+    context_id: int
+    abstract_syntax: str
+    transfer_syntax: str
+
+
+@dataclass(frozen=True, slots=True)
+class DimseRequest:
+    """A complete DIMSE request: command, its context, and the data set bytes if any."""
+
+    command: DimseCommand
+    context: AcceptedContext
+    data_set: ByteString | None
+
+
+@dataclass(frozen=True, slots=True)
+class DimseReply:
+    """What the service user answers: a status, and for N-CREATE/N-SET a data set.
+
+    ``data_set`` is encoded in the request context's transfer syntax;
+    ``affected_sop_instance_uid`` overrides the request's (an N-CREATE whose SCU
+    left the instance UID to the SCP).
+    """
+
+    status: int
+    error_comment: str = ""
+    data_set: bytes | None = None
+    affected_sop_instance_uid: str = ""
+    error_id: int | None = None
+
+
+class Association:
+    """The state of one association that the service user may read.
+
+    ``tally`` is the service user's own per-association counters.
+    """
+
+    __slots__ = (
+        "_connection",
+        "association_id",
+        "contexts",
+        "peer",
+        "released",
+        "request",
+        "tally",
+    )
+
+    def __init__(self, association_id: str, peer: str) -> None:
+        self.association_id = association_id
+        self.peer = peer
+        self.request: AssociationRequest | None = None
+        self.contexts: dict[int, AcceptedContext] = {}
+        self.tally: collections.Counter[str] = collections.Counter()
+        self.released = False  # set before the A-RELEASE-RP goes out
+        self._connection: _Connection | None = None
+
+    def abort(self) -> None:
+        """A-ABORT from outside the association's thread (shutdown); its reader then ends."""
+        connection = self._connection
+        if connection is not None:
+            connection.abort_from_outside()
+
+    @property
+    def calling_ae(self) -> str:
+        """The requestor's AE title (empty before the A-ASSOCIATE-RQ)."""
+        return self.request.calling_ae if self.request is not None else ""
+
+
+class DimseServiceUser(Protocol):
+    """What the acceptor needs from the application (the node's receiver)."""
+
+    @property
+    def supported_contexts(self) -> Mapping[str, Sequence[str]]:
+        """Abstract syntax to the transfer syntaxes accepted for it, in our preference."""
+        ...
+
+    def check_association(
+        self, association: Association, open_associations: int
+    ) -> Rejection | None:
+        """``None`` to accept the request in ``association.request``, else the rejection."""
+        ...
+
+    def serve(self, association: Association, request: DimseRequest) -> DimseReply:
+        """Perform a C-ECHO, C-STORE, N-CREATE or N-SET; never raises on purpose."""
+        ...
+
+    def association_ended(self, association: Association, how: AssociationEnd) -> None:
+        """Called once when an association that was accepted or rejected is over."""
+        ...
+
+
+def negotiate_contexts(
+    proposals: Sequence[PresentationContextProposal], supported: Mapping[str, Sequence[str]]
+) -> list[PresentationContextResult]:
+    """Per proposed context: acceptance with the first proposed syntax we support, or why not.
+
+    The requestor's order of transfer syntaxes is its preference (the scanner's
+    native syntax first), so the first one we support is taken.
+    """
+    results: list[PresentationContextResult] = []
+    for proposal in proposals:
+        syntaxes = supported.get(proposal.abstract_syntax)
+        if syntaxes is None:
+            results.append(
+                PresentationContextResult(
+                    proposal.context_id,
+                    ContextResult.ABSTRACT_SYNTAX_NOT_SUPPORTED,
+                    proposal.transfer_syntaxes[0],
+                )
+            )
+            continue
+        chosen = next((ts for ts in proposal.transfer_syntaxes if ts in syntaxes), None)
+        if chosen is None:
+            results.append(
+                PresentationContextResult(
+                    proposal.context_id,
+                    ContextResult.TRANSFER_SYNTAXES_NOT_SUPPORTED,
+                    proposal.transfer_syntaxes[0],
+                )
+            )
+        else:
+            results.append(
+                PresentationContextResult(proposal.context_id, ContextResult.ACCEPTANCE, chosen)
+            )
+    return results
+
+
+class _Connection:
+    """A socket with a receive buffer; PDUs are read whole."""
+
+    __slots__ = ("_buffer", "_send_lock", "_socket", "aborted_by_node")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._socket = sock
+        self._buffer = bytearray()
+        self._send_lock = threading.Lock()
+        self.aborted_by_node = False
+
+    def _fill(self) -> None:
+        chunk = self._socket.recv(262144)
+        if not chunk:
+            raise ConnectionClosedError("the peer closed the connection")
+        self._buffer += chunk
+
+    def read_pdu(self, max_body: int) -> tuple[int, bytearray]:
+        """``(PDU type, variable field)``; the body of an unknown type is not read."""
+        buffer = self._buffer
+        while len(buffer) < 6:
+            self._fill()
+        pdu_type, _, length = struct.unpack_from(">BBI", buffer, 0)
+        if pdu_type not in _KNOWN_PDU_TYPES:
+            return pdu_type, bytearray()
+        if max_body and length > max_body:
+            raise MalformedPduError(
+                f"PDU of type 0x{pdu_type:02X} is {length} bytes long, more than the "
+                f"{max_body} allowed",
+                6,
+            )
+        del buffer[:6]
+        have = len(buffer)
+        if have >= length:
+            body = buffer[:length]
+            del buffer[:length]
+            return pdu_type, body
+        body = bytearray(length)
+        body[:have] = buffer
+        buffer.clear()
+        view = memoryview(body)
+        while have < length:
+            received = self._socket.recv_into(view[have:])
+            if received == 0:
+                raise ConnectionClosedError("the peer closed the connection inside a PDU")
+            have += received
+        return pdu_type, body
+
+    def send(self, data: bytes) -> None:
+        with self._send_lock:
+            self._socket.sendall(data)
+
+    def abort_from_outside(self) -> None:
+        """Send A-ABORT (source: service user) and shut the socket, waking the reader."""
+        self.aborted_by_node = True
+        with self._send_lock:
+            try:
+                self._socket.sendall(encode_abort(_ABORT_SOURCE_USER, 0))
+            except OSError as error:
+                LOGGER.info("abort_not_delivered", reason=str(error))
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+            except OSError as error:  # already disconnected
+                LOGGER.debug("socket_already_closed", reason=str(error))
+
+    def close_after(self, data: bytes | None) -> None:
+        """Send ``data`` (RJ, RP, A-ABORT), then close once the peer has closed (or 1 s)."""
+        try:
+            if data is not None:
+                self.send(data)
+            self._socket.shutdown(socket.SHUT_WR)
+            self._socket.settimeout(_LINGER_SECONDS)
+            deadline = time.monotonic() + _LINGER_SECONDS
+            while time.monotonic() < deadline and self._socket.recv(65536):
+                pass
+        except OSError:
+            # The peer went first (reset or closed): there is nothing left to deliver.
+            return
+
+
+def _abort(connection: _Connection, reason: int, source: int = _ABORT_SOURCE_PROVIDER) -> None:
+    connection.aborted_by_node = True
+    connection.close_after(encode_abort(source, reason))
+
+
+def _protocol_rejection(request: AssociationRequest) -> Rejection | None:
+    if not request.protocol_version & 0x0001:
+        return Rejection(
+            Rejection.PERMANENT,
+            Rejection.SOURCE_ACSE,
+            2,
+            f"protocol version 0x{request.protocol_version:04X} not supported",
+        )
+    if request.application_context != DICOM_APPLICATION_CONTEXT:
+        return Rejection(
+            Rejection.PERMANENT,
+            Rejection.SOURCE_USER,
+            2,
+            f"application context {request.application_context!r} not supported",
+        )
+    return None
+
+
+def _negotiate(
+    connection: _Connection,
+    association: Association,
+    user: DimseServiceUser,
+    open_associations: Callable[[], int],
+    max_pdu_length: int,
+) -> bool:
+    """Read and answer the A-ASSOCIATE-RQ; True when the association is established."""
+    pdu_type, body = connection.read_pdu(_MAX_ASSOCIATE_RQ_BYTES)
+    if pdu_type not in _KNOWN_PDU_TYPES:
+        raise MalformedPduError(f"unrecognized PDU type 0x{pdu_type:02X}", 1)
+    if pdu_type != A_ASSOCIATE_RQ:
+        raise MalformedPduError(
+            f"expected an A-ASSOCIATE-RQ, received a PDU of type 0x{pdu_type:02X}", 2
+        )
+    request = parse_associate_rq(bytes(body))
+    association.request = request
+    structlog.contextvars.bind_contextvars(calling_ae=request.calling_ae)
+    rejection = _protocol_rejection(request) or user.check_association(
+        association, open_associations()
+    )
+    if rejection is not None:
+        connection.close_after(
+            encode_associate_rj(rejection.result, rejection.source, rejection.reason)
+        )
+        return False
+    results = negotiate_contexts(request.contexts, user.supported_contexts)
+    abstract = {proposal.context_id: proposal.abstract_syntax for proposal in request.contexts}
+    association.contexts = {
+        result.context_id: AcceptedContext(
+            result.context_id, abstract[result.context_id], result.transfer_syntax
+        )
+        for result in results
+        if result.result == ContextResult.ACCEPTANCE
+    }
+    connection.send(encode_associate_ac(request, results, max_pdu_length=max_pdu_length))
+    return True
+
+
+def _reply(association: Association, user: DimseServiceUser, request: DimseRequest) -> DimseReply:
+    command = request.command
+    if command.command_field not in _SUPPORTED_OPERATIONS:
+        return DimseReply(
+            _STATUS_UNRECOGNIZED_OPERATION,
+            f"operation 0x{command.command_field:04X} is not supported by this node",
+        )
+    try:
+        return user.serve(association, request)
+    except Exception as error:
+        # Boundary: a handler error must not drop the association; logged in full.
+        LOGGER.exception("dimse_handler_failed", command=f"0x{command.command_field:04X}")
+        status = (
+            _STATUS_OUT_OF_RESOURCES
+            if command.command_field == C_STORE_RQ
+            else _STATUS_PROCESSING_FAILURE
+        )
+        return DimseReply(status, f"{type(error).__name__}: {error}")
+
+
+def _respond(
+    connection: _Connection,
+    association: Association,
+    user: DimseServiceUser,
+    request: DimseRequest,
+    peer_max_pdu: int,
+) -> None:
+    command = request.command
+    if command.command_field == C_CANCEL_RQ:
+        return
+    reply = _reply(association, user, request)
+    instance = "" if command.command_field == C_ECHO_RQ else (
+        reply.affected_sop_instance_uid
+        or command.affected_sop_instance_uid
+        or command.requested_sop_instance_uid
+    )  # fmt: skip
+    response = encode_response(
+        command,
+        status=reply.status,
+        sop_class_uid=command.affected_sop_class_uid or command.requested_sop_class_uid,
+        sop_instance_uid=instance,
+        has_data_set=reply.data_set is not None,
+        error_comment=reply.error_comment,
+        error_id=reply.error_id,
+    )
+    context_id = request.context.context_id
+    payload = encode_p_data(context_id, response, is_command=True, max_pdu_length=peer_max_pdu)
+    if reply.data_set is not None:
+        payload += encode_p_data(
+            context_id, reply.data_set, is_command=False, max_pdu_length=peer_max_pdu
+        )
+    connection.send(payload)
+
+
+def _join(parts: list[memoryview]) -> ByteString:
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _transfer(
+    connection: _Connection,
+    association: Association,
+    user: DimseServiceUser,
+    max_pdu_length: int,
+) -> AssociationEnd:
+    """The data transfer phase, until release, abort or a broken connection."""
+    assert association.request is not None
+    peer_max_pdu = association.request.max_pdu_length
+    contexts = association.contexts
+    command_parts: list[memoryview] = []
+    data_parts: list[memoryview] = []
+    command: DimseCommand | None = None
+    message_context = 0
+    while True:
+        pdu_type, body = connection.read_pdu(max_pdu_length)
+        if pdu_type == P_DATA_TF:
+            for context_id, control, fragment in iter_pdvs(body):
+                if context_id not in contexts:
+                    raise MalformedPduError(
+                        f"a PDV names presentation context {context_id}, which was not accepted"
+                    )
+                if (command_parts or data_parts or command) and context_id != message_context:
+                    raise MalformedPduError(
+                        f"a PDV of context {context_id} interrupts a message of context "
+                        f"{message_context}",
+                        5,
+                    )
+                message_context = context_id
+                if control & 0x01:
+                    if command is not None:
+                        raise MalformedPduError(
+                            "a command fragment arrived where a data set fragment was due", 5
+                        )
+                    command_parts.append(fragment)
+                    if not control & 0x02:
+                        continue
+                    command = parse_command(_join(command_parts))
+                    command_parts = []
+                    if command.has_data_set:
+                        continue
+                    data: ByteString | None = None
+                elif command is None:
+                    raise MalformedPduError("a data set fragment arrived before its command", 5)
+                else:
+                    data_parts.append(fragment)
+                    if not control & 0x02:
+                        continue
+                    data = _join(data_parts)
+                    data_parts = []
+                request = DimseRequest(command, contexts[context_id], data)
+                command = None
+                _respond(connection, association, user, request, peer_max_pdu)
+        elif pdu_type == A_RELEASE_RQ:
+            association.released = True
+            connection.close_after(encode_release_rp())
+            return AssociationEnd.RELEASED
+        elif pdu_type == A_ABORT:
+            source, reason = (body[2], body[3]) if len(body) >= 4 else (0, 0)
+            LOGGER.info("association_aborted_by_peer", source=source, reason=reason)
+            return AssociationEnd.ABORTED_BY_PEER
+        elif pdu_type in (A_ASSOCIATE_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_RELEASE_RP):
+            raise MalformedPduError(f"unexpected PDU of type 0x{pdu_type:02X} on an association", 2)
+        else:
+            raise MalformedPduError(f"unrecognized PDU type 0x{pdu_type:02X}", 1)
+
+
+def serve_association(
+    sock: socket.socket,
+    association: Association,
+    user: DimseServiceUser,
+    *,
+    open_associations: Callable[[], int],
+    max_pdu_length: int,
+    network_timeout: float,
+) -> AssociationEnd:
+    """Run one association on a connected (and, for TLS, wrapped) socket until it ends.
+
+    ``open_associations`` is asked, once the A-ASSOCIATE-RQ has been read, how
+    many associations are open, this one included. ``max_pdu_length`` is what
+    we announce and accept (0 = unlimited). The socket is left open for the
+    caller to close.
+    """
+    sock.settimeout(network_timeout)
+    connection = _Connection(sock)
+    association._connection = connection
+    established = False
+    try:
+        established = _negotiate(connection, association, user, open_associations, max_pdu_length)
+        if not established:
+            return AssociationEnd.REJECTED
+        return _transfer(connection, association, user, max_pdu_length)
+    except MalformedPduError as error:
+        LOGGER.warning("association_aborted_malformed_pdu", reason=str(error))
+        _abort(connection, error.abort_reason)
+        return AssociationEnd.ABORTED_BY_NODE
+    except MalformedCommandError as error:
+        LOGGER.warning("association_aborted_malformed_command", reason=str(error))
+        _abort(connection, 0)
+        return AssociationEnd.ABORTED_BY_NODE
+    except TimeoutError:
+        phase = "data transfer" if established else "the A-ASSOCIATE-RQ (ARTIM)"
+        LOGGER.warning("association_timeout", waiting_for=phase, timeout_seconds=network_timeout)
+        _abort(connection, 0)
+        return AssociationEnd.TIMED_OUT
+    except (ConnectionClosedError, OSError) as error:
+        if connection.aborted_by_node:
+            return AssociationEnd.ABORTED_BY_NODE
+        LOGGER.warning("association_connection_lost", reason=str(error) or type(error).__name__)
+        return AssociationEnd.CONNECTION_LOST

@@ -1,0 +1,1 @@
+"""The node as a requestor: one association layer used by send, export, priors and MPPS."""

@@ -1,0 +1,138 @@
+"""C-STORE SCU for result files, telling apart the ways a delivery can fail.
+
+The exporter needs to know *why* a delivery failed, because each calls for a
+different retry:
+
+- :class:`~dicom_node.errors.AssociationRejectedError`: the peer answered
+  A-ASSOCIATE-RJ (our AE title unknown to it, wrong called AE, no common
+  context). A configuration problem; retried slowly.
+- :class:`~dicom_node.errors.AssociationFailedError`: no association (peer
+  down, connection refused, aborted during negotiation). Retried with backoff.
+- per file: a failure status from the peer, or the association lost mid-way
+  (``status is None``). Retried with backoff, file by file.
+
+Each file's outcome is handed to ``on_outcome`` as soon as it is known, so the
+caller can record an acknowledgement before the next file is sent.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.filereader import read_file_meta_info
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom.status import code_to_category
+
+from dicom_node.errors import SendError
+from dicom_node.scu.association import associate, reactor_paused
+from dicom_node.scu.send import Destination, StoreOutcome, requested_contexts
+
+__all__ = ["ResultFile", "read_result_identity", "store_results"]
+
+# pynetdicom converts between the two little-endian uncompressed syntaxes when sending.
+_UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultFile:
+    """A result file with the identity read from its file meta."""
+
+    path: str
+    sop_class_uid: UID
+    sop_instance_uid: str
+    transfer_syntax: UID
+
+
+def read_result_identity(path: Path | str) -> ResultFile:
+    """SOP class, SOP instance and transfer syntax of a DICOM file (file meta only).
+
+    Raises :class:`~dicom_node.errors.SendError` when the file has no usable meta.
+    """
+    try:
+        meta = read_file_meta_info(path)
+        return ResultFile(
+            path=str(path),
+            sop_class_uid=UID(str(meta.MediaStorageSOPClassUID)),
+            sop_instance_uid=str(meta.MediaStorageSOPInstanceUID),
+            transfer_syntax=UID(str(meta.TransferSyntaxUID)),
+        )
+    except (OSError, ValueError, AttributeError) as error:
+        raise SendError(f"result file {path} has no readable file meta: {error}") from None
+
+
+def store_results(
+    files: Sequence[ResultFile],
+    destination: Destination,
+    on_outcome: Callable[[StoreOutcome], None],
+    *,
+    tls: ssl.SSLContext | None = None,
+) -> float:
+    """Send ``files`` to ``destination`` over one association; returns elapsed seconds.
+
+    With ``tls`` (a client context) the association runs over DICOM TLS, the
+    peer's certificate checked against ``destination.host``.
+
+    Raises
+    ------
+    AssociationRejectedError
+        The peer rejected the association (the message quotes its reason).
+    AssociationFailedError
+        The peer could not be reached or aborted the negotiation.
+    """
+    started = time.perf_counter()
+    if not files:
+        return 0.0
+    contexts = requested_contexts(
+        (result.sop_class_uid, result.transfer_syntax) for result in files
+    )
+    with associate(destination, contexts, purpose="C-STORE", tls=tls) as association:
+        accepted = {
+            (context.abstract_syntax, context.transfer_syntax[0])
+            for context in association.accepted_contexts
+        }
+        for result in files:
+            if not association.is_established:
+                on_outcome(
+                    StoreOutcome(result.path, result.sop_instance_uid, None, "association lost")
+                )
+                continue
+            uncompressed_ok = result.transfer_syntax in _UNCOMPRESSED and any(
+                (result.sop_class_uid, syntax) in accepted for syntax in _UNCOMPRESSED
+            )
+            if (
+                result.sop_class_uid,
+                result.transfer_syntax,
+            ) not in accepted and not uncompressed_ok:
+                on_outcome(
+                    StoreOutcome(
+                        result.path,
+                        result.sop_instance_uid,
+                        None,
+                        f"{destination} accepted no context for {result.sop_class_uid.name} "
+                        f"in {result.transfer_syntax.name}",
+                    )
+                )
+                continue
+            with reactor_paused(association):
+                response = association.send_c_store(result.path)
+            if "Status" not in response:
+                on_outcome(
+                    StoreOutcome(
+                        result.path,
+                        result.sop_instance_uid,
+                        None,
+                        "no C-STORE response (association aborted or DIMSE timeout)",
+                    )
+                )
+                continue
+            status = int(response.Status)
+            detail = ""
+            if code_to_category(status) not in ("Success", "Warning"):
+                comment = str(response.get("ErrorComment", "") or "").strip()
+                detail = f"C-STORE status 0x{status:04X}" + (f": {comment}" if comment else "")
+            on_outcome(StoreOutcome(result.path, result.sop_instance_uid, status, detail))
+    return time.perf_counter() - started

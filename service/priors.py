@@ -1,0 +1,397 @@
+"""Priors and history around one processed exam: the priors step of a job (issue 6).
+
+:func:`find_priors` is what :func:`service.worker.run_job` calls between
+assembly and processing, following ``docs/response.md`` ("Wiring"):
+
+1. the study date and time from the exam's headers
+   (:func:`dicom_node.assembly.study_header.read_study_date_time`);
+2. the patient's earlier exams and baseline from the history store
+   (:func:`prepare_priors`), after fetching the node's earlier reports from the
+   priors peer (C-FIND + C-GET,
+   :func:`dicom_node.scu.priors.fetch_prior_summaries`) when one is configured
+   and this patient was not looked up there yet; over DICOM TLS when
+   ``[tls] export`` is on (:attr:`service.jobs.PriorsSpec.tls`).
+
+In order, for a follow-up exam::
+
+    when = read_study_date_time(exam)                       # dicom_node.assembly.study_header
+    prepared = prepare_priors(history, exam.patient_id, exam.issuer_of_patient_id,
+                              exam.study_instance_uid, when.study_date,
+                              study_time=when.study_time, pacs_peer=peer)
+    result = process_exam(exam, settings, yellow_lower_um2s=prepared.yellow_lower_um2s)
+    summary = summarize_exam(exam, result.stats, study_date=when.study_date, ...)
+    comparison = compare_with_priors(summary, prepared, settings)
+    written = write_results(exam, result, out, comparison=comparison,
+                            prior_histograms=prepared.histograms_for(comparison))
+    record_processed_exam(history, summary, written)
+
+:func:`prepare_priors` is called **before** processing: the baseline's 95th
+ADC centile is the yellow class bound of this exam.
+
+The PACS lookup is remembered per patient and peer
+(:meth:`service.history.HistoryStore.record_pacs_lookup`): later exams of the
+patient, and the same exam processed again, use the history alone, so the
+same input with the same priors gives the same result UIDs. A lookup that
+failed is not remembered: the next exam of the patient asks again.
+
+When the peer cannot be asked, :class:`PriorsUnavailableError` tells the
+worker to try the job again later; with
+:attr:`service.jobs.PriorsSpec.continue_without_pacs` (set once the wait is
+over) the exam is compared with the local history alone and a warning says so.
+An exam without Patient ID or study date is processed without comparison, with
+a warning: a comparison is a bonus, never a reason to withhold the results.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from dicom_node.assembly.study_header import StudyDateTime, read_study_date_time
+from dicom_node.errors import AssociationFailedError, PriorsError, StudyHeaderError
+from dicom_node.scu.priors import fetch_prior_summaries
+from dicom_node.scu.send import Destination
+from dicom_node.tls import client_context
+from dicom_node.writers.key_images import comparison_histograms
+from dicom_node.writers.write_results import written_instance_uid
+from processing.comparison import (
+    Comparison,
+    compare_exams,
+    response_settings_for,
+    yellow_lower_bound,
+)
+from processing.exam import DwiExam
+from processing.exam_summary import ExamSummary
+from processing.response import ResponseSettings
+from processing.results import Histogram
+from processing.settings import ProcessingSettings
+from service.errors import PriorsUnavailableError
+from service.history import HistoryStore, PatientKey, SummarySource
+from service.jobs import ClientTlsSpec, PriorsSpec
+from service.settings import parse_destination
+
+__all__ = [
+    "JobPriors",
+    "PreparedPriors",
+    "compare_with_priors",
+    "comparison_block",
+    "find_priors",
+    "prepare_priors",
+    "priors_peer",
+    "record_processed_exam",
+]
+
+LOGGER = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class JobPriors:
+    """What the history knows about the exam before it is processed.
+
+    ``prepared`` and ``history`` are ``None`` when no comparison is made
+    (priors off, no Patient ID, no study date); ``warnings`` then say why,
+    as they say when the priors peer could not be asked.
+    """
+
+    prepared: PreparedPriors | None
+    history: HistoryStore | None
+    when: StudyDateTime | None
+    warnings: tuple[str, ...] = ()
+    pacs_asked: str = ""
+
+    @property
+    def yellow_lower_um2s(self) -> float | None:
+        """The baseline's 95th ADC centile, or ``None`` (processing default)."""
+        return None if self.prepared is None else self.prepared.yellow_lower_um2s
+
+
+def priors_peer(spec: PriorsSpec) -> Destination:
+    """The query/retrieve peer of ``spec`` as a :class:`dicom_node.scu.send.Destination`."""
+    parsed = parse_destination(spec.pacs)
+    return Destination(
+        host=parsed.host,
+        port=parsed.port,
+        called_aet=parsed.ae_title,
+        calling_aet=spec.calling_aet,
+        timeout_s=spec.timeout_seconds,
+    )
+
+
+def find_priors(spec: PriorsSpec | None, exam: DwiExam) -> JobPriors:
+    """The exam's priors (see the module docstring).
+
+    Raises
+    ------
+    PriorsUnavailableError
+        When the peer must be asked, cannot be, and ``spec.continue_without_pacs``
+        is off.
+    service.errors.HistoryError
+        When the history store cannot be read or written.
+    """
+    if spec is None:
+        return JobPriors(prepared=None, history=None, when=None)
+    if not exam.patient_id:
+        return JobPriors(
+            prepared=None,
+            history=None,
+            when=None,
+            warnings=(
+                "the exam has no Patient ID: not compared with earlier exams and not kept "
+                "in the history",
+            ),
+        )
+    try:
+        when = read_study_date_time(exam)
+    except StudyHeaderError as error:
+        return JobPriors(
+            prepared=None,
+            history=None,
+            when=None,
+            warnings=(f"not compared with earlier exams: {error}",),
+        )
+    history = HistoryStore(spec.history_path)
+    patient = PatientKey(exam.patient_id, exam.issuer_of_patient_id)
+    ask_pacs = bool(spec.pacs) and not history.pacs_looked_up(patient, spec.pacs)
+
+    def prepare(peer: Destination | None) -> PreparedPriors:
+        return prepare_priors(
+            history,
+            exam.patient_id,
+            exam.issuer_of_patient_id,
+            exam.study_instance_uid,
+            when.study_date,
+            study_time=when.study_time,
+            pacs_peer=peer,
+            refresh_from_pacs=peer is not None,
+            pacs_tls=None if peer is None or spec.tls is None else _client_context(spec.tls),
+        )
+
+    if not ask_pacs:
+        return JobPriors(prepared=prepare(None), history=history, when=when)
+    try:
+        prepared = prepare(priors_peer(spec))
+    except (PriorsError, AssociationFailedError) as error:
+        message = f"priors peer {spec.pacs} could not be asked: {error}"
+        if not spec.continue_without_pacs:
+            raise PriorsUnavailableError(message) from error
+        LOGGER.warning("priors_pacs_unavailable", peer=spec.pacs, reason=str(error))
+        return JobPriors(
+            prepared=prepare(None),
+            history=history,
+            when=when,
+            warnings=(f"{message}; compared with the node's local history only",),
+        )
+    history.record_pacs_lookup(patient, spec.pacs)
+    LOGGER.info(
+        "priors_fetched_from_pacs",
+        peer=spec.pacs,
+        fetched=prepared.fetched_from_pacs,
+        skipped=len(prepared.skipped_from_pacs),
+    )
+    return JobPriors(
+        prepared=prepared,
+        history=history,
+        when=when,
+        warnings=tuple(
+            f"a report in {spec.pacs} was not used: {reason}"
+            for reason in prepared.skipped_from_pacs
+        ),
+        pacs_asked=spec.pacs,
+    )
+
+
+def _client_context(tls: ClientTlsSpec) -> ssl.SSLContext:
+    """The client context of ``tls`` (``[tls]`` files; raises ``TlsConfigurationError``)."""
+    return client_context(
+        ca_bundle=Path(tls.ca_bundle) if tls.ca_bundle else None,
+        certificate=Path(tls.certificate) if tls.certificate else None,
+        private_key=Path(tls.private_key) if tls.private_key else None,
+        check_hostname=tls.check_hostname,
+    )
+
+
+def comparison_block(
+    spec: PriorsSpec | None, priors: JobPriors, comparison: Comparison | None
+) -> dict[str, Any] | None:
+    """The ``priors`` block of ``job.json``: what the exam was compared with, and where from."""
+    if spec is None:
+        return None
+    prepared = priors.prepared
+    return {
+        "history": spec.history_path,
+        "pacs": spec.pacs or None,
+        "pacs_asked": priors.pacs_asked or None,
+        "fetched_from_pacs": 0 if prepared is None else prepared.fetched_from_pacs,
+        "priors": [] if prepared is None else [p.study_instance_uid for p in prepared.priors],
+        "previous_study_uid": None if comparison is None else comparison.previous_study_uid,
+        "baseline_study_uid": None if comparison is None else comparison.baseline_study_uid,
+        "yellow_lower_um2s": priors.yellow_lower_um2s,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedPriors:
+    """What the history knows about an exam before it is processed.
+
+    Attributes
+    ----------
+    study_instance_uid
+        The exam the priors are for.
+    priors
+        The patient's exams earlier than it, oldest first.
+    baseline
+        The baseline in force for it (``None`` when it has no earlier exam and
+        is not itself marked).
+    baseline_study_uid
+        The UID to give :func:`~processing.comparison.compare_exams` (the exam's
+        own UID when it is marked as a baseline itself), ``None`` without one.
+    fetched_from_pacs
+        How many summaries were fetched from PACS into the history.
+    skipped_from_pacs
+        Reports found in PACS that could not be read, with the reason.
+    """
+
+    study_instance_uid: str
+    priors: tuple[ExamSummary, ...]
+    baseline: ExamSummary | None
+    baseline_study_uid: str | None
+    fetched_from_pacs: int = 0
+    skipped_from_pacs: tuple[str, ...] = ()
+
+    @property
+    def yellow_lower_um2s(self) -> float | None:
+        """The yellow class bound for processing: the baseline's 95th ADC centile, or ``None``."""
+        return None if self.baseline is None else yellow_lower_bound(self.baseline)
+
+    def histograms_for(self, comparison: Comparison | None) -> list[tuple[str, Histogram]]:
+        """The previous exam's and the baseline's histograms for the histogram key image."""
+        if comparison is None:
+            return []
+        return comparison_histograms(comparison, self.priors)
+
+
+def prepare_priors(
+    history: HistoryStore,
+    patient_id: str,
+    issuer_of_patient_id: str,
+    study_uid: str,
+    study_date: str,
+    *,
+    study_time: str = "",
+    pacs_peer: Destination | None = None,
+    refresh_from_pacs: bool = False,
+    pacs_tls: ssl.SSLContext | None = None,
+) -> PreparedPriors:
+    """The priors and the baseline of an exam about to be processed.
+
+    Parameters
+    ----------
+    history
+        The node's history store.
+    patient_id, issuer_of_patient_id
+        The exam's patient (the issuer may be empty).
+    study_uid, study_date, study_time
+        The exam (DICOM DA and TM from its headers, see
+        :func:`dicom_node.assembly.study_header.read_study_date_time`).
+    pacs_peer
+        Where to look for the node's earlier reports when the history has no
+        earlier exam of the patient (or always, with ``refresh_from_pacs``).
+        Summaries from PACS never replace ones this node computed.
+    pacs_tls
+        Client context for DICOM TLS towards ``pacs_peer``; ``None``: plain DICOM.
+
+    Raises
+    ------
+    service.errors.HistoryError
+        When the patient ID is empty or the store cannot be read.
+    dicom_node.errors.PriorsError, dicom_node.errors.AssociationFailedError
+        When PACS is asked and the query or retrieve fails: the caller decides
+        whether to retry the job or go on with the local history.
+    """
+    patient = PatientKey(patient_id, issuer_of_patient_id)
+
+    def earlier() -> list[ExamSummary]:
+        entries = history.priors(
+            patient, study_date=study_date, study_time=study_time, study_uid=study_uid
+        )
+        return [entry.summary for entry in entries]
+
+    priors = earlier()
+    fetched = 0
+    skipped: tuple[str, ...] = ()
+    if pacs_peer is not None and (refresh_from_pacs or not priors):
+        fetch = fetch_prior_summaries(
+            pacs_peer,
+            patient_id,
+            issuer_of_patient_id,
+            exclude_study_uid=study_uid,
+            tls=pacs_tls,
+        )
+        for summary in fetch.summaries:
+            history.record_exam(summary, source=SummarySource.PACS)
+        fetched, skipped = len(fetch.summaries), fetch.skipped
+        priors = earlier()
+    entry = history.baseline_for(
+        patient, study_date=study_date, study_time=study_time, study_uid=study_uid
+    )
+    return PreparedPriors(
+        study_instance_uid=study_uid,
+        priors=tuple(priors),
+        baseline=None if entry is None else entry.summary,
+        baseline_study_uid=None if entry is None else entry.study_instance_uid,
+        fetched_from_pacs=fetched,
+        skipped_from_pacs=skipped,
+    )
+
+
+def compare_with_priors(
+    summary: ExamSummary,
+    prepared: PreparedPriors,
+    settings: ProcessingSettings,
+    response: ResponseSettings | None = None,
+) -> Comparison | None:
+    """The exam's comparison with its priors; ``None`` when it has none (a first exam).
+
+    The rules get the detection limit of ``settings``.
+
+    Raises
+    ------
+    ValueError
+        When ``prepared`` was made for another study.
+    """
+    if prepared.study_instance_uid != summary.study_instance_uid:
+        raise ValueError(
+            f"priors prepared for study {prepared.study_instance_uid} used for study "
+            f"{summary.study_instance_uid}"
+        )
+    if not prepared.priors:
+        return None
+    return compare_exams(
+        summary,
+        prepared.priors,
+        baseline_study_uid=prepared.baseline_study_uid,
+        settings=response_settings_for(settings, response),
+    )
+
+
+def record_processed_exam(
+    history: HistoryStore, summary: ExamSummary, written: Sequence[Path]
+) -> ExamSummary:
+    """Record the processed exam with the SR and SEG UIDs of the files written.
+
+    ``written`` is what :func:`dicom_node.writers.write_results.write_results`
+    returned. Returns the summary as recorded. A baseline mark the exam had
+    is kept.
+    """
+    recorded = replace(
+        summary,
+        sr_sop_instance_uid=written_instance_uid(written, "sr"),
+        seg_sop_instance_uid=written_instance_uid(written, "seg"),
+    )
+    history.record_exam(recorded, source=SummarySource.LOCAL)
+    return recorded

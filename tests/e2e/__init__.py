@@ -1,0 +1,1 @@
+"""End-to-end runs on the phantom: scanner -> assembly -> processing -> result objects."""

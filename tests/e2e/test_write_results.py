@@ -1,0 +1,164 @@
+"""write_results on the real phantom -> simulated scanner -> assembly path."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from dicom_node.writers import ResultGeometryError
+from dicom_node.writers.write_results import (
+    build_result_objects,
+    earlier_version_reports,
+    write_results,
+)
+from processing.exam import DwiExam
+from processing.results import ProcessingResult
+from tests.helpers.writer_fixtures import phantom_exam_and_result, report_notes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def phantom_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[DwiExam, ProcessingResult]:
+    return phantom_exam_and_result(tmp_path_factory.mktemp("scanner"), "small")
+
+
+@pytest.fixture(scope="module")
+def written(
+    phantom_case: tuple[DwiExam, ProcessingResult], tmp_path_factory: pytest.TempPathFactory
+) -> list[Path]:
+    exam, result = phantom_case
+    return write_results(exam, result, tmp_path_factory.mktemp("out"), version_label="1.0.0")
+
+
+def test_every_object_is_written_once_per_instance(
+    phantom_case: tuple[DwiExam, ProcessingResult], written: list[Path]
+) -> None:
+    exam, _ = phantom_case
+    slices = exam.shape[1]
+    by_folder: dict[str, list[Path]] = {}
+    for path in written:
+        by_folder.setdefault(path.parent.name, []).append(path)
+    counts = {folder: len(paths) for folder, paths in by_folder.items()}
+    assert counts == {
+        "adc_map": 1,
+        "adc": slices,
+        "b1000": slices,
+        "seg": 1,
+        "seg_lesions": 1,
+        "sr": 1,
+        "key_images": 2,
+    }
+    series_numbers: dict[str, set[int]] = {}
+    for path in written:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        assert path.stem == header.SOPInstanceUID
+        assert header.StudyInstanceUID == exam.study_instance_uid
+        assert header.PatientID == exam.patient_id
+        assert header.SoftwareVersions == "1.0.0"
+        series_numbers.setdefault(path.parent.name, set()).add(int(header.SeriesNumber))
+    assert all(len(numbers) == 1 for numbers in series_numbers.values())
+    flat = [next(iter(numbers)) for numbers in series_numbers.values()]
+    assert len(set(flat)) == len(flat)
+    assert not list(written[0].parent.parent.rglob("*.part"))
+
+
+def test_same_input_gives_the_same_uids(
+    phantom_case: tuple[DwiExam, ProcessingResult], written: list[Path]
+) -> None:
+    exam, result = phantom_case
+    again = build_result_objects(exam, result, version_label="1.0.0")
+    uids = {ds.SOPInstanceUID for datasets in again.by_folder.values() for ds in datasets}
+    assert uids == {path.stem for path in written}
+    newer = build_result_objects(exam, result, version_label="1.0.1")
+    newer_uids = {ds.SOPInstanceUID for datasets in newer.by_folder.values() for ds in datasets}
+    assert not uids & newer_uids
+
+
+def test_a_gpu_result_gets_other_uids_than_the_cpu_result(
+    phantom_case: tuple[DwiExam, ProcessingResult], written: list[Path]
+) -> None:
+    # The GPU's maps differ from the CPU's in the last bits: other bytes, other UIDs.
+    exam, result = phantom_case
+    assert result.device.startswith("cpu (")
+    on_gpu = dataclasses.replace(result, device="gpu (NVIDIA H200, cupy 14.2.0)")
+    objects = build_result_objects(exam, on_gpu, version_label="1.0.0")
+    uids = {ds.SOPInstanceUID for datasets in objects.by_folder.values() for ds in datasets}
+    assert len(uids) == len(written)
+    assert not uids & {path.stem for path in written}
+    again = build_result_objects(exam, on_gpu, version_label="1.0.0")
+    assert uids == {ds.SOPInstanceUID for datasets in again.by_folder.values() for ds in datasets}
+
+
+def test_empty_mask_writes_a_report_and_no_segmentation(
+    phantom_case: tuple[DwiExam, ProcessingResult], tmp_path: Path
+) -> None:
+    exam, result = phantom_case
+    empty = dataclasses.replace(
+        result,
+        tumour_mask=np.zeros_like(result.tumour_mask),
+        class_labels=np.zeros_like(result.class_labels),
+        lesion_labels=np.zeros_like(result.lesion_labels),
+        stats=dataclasses.replace(
+            result.stats,
+            tdv_ml=0.0,
+            adc=None,
+            lesions=(),
+            histogram=dataclasses.replace(
+                result.stats.histogram, counts=(0,) * len(result.stats.histogram.counts)
+            ),
+        ),
+    )
+    paths = write_results(exam, empty, tmp_path, version_label="1.0.0")
+    folders = {path.parent.name for path in paths}
+    assert "seg" not in folders
+    assert {"sr", "adc_map", "adc", "b1000", "key_images"} <= folders
+
+
+def test_geometry_mismatch_writes_nothing(
+    phantom_case: tuple[DwiExam, ProcessingResult], tmp_path: Path
+) -> None:
+    exam, result = phantom_case
+    cropped = dataclasses.replace(result, tumour_mask=result.tumour_mask[:, :, :-1])
+    with pytest.raises(ResultGeometryError, match="tumour mask has shape"):
+        write_results(exam, cropped, tmp_path / "out", version_label="1.0.0")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_later_version_replaces_the_earlier_report_and_leaves_its_files(
+    phantom_case: tuple[DwiExam, ProcessingResult], tmp_path: Path
+) -> None:
+    """Late images: v2 names v1's SR as predecessor; nothing in v1 is rewritten."""
+    exam, result = phantom_case
+    study = tmp_path / exam.study_instance_uid
+    first = write_results(exam, result, study / "v1", version_label="1.0.0")
+    before = {path: path.read_bytes() for path in first}
+    (v1_report,) = [path for path in first if path.parent.name == "sr"]
+    late = dataclasses.replace(exam, sources=exam.sources[:-1])  # other input, other UIDs
+    (study / "v0-broken" / "sr").mkdir(parents=True)
+    (study / "v0-broken" / "sr" / "junk.dcm").write_bytes(b"not an SR")
+    earlier = earlier_version_reports([study / "v0-broken", study / "missing", study / "v1"])
+    assert [str(ds.SOPInstanceUID) for ds in earlier] == [v1_report.stem]
+    second = write_results(
+        late, result, study / "v2", version_label="1.0.0", earlier_reports=earlier
+    )
+    assert {path: path.read_bytes() for path in first} == before  # v1 untouched
+    assert not {path.stem for path in first} & {path.stem for path in second}
+    (v2_report,) = [path for path in second if path.parent.name == "sr"]
+    sr = pydicom.dcmread(v2_report)
+    names = [
+        instance.ReferencedSOPInstanceUID
+        for study_item in sr.PredecessorDocumentsSequence
+        for series in study_item.ReferencedSeriesSequence
+        for instance in series.ReferencedSOPSequence
+    ]
+    assert names == [v1_report.stem]
+    assert any(
+        "replaces the earlier report" in note and v1_report.stem in note
+        for note in report_notes(sr)
+    )
+    assert sr.SeriesDescription.startswith("Tumour load report (revised)")

@@ -26,16 +26,21 @@ the baseline's 95th centile read from then on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import highdicom as hd
 import pydicom
 import structlog
+from pydicom.dataset import Dataset
 
 from dicom_node.errors import SegmentationReferenceError
-from dicom_node.readers.seg_reader import CorrectedMask, read_corrected_mask, read_segmentation
+from dicom_node.readers.seg_reader import (
+    CorrectedMask,
+    frames_without_position,
+    read_corrected_mask,
+    read_segmentation,
+)
 from dicom_node.writers.write_results import ReaderCorrection, earlier_version_reports
 from processing.exam import DwiExam
 from service.errors import NothingToCorrectError
@@ -48,6 +53,7 @@ __all__ = [
     "correction_job_key",
     "prepare_correction",
     "read_correction",
+    "result_image_positions",
     "result_series_uids",
 ]
 
@@ -102,6 +108,25 @@ def result_series_uids(output_dir: Path) -> frozenset[str]:
     return frozenset(series)
 
 
+def result_image_positions(output_dir: Path) -> dict[str, tuple[float, float, float]]:
+    """Image Position (Patient) of every single-frame result image of one job, by SOP Instance UID.
+
+    Places the frames of a reader's SEG that name the node's image they were
+    drawn on (Derivation Image Sequence) but not their position.
+    """
+    positions: dict[str, tuple[float, float, float]] = {}
+    folders = sorted(p for p in output_dir.iterdir() if p.is_dir()) if output_dir.is_dir() else []
+    for path in (path for folder in folders for path in sorted(folder.glob("*.dcm"))):
+        header = pydicom.dcmread(
+            path, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "ImagePositionPatient"]
+        )
+        position = header.get("ImagePositionPatient")
+        if position is not None and len(position) == 3:
+            x, y, z = (float(v) for v in position)
+            positions[str(header.SOPInstanceUID)] = (x, y, z)
+    return positions
+
+
 def prepare_correction(spec: JobSpec, exam: DwiExam) -> PreparedCorrection:
     """Read the job's SEG onto ``exam``'s grid and find the report it replaces.
 
@@ -137,7 +162,7 @@ def prepare_correction(spec: JobSpec, exam: DwiExam) -> PreparedCorrection:
 
 
 def read_correction(
-    seg: Path | hd.seg.Segmentation,
+    seg: Path | Dataset,
     exam: DwiExam,
     corrected_output_dir: Path | None,
     *,
@@ -146,8 +171,10 @@ def read_correction(
     """The SEG's mask on ``exam``'s grid, and the reports it replaces.
 
     ``corrected_output_dir`` is the results folder of the automatic run (its
-    result series count as the exam's series); ``None``: only the exam's own
-    series and frame of reference. The reports replaced (Predecessor
+    result series count as the exam's series, and a SEG frame without a
+    position that derives from one of its images lies where that image lies);
+    ``None``: only the exam's own series, source images and frame of
+    reference. The reports replaced (Predecessor
     Documents) are the SRs in ``replaced_folders`` (the node: every earlier
     version of the study, earlier corrections included), by default the one
     in ``corrected_output_dir``.
@@ -157,10 +184,14 @@ def read_correction(
     dicom_node.errors.SegmentationReadError
         And its subclasses: unreadable, drawn on another exam, off the grid.
     """
-    series = (
-        frozenset() if corrected_output_dir is None else result_series_uids(corrected_output_dir)
-    )
-    mask = read_corrected_mask(seg, exam, known_series_uids=series)
+    dataset = read_segmentation(seg) if isinstance(seg, Path) else seg
+    series: frozenset[str] = frozenset()
+    positions: Mapping[str, Sequence[float]] = {}
+    if corrected_output_dir is not None:
+        series = result_series_uids(corrected_output_dir)
+        if frames_without_position(dataset):
+            positions = result_image_positions(corrected_output_dir)
+    mask = read_corrected_mask(dataset, exam, known_series_uids=series, image_positions=positions)
     if replaced_folders is None:
         replaced_folders = [] if corrected_output_dir is None else [corrected_output_dir]
     return PreparedCorrection(

@@ -17,8 +17,8 @@ into a boolean mask ``[z, y, x]`` on the grid of the exam it was drawn on:
   LABELMAP (Label Map Segmentation Storage: every pixel whose value is a
   segment number other than 0, the background, which highdicom describes as
   segment 0; a value naming no segment of the Segment Sequence is an error)
-  are accepted, in any transfer syntax pydicom decodes (uncompressed,
-  RLE Lossless, JPEG 2000 and JPEG-LS with the installed pylibjpeg plugins);
+  are accepted, in any transfer syntax pydicom decodes with the installed
+  plugins (tested: uncompressed and RLE Lossless);
 - the segments may come in any order and any number: **the union of every
   segment in the SEG is the tumour load** (the reader keeps what is disease
   and deletes what is not). The node's own ADC-class and per-lesion segments

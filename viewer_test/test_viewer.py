@@ -337,11 +337,6 @@ OPEN_SR_PANEL = pytest.mark.xfail(
     reason="issue 11: OHIF 3.13 loads no measurement of the SR into its panel (read-only report: "
     "no cornerstone adapter matches its groups; see viewer-test-out/result.json)",
 )
-OPEN_OHIF_SEG_AT_THE_NODE = pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: the node's SEG reader fails on OHIF 3.13's Label Map SEG (RLE, per-frame "
-    "groups without Frame Content Sequence): SegmentationReadError",
-)
 
 
 @OPEN_SR_PANEL
@@ -386,7 +381,6 @@ def _instance_id(server: OrthancServer, sop_instance_uid: str) -> str | None:
     return next((str(hit["ID"]) for hit in hits if hit["Type"] == "Instance"), None)
 
 
-@OPEN_OHIF_SEG_AT_THE_NODE
 def test_reader_correction_made_in_ohif_recomputes_the_report(browser_run: BrowserRun) -> None:
     """OHIF's SEG writer makes the corrected SEG (one lesion removed, a region added), OHIF
     stores it in Orthanc, Orthanc sends it to the node, the node's recomputed SR reaches
@@ -431,7 +425,7 @@ def test_reader_correction_made_in_ohif_recomputes_the_report(browser_run: Brows
     added_ml = facts["added_voxels"] * automatic.voxel_volume_ml
     assert report.tdv_ml == pytest.approx(automatic.tdv_ml - removed_ml + added_ml, abs=0.06)
     predecessors = [
-        item.SOPInstanceUID
+        item.ReferencedSOPInstanceUID
         for study in sr.get("PredecessorDocumentsSequence", [])
         for series in study.ReferencedSeriesSequence
         for item in series.ReferencedSOPSequence

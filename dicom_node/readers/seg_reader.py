@@ -237,9 +237,15 @@ def read_corrected_mask(
     uid = _uid_of(seg)
     check_refers_to_exam(seg, exam, known_series_uids=known_series_uids)
     kind = str(seg.get("SegmentationType", ""))
+    items = list(seg.get("SegmentSequence", []))
+    for order, item in enumerate(items, start=1):
+        if item.get("SegmentNumber") is None:
+            raise SegmentationReadError(
+                f"SEG {uid}: item {order} of the Segment Sequence has no Segment Number"
+            )
     descriptions = [
         item
-        for item in seg.get("SegmentSequence", [])
+        for item in items
         if not (kind == "LABELMAP" and int(item.SegmentNumber) == 0)  # the background
     ]
     if not descriptions:
@@ -350,7 +356,13 @@ def _position_of(seg: Dataset, index: int) -> NDArray[np.float64] | None:
     item = _functional_group(seg, index, "PlanePositionSequence")
     if item is None or not item.get("ImagePositionPatient"):
         return None
-    return np.asarray([float(v) for v in item.ImagePositionPatient], dtype=np.float64)
+    position = np.asarray([float(v) for v in item.ImagePositionPatient], dtype=np.float64)
+    if position.shape != (3,):
+        raise SegmentationGeometryError(
+            f"SEG {_uid_of(seg)}: frame {index + 1}: Image Position (Patient) has "
+            f"{position.size} values, not 3"
+        )
+    return position
 
 
 def _source_images(seg: Dataset, index: int) -> Iterator[tuple[str, int | None]]:

@@ -449,6 +449,17 @@ def test_a_binary_frame_of_an_undescribed_segment_is_refused(
         read_corrected_mask(ohif, synthetic.exam)
 
 
+def test_a_segment_without_number_is_refused(
+    synthetic: SyntheticExam, result: ProcessingResult, geometric: DerivedSeries
+) -> None:
+    ohif = _ohif(result, geometric)
+    del ohif.SegmentSequence[1].SegmentNumber
+    with pytest.raises(
+        SegmentationReadError, match="item 2 of the Segment Sequence has no Segment Number"
+    ):
+        read_corrected_mask(ohif, synthetic.exam)
+
+
 def test_a_dataset_that_is_not_a_segmentation_is_refused(geometric: DerivedSeries) -> None:
     with pytest.raises(SegmentationReadError, match="is not Segmentation or Label Map"):
         read_segmentation(geometric.datasets[0])

@@ -154,14 +154,56 @@ class Exporter:
             )
 
     def _deliver(self, destination_text: str, rows: list[OutboxRecord]) -> int:
+        """Send ``rows`` to one destination on one association; how many were acknowledged."""
+        peer = self._peer(destination_text)
+        to_send, acknowledged = self._files_to_send(destination_text, rows)
+        if not to_send:
+            return acknowledged
+        by_path = {result.path: row for row, result in to_send}
+        stored: list[OutboxRecord] = []
+
+        def record(outcome: StoreOutcome) -> None:
+            row = by_path[outcome.path]
+            if self._record(destination_text, row, outcome):
+                stored.append(row)
+
+        try:
+            seconds = store_results([result for _, result in to_send], peer, record, tls=self.tls)
+        except AssociationRejectedError as error:
+            self._rejected(destination_text, [row for row, _ in to_send], error)
+            return acknowledged
+        except AssociationFailedError as error:
+            self._unreachable(destination_text, [row for row, _ in to_send], error)
+            return acknowledged
+        sent_now = len(stored)
+        LOGGER.info(
+            "export_round",
+            destination=destination_text,
+            sent=sent_now,
+            failed=len(to_send) - sent_now,
+            seconds=round(seconds, 3),
+        )
+        return acknowledged + sent_now
+
+    def _peer(self, destination_text: str) -> Destination:
+        """The configured destination ``host:port:AE`` as the peer of this node's AE title."""
         destination = parse_destination(destination_text)
-        peer = Destination(
+        return Destination(
             host=destination.host,
             port=destination.port,
             called_aet=destination.ae_title,
             calling_aet=self.calling_ae,
             timeout_s=self.settings.timeout_seconds,
         )
+
+    def _files_to_send(
+        self, destination_text: str, rows: list[OutboxRecord]
+    ) -> tuple[list[tuple[OutboxRecord, ResultFile]], int]:
+        """The rows still to send with their files, and how many the destination already has.
+
+        Rows the destination acknowledged before are marked sent; a file that
+        cannot be read counts as a failed attempt.
+        """
         to_send: list[tuple[OutboxRecord, ResultFile]] = []
         acknowledged = 0
         for row in rows:
@@ -179,60 +221,51 @@ class Exporter:
                 to_send.append((row, read_result_identity(row.path)))
             except SendError as error:
                 self._fail(row, str(error), backoff_seconds(row.attempts + 1, self.settings))
-        if not to_send:
-            return acknowledged
-        by_path = {result.path: row for row, result in to_send}
-        sent_now = 0
+        return to_send, acknowledged
 
-        def record(outcome: StoreOutcome) -> None:
-            nonlocal sent_now
-            row = by_path[outcome.path]
-            self.counters.add(attempts=1)
-            if outcome.stored:
-                self.store.mark_sent(row.outbox_id)
-                self.counters.add(sent=1)
-                sent_now += 1
-            else:
-                LOGGER.warning(
-                    "export_file_failed",
-                    job_id=row.job_id,
-                    destination=destination_text,
-                    sop_instance_uid=row.sop_instance_uid,
-                    detail=outcome.detail,
-                )
-                self._fail(row, outcome.detail, backoff_seconds(row.attempts + 1, self.settings))
-
-        try:
-            seconds = store_results([result for _, result in to_send], peer, record, tls=self.tls)
-        except AssociationRejectedError as error:
-            self.counters.add(attempts=len(to_send), rejected_associations=1)
-            LOGGER.error(
-                "export_configuration_problem",
-                destination=destination_text,
-                reason=str(error),
-                retry_in_seconds=self.settings.rejected_retry_seconds,
-                hint="check the AE titles: the destination must know this node's AE title",
-            )
-            for row, _ in to_send:
-                self._fail(row, str(error), self.settings.rejected_retry_seconds)
-            return acknowledged
-        except AssociationFailedError as error:
-            self.counters.add(attempts=len(to_send))
-            delay = backoff_seconds(min(row.attempts for row, _ in to_send) + 1, self.settings)
-            LOGGER.warning(
-                "export_destination_unreachable",
-                destination=destination_text,
-                reason=str(error),
-                retry_in_seconds=delay,
-            )
-            for row, _ in to_send:
-                self._fail(row, str(error), backoff_seconds(row.attempts + 1, self.settings))
-            return acknowledged
-        LOGGER.info(
-            "export_round",
+    def _record(self, destination_text: str, row: OutboxRecord, outcome: StoreOutcome) -> bool:
+        """Record the outcome of one C-STORE; ``True`` when the destination stored the file."""
+        self.counters.add(attempts=1)
+        if outcome.stored:
+            self.store.mark_sent(row.outbox_id)
+            self.counters.add(sent=1)
+            return True
+        LOGGER.warning(
+            "export_file_failed",
+            job_id=row.job_id,
             destination=destination_text,
-            sent=sent_now,
-            failed=len(to_send) - sent_now,
-            seconds=round(seconds, 3),
+            sop_instance_uid=row.sop_instance_uid,
+            detail=outcome.detail,
         )
-        return acknowledged + sent_now
+        self._fail(row, outcome.detail, backoff_seconds(row.attempts + 1, self.settings))
+        return False
+
+    def _rejected(
+        self, destination_text: str, rows: list[OutboxRecord], error: AssociationRejectedError
+    ) -> None:
+        """The destination refused the association: a configuration problem, retried slowly."""
+        self.counters.add(attempts=len(rows), rejected_associations=1)
+        LOGGER.error(
+            "export_configuration_problem",
+            destination=destination_text,
+            reason=str(error),
+            retry_in_seconds=self.settings.rejected_retry_seconds,
+            hint="check the AE titles: the destination must know this node's AE title",
+        )
+        for row in rows:
+            self._fail(row, str(error), self.settings.rejected_retry_seconds)
+
+    def _unreachable(
+        self, destination_text: str, rows: list[OutboxRecord], error: AssociationFailedError
+    ) -> None:
+        """No association could be made: every row is retried after its back-off."""
+        self.counters.add(attempts=len(rows))
+        delay = backoff_seconds(min(row.attempts for row in rows) + 1, self.settings)
+        LOGGER.warning(
+            "export_destination_unreachable",
+            destination=destination_text,
+            reason=str(error),
+            retry_in_seconds=delay,
+        )
+        for row in rows:
+            self._fail(row, str(error), backoff_seconds(row.attempts + 1, self.settings))

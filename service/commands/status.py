@@ -176,6 +176,21 @@ def _dead_letter_lines(dead: list[OutboxRecord], limit: int) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """What ``wbdwi status`` shows, read from the job store in one go."""
+
+    jobs: list[JobRecord]
+    counts: dict[JobState, int]
+    verdicts: dict[Verdict, int]
+    outbox: dict[tuple[str, OutboxState], int]
+    dead: list[OutboxRecord]
+    failed: list[JobRecord]
+    plan: RetentionPlan
+    retention_enabled: bool
+    priors: dict[int, dict[str, Any] | None]
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the status; 0 when nothing failed, 1 when a job failed or a delivery is dead."""
     opened = open_node_job_store(args, "status", missing_hint=" (has the node run here?)")
@@ -194,80 +209,100 @@ def run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     output_dirs = {d.job_id: d.output_dir for d in deliveries}
-    priors = {job.job_id: _job_priors(output_dirs.get(job.job_id)) for job in jobs}
+    snapshot = _Snapshot(
+        jobs=jobs,
+        counts=counts,
+        verdicts=verdicts,
+        outbox=outbox,
+        dead=dead,
+        failed=failed,
+        plan=plan,
+        retention_enabled=settings.retention.enabled,
+        priors={job.job_id: _job_priors(output_dirs.get(job.job_id)) for job in jobs},
+    )
     if args.json:
-        payload = {
-            "jobs_by_state": {state.value: n for state, n in counts.items()},
-            "results_by_verdict": {verdict.value: n for verdict, n in verdicts.items()},
-            "jobs": [
-                {
-                    "job_id": j.job_id,
-                    "state": j.state.value,
-                    "version": j.version,
-                    "study_uid": j.study_uid,
-                    "instances": j.instance_count,
-                    "reason": j.reason,
-                    "processing_seconds": j.processing_seconds,
-                    "not_before": j.not_before or None,
-                    "priors": priors[j.job_id],
-                    "quality": None if j.quality is None else j.quality.as_dict(),
-                    "held_since": j.held_since,
-                }
-                for j in jobs
-            ],
-            "outbox": [
-                {"destination": d, "state": s.value, "count": n} for (d, s), n in outbox.items()
-            ],
-            "dead_letter_groups": [group.as_dict() for group in summarise_dead_letters(dead)],
-            "dead_letters": [
-                {
-                    "job_id": r.job_id,
-                    "destination": r.destination,
-                    "path": r.path,
-                    "attempts": r.attempts,
-                    "last_error": r.last_error,
-                }
-                for r in dead
-            ],
-            "retention": {
-                "enabled": settings.retention.enabled,
-                "due": len(plan.due),
-                "next_due_at": plan.next_due_at(),
-                "waiting": [
-                    {
-                        "kind": item.kind.value,
-                        "study_uid": item.study_uid,
-                        "job_id": item.job_id,
-                        "waiting_on": item.waiting_on.value if item.waiting_on else None,
-                        "due_at": item.due_at,
-                        "detail": item.detail,
-                    }
-                    for item in plan.waiting
-                ],
-            },
-        }
-        print(json.dumps(payload, indent=2))
+        print(json.dumps(_json_payload(snapshot), indent=2))
     else:
-        print("jobs: " + ", ".join(f"{s.value} {n}" for s, n in counts.items() if n) or "none")
-        if any(verdicts.values()):
-            print("results: " + ", ".join(f"{v.value} {n}" for v, n in verdicts.items()))
-        print("   id  state      ver  inputs   proc.  updated              study")
-        for job in jobs:
-            print(_job_line(job, priors[job.job_id]))
-        print("outbox:")
-        destinations = sorted({d for d, _ in outbox})
-        for destination in destinations:
-            parts = [f"{s.value} {outbox.get((destination, s), 0)}" for s in OutboxState]
-            print(f"  {destination}: " + ", ".join(parts))
-        if not destinations:
-            print("  empty")
-        if failed:
-            print(f"failed jobs ({len(failed)}): retry with `wbdwi retry JOB`")
-            for job in failed[: args.limit]:
-                print(f"  {job.job_id}: {job.reason}")
-        if dead:
-            for line in _dead_letter_lines(dead, args.limit):
-                print(line)
-        for line in _retention_lines(plan, settings.retention.enabled):
+        for line in _text_lines(snapshot, args.limit):
             print(line)
     return 1 if failed or dead else 0
+
+
+def _json_payload(snapshot: _Snapshot) -> dict[str, Any]:
+    """The ``--json`` document."""
+    plan = snapshot.plan
+    return {
+        "jobs_by_state": {state.value: n for state, n in snapshot.counts.items()},
+        "results_by_verdict": {verdict.value: n for verdict, n in snapshot.verdicts.items()},
+        "jobs": [
+            {
+                "job_id": j.job_id,
+                "state": j.state.value,
+                "version": j.version,
+                "study_uid": j.study_uid,
+                "instances": j.instance_count,
+                "reason": j.reason,
+                "processing_seconds": j.processing_seconds,
+                "not_before": j.not_before or None,
+                "priors": snapshot.priors[j.job_id],
+                "quality": None if j.quality is None else j.quality.as_dict(),
+                "held_since": j.held_since,
+            }
+            for j in snapshot.jobs
+        ],
+        "outbox": [
+            {"destination": d, "state": s.value, "count": n}
+            for (d, s), n in snapshot.outbox.items()
+        ],
+        "dead_letter_groups": [group.as_dict() for group in summarise_dead_letters(snapshot.dead)],
+        "dead_letters": [
+            {
+                "job_id": r.job_id,
+                "destination": r.destination,
+                "path": r.path,
+                "attempts": r.attempts,
+                "last_error": r.last_error,
+            }
+            for r in snapshot.dead
+        ],
+        "retention": {
+            "enabled": snapshot.retention_enabled,
+            "due": len(plan.due),
+            "next_due_at": plan.next_due_at(),
+            "waiting": [
+                {
+                    "kind": item.kind.value,
+                    "study_uid": item.study_uid,
+                    "job_id": item.job_id,
+                    "waiting_on": item.waiting_on.value if item.waiting_on else None,
+                    "due_at": item.due_at,
+                    "detail": item.detail,
+                }
+                for item in plan.waiting
+            ],
+        },
+    }
+
+
+def _text_lines(snapshot: _Snapshot, limit: int) -> list[str]:
+    """The plain-text report, one string per printed line."""
+    counts, verdicts, outbox = snapshot.counts, snapshot.verdicts, snapshot.outbox
+    lines = ["jobs: " + ", ".join(f"{s.value} {n}" for s, n in counts.items() if n) or "none"]
+    if any(verdicts.values()):
+        lines.append("results: " + ", ".join(f"{v.value} {n}" for v, n in verdicts.items()))
+    lines.append("   id  state      ver  inputs   proc.  updated              study")
+    lines.extend(_job_line(job, snapshot.priors[job.job_id]) for job in snapshot.jobs)
+    lines.append("outbox:")
+    destinations = sorted({d for d, _ in outbox})
+    for destination in destinations:
+        parts = [f"{s.value} {outbox.get((destination, s), 0)}" for s in OutboxState]
+        lines.append(f"  {destination}: " + ", ".join(parts))
+    if not destinations:
+        lines.append("  empty")
+    if snapshot.failed:
+        lines.append(f"failed jobs ({len(snapshot.failed)}): retry with `wbdwi retry JOB`")
+        lines.extend(f"  {job.job_id}: {job.reason}" for job in snapshot.failed[:limit])
+    if snapshot.dead:
+        lines.extend(_dead_letter_lines(snapshot.dead, limit))
+    lines.extend(_retention_lines(snapshot.plan, snapshot.retention_enabled))
+    return lines

@@ -156,20 +156,25 @@ def toml_value(value: Any) -> str:
     TypeError
         For a value type the settings do not use.
     """
+    if isinstance(value, enum.Enum):
+        return toml_value(value.value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    return _toml_scalar(value)
+
+
+def _toml_scalar(value: Any) -> str:
+    """One value that is neither an enum member nor a sequence, as :func:`toml_value` writes it."""
     if value is None:
         return '""'
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, enum.Enum):
-        return toml_value(value.value)
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, str | Path | Destination):
         return json.dumps(str(value), ensure_ascii=False)
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     raise TypeError(f"cannot write {value!r} ({type(value).__name__}) as a TOML value")
 
 

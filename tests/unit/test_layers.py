@@ -1,10 +1,17 @@
-"""The layering service -> dicom_node -> processing holds, and its checker sees every import."""
+"""The layering service -> dicom_node -> processing holds, no package's members import each
+other in a cycle, and the checker sees every import."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tools.check_layers import imported_modules, layer_violations, main
+from tools.check_layers import (
+    KNOWN_CYCLES,
+    import_cycles,
+    imported_modules,
+    layer_violations,
+    main,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,3 +67,48 @@ def test_relative_imports_resolve_against_their_package() -> None:
         (2, "dicom_node"),
         (3, "dicom_node.ul.dimse"),
     ]
+
+
+def test_the_repository_has_no_new_import_cycle() -> None:
+    cycles = {cycle.members: str(cycle) for cycle in import_cycles(REPO)}
+    assert [text for members, text in cycles.items() if members not in KNOWN_CYCLES] == []
+    # A known cycle that is gone must leave KNOWN_CYCLES too.
+    assert set(KNOWN_CYCLES) <= set(cycles)
+
+
+def test_import_cycles_between_members_of_one_package_are_found(tmp_path: Path) -> None:
+    _write(tmp_path, "service/__init__.py", "")
+    # The cycle of issue 16, through a lazy import.
+    _write(tmp_path, "service/completion.py", "from service.corrections import apply\n")
+    _write(
+        tmp_path,
+        "service/corrections.py",
+        "def apply() -> None:\n    from service import completion\n",
+    )
+    # No cycle: one direction only, and imports from outside the package.
+    _write(tmp_path, "service/cli.py", "import service.completion\nimport dicom_node.x\n")
+    # Subpackages are members of their parent: a cycle through a relative import.
+    _write(tmp_path, "service/store/__init__.py", "")
+    _write(tmp_path, "service/store/queue.py", "from ..retention import plan\n")
+    _write(tmp_path, "service/retention.py", "from service.store.queue import Queue\n")
+    # Inside a subpackage, its own members.
+    _write(tmp_path, "service/store/a.py", "from . import b\n")
+    _write(tmp_path, "service/store/b.py", "from .a import x\n")
+    for layer in ("dicom_node", "processing"):
+        _write(tmp_path, f"{layer}/__init__.py", "")
+    cycles = import_cycles(tmp_path)
+    assert [(cycle.package, cycle.members) for cycle in cycles] == [
+        ("service", ("service.completion", "service.corrections")),
+        ("service", ("service.retention", "service.store")),
+        ("service.store", ("service.store.a", "service.store.b")),
+    ]
+    assert cycles[0].edges == (
+        "service/completion.py:1: service.completion imports service.corrections",
+        "service/corrections.py:2: service.corrections imports service.completion",
+    )
+    assert main([str(tmp_path)]) == 1
+    (tmp_path / "service/corrections.py").write_text("def apply() -> None: ...\n")
+    (tmp_path / "service/retention.py").write_text("")
+    (tmp_path / "service/store/b.py").write_text("")
+    assert import_cycles(tmp_path) == []
+    assert main([str(tmp_path)]) == 0

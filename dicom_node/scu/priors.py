@@ -159,46 +159,11 @@ def find_node_reports(
     latest: dict[str, ReportHit] = {}
     with _association(peer, find=True, tls=tls) as assoc:
         for study_uid in study_instance_uids:
-            series_query = Dataset()
-            series_query.QueryRetrieveLevel = "SERIES"
-            series_query.StudyInstanceUID = study_uid
-            series_query.SeriesInstanceUID = ""
-            series_query.Modality = "SR"
-            series_query.Manufacturer = ""
-            series_query.SeriesDescription = ""
-            series_uids = []
-            for identifier in _find(assoc, series_query, peer):
-                returned_manufacturer = str(identifier.get("Manufacturer", "") or "")
-                if returned_manufacturer and returned_manufacturer != manufacturer:
-                    continue
-                description = str(identifier.get("SeriesDescription", "") or "")
-                if series_description is not None and description != series_description:
-                    continue
-                if str(identifier.get("Modality", "SR") or "SR") != "SR":
-                    continue
-                series_uids.append(str(identifier.get("SeriesInstanceUID", "")))
+            series_uids = _report_series(
+                assoc, peer, study_uid, manufacturer=manufacturer, description=series_description
+            )
             for series_uid in filter(None, series_uids):
-                image_query = Dataset()
-                image_query.QueryRetrieveLevel = "IMAGE"
-                image_query.StudyInstanceUID = study_uid
-                image_query.SeriesInstanceUID = series_uid
-                image_query.SOPInstanceUID = ""
-                image_query.SOPClassUID = ""
-                image_query.ContentDate = ""
-                image_query.ContentTime = ""
-                for identifier in _find(assoc, image_query, peer):
-                    hit = ReportHit(
-                        study_instance_uid=study_uid,
-                        series_instance_uid=series_uid,
-                        sop_instance_uid=str(identifier.get("SOPInstanceUID", "")),
-                        sop_class_uid=str(identifier.get("SOPClassUID", "") or ""),
-                        content_date=str(identifier.get("ContentDate", "") or ""),
-                        content_time=str(identifier.get("ContentTime", "") or ""),
-                    )
-                    if not hit.sop_instance_uid:
-                        continue
-                    if hit.sop_class_uid and hit.sop_class_uid not in REPORT_SOP_CLASSES:
-                        continue
+                for hit in _report_instances(assoc, peer, study_uid, series_uid):
                     known = latest.get(study_uid)
                     if known is None or (hit.content_date, hit.content_time) > (
                         known.content_date,
@@ -206,6 +171,68 @@ def find_node_reports(
                     ):
                         latest[study_uid] = hit
     return [latest[uid] for uid in study_instance_uids if uid in latest]
+
+
+def _report_series(
+    assoc: Association,
+    peer: Destination,
+    study_uid: str,
+    *,
+    manufacturer: str,
+    description: str | None,
+) -> list[str]:
+    """Series UIDs of the SR series in ``study_uid`` from ``manufacturer`` (C-FIND SERIES).
+
+    A peer that does not return Manufacturer, or Modality, is taken at its word;
+    ``description`` (when given) must match the Series Description exactly.
+    """
+    series_query = Dataset()
+    series_query.QueryRetrieveLevel = "SERIES"
+    series_query.StudyInstanceUID = study_uid
+    series_query.SeriesInstanceUID = ""
+    series_query.Modality = "SR"
+    series_query.Manufacturer = ""
+    series_query.SeriesDescription = ""
+    series_uids = []
+    for identifier in _find(assoc, series_query, peer):
+        returned_manufacturer = str(identifier.get("Manufacturer", "") or "")
+        if returned_manufacturer and returned_manufacturer != manufacturer:
+            continue
+        returned_description = str(identifier.get("SeriesDescription", "") or "")
+        if description is not None and returned_description != description:
+            continue
+        if str(identifier.get("Modality", "SR") or "SR") != "SR":
+            continue
+        series_uids.append(str(identifier.get("SeriesInstanceUID", "")))
+    return series_uids
+
+
+def _report_instances(
+    assoc: Association, peer: Destination, study_uid: str, series_uid: str
+) -> Iterator[ReportHit]:
+    """The report instances of one series (C-FIND IMAGE): SR classes this node reads."""
+    image_query = Dataset()
+    image_query.QueryRetrieveLevel = "IMAGE"
+    image_query.StudyInstanceUID = study_uid
+    image_query.SeriesInstanceUID = series_uid
+    image_query.SOPInstanceUID = ""
+    image_query.SOPClassUID = ""
+    image_query.ContentDate = ""
+    image_query.ContentTime = ""
+    for identifier in _find(assoc, image_query, peer):
+        hit = ReportHit(
+            study_instance_uid=study_uid,
+            series_instance_uid=series_uid,
+            sop_instance_uid=str(identifier.get("SOPInstanceUID", "")),
+            sop_class_uid=str(identifier.get("SOPClassUID", "") or ""),
+            content_date=str(identifier.get("ContentDate", "") or ""),
+            content_time=str(identifier.get("ContentTime", "") or ""),
+        )
+        if not hit.sop_instance_uid:
+            continue
+        if hit.sop_class_uid and hit.sop_class_uid not in REPORT_SOP_CLASSES:
+            continue
+        yield hit
 
 
 def retrieve_instances(

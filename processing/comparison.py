@@ -5,8 +5,8 @@ summaries of earlier exams and returns a :class:`Comparison`:
 
 - the previous exam (the latest earlier one) and the baseline (the first exam,
   or the one the radiologist marked, e.g. at a change of therapy as exam 4 of
-  seed 000);
-- the yellow class lower bound: the baseline's 95th ADC centile (seed 000);
+  the TTL case study, docs/algorithm.md);
+- the yellow class lower bound: the baseline's 95th ADC centile (TTL case study);
 - changes of tDV and global ADC mean/median, absolute and %, against the
   previous exam and against the baseline;
 - lesions matched across exams in patient coordinates
@@ -114,7 +114,7 @@ class ExamChange:
 
 @dataclass(frozen=True, slots=True)
 class TrendPoint:
-    """One exam on the trend chart (tDV and median ADC over all exams, seed 000 fig. 4)."""
+    """One exam on the trend chart (tDV and median ADC over all exams, TTL case study fig. 4)."""
 
     study_instance_uid: str
     study_date: str
@@ -159,7 +159,7 @@ class Comparison:
 
 
 def yellow_lower_bound(baseline: ExamSummary) -> float | None:
-    """Lower bound of the yellow ADC class: the baseline's 95th centile (seed 000).
+    """Lower bound of the yellow ADC class: the baseline's 95th centile (TTL case study).
 
     ``None`` when the baseline has no ADC statistics (nothing segmented), so the
     processing default applies.

@@ -3,7 +3,7 @@
 An exam summary is the part of a :class:`~processing.results.ProcessingResult`
 that later exams are compared with: the identity of the study (UID, date, time,
 patient), the total diffusion volume, the ADC statistics (the baseline's 95th
-centile sets the yellow class bound, seed 000), the histogram, the class
+centile sets the yellow class bound, TTL case study), the histogram, the class
 volumes, the lesion table (volume, ADC, centroid in patient coordinates, body
 region, mean computed high-b signal), the reliability verdict with its reasons
 (:class:`~processing.quality.QualityAssessment`, so that a comparison can say

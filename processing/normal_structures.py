@@ -2,7 +2,7 @@
 
 On computed high-b images many normal tissues are as bright as bone disease:
 brain, spinal cord, salivary glands, spleen, kidneys, bowel, prostate and
-testes (seed 000 removes "brain, kidneys and bowel" by hand; the ICR tools use
+testes (the TTL case study removes "brain, kidneys and bowel" by hand; the ICR tools use
 a skeleton mask, Candito et al. 2025). Each rule below uses a property that
 real anatomy has on every scanner, never a position taken from the phantom;
 ``docs/algorithm.md`` lists each rule's source and its known failure modes.

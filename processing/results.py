@@ -29,7 +29,7 @@ __all__ = [
 
 
 class AdcClass(Enum):
-    """ADC colour classes of seed 000 (label value in ``ProcessingResult.class_labels``)."""
+    """ADC colour classes of the TTL case study (``ProcessingResult.class_labels`` values)."""
 
     RED = 1  # below the yellow lower bound: active disease
     YELLOW = 2  # from the lower bound to 1500 um2/s: likely responding

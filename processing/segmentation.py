@@ -1,6 +1,6 @@
 """Body mask, high-b threshold and connected components.
 
-The tumour segmentation follows seed 000's workflow (threshold on a computed
+The tumour segmentation follows the TTL case study's workflow (threshold on a computed
 high-b image, ADC window, normal high-signal structures removed, connected
 components), with the threshold expressed relative to a reference tissue so
 that it does not depend on scanner units. The rules that remove normal

@@ -11,7 +11,7 @@ All reductions run on the backend's device over the voxels of the tumour mask
 - Percentiles interpolate linearly between order statistics (NumPy default).
 - The histogram counts every segmented voxel: values below the first edge fall
   in the first bin and values at or above the last edge in the last bin.
-- Classes (seed 000; MET-RADS-P, Padhani et al., Eur Urol 2017): green
+- Classes (TTL case study, docs/algorithm.md; MET-RADS-P, Padhani et al., Eur Urol 2017): green
   ``ADC >= green_lower``; yellow ``yellow_lower <= ADC < green_lower``; red below.
 """
 

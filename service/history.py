@@ -10,7 +10,7 @@ Baselines
 ---------
 With no flag set, the patient's first exam is the baseline. The radiologist
 can mark another exam as a baseline (``wbdwi baseline PATIENT STUDY_UID``), for
-example at a change of therapy as exam 4 in seed 000. Flags are kept, not
+example at a change of therapy as exam 4 in the TTL case study. Flags are kept, not
 moved: the baseline in force for an exam is the latest flagged exam at or
 before it (:meth:`HistoryStore.baseline_for`), so that processing an older exam
 again still compares it with the baseline of its own therapy line.

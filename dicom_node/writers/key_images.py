@@ -11,8 +11,8 @@ Two pictures that any viewer shows, in one series:
    histograms as outlines when the exam was compared
    (:func:`comparison_histograms` picks them);
 3. with a comparison, the trend chart of tDV and median ADC over all of the
-   patient's exams up to this one (:func:`render_trend_chart`, seed 000
-   figure 4).
+   patient's exams up to this one (:func:`render_trend_chart`, TTL case
+   study, figure 4).
 
 When the reliability verdict of the result (:mod:`processing.quality`) is not
 ``ok``, every picture carries a coloured banner on top (orange for

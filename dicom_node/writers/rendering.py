@@ -13,7 +13,7 @@
   a picture, when the verdict is not ``ok``.
 - :func:`render_trend_chart`: tDV (left axis) and median ADC (right axis) of
   every exam of the patient against the study date, baselines marked, the
-  current exam highlighted (as seed 000, figure 4, follows one patient).
+  current exam highlighted (as the TTL case study, figure 4, follows one patient).
 
 Nothing identifying is drawn (no patient name, ID, date of birth).
 """

@@ -1,6 +1,6 @@
 """``wbdwi baseline``: mark an exam as the patient's baseline for later comparisons.
 
-At a change of therapy (seed 000: exam 4 became the second-line baseline) the
+At a change of therapy (TTL case study: exam 4 became the second-line baseline) the
 radiologist marks the exam that later exams should be compared with; its 95th
 ADC centile then sets their yellow class bound. Marks are kept, not moved: the
 baseline of an exam is the latest marked exam at or before it (see

@@ -479,7 +479,7 @@ def test_tiny_new_focus_does_not_count() -> None:
 
 
 def test_yellow_bound_is_the_baseline_p95_and_baseline_can_move() -> None:
-    """Seed 000: exam 4 becomes the second-line baseline; later exams use its p95."""
+    """TTL case study: exam 4 becomes the second-line baseline; later exams use its p95."""
     exam1 = _baseline()
     exam2 = _follow_up(uid="1.2.3.2", date="20240410", adc_factor=1.3, high_b_factor=0.8)
     exam3 = _follow_up(uid="1.2.3.3", date="20240710", adc_factor=1.35, high_b_factor=0.75)

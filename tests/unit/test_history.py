@@ -101,7 +101,7 @@ def test_priors_are_the_earlier_exams_oldest_first(store: HistoryStore) -> None:
 
 
 def test_first_exam_is_the_baseline_until_another_is_marked(store: HistoryStore) -> None:
-    """Seed 000: exam 4 becomes the second-line baseline; earlier exams keep exam 1."""
+    """TTL case study: exam 4 becomes the second-line baseline; earlier exams keep exam 1."""
     exams = _six_exams(store)
 
     def baseline_of(exam: ExamSummary) -> str | None:

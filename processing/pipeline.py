@@ -151,7 +151,7 @@ def process_exam(
         ``auto`` (GPU when CuPy and a device are present), ``gpu`` or ``cpu``.
     yellow_lower_um2s
         Lower bound of the yellow ADC class: the baseline exam's 95th centile
-        when known (seed 000); ``None`` uses ``settings.yellow_lower_default_um2s``.
+        when known (TTL case study); ``None`` uses ``settings.yellow_lower_default_um2s``.
 
     Raises
     ------

@@ -198,7 +198,7 @@ class ResponseSettings:
         module docstring); 0 turns that off.
     new_unequivocal_adc_below_um2s
         1400: a new focus with ADC at or above the responding range may be
-        oedema, necrosis or healing marrow (seed 002), so it stays equivocal.
+        oedema, necrosis or healing marrow (Vanel 2007), so it stays equivocal.
     lesion_adc_statistic
         Median (robust to partial-volume edge voxels) or mean.
     progression_reference, response_reference

@@ -44,9 +44,9 @@ class ProcessingSettings:
     adc_min_b: float = field(
         default=50.0,
         metadata=doc(
-            "Lowest b-value (s/mm2) used by the ADC fit. DESIGN.md / seed 000 (b50/600/900); "
-            "perfusion inflates ADC below ~100, so raise it (e.g. 100-300) when b-values allow "
-            "(PMC3411587)."
+            "Lowest b-value (s/mm2) used by the ADC fit: b 50-100 (Barnes 2018; the TTL case study "
+            "used b50/600/900); perfusion inflates ADC below ~100, so raise it (e.g. 100-300) when "
+            "b-values allow (PMC3411587)."
         ),
     )
     adc_fit_iterations: int = field(
@@ -84,12 +84,14 @@ class ProcessingSettings:
     computed_b_values: tuple[float, ...] = field(
         default=(1000.0,),
         metadata=doc(
-            "Computed-b images produced (s/mm2). Seed 000: b1000-1200; up to 2000 supported."
+            "Computed-b images produced (s/mm2). TTL case study: b1000-1200; up to 2000 supported."
         ),
     )
     segmentation_b_value: float = field(
         default=1000.0,
-        metadata=doc("Computed b-value of the image that is thresholded (seed 000: 1000-1200)."),
+        metadata=doc(
+            "Computed b-value of the image that is thresholded (TTL case study: 1000-1200)."
+        ),
     )
 
     # --- body mask -----------------------------------------------------------------
@@ -136,7 +138,8 @@ class ProcessingSettings:
         default=1.4,
         metadata=doc(
             "High-b threshold in multiples of the reference (muscle) signal at the segmentation "
-            "b-value. Replaces seed 000's fixed ~100 AU, which depends on scanner units. At b1000, "
+            "b-value. Replaces the TTL case study's fixed ~100 AU, which depends on scanner units. "
+            "At b1000, "
             "active bone disease (ADC 0.7-1.0e-3) is 2-5x muscle, but lesions with ADC near "
             "1.5-1.7e-3 (responding, MET-RADS-P) fade to ~1.5x: 1.4 keeps them while normal marrow "
             "(~1.1x) and muscle stay below; brighter normal tissues are removed by the rules "
@@ -162,7 +165,7 @@ class ProcessingSettings:
         default=False,
         metadata=doc(
             "Exclude everything cranial to the neck (brain, salivary glands, Waldeyer's ring), as "
-            "Blackledge et al. 2014 segment below C4 and seed 000 removes the brain."
+            "Blackledge et al. 2014 segment below C4 and the TTL case study removes the brain."
         ),
     )
     skull_shell_mm: float = field(
@@ -367,20 +370,22 @@ class ProcessingSettings:
     # --- statistics -----------------------------------------------------------------
     histogram_range_um2s: tuple[float, float] = field(
         default=(0.0, 3000.0),
-        metadata=doc("ADC histogram range (seed 000's histograms span 0-3000 um2/s)."),
+        metadata=doc("ADC histogram range (the TTL case study's histograms span 0-3000 um2/s)."),
     )
     histogram_bin_um2s: float = field(default=25.0, metadata=doc("ADC histogram bin width."))
     green_lower_um2s: float = field(
         default=1500.0,
         metadata=doc(
-            "Green class: ADC >= 1500 ('highly likely responding', seed 000; MET-RADS-P > 1400)."
+            "Green class: ADC >= 1500 ('highly likely responding', TTL case study; "
+            "MET-RADS-P > 1400)."
         ),
     )
     yellow_lower_default_um2s: float = field(
         default=1000.0,
         metadata=doc(
             "Yellow lower bound when no baseline p95 is known: MET-RADS-P RAC 2 counts a rise from "
-            "<= 1000 as response (Padhani 2017); seed 000's baselines gave 1127 and 1256."
+            "<= 1000 as response (Padhani 2017); the TTL case study's baselines gave 1127 and "
+            "1256."
         ),
     )
 

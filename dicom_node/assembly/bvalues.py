@@ -166,25 +166,35 @@ def find_private_element(
     return None
 
 
+#: struct formats of the binary VRs a b-value is stored in (little endian, PS3.5 7.3).
+_BINARY_FORMATS = {"FL": "<f", "FD": "<d"}
+
+
+def _first_of_text(text: str) -> float | None:
+    """The first of the backslash-separated numbers in ``text``, ``None`` when empty."""
+    first = text.split("\\", maxsplit=1)[0].strip()
+    return float(first) if first else None
+
+
+def _number_from_bytes(raw: bytes | bytearray, vr: str) -> float | None:
+    """The first number of an undecoded value: binary for FL and FD, text otherwise."""
+    binary_format = _BINARY_FORMATS.get(vr)
+    if binary_format is None:
+        return _first_of_text(raw.decode("ascii", errors="replace").strip(" \x00"))
+    size = struct.calcsize(binary_format)
+    if len(raw) < size:
+        return None
+    return float(struct.unpack(binary_format, raw[:size])[0])
+
+
 def _first_number(raw: object, vr: str) -> float | None:
     """The first numeric value of an element value that may arrive decoded or as bytes."""
     if raw is None:
         return None
     if isinstance(raw, bytes | bytearray):
-        if vr == "FL":
-            if len(raw) < 4:
-                return None
-            return float(struct.unpack("<f", raw[:4])[0])
-        if vr == "FD":
-            if len(raw) < 8:
-                return None
-            return float(struct.unpack("<d", raw[:8])[0])
-        text = raw.decode("ascii", errors="replace").strip(" \x00")
-        first = text.split("\\")[0].strip()
-        return float(first) if first else None
+        return _number_from_bytes(raw, vr)
     if isinstance(raw, str):
-        first = raw.split("\\")[0].strip()
-        return float(first) if first else None
+        return _first_of_text(raw)
     if isinstance(raw, list | tuple) or type(raw).__name__ == "MultiValue":
         values = list(raw)  # type: ignore[call-overload]
         return _first_number(values[0], vr) if values else None

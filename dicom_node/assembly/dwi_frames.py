@@ -370,6 +370,79 @@ def _functional_item(
     return None
 
 
+def _isotropic_frames(
+    per_frame_groups: Sequence[Dataset], shared: Dataset | None
+) -> tuple[list[tuple[int, Dataset, BValue]], int]:
+    """The frames that are isotropic diffusion images, and how many were directional.
+
+    Returns
+    -------
+    list of (index, per-frame groups, b-value), int
+        Frames with a b-value that are neither directional nor a derived map
+        (by their Frame Type), and the number of directional frames left out.
+    """
+    candidates: list[tuple[int, Dataset, BValue]] = []
+    directional = 0
+    for index, groups in enumerate(per_frame_groups):
+        b_value = read_frame_b_value(groups, shared)
+        if b_value is None:
+            continue
+        diffusion = _functional_item(groups, shared, "MRDiffusionSequence")
+        directionality = str(diffusion.get("DiffusionDirectionality", "")) if diffusion else ""
+        if directionality.strip().upper() in _DIRECTIONAL:
+            directional += 1
+            continue
+        frame_type = _functional_item(groups, shared, "MRImageFrameTypeSequence")
+        if frame_type is not None and _derived_map_reason(
+            _image_type_tokens(frame_type.get("FrameType"))
+        ):
+            continue
+        candidates.append((index, groups, b_value))
+    return candidates, directional
+
+
+@dataclass(frozen=True, slots=True)
+class _FrameGeometry:
+    """Where one frame of an Enhanced MR image lies (Plane Position, Orientation, Measures)."""
+
+    position: list[float]
+    orientation: list[float]
+    spacing: list[float]
+    slice_spacing: float | None
+
+    @classmethod
+    def read(
+        cls, groups: Dataset, shared: Dataset | None, series: SeriesHeader, where: str
+    ) -> _FrameGeometry:
+        """Read the frame's geometry, per-frame functional groups before shared ones."""
+        position_item = _functional_item(groups, shared, "PlanePositionSequence")
+        orientation_item = _functional_item(groups, shared, "PlaneOrientationSequence")
+        measures = _functional_item(groups, shared, "PixelMeasuresSequence")
+        position = _floats(
+            position_item.get("ImagePositionPatient") if position_item else None,
+            3,
+            "ImagePositionPatient",
+            series,
+            where,
+        )
+        orientation = _floats(
+            orientation_item.get("ImageOrientationPatient") if orientation_item else None,
+            6,
+            "ImageOrientationPatient",
+            series,
+            where,
+        )
+        spacing = _floats(
+            measures.get("PixelSpacing") if measures else None, 2, "PixelSpacing", series, where
+        )
+        slice_spacing = None
+        if measures is not None:
+            slice_spacing = _optional_float(measures.get("SpacingBetweenSlices")) or (
+                _optional_float(measures.get("SliceThickness"))
+            )
+        return cls(position, orientation, spacing, slice_spacing)
+
+
 def _read_enhanced(
     ds: Dataset, path: str, series: SeriesHeader, pixels: bool
 ) -> DwiInstance | NotDwiInstance:
@@ -388,23 +461,7 @@ def _read_enhanced(
             series_uid=series.uid,
             series_description=series.description,
         )
-    candidates: list[tuple[int, Dataset, BValue]] = []
-    directional = 0
-    for index, groups in enumerate(per_frame_groups):
-        b_value = read_frame_b_value(groups, shared)
-        if b_value is None:
-            continue
-        diffusion = _functional_item(groups, shared, "MRDiffusionSequence")
-        directionality = str(diffusion.get("DiffusionDirectionality", "")) if diffusion else ""
-        if directionality.strip().upper() in _DIRECTIONAL:
-            directional += 1
-            continue
-        frame_type = _functional_item(groups, shared, "MRImageFrameTypeSequence")
-        if frame_type is not None and _derived_map_reason(
-            _image_type_tokens(frame_type.get("FrameType"))
-        ):
-            continue
-        candidates.append((index, groups, b_value))
+    candidates, directional = _isotropic_frames(per_frame_groups, shared)
     if not candidates:
         if directional:
             reason = (
@@ -419,35 +476,12 @@ def _read_enhanced(
     sop_instance_uid = _text(ds, "SOPInstanceUID")
     for index, groups, b_value in candidates:
         where = f"instance {path} frame {index + 1}"
-        position_item = _functional_item(groups, shared, "PlanePositionSequence")
-        orientation_item = _functional_item(groups, shared, "PlaneOrientationSequence")
-        measures = _functional_item(groups, shared, "PixelMeasuresSequence")
+        geometry = _FrameGeometry.read(groups, shared, series, where)
         content = _functional_item(groups, None, "FrameContentSequence")
-        position = _floats(
-            position_item.get("ImagePositionPatient") if position_item else None,
-            3,
-            "ImagePositionPatient",
-            series,
-            where,
-        )
-        orientation = _floats(
-            orientation_item.get("ImageOrientationPatient") if orientation_item else None,
-            6,
-            "ImageOrientationPatient",
-            series,
-            where,
-        )
-        spacing = _floats(
-            measures.get("PixelSpacing") if measures else None, 2, "PixelSpacing", series, where
-        )
         slope, intercept = _rescale(
             _functional_item(groups, shared, "PixelValueTransformationSequence")
         )
-        slice_spacing = None
-        if measures is not None:
-            slice_spacing = _optional_float(measures.get("SpacingBetweenSlices")) or (
-                _optional_float(measures.get("SliceThickness"))
-            )
+        position, orientation, spacing = geometry.position, geometry.orientation, geometry.spacing
         frames.append(
             DwiFrame(
                 path=path,
@@ -460,7 +494,7 @@ def _read_enhanced(
                 position=(position[0], position[1], position[2]),
                 orientation=(*orientation[:6],),  # type: ignore[arg-type]
                 pixel_spacing=(spacing[0], spacing[1]),
-                slice_spacing=slice_spacing,
+                slice_spacing=geometry.slice_spacing,
                 acquisition=_text(content, "StackID") if content is not None else "",
                 stored=stored[index],
                 slope=slope,

@@ -409,11 +409,66 @@ def compose_stations(frames: Sequence[DwiFrame]) -> ComposedVolume:
     row, column = _check_orientation(frames)
     rows, columns, row_spacing, column_spacing = _check_matrix(frames)
     axis, positions, depth_of, tolerance = _depths(frames, row, column)
+    in_plane = _in_plane_offsets(
+        frames, positions - np.outer(depth_of, axis), 0.1 * min(row_spacing, column_spacing)
+    )
 
-    in_plane = positions - np.outer(depth_of, axis)
+    acquisitions = _build_stacks(frames, depth_of, tolerance)
+    stations, repeats = _group_stations(acquisitions)
+    b_keys = sorted({b for station in stations for b in station.stacks})
+    spacing = _common_slice_spacing(stations, b_keys, tolerance)
+    tolerance = max(0.05, 0.02 * spacing)
+
+    origin_depth = min(station.start for station in stations)
+    # The grid never reaches past the last slice (no extrapolation).
+    extent = max(station.end for station in stations) - origin_depth
+    n_slices = int(np.floor((extent + tolerance) / spacing)) + 1
+    grid = _Grid(
+        depths=origin_depth + spacing * np.arange(n_slices, dtype=np.float64),
+        origin=origin_depth,
+        spacing=spacing,
+        tolerance=tolerance,
+    )
+    covered = _check_coverage(stations, grid.depths, tolerance, spacing)
+    blend = _blend(stations, b_keys, grid, covered, (rows, columns))
+
+    affine = np.eye(4)
+    affine[:3, 0] = axis * spacing
+    affine[:3, 1] = column * row_spacing
+    affine[:3, 2] = row * column_spacing
+    affine[:3, 3] = in_plane[0] + origin_depth * axis
+    sources = sorted(
+        blend.sources, key=lambda s: (s.b_value, s.slice_index, s.path, s.frame_number or 0)
+    )
+    used = {stack.series.uid: stack.series for s in stations for stack in s.stacks.values()}
+    superseded = _superseded_series(stations, repeats)
+    return ComposedVolume(
+        signal=blend.signal,
+        b_values=blend.b_values,
+        affine=affine,
+        spacing_mm=(spacing, row_spacing, column_spacing),
+        stations=len(stations),
+        series_used=tuple(sorted(used.values(), key=lambda h: h.sort_key)),
+        sources=tuple(sources),
+        superseded=superseded,
+        resampled_stations=blend.resampled,
+        coverage=ExamCoverage(tuple(_extent(station) for station in stations), spacing),
+    )
+
+
+def _in_plane_offsets(
+    frames: Sequence[DwiFrame], in_plane: NDArray[np.float64], max_shift: float
+) -> NDArray[np.float64]:
+    """``in_plane`` (each frame's position off the body axis), checked to be one point.
+
+    Raises
+    ------
+    GeometryMismatchError
+        A frame lies more than ``max_shift`` mm beside the first one.
+    """
     shift = np.linalg.norm(in_plane - in_plane[0], axis=1)
     worst = int(np.argmax(shift))
-    if shift[worst] > 0.1 * min(row_spacing, column_spacing):
+    if shift[worst] > max_shift:
         raise _fail(
             GeometryMismatchError,
             f"in-plane position {list(frames[worst].position)} is shifted by "
@@ -421,10 +476,11 @@ def compose_stations(frames: Sequence[DwiFrame]) -> ComposedVolume:
             "only along the body axis",
             frames[worst].series,
         )
+    return in_plane
 
-    acquisitions = _build_stacks(frames, depth_of, tolerance)
-    stations, repeats = _group_stations(acquisitions)
-    b_keys = sorted({b for station in stations for b in station.stacks})
+
+def _common_slice_spacing(stations: list[_Station], b_keys: list[int], tolerance: float) -> float:
+    """The slice spacing of station 1, after checking every station and that all agree."""
     spacings = [
         _check_station(number, station, b_keys, tolerance)
         for number, station in enumerate(stations, start=1)
@@ -438,37 +494,65 @@ def compose_stations(frames: Sequence[DwiFrame]) -> ComposedVolume:
                 f"{spacing:.4g} mm",
                 station.series,
             )
-    tolerance = max(0.05, 0.02 * spacing)
+    return spacing
 
-    origin_depth = min(station.start for station in stations)
-    # The grid never reaches past the last slice (no extrapolation).
-    extent = max(station.end for station in stations) - origin_depth
-    n_slices = int(np.floor((extent + tolerance) / spacing)) + 1
-    grid: NDArray[np.float64] = origin_depth + spacing * np.arange(n_slices, dtype=np.float64)
-    covered = _check_coverage(stations, grid, tolerance, spacing)
+
+@dataclass(frozen=True, slots=True)
+class _Grid:
+    """The cranio-caudal grid the stations are composed onto (depths in mm)."""
+
+    depths: NDArray[np.float64]
+    origin: float
+    spacing: float
+    tolerance: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Blend:
+    """The stations' signal on the grid, and where each grid slice came from."""
+
+    signal: NDArray[np.float32]
+    b_values: tuple[float, ...]
+    sources: list[SourceRef]
+    resampled: tuple[int, ...]
+
+
+def _blend(
+    stations: list[_Station],
+    b_keys: list[int],
+    grid: _Grid,
+    covered: list[NDArray[np.intp]],
+    matrix: tuple[int, int],
+) -> _Blend:
+    """Resample each station's stacks onto ``grid`` and blend overlaps by edge weights.
+
+    ``covered`` holds the grid slices each station covers; ``matrix`` is (rows, columns).
+    """
     b_values = tuple(
         float(np.mean([f.b_value for s in stations for f in s.stacks[b].frames])) for b in b_keys
     )
-    signal = np.zeros((len(b_keys), n_slices, rows, columns), dtype=np.float32)
-    weight_sum = np.zeros(n_slices, dtype=np.float64)
+    signal = np.zeros((len(b_keys), grid.depths.size, *matrix), dtype=np.float32)
+    weight_sum = np.zeros(grid.depths.size, dtype=np.float64)
     sources: list[SourceRef] = []
     resampled: list[int] = []
     for number, station in enumerate(stations, start=1):
         reference = next(iter(station.stacks.values()))
-        on_grid = is_on_grid(reference.depths, origin_depth, spacing, tolerance)
+        on_grid = is_on_grid(reference.depths, grid.origin, grid.spacing, grid.tolerance)
         if not on_grid:
             resampled.append(number)
         inside = covered[number - 1]
-        weight_sum[inside] += edge_weights(grid[inside], station.start, station.end, spacing)
+        weight_sum[inside] += edge_weights(
+            grid.depths[inside], station.start, station.end, grid.spacing
+        )
         for b_index, b_key in enumerate(b_keys):
             stack = station.stacks[b_key]
             contributions = station_contributions(
-                grid,
+                grid.depths,
                 inside,
                 stack.depths,
                 (station.start, station.end),
-                spacing=spacing,
-                tolerance=tolerance,
+                spacing=grid.spacing,
+                tolerance=grid.tolerance,
                 on_grid=on_grid,
             )
             for share in contributions:
@@ -490,27 +574,7 @@ def compose_stations(frames: Sequence[DwiFrame]) -> ComposedVolume:
                 )
 
     signal /= weight_sum.astype(np.float32)[None, :, None, None]
-
-    affine = np.eye(4)
-    affine[:3, 0] = axis * spacing
-    affine[:3, 1] = column * row_spacing
-    affine[:3, 2] = row * column_spacing
-    affine[:3, 3] = in_plane[0] + origin_depth * axis
-    sources.sort(key=lambda s: (s.b_value, s.slice_index, s.path, s.frame_number or 0))
-    used = {stack.series.uid: stack.series for s in stations for stack in s.stacks.values()}
-    superseded = _superseded_series(stations, repeats)
-    return ComposedVolume(
-        signal=signal,
-        b_values=b_values,
-        affine=affine,
-        spacing_mm=(spacing, row_spacing, column_spacing),
-        stations=len(stations),
-        series_used=tuple(sorted(used.values(), key=lambda h: h.sort_key)),
-        sources=tuple(sources),
-        superseded=superseded,
-        resampled_stations=tuple(resampled),
-        coverage=ExamCoverage(tuple(_extent(station) for station in stations), spacing),
-    )
+    return _Blend(signal, b_values, sources, tuple(resampled))
 
 
 def _check_coverage(

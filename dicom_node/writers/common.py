@@ -233,6 +233,85 @@ def _read_header(path: str) -> Dataset:
         raise SourceReferenceError(f"cannot read source header {path!r}: {exc}") from exc
 
 
+def _sources_by_slice(exam: DwiExam, grid: ExamGrid) -> dict[int, tuple[SourceRef, ...]]:
+    """The exam's source references of each grid slice; raise unless every slice has one."""
+    by_slice: dict[int, list[SourceRef]] = defaultdict(list)
+    for ref in exam.sources:
+        if not 0 <= ref.slice_index < grid.slices:
+            raise SourceReferenceError(
+                f"source {ref.sop_instance_uid} has slice_index {ref.slice_index} outside "
+                f"the exam grid of {grid.slices} slices"
+            )
+        by_slice[ref.slice_index].append(ref)
+    missing = [z for z in range(grid.slices) if z not in by_slice]
+    if missing:
+        raise SourceReferenceError(
+            f"exam slices {missing[:10]} have no source references "
+            f"({len(missing)} of {grid.slices})"
+        )
+    return {z: tuple(refs) for z, refs in by_slice.items()}
+
+
+def _series_headers(exam: DwiExam) -> dict[str, Dataset]:
+    """The header of the first source of each input series; raise when one is of another study."""
+    first_by_series: dict[str, SourceRef] = {}
+    for ref in exam.sources:
+        first_by_series.setdefault(ref.series_instance_uid, ref)
+    headers = {uid: _read_header(ref.path) for uid, ref in first_by_series.items()}
+    for series_uid, header in headers.items():
+        if header.get("StudyInstanceUID") != exam.study_instance_uid:
+            raise SourceReferenceError(
+                f"source series {series_uid} belongs to study "
+                f"{header.get('StudyInstanceUID')!r}, not the exam's study "
+                f"{exam.study_instance_uid}"
+            )
+    return headers
+
+
+def _patient_study(reference: Dataset, patient_id: str) -> Dataset:
+    """Patient and General Study attributes copied from the reference input header."""
+    patient_study = Dataset()
+    for keyword in _PATIENT_STUDY_KEYWORDS:
+        if keyword in reference:
+            patient_study[keyword] = reference[keyword]
+    for keyword in ("PatientName", "PatientBirthDate", "PatientSex"):
+        patient_study.setdefault(keyword, None)  # Type 2: present, maybe empty
+    for keyword in ("StudyDate", "StudyTime", "StudyID", "AccessionNumber"):
+        patient_study.setdefault(keyword, None)
+    patient_study.setdefault("ReferringPhysicianName", None)
+    patient_study.PatientID = reference.get("PatientID", patient_id) or patient_id
+    return patient_study
+
+
+def _mr_acquisition(reference: Dataset) -> Dataset:
+    """MR acquisition attributes of the input, with fallbacks for Type 1 and empty Type 2."""
+    mr_acquisition = Dataset()
+    for keyword in _MR_ACQUISITION_KEYWORDS:
+        if keyword in reference and reference[keyword].value not in (None, ""):
+            mr_acquisition[keyword] = reference[keyword]
+    for keyword, fallback in _MR_TYPE1_FALLBACKS.items():
+        mr_acquisition.setdefault(keyword, fallback)
+    for keyword in _MR_TYPE2_KEYWORDS:
+        mr_acquisition.setdefault(keyword, None)
+    return mr_acquisition
+
+
+def _acquisition_equipment(reference: Dataset) -> Dataset:
+    """The scanner's General Equipment attributes that the input has (not empty)."""
+    equipment = Dataset()
+    for keyword in (
+        "Manufacturer",
+        "ManufacturerModelName",
+        "DeviceSerialNumber",
+        "SoftwareVersions",
+        "InstitutionName",
+        "StationName",
+    ):
+        if keyword in reference and reference[keyword].value not in (None, ""):
+            equipment[keyword] = reference[keyword]
+    return equipment
+
+
 @dataclass(frozen=True, slots=True)
 class WriterContext:
     """Everything the writers share for one exam (see the module docstring)."""
@@ -284,66 +363,9 @@ class WriterContext:
                 "the exam has no source references; results must reference their input"
             )
         grid = ExamGrid.from_exam(exam)
-        by_slice: dict[int, list[SourceRef]] = defaultdict(list)
-        for ref in exam.sources:
-            if not 0 <= ref.slice_index < grid.slices:
-                raise SourceReferenceError(
-                    f"source {ref.sop_instance_uid} has slice_index {ref.slice_index} outside "
-                    f"the exam grid of {grid.slices} slices"
-                )
-            by_slice[ref.slice_index].append(ref)
-        missing = [z for z in range(grid.slices) if z not in by_slice]
-        if missing:
-            raise SourceReferenceError(
-                f"exam slices {missing[:10]} have no source references "
-                f"({len(missing)} of {grid.slices})"
-            )
-
-        first_by_series: dict[str, SourceRef] = {}
-        for ref in exam.sources:
-            first_by_series.setdefault(ref.series_instance_uid, ref)
-        headers = {uid: _read_header(ref.path) for uid, ref in first_by_series.items()}
+        sources_by_slice = _sources_by_slice(exam, grid)
+        headers = _series_headers(exam)
         reference = headers[exam.sources[0].series_instance_uid]
-        for series_uid, header in headers.items():
-            if header.get("StudyInstanceUID") != exam.study_instance_uid:
-                raise SourceReferenceError(
-                    f"source series {series_uid} belongs to study "
-                    f"{header.get('StudyInstanceUID')!r}, not the exam's study "
-                    f"{exam.study_instance_uid}"
-                )
-
-        patient_study = Dataset()
-        for keyword in _PATIENT_STUDY_KEYWORDS:
-            if keyword in reference:
-                patient_study[keyword] = reference[keyword]
-        for keyword in ("PatientName", "PatientBirthDate", "PatientSex"):
-            patient_study.setdefault(keyword, None)  # Type 2: present, maybe empty
-        for keyword in ("StudyDate", "StudyTime", "StudyID", "AccessionNumber"):
-            patient_study.setdefault(keyword, None)
-        patient_study.setdefault("ReferringPhysicianName", None)
-        patient_study.PatientID = reference.get("PatientID", exam.patient_id) or exam.patient_id
-
-        mr_acquisition = Dataset()
-        for keyword in _MR_ACQUISITION_KEYWORDS:
-            if keyword in reference and reference[keyword].value not in (None, ""):
-                mr_acquisition[keyword] = reference[keyword]
-        for keyword, fallback in _MR_TYPE1_FALLBACKS.items():
-            mr_acquisition.setdefault(keyword, fallback)
-        for keyword in _MR_TYPE2_KEYWORDS:
-            mr_acquisition.setdefault(keyword, None)
-
-        equipment = Dataset()
-        for keyword in (
-            "Manufacturer",
-            "ManufacturerModelName",
-            "DeviceSerialNumber",
-            "SoftwareVersions",
-            "InstitutionName",
-            "StationName",
-        ):
-            if keyword in reference and reference[keyword].value not in (None, ""):
-                equipment[keyword] = reference[keyword]
-
         series_numbers = [int(h.SeriesNumber) for h in headers.values() if h.get("SeriesNumber")]
         highest = max(series_numbers, default=0)
         thickness = reference.get("SliceThickness")
@@ -354,9 +376,9 @@ class WriterContext:
                 exam, identity.software_version, settings_digest, device_class
             ),
             grid=grid,
-            patient_study=patient_study,
-            mr_acquisition=mr_acquisition,
-            acquisition_equipment=equipment,
+            patient_study=_patient_study(reference, exam.patient_id),
+            mr_acquisition=_mr_acquisition(reference),
+            acquisition_equipment=_acquisition_equipment(reference),
             body_part_examined=str(reference.get("BodyPartExamined", "") or "WHOLEBODY"),
             slice_thickness=float(thickness) if thickness else grid.slice_spacing,
             first_series_number=(highest // 1000 + 1) * 1000,
@@ -370,7 +392,7 @@ class WriterContext:
                 "key-images",
             ),
             content_datetime=content_datetime or datetime.now().replace(microsecond=0),
-            sources_by_slice={z: tuple(refs) for z, refs in by_slice.items()},
+            sources_by_slice=sources_by_slice,
         )
 
     def series_number(self, kind: str) -> int:

@@ -33,7 +33,7 @@ only the slices that hold a centroid.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -83,24 +83,42 @@ def assign_region(
     if not trunk_section:
         return BodyRegion.LIMBS
 
-    t1, l1, iliac_crest, sacrum, hip = (
-        landmarks.level_below_neck(f) for f in settings.region_levels
-    )
+    levels = _Levels(*(landmarks.level_below_neck(f) for f in settings.region_levels))
     if in_spine:
-        if z < t1:
-            return BodyRegion.CERVICAL_SPINE
-        if z < l1:
-            return BodyRegion.DORSAL_SPINE
-        if z < sacrum:
-            return BodyRegion.LUMBOSACRAL_SPINE
-        return BodyRegion.PELVIS
-    if z < t1:
+        return _spine_region(z, levels)
+    return _trunk_region(z, levels, lateral=lateral)
+
+
+class _Levels(NamedTuple):
+    """Slice indices of the region boundaries (``ProcessingSettings.region_levels``)."""
+
+    t1: float
+    l1: float
+    iliac_crest: float
+    sacrum: float
+    hip: float
+
+
+def _spine_region(z: int, levels: _Levels) -> BodyRegion:
+    """Rule 3: the spine column by level; the sacrum counts with the pelvis."""
+    if z < levels.t1:
+        return BodyRegion.CERVICAL_SPINE
+    if z < levels.l1:
+        return BodyRegion.DORSAL_SPINE
+    if z < levels.sacrum:
+        return BodyRegion.LUMBOSACRAL_SPINE
+    return BodyRegion.PELVIS
+
+
+def _trunk_region(z: int, levels: _Levels, *, lateral: bool) -> BodyRegion:
+    """Rule 4: outside the spine column, by level and whether the centroid is lateral."""
+    if z < levels.t1:
         return BodyRegion.OTHER
-    if z < l1:
+    if z < levels.l1:
         return BodyRegion.THORAX
-    if z < iliac_crest:
+    if z < levels.iliac_crest:
         return BodyRegion.THORAX if lateral else BodyRegion.OTHER
-    if z >= hip and lateral:
+    if z >= levels.hip and lateral:
         return BodyRegion.LIMBS
     return BodyRegion.PELVIS
 

@@ -344,6 +344,16 @@ def assess_persistent_lesion(
     ``response`` the change against ``settings.response_reference`` (the same
     object when the lesion has a counterpart in one reference only).
     """
+    progressing = _progression_outcome(progression, settings)
+    if progressing is not None:
+        return progressing
+    return _response_outcome(response, settings)
+
+
+def _progression_outcome(
+    progression: LesionChange, settings: ResponseSettings
+) -> RuleOutcome | None:
+    """The growth and rising high-b rules; ``None`` when none of them applies."""
     s = settings
     growth_pct = progression.volume_change_pct
     growth_ml = progression.volume_change_ml
@@ -377,7 +387,12 @@ def assess_persistent_lesion(
             f"high-b signal {high_b_pct:+.0f} % since {ref_uid} with ADC "
             f"{progression.adc_um2s:.0f} < {s.adc_responding_um2s:g} um2/s",
         )
+    return None
 
+
+def _response_outcome(response: LesionChange, settings: ResponseSettings) -> RuleOutcome:
+    """The ADC rise rules (the lesion did not progress)."""
+    s = settings
     before, after = response.reference_adc_um2s, response.adc_um2s
     rise_pct = response.adc_change_pct
     if rise_pct is None or not (math.isfinite(before) and math.isfinite(after)):

@@ -500,6 +500,16 @@ class ProcessingSettings:
     )
 
     def __post_init__(self) -> None:
+        problems = [
+            *self._quality_limit_problems(),
+            *self._count_problems(),
+            *self._range_problems(),
+        ]
+        if problems:
+            raise ValueError("invalid processing settings: " + "; ".join(problems))
+
+    def _quality_limit_problems(self) -> list[str]:
+        """The (review, unreliable) limit pairs of the quality checks."""
         problems: list[str] = []
         for name in (
             "quality_marrow_ratio_limits",
@@ -521,6 +531,11 @@ class ProcessingSettings:
             problems.append(
                 "quality_snr_limits must be (review, unreliable), review >= unreliable >= 0"
             )
+        return problems
+
+    def _count_problems(self) -> list[str]:
+        """Lengths, voxel counts, iterations and b-values."""
+        problems: list[str] = []
         if self.marrow_level_mm < 0:
             problems.append("marrow_level_mm must be >= 0")
         if self.marrow_reference_min_voxels < 1 or self.marrow_level_min_voxels < 1:
@@ -534,6 +549,11 @@ class ProcessingSettings:
             for b in (*self.computed_b_values, self.segmentation_b_value)
             if not 0 < b <= 5000
         )
+        return problems
+
+    def _range_problems(self) -> list[str]:
+        """ADC ranges, connectivity, histogram bins and the quantities that must be positive."""
+        problems: list[str] = []
         for name in ("reference_adc_range_um2s", "adc_window_um2s", "histogram_range_um2s"):
             low, high = getattr(self, name)
             if not low < high:
@@ -568,8 +588,7 @@ class ProcessingSettings:
         ):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be positive")
-        if problems:
-            raise ValueError("invalid processing settings: " + "; ".join(problems))
+        return problems
 
 
 def settings_digest(settings: ProcessingSettings) -> str:

@@ -124,24 +124,41 @@ def compare_results(
         One sentence per difference; empty when ``other`` matches.
     """
     report = _Report()
-    stats, other_stats = reference.stats, other.stats
-    voxel_ml = stats.histogram.voxel_volume_ml
-
     # Masks, each against its own size.
     for name in ("body_mask", "adc_valid"):
         _mask_difference(report, name, getattr(reference, name), getattr(other, name), tolerance)
-    tumour_diff = _mask_difference(
-        report, "tumour_mask", reference.tumour_mask, other.tumour_mask, tolerance
+    diffs = _Differences(
+        tumour=_mask_difference(
+            report, "tumour_mask", reference.tumour_mask, other.tumour_mask, tolerance
+        ),
+        classes=_mask_difference(
+            report, "class_labels", reference.class_labels, other.class_labels, tolerance
+        ),
+        lesions=_mask_difference(
+            report, "lesion_labels", reference.lesion_labels, other.lesion_labels, tolerance
+        ),
     )
-    class_diff = _mask_difference(
-        report, "class_labels", reference.class_labels, other.class_labels, tolerance
-    )
-    lesion_diff = _mask_difference(
-        report, "lesion_labels", reference.lesion_labels, other.lesion_labels, tolerance
-    )
-    tumour_size = max(1, int(np.count_nonzero(reference.tumour_mask)))
+    _compare_maps(report, reference, other, tolerance)
+    _compare_volumes(report, reference, other, tolerance, diffs)
+    explained = _compare_adc_statistics(report, reference, other, tolerance, diffs)
+    _compare_lesions(report, reference, other, tolerance, diffs)
+    _compare_quality(report, reference, other, diffs, explained)
+    return report.problems
 
-    # Maps, on voxels valid in both.
+
+@dataclass(frozen=True, slots=True)
+class _Differences:
+    """Voxels that differ in the tumour mask, the class labels and the lesion labels."""
+
+    tumour: int
+    classes: int
+    lesions: int
+
+
+def _compare_maps(
+    report: _Report, reference: ProcessingResult, other: ProcessingResult, tolerance: Tolerance
+) -> None:
+    """The ADC and computed-b maps, on voxels valid in both."""
     common = reference.adc_valid & other.adc_valid
     if not np.allclose(
         other.adc[common], reference.adc[common], rtol=tolerance.map_rtol, atol=tolerance.map_atol
@@ -165,17 +182,27 @@ def compare_results(
             f"computed b={mine.b_value:g}: differs beyond float32 tolerance",
         )
 
-    # tDV and class volumes (in voxels).
+
+def _compare_volumes(
+    report: _Report,
+    reference: ProcessingResult,
+    other: ProcessingResult,
+    tolerance: Tolerance,
+    diffs: _Differences,
+) -> None:
+    """tDV and class volumes (in voxels), class bounds and histogram counts."""
+    stats, other_stats = reference.stats, other.stats
+    voxel_ml = stats.histogram.voxel_volume_ml
     report.check(
-        abs(other_stats.tdv_ml - stats.tdv_ml) <= tumour_diff * voxel_ml + 1e-9,
-        f"tdv_ml: {other_stats.tdv_ml!r} vs {stats.tdv_ml!r} ({tumour_diff} tumour voxels differ)",
+        abs(other_stats.tdv_ml - stats.tdv_ml) <= diffs.tumour * voxel_ml + 1e-9,
+        f"tdv_ml: {other_stats.tdv_ml!r} vs {stats.tdv_ml!r} ({diffs.tumour} tumour voxels differ)",
     )
     for cls in (AdcClass.RED, AdcClass.YELLOW, AdcClass.GREEN):
         name = f"{cls.name.lower()}_ml"
         mine_ml, theirs_ml = getattr(stats.classes, name), getattr(other_stats.classes, name)
         report.check(
-            abs(theirs_ml - mine_ml) <= class_diff * voxel_ml + 1e-9,
-            f"classes.{name}: {theirs_ml!r} vs {mine_ml!r} ({class_diff} class voxels differ)",
+            abs(theirs_ml - mine_ml) <= diffs.classes * voxel_ml + 1e-9,
+            f"classes.{name}: {theirs_ml!r} vs {mine_ml!r} ({diffs.classes} class voxels differ)",
         )
     for name in ("yellow_lower_um2s", "green_lower_um2s", "yellow_lower_source"):
         report.check(
@@ -193,30 +220,52 @@ def compare_results(
         abs(a - b)
         for a, b in zip(other_stats.histogram.counts, stats.histogram.counts, strict=False)
     )
-    may_move = tumour_diff + _near_histogram_edges(reference, tolerance.map_atol)
+    may_move = diffs.tumour + _near_histogram_edges(reference, tolerance.map_atol)
     report.check(
         len(other_stats.histogram.counts) == len(stats.histogram.counts) and moved <= 2 * may_move,
         f"histogram counts: {moved} count differences, more than 2 x {may_move} voxels can make",
     )
 
-    # ADC statistics, every field.
-    explained = tolerance.value_rtol + 3.0 * tumour_diff / tumour_size
+
+def _compare_adc_statistics(
+    report: _Report,
+    reference: ProcessingResult,
+    other: ProcessingResult,
+    tolerance: Tolerance,
+    diffs: _Differences,
+) -> float:
+    """Every ADC statistic; returns the relative tolerance the tumour differences explain."""
+    stats, other_stats = reference.stats, other.stats
+    tumour_size = max(1, int(np.count_nonzero(reference.tumour_mask)))
+    explained = tolerance.value_rtol + 3.0 * diffs.tumour / tumour_size
     if stats.adc is None or other_stats.adc is None:
         report.check(
             stats.adc is None and other_stats.adc is None,
             f"adc statistics: {other_stats.adc!r} vs {stats.adc!r}",
         )
-    else:
-        for field in dataclasses.fields(stats.adc):
-            mine_value = float(getattr(stats.adc, field.name))
-            theirs_value = float(getattr(other_stats.adc, field.name))
-            if field.name in {"skewness", "kurtosis"}:
-                ok = _close(theirs_value, mine_value, explained, atol=1e-6 + 20 * explained)
-            else:
-                ok = _close(theirs_value, mine_value, explained)
-            report.check(ok, f"adc.{field.name}: {theirs_value!r} vs {mine_value!r}")
+        return explained
+    for field in dataclasses.fields(stats.adc):
+        mine_value = float(getattr(stats.adc, field.name))
+        theirs_value = float(getattr(other_stats.adc, field.name))
+        if field.name in {"skewness", "kurtosis"}:
+            ok = _close(theirs_value, mine_value, explained, atol=1e-6 + 20 * explained)
+        else:
+            ok = _close(theirs_value, mine_value, explained)
+        report.check(ok, f"adc.{field.name}: {theirs_value!r} vs {mine_value!r}")
+    return explained
 
-    # Lesion rows.
+
+def _compare_lesions(
+    report: _Report,
+    reference: ProcessingResult,
+    other: ProcessingResult,
+    tolerance: Tolerance,
+    diffs: _Differences,
+) -> None:
+    """Every lesion row, and the foci beyond the listed lesions."""
+    stats, other_stats = reference.stats, other.stats
+    voxel_ml = stats.histogram.voxel_volume_ml
+    lesion_diff = diffs.lesions
     report.check(
         len(other_stats.lesions) == len(stats.lesions),
         f"lesions: {len(other_stats.lesions)} rows vs {len(stats.lesions)}",
@@ -246,11 +295,19 @@ def compare_results(
         f"other_foci_count: {other_stats.other_foci_count} vs {stats.other_foci_count}",
     )
     report.check(
-        abs(other_stats.other_foci_ml - stats.other_foci_ml) <= tumour_diff * voxel_ml + 1e-9,
+        abs(other_stats.other_foci_ml - stats.other_foci_ml) <= diffs.tumour * voxel_ml + 1e-9,
         f"other_foci_ml: {other_stats.other_foci_ml!r} vs {stats.other_foci_ml!r}",
     )
 
-    # Reliability signals.
+
+def _compare_quality(
+    report: _Report,
+    reference: ProcessingResult,
+    other: ProcessingResult,
+    diffs: _Differences,
+    explained: float,
+) -> None:
+    """The reliability verdict, its findings and every measure."""
     quality, other_quality = reference.quality, other.quality
     report.check(
         other_quality.verdict == quality.verdict,
@@ -267,10 +324,9 @@ def compare_results(
     for name, value in quality.measures.items():
         theirs_measure = other_quality.measures.get(name)
         if isinstance(value, int) and isinstance(theirs_measure, int):
-            ok = abs(theirs_measure - value) <= tumour_diff  # counts: a voxel can change one
+            ok = abs(theirs_measure - value) <= diffs.tumour  # counts: a voxel can change one
         elif isinstance(value, int | float) and isinstance(theirs_measure, int | float):
             ok = _close(float(theirs_measure), float(value), 1e-4 + explained, atol=1e-9)
         else:
             ok = theirs_measure == value
         report.check(ok, f"quality measure {name}: {theirs_measure!r} vs {value!r}")
-    return report.problems

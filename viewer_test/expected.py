@@ -104,6 +104,27 @@ def _segments(path: Path) -> list[SegmentExpectation]:
     return segments
 
 
+def _measurement_groups(path: Path) -> list[dict[str, Any]]:
+    """Each TID 1500 measurement group of an SR: its Tracking Identifier and whether it has
+    an image region (a top-level SCOORD/SCOORD3D: what OHIF can load into its panel)."""
+    dataset = pydicom.dcmread(path)
+
+    def code(item: pydicom.Dataset) -> str:
+        names = item.get("ConceptNameCodeSequence", [])
+        return str(names[0].CodeValue) if names else ""
+
+    groups = []
+    for container in dataset.get("ContentSequence", []):
+        if code(container) != "126010":  # Imaging Measurements
+            continue
+        for group in container.get("ContentSequence", []):
+            items = list(group.get("ContentSequence", []))
+            tracking = next((str(i.TextValue) for i in items if code(i) == "112039"), "")
+            located = any(i.ValueType in ("SCOORD", "SCOORD3D") for i in items)
+            groups.append({"tracking": tracking, "located": located})
+    return groups
+
+
 def read_expected(results: Path, measurements: dict[str, Any]) -> Expected:
     """Scan the result folder's DICOM headers; group by series; pick what the checks need."""
     series: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
@@ -137,7 +158,13 @@ def read_expected(results: Path, measurements: dict[str, Any]) -> Expected:
                 }
             )
         elif sop in SR_SOP_CLASSES:
-            srs.append({**_series(files), "sop_instance_uid": str(header.SOPInstanceUID)})
+            srs.append(
+                {
+                    **_series(files),
+                    "sop_instance_uid": str(header.SOPInstanceUID),
+                    "groups": _measurement_groups(path),
+                }
+            )
         elif header.Modality == "OT" or "SECONDARY" in image_type:
             key_images = _series(files)
     if adc is None or computed_b is None:

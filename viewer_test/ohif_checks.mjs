@@ -30,6 +30,24 @@ const CHROMIUM_ARGS = [
 const LOADER_ERROR = /No imageId found|not rehydratable|SCOORD|ReferencedSOPSequence|Unable to generate tool state|segmentation|labelmap|\bSEG\b|\bSR\b|TypeError/i;
 // Warnings that mean the same (OHIF logs a measurement it could not load as a warning).
 const LOADER_WARNING = /No imageId found|not rehydratable|Unable to generate tool state/i;
+// OHIF's SR import (@cornerstonejs/adapters MeasurementReport.generateToolState) skips a
+// measurement group it cannot load with this warning, the group as its second argument.
+const SKIPPED_GROUP = /^warning: Unable to generate tool state for/;
+// The skipped groups of each check: {tracking, located} read from the warning's argument
+// (tracking: the group's Tracking Identifier; located: whether it holds an SCOORD/SCOORD3D).
+const skippedGroups = new Map();
+function describeSkippedGroup(message) {
+  const group = message.args()[1];
+  if (!group) return Promise.resolve({ tracking: null, located: null });
+  return group.evaluate((g) => {
+    const items = [].concat(g.ContentSequence || []);
+    const code = (item) => [].concat(item.ConceptNameCodeSequence || [])[0]?.CodeValue;
+    return {
+      tracking: items.find((item) => code(item) === '112039')?.TextValue ?? null,
+      located: items.some((item) => item.ValueType === 'SCOORD' || item.ValueType === 'SCOORD3D'),
+    };
+  }).catch((error) => ({ tracking: null, located: null, error: error.message }));
+}
 const loaderErrors = (lines) => lines.filter((line) =>
   ((line.startsWith('error') || line.startsWith('pageerror')) && LOADER_ERROR.test(line))
   || (line.startsWith('warning') && LOADER_WARNING.test(line)));
@@ -47,6 +65,25 @@ function bounded(promise, ms, what) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+// The page a check ends on (its screenshot), when the check opened a second one.
+const lastPage = new WeakMap();
+
+// Record a page's console errors and warnings, page errors and requests into the check's
+// record (a looping loader logs thousands of lines: keep the first 500, count them all).
+function watch(page, record) {
+  page.setDefaultTimeout(Math.min(TIMEOUT_MS, 30000));
+  const keep = (line) => { record.console_total += 1; if (record.console.length < 500) record.console.push(line.slice(0, 500)); };
+  const skipped = skippedGroups.get(record);
+  page.on('console', (message) => {
+    if (message.type() !== 'error' && message.type() !== 'warning') return;
+    const line = `${message.type()}: ${message.text()}`;
+    keep(line);
+    if (SKIPPED_GROUP.test(line)) skipped.push(describeSkippedGroup(message));
+  });
+  page.on('pageerror', (error) => keep(`pageerror: ${error.message}`));
+  page.on('request', () => { record.requests += 1; });
+}
+
 async function runCheck(browser, name, body) {
   const started = Date.now();
   const record = { ok: false, seconds: 0, facts: {}, problems: [], console: [], console_total: 0, requests: 0 };
@@ -56,14 +93,8 @@ async function runCheck(browser, name, body) {
   try {
     context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
     page = await context.newPage();
-    page.setDefaultTimeout(Math.min(TIMEOUT_MS, 30000));
-    // A looping loader logs thousands of lines: keep the first 500, count them all.
-    const keep = (line) => { record.console_total += 1; if (record.console.length < 500) record.console.push(line.slice(0, 500)); };
-    page.on('console', (message) => {
-      if (message.type() === 'error' || message.type() === 'warning') keep(`${message.type()}: ${message.text()}`);
-    });
-    page.on('pageerror', (error) => keep(`pageerror: ${error.message}`));
-    page.on('request', () => { record.requests += 1; });
+    skippedGroups.set(record, []);
+    watch(page, record);
     await bounded(body(page, record), TIMEOUT_MS, name);
   } catch (error) {
     record.problems.push(error instanceof CheckFailed ? error.message : `${error.name}: ${error.message}`.slice(0, 800));
@@ -72,6 +103,7 @@ async function runCheck(browser, name, body) {
   record.facts.loader_errors = errors.slice(0, 20);
   record.facts.loader_error_count = errors.length;
   record.seconds = (Date.now() - started) / 1000;
+  page = lastPage.get(record) || page;
   if (page) {
     await bounded(page.screenshot({ path: path.join(spec.out_dir, `${name}.png`), timeout: 15000 }), 20000, 'screenshot')
       .catch((error) => record.problems.push(`screenshot: ${error.message}`));
@@ -303,7 +335,7 @@ async function checkSeg(page, record, seg) {
   if (errors.length) record.problems.push(`${errors.length} console error(s) while loading the SEG, first: ${errors[0].slice(0, 300)}`);
 }
 
-async function checkSr(page, record, sr) {
+async function checkSr(page, record, sr, name) {
   await openStudy(page, spec.min_series);
   await thumbnail(page, sr.description).dblclick();
   await page.waitForFunction((uid) => {
@@ -315,6 +347,7 @@ async function checkSr(page, record, sr) {
     const ds = window.services.displaySetService.getActiveDisplaySets().find((d) => d.SeriesInstanceUID === uid);
     return {
       isRehydratable: ds.isRehydratable,
+      isHydrated: Boolean(ds.isHydrated),
       measurements: (ds.measurements || []).map((m) => ({
         tracking: m.TrackingIdentifier,
         volume: (m.labels || []).find((l) => l.label === 'Volume')?.value,
@@ -350,9 +383,11 @@ async function checkSr(page, record, sr) {
   record.facts.volumes_seen_while_navigating = [...seen];
   const unseen = spec.expected.lesions.filter((l) => ![...seen].some((v) => near(+v, l.volume_ml, 0.006)));
   if (unseen.length) record.problems.push(`navigating the SR never showed the volume of lesion(s) ${unseen.map((l) => l.label).join(', ')}`);
-  // Load the SR's measurements into the measurement panel. OHIF 3.13 shows no LOAD button
-  // on an SR viewport (its badge is not clickable): run the command its hydration prompt
-  // runs, then read the panel as a reader would. Kept apart from the viewport's problems.
+  // Load the SR's measurements into the measurement panel as a reader does (below), and read
+  // the panel. Kept apart from the viewport's problems.
+  // The SR viewport as the reader first sees it (the check's own screenshot is taken after
+  // the measurements are loaded into the panel).
+  await page.screenshot({ path: path.join(spec.out_dir, `${name}-viewport.png`), timeout: 15000 }).catch(() => {});
   const viewportErrors = loaderErrors(record.console);
   if (viewportErrors.length) record.problems.push(`${viewportErrors.length} console error(s) from the SR viewport, first: ${viewportErrors[0].slice(0, 300)}`);
   const consoleBefore = record.console.length;
@@ -364,10 +399,26 @@ async function checkSr(page, record, sr) {
     panelProblems.push('OHIF 3.13 takes the SR as read-only (isRehydratable false): its measurements cannot be loaded into the measurement panel');
     return;
   }
-  await page.evaluate(async (uid) => {
-    const ds = window.services.displaySetService.getActiveDisplaySets().find((d) => d.SeriesInstanceUID === uid);
-    await window.commandsManager.runCommand('hydrateSecondaryDisplaySet', { displaySet: ds, viewportId: window.services.viewportGridService.getActiveViewportId() });
-  }, sr.series_uid);
+  // OHIF 3.13 asks in the SR viewport "Do you want to continue tracking measurements for this
+  // study?" as soon as a rehydratable report is shown (its SR badge has no LOAD button); the
+  // question goes away, for good, once the reader navigates the SR viewport (as above). So:
+  // the reader opens the study again, opens the SR and answers Yes.
+  await page.close();
+  page = await page.context().newPage();
+  watch(page, record);
+  lastPage.set(record, page);
+  await openStudy(page, spec.min_series);
+  await thumbnail(page, sr.description).dblclick();
+  const prompt = page.getByText(/tracking measurements for this study/).first();
+  record.facts.hydration_prompt = await prompt.innerText({ timeout: 15000 }).catch(() => null);
+  if (record.facts.hydration_prompt === null) {
+    panelProblems.push('OHIF did not offer to load the SR\'s measurements (no prompt in the SR viewport)');
+    return;
+  }
+  await page.getByRole('button', { name: /^Yes$/ }).first().click({ timeout: 10000 });
+  await page.waitForFunction((uid) => window.services.displaySetService.getActiveDisplaySets()
+    .find((d) => d.SeriesInstanceUID === uid)?.isHydrated, sr.series_uid, { timeout: 20000 })
+    .catch(() => panelProblems.push('the SR was not loaded 20 s after answering Yes to OHIF\'s prompt'));
   await sleep(2000);
   await page.locator('[data-cy="trackedMeasurements-btn"]').click().catch(() => {});
   await sleep(1500);
@@ -384,7 +435,22 @@ async function checkSr(page, record, sr) {
   const noVolume = lesionRows.filter((r) => r.listed && !r.volume_shown).map((r) => r.lesion);
   if (unlisted.length) panelProblems.push(`the measurements panel does not name lesion(s) ${unlisted.join(', ')} (its rows: ${rows.slice(1, 4).map((r) => r.replace(/\s+/g, ' ')).join(' / ')} ...)`);
   if (noVolume.length) panelProblems.push(`the measurements panel shows no volume for lesion(s) ${noVolume.join(', ')}`);
-  const panelErrors = loaderErrors(record.console.slice(consoleBefore));
+  // Every location group (TID 1410, an Image Region) loads; OHIF skips the groups without
+  // an image region (the numbers, tracked at their finding's location) with a warning.
+  // Those skips, and only those, are expected: compare them with the file's groups.
+  const skippedAll = await Promise.all(skippedGroups.get(record) || []);
+  record.facts.groups_not_loaded = skippedAll;
+  const unlocatedInFile = sr.groups.filter((g) => !g.located).map((g) => g.tracking).sort();
+  const skippedNames = skippedAll.map((g) => g.tracking).sort();
+  const locatedSkipped = skippedAll.filter((g) => g.located !== false);
+  if (locatedSkipped.length) panelProblems.push(`OHIF could not load ${locatedSkipped.length} location group(s): ${locatedSkipped.map((g) => g.tracking).join('; ')}`);
+  if (JSON.stringify(skippedNames) !== JSON.stringify(unlocatedInFile)) {
+    panelProblems.push(`OHIF skipped the groups [${skippedNames.join('; ')}], the file's groups without an image region are [${unlocatedInFile.join('; ')}]`);
+  }
+  const locatedInFile = sr.groups.filter((g) => g.located).length;
+  record.facts.panel_rows = rows.length - 1;
+  if (rows.length - 1 !== locatedInFile) panelProblems.push(`the measurements panel lists ${rows.length - 1} row(s), the report has ${locatedInFile} location group(s)`);
+  const panelErrors = loaderErrors(record.console.slice(consoleBefore)).filter((line) => !SKIPPED_GROUP.test(line));
   if (panelErrors.length) panelProblems.push(`${panelErrors.length} console error(s) while loading the SR's measurements, first: ${panelErrors[0].slice(0, 300)}`);
 }
 
@@ -517,7 +583,7 @@ try {
   }
   for (const [i, sr] of spec.expected.srs.entries()) {
     const name = `sr${i + 1}`;
-    if (wanted(name)) await runCheck(browser, name, (page, record) => checkSr(page, record, sr));
+    if (wanted(name)) await runCheck(browser, name, (page, record) => checkSr(page, record, sr, name));
   }
   if (spec.correction && wanted('correction')) {
     await runCheck(browser, 'correction', (page, record) => checkCorrection(page, record, spec.correction));

@@ -20,6 +20,16 @@ body", title DCM 126000 "Imaging Measurement Report":
   baseline's study UID, date and whole-body changes; the suggested categories
   overall and per region, each labelled a suggestion for the radiologist.
 
+Every tracked finding (the total, each ADC class with voxels, each lesion, other
+foci) also has a TID 1410 location group, same Tracking UID: an Image Region
+POINT on a pixel of the finding on the computed-b slice of its largest
+cross-section, Tracking Identifier ``VIEWER_ARROW:<its identifier>`` and, as
+first DCM 121106 "Comment", a label with its volume (and median ADC), e.g.
+``Lesion 3 - pelvis: 12.43 ml, median ADC 812 x10-6 mm2/s``. OHIF 3.13 draws it
+as an arrow and loads it into its measurement panel with that label (its
+cornerstone ArrowAnnotate adapter); the numbers themselves stay in the groups
+above, unchanged.
+
 Every group names the finding (SCT 14799000 "Neoplasm, secondary", category
 SCT 49755003) and the algorithm (name, version, parameters); every ADC value
 references the ADC Parametric Map it was read from (source of measurement). The
@@ -46,6 +56,7 @@ C.12.1.1.3).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,10 +107,12 @@ __all__ = [
     "PERCENTILE_25",
     "PERCENTILE_75",
     "TOTAL_GROUP",
+    "VIEWER_ARROW",
     "VOLUME_UNIT",
     "adc_statistic_codes",
     "build_measurement_report",
     "report_reference",
+    "viewer_label",
 ]
 
 LOCAL_CODING_SCHEME = "99WBDWI"
@@ -112,6 +125,11 @@ PERCENTILE_75 = Code("P75", LOCAL_CODING_SCHEME, "75th percentile")
 ADC_UNIT = codes.UCUM._10EMinus6SquareMillimetersPerSecond
 VOLUME_UNIT = Code("ml", "UCUM", "milliliter")
 _NO_UNITS = codes.UCUM.NoUnits
+#: Tracking Identifier prefix of the location groups: the ArrowAnnotate tool of OHIF's
+#: cornerstone3D adapters (``@cornerstonejs/adapters``, TID 1500 import), so that OHIF 3.13
+#: loads each location into its measurement panel, labelled with the group's first
+#: Comment (see docs/result-objects.md).
+VIEWER_ARROW = "Cornerstone3DTools@^0.1.0:ArrowAnnotate"
 _PROCEDURE = codes.SCT.MagneticResonanceImagingOfWholeBody
 
 
@@ -227,50 +245,48 @@ _Group = (
 
 
 @dataclass(frozen=True, slots=True)
-class _Box:
-    """The box around a finding on one slice of the geometric source (pixel edges)."""
+class _Spot:
+    """Where a finding is shown: one of its pixels, on the slice of its largest cross-section."""
 
     slice_index: int
-    left: int
-    top: int
-    right: int
-    bottom: int
+    column: int
+    row: int
 
     @classmethod
-    def around(cls, voxels: NDArray[np.bool_]) -> _Box | None:
-        """On the slice where ``voxels`` has the largest cross-section; ``None`` if empty."""
+    def inside(cls, voxels: NDArray[np.bool_]) -> _Spot | None:
+        """The pixel of ``voxels`` nearest the centroid of its largest cross-section.
+
+        A pixel of the finding itself: the centroid of a ring-shaped or curved
+        finding can lie outside it. ``None`` if ``voxels`` is empty.
+        """
         areas = voxels.sum(axis=(1, 2))
         if not areas.any():
             return None
         z = int(np.argmax(areas))
         rows, columns = np.nonzero(voxels[z])
-        return cls(
-            z, int(columns.min()), int(rows.min()), int(columns.max()) + 1, int(rows.max()) + 1
-        )
+        distance = (rows - rows.mean()) ** 2 + (columns - columns.mean()) ** 2
+        nearest = int(np.argmin(distance))
+        return cls(z, int(columns[nearest]), int(rows[nearest]))
 
-    def ellipse(self) -> NDArray[np.float64]:
-        """The ellipse through the box's corners: major-axis ends, then minor-axis ends.
-
-        (column, row) pixel coordinates (PS3.3 C.18.6.1.2 ELLIPSE). An ELLIPSE,
-        not the box as a closed POLYLINE: OHIF 3.13 takes a 4- or 5-point
-        "Image Region" POLYLINE for its own RectangleROI tool, offers to load
-        the report into its measurement panel and then shows the rectangle's
-        area and pixel statistics instead of the report's numbers.
-        """
-        centre_x, centre_y = (self.left + self.right) / 2, (self.top + self.bottom) / 2
-        half_x = (self.right - self.left) / 2 * math.sqrt(2)
-        half_y = (self.bottom - self.top) / 2 * math.sqrt(2)
-        horizontal = [(centre_x - half_x, centre_y), (centre_x + half_x, centre_y)]
-        vertical = [(centre_x, centre_y - half_y), (centre_x, centre_y + half_y)]
-        major, minor = (horizontal, vertical) if half_x >= half_y else (vertical, horizontal)
-        return np.asarray([*major, *minor], dtype=np.float64)
+    def point(self) -> NDArray[np.float64]:
+        """The pixel's centre as one (column, row) pair (PS3.3 C.18.6.1.2, origin at the
+        top left corner of the top left pixel)."""
+        return np.asarray([[self.column + 0.5, self.row + 0.5]], dtype=np.float64)
 
     def region(self, images: Sequence[Dataset]) -> hd.sr.ImageRegion:
-        """The :meth:`ellipse` on the slice's image of the geometric source."""
+        """The :meth:`point` as an Image Region POINT on the slice's geometric source image.
+
+        A POINT, which OHIF 3.13 draws as an arrow at the finding, and which its
+        ArrowAnnotate adapter loads into the measurement panel with the group's
+        label (see :data:`VIEWER_ARROW`). Not an ELLIPSE (no adapter loads one
+        without an area NUM in the group) and not a 4- or 5-point POLYLINE
+        (taken for OHIF's RectangleROI tool, which lists the rectangle's area
+        and pixel statistics instead of the report's numbers).
+        """
         image = images[self.slice_index]
         return hd.sr.ImageRegion(
-            graphic_type=hd.sr.GraphicTypeValues.ELLIPSE,
-            graphic_data=self.ellipse(),
+            graphic_type=hd.sr.GraphicTypeValues.POINT,
+            graphic_data=self.point(),
             source_image=hd.sr.SourceImageForRegion(
                 referenced_sop_class_uid=image.SOPClassUID,
                 referenced_sop_instance_uid=image.SOPInstanceUID,
@@ -278,14 +294,31 @@ class _Box:
         )
 
 
-def _body_box(result: ProcessingResult) -> _Box:
+def _body_spot(result: ProcessingResult) -> _Spot:
     """Where to show a report without disease: the body on the middle slice (or the slice)."""
     body = np.asarray(result.body_mask, dtype=bool)
     z = body.shape[0] // 2
-    rows, columns = np.nonzero(body[z])
-    if rows.size == 0:
-        return _Box(z, 0, 0, body.shape[2], body.shape[1])
-    return _Box(z, int(columns.min()), int(rows.min()), int(columns.max()) + 1, int(rows.max()) + 1)
+    if not body[z].any():
+        return _Spot(z, body.shape[2] // 2, body.shape[1] // 2)
+    spot = _Spot.inside(body[z : z + 1])
+    assert spot is not None  # the slice has body pixels
+    return _Spot(z, spot.column, spot.row)
+
+
+def _name(label: str) -> str:
+    """A segment label without the rounded volume it ends with (``Lesion 3 - pelvis``)."""
+    return re.sub(r", [0-9.]+ ml$", "", label)
+
+
+def viewer_label(
+    name: str, volume_ml: float, adc_median: float | None = None, remark: str = ""
+) -> str:
+    """The label a viewer shows at a finding: ``Lesion 3 - pelvis: 12.43 ml, median ADC 812
+    x10-6 mm2/s`` (volume and median ADC as in the group's NUM items, rounded)."""
+    text = f"{name}: {volume_ml:.2f} ml"
+    if adc_median is not None and math.isfinite(adc_median):
+        text += f", median ADC {adc_median:.0f} x10-6 mm2/s"
+    return text + (f"; {remark}" if remark else "")
 
 
 def _text(name: Code, value: str) -> hd.sr.TextContentItem:
@@ -328,34 +361,56 @@ class _Groups:
 
     def location(
         self,
-        tracking: hd.sr.TrackingIdentifier,
-        box: _Box,
+        uid: str,
+        identifier: str,
+        spot: _Spot,
         sites: list[hd.sr.FindingSite] | None,
         *,
+        label: str,
         finding: Code = SEGMENT_TYPE,
         evaluations: Sequence[hd.sr.QualitativeEvaluation] = (),
         texts: Sequence[str] = (),
     ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-        """TID 1410 group: where a tracked finding is (its box on its largest slice)."""
-        self.located[box.slice_index] = self.images[box.slice_index]
+        """TID 1410 group: where a tracked finding is (a pixel of it on its largest slice).
+
+        Same Tracking UID as the finding's numbers; Tracking Identifier
+        ``VIEWER_ARROW:<the finding's identifier>``; first Comment ``label``
+        (what OHIF shows at the arrow and in its measurement panel), then ``texts``.
+        """
+        self.located[spot.slice_index] = self.images[spot.slice_index]
         built = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=tracking,
-            referenced_region=box.region(self.images),
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=uid, identifier=f"{VIEWER_ARROW}:{identifier}"
+            ),
+            referenced_region=spot.region(self.images),
             finding_type=finding,
             finding_category=SEGMENT_CATEGORY,
             algorithm_id=self.algorithm(),
             finding_sites=sites,
             qualitative_evaluations=list(evaluations) or None,
         )
-        built[0].ContentSequence.extend(_text(COMMENT, text) for text in texts)
+        built[0].ContentSequence.extend(_text(COMMENT, text) for text in [label, *texts])
         return built
 
-    def total_location(self, box: _Box, *, finding: Code = SEGMENT_TYPE) -> _Group:
+    def total_location(
+        self,
+        spot: _Spot,
+        volume_ml: float,
+        adc_median: float | None,
+        *,
+        finding: Code = SEGMENT_TYPE,
+        remark: str = "",
+    ) -> _Group:
         """First group of the report: the total's location, the verdict and its reasons."""
+        verdict = self.quality.verdict
+        if verdict is not Verdict.OK:
+            remark = ", ".join(filter(None, [remark, f"reliability {verdict.value.upper()}"]))
         return self.location(
-            hd.sr.TrackingIdentifier(uid=self.total_uid, identifier=TOTAL_GROUP),
-            box,
+            self.total_uid,
+            TOTAL_GROUP,
+            spot,
             self.bone,
+            label=viewer_label(TOTAL_GROUP, volume_ml, adc_median, remark),
             finding=finding,
             evaluations=[reliability_evaluation(self.quality)],
             texts=reliability_texts(self.quality),
@@ -389,10 +444,11 @@ class _Groups:
         sites: list[hd.sr.FindingSite] | None,
         parameters: Sequence[str],
         voxels: NDArray[np.bool_],
+        label: str,
         evaluations: Sequence[hd.sr.QualitativeEvaluation] = (),
         extra: Sequence[hd.sr.ContentItem] = (),
     ) -> list[_Group]:
-        """TID 1411 group on its SEG segment, then its TID 1410 location."""
+        """TID 1411 group on its SEG segment, then its TID 1410 location labelled ``label``."""
         tracking = _tracking(info)
         built = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,
@@ -405,10 +461,10 @@ class _Groups:
             qualitative_evaluations=[*self.marks, *evaluations] or None,
         )
         built[0].ContentSequence.extend(extra)
-        box = _Box.around(voxels)
-        if box is None:  # a segment always has voxels; keep the group displayable anyway
+        spot = _Spot.inside(voxels)
+        if spot is None:  # a segment always has voxels; keep the group displayable anyway
             raise WriterError(f"segment {info.label!r} has no voxels to locate")
-        return [built, self.location(tracking, box, sites)]
+        return [built, self.location(info.tracking_uid, info.label, spot, sites, label=label)]
 
     def with_disease(
         self,
@@ -420,10 +476,11 @@ class _Groups:
         mask = np.asarray(result.tumour_mask, dtype=bool)
         classes = np.asarray(result.class_labels)
         lesions = np.asarray(result.lesion_labels)
-        total_box = _Box.around(mask)
-        if total_box is None:
+        total_spot = _Spot.inside(mask)
+        if total_spot is None:
             raise WriterError("a SEG was given but the tumour mask is empty")
-        groups: list[_Group] = [self.total_location(total_box)]
+        median = stats.adc.median if stats.adc is not None else None
+        groups: list[_Group] = [self.total_location(total_spot, stats.tdv_ml, median)]
 
         total_measurements = [_volume(stats.tdv_ml), *_voxel_volume(ctx.exam.voxel_volume_ml)]
         if stats.adc is not None:
@@ -474,6 +531,7 @@ class _Groups:
                 sites=self.bone,
                 parameters=class_parameters,
                 voxels=classes == adc_class.value,
+                label=viewer_label(info.label, class_volumes[adc_class]),
             )
         groups += empty
 
@@ -507,13 +565,15 @@ class _Groups:
                 sites=sites,
                 parameters=self.digest,
                 voxels=lesions == lesion.label,
+                label=viewer_label(_name(info.label), lesion.volume_ml, lesion.adc_median),
                 evaluations=evaluations,
                 extra=extra,
             )
         other = segmentation.other
         if other is not None and lesion_seg is not None:
             count, volume = other_foci(stats)
-            measurements = [_volume(volume or other.voxels * ctx.exam.voxel_volume_ml)]
+            volume = volume or other.voxels * ctx.exam.voxel_volume_ml
+            measurements = [_volume(volume)]
             if count:
                 measurements.append(
                     hd.sr.Measurement(name=OTHER_FOCI_COUNT, value=float(count), unit=_NO_UNITS)
@@ -525,13 +585,20 @@ class _Groups:
                 sites=self.bone,
                 parameters=self.digest,
                 voxels=mask & (lesions == 0),
+                label=viewer_label(_name(other.label), volume),
             )
         return groups
 
     def without_disease(self, parametric_map: Dataset) -> list[_Group]:
         ctx = self.ctx
         return [
-            self.total_location(_body_box(self.result), finding=codes.DCM.NoAbnormality),
+            self.total_location(
+                _body_spot(self.result),
+                0.0,
+                None,
+                finding=codes.DCM.NoAbnormality,
+                remark="no abnormality",
+            ),
             hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
                     uid=self.total_uid, identifier=TOTAL_GROUP

@@ -22,7 +22,13 @@ from dicom_node.writers import (
     build_parametric_map,
     build_segmentation,
 )
-from dicom_node.writers.sr import TOTAL_GROUP, _Box, adc_statistic_codes, report_reference
+from dicom_node.writers.sr import (
+    TOTAL_GROUP,
+    VIEWER_ARROW,
+    _Spot,
+    adc_statistic_codes,
+    report_reference,
+)
 from dicom_node.writers.sr_quality import verdict_of_code
 from processing.comparison import Comparison, compare_exams
 from processing.exam_summary import ExamSummary, summarize_exam
@@ -77,7 +83,8 @@ def _numbers(group: hd.sr.MeasurementsAndQualitativeEvaluations) -> Numbers:
     return found
 
 
-def test_report_holds_the_statistics(
+# One report read back and checked item by item against the result it was written from.
+def test_report_holds_the_statistics(  # noqa: PLR0915
     ctx: WriterContext, synthetic: SyntheticExam, tmp_path: Path
 ) -> None:
     result = make_result(synthetic)
@@ -146,12 +153,22 @@ def test_report_holds_the_statistics(
     assert sr.SeriesDate == ctx.content_datetime.strftime("%Y%m%d")
     assert sr.SeriesTime == ctx.content_datetime.strftime("%H%M%S")
     _assert_displayable(sr, geometric_uids={ds.SOPInstanceUID for ds in _geometric(ctx, result)})
-    # first group: the total's location, the verdict (ok) and its sentence
+    # first group: the total's location, its label, the verdict (ok) and its sentence
     first = sr.ContentSequence[-1].ContentSequence[0].ContentSequence
-    assert _tracking_of(first) == (TOTAL_GROUP, seg.total.tracking_uid)
+    assert _tracking_of(first) == (f"{VIEWER_ARROW}:{TOTAL_GROUP}", seg.total.tracking_uid)
     assert _verdict_code(first) == "RELOK"
     comments = [i.TextValue for i in first if i.ValueType == "TEXT" and _code(i) == "121106"]
-    assert comments[0].startswith("Reliability OK")
+    assert stats.adc is not None
+    assert comments[0] == (
+        f"Total tumour load: {stats.tdv_ml:.2f} ml, median ADC {stats.adc.median:.0f} x10-6 mm2/s"
+    )
+    assert comments[1].startswith("Reliability OK")
+    # each lesion's location is labelled with its volume and median ADC (OHIF's panel)
+    labels = _location_labels(sr)
+    for lesion in stats.lesions:
+        label = labels[seg.lesions[lesion.label].tracking_uid]
+        assert label.startswith(f"Lesion {lesion.label} - ")
+        assert f": {lesion.volume_ml:.2f} ml, median ADC {lesion.adc_median:.0f} " in label
 
 
 def _code(item: pydicom.Dataset) -> str:
@@ -164,6 +181,19 @@ def _tracking_of(items: Any) -> tuple[str, str]:
     return str(identifier), str(uid)
 
 
+def _location_labels(sr: pydicom.Dataset) -> dict[str, str]:
+    """Tracking UID -> label (first Comment) of each location group (one with an SCOORD)."""
+    labels = {}
+    for group in sr.ContentSequence[-1].ContentSequence:
+        items = group.ContentSequence
+        if any(i.ValueType == "SCOORD" for i in items):
+            comments = [
+                i.TextValue for i in items if i.ValueType == "TEXT" and _code(i) == "121106"
+            ]
+            labels[_tracking_of(items)[1]] = str(comments[0])
+    return labels
+
+
 def _verdict_code(items: Any) -> str | None:
     codes = [i.ConceptCodeSequence[0].CodeValue for i in items if _code(i) == "RELIAB"]
     return str(codes[0]) if codes else None
@@ -174,33 +204,37 @@ def _geometric(ctx: WriterContext, result: ProcessingResult) -> tuple[pydicom.Da
 
 
 def _assert_displayable(sr: pydicom.Dataset, *, geometric_uids: set[str]) -> None:
-    """What OHIF 3.13's SR viewport needs of every measurement group.
+    """What OHIF 3.13 needs of every measurement group, to show the report and to load it.
 
-    OHIF merges the groups of one Tracking Unique Identifier into one
-    measurement, takes the first top-level SCOORD/SCOORD3D of the merged items
-    as its location and throws (TypeError on ReferencedSOPSequence) when a
-    measurement has none; the SCOORD must name an image it can load (here the
-    computed-b series) and have a concept name.
+    SR viewport: OHIF merges the groups of one Tracking Unique Identifier into
+    one measurement, takes the first top-level SCOORD/SCOORD3D of the merged
+    items as its location and throws (TypeError on ReferencedSOPSequence) when
+    a measurement has none; the SCOORD must name an image it can load (here
+    the computed-b series) and have a concept name. Measurement panel: OHIF's
+    cornerstone adapters load a group whose Tracking Identifier names their
+    ArrowAnnotate tool and whose SCOORD is a POINT, labelled with its first
+    Comment; they skip (with a warning) every group without an SCOORD.
     """
     container = sr.ContentSequence[-1]
     assert _code(container) == "126010"  # Imaging Measurements
     merged: dict[str, list[pydicom.Dataset]] = {}
     for group in container.ContentSequence:
         assert _code(group) == "125007"  # Measurement Group
-        _, uid = _tracking_of(group.ContentSequence)
+        identifier, uid = _tracking_of(group.ContentSequence)
         merged.setdefault(uid, []).extend(group.ContentSequence)
+        graphics = [i for i in group.ContentSequence if i.ValueType in ("SCOORD", "SCOORD3D")]
+        if graphics:  # a location: loadable into OHIF's panel, labelled
+            assert identifier.startswith(f"{VIEWER_ARROW}:")
+            assert _location_labels(sr)[uid].split(":")[0] in identifier
+        else:  # numbers: never taken for a cornerstone tool (no tool's identifier prefix)
+            assert not identifier.lower().startswith(("cornerstone3dtools@", "cornerstonetools@"))
     for uid, items in merged.items():
         graphics = [i for i in items if i.ValueType in ("SCOORD", "SCOORD3D")]
-        assert graphics, f"measurement {uid} has no SCOORD: OHIF cannot show it"
+        assert len(graphics) == 1, f"measurement {uid}: {len(graphics)} SCOORD, one needed"
         scoord = graphics[0]
-        # an ELLIPSE: a 4/5-point POLYLINE would be taken for OHIF's RectangleROI tool
-        assert scoord.ValueType == "SCOORD" and scoord.GraphicType == "ELLIPSE"
+        assert scoord.ValueType == "SCOORD" and scoord.GraphicType == "POINT"
         assert _code(scoord) == "111030"  # Image Region
-        points = np.asarray(scoord.GraphicData, dtype=float).reshape(-1, 2)
-        assert len(points) == 4
-        major = np.linalg.norm(points[1] - points[0])
-        assert major >= np.linalg.norm(points[3] - points[2]) > 0
-        np.testing.assert_allclose(points[:2].mean(axis=0), points[2:].mean(axis=0))
+        assert len(scoord.GraphicData) == 2  # one (column, row)
         (image,) = scoord.ContentSequence
         assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID in geometric_uids
         numbers = [i for i in items if i.ValueType == "NUM"]
@@ -526,9 +560,11 @@ def test_the_verdict_comes_first_and_marks_every_number(
     code = {Verdict.REVIEW: "RELREVIEW", Verdict.UNRELIABLE: "RELUNREL"}[severity]
     groups = list(sr.ContentSequence[-1].ContentSequence)
     first = groups[0].ContentSequence
-    assert _tracking_of(first)[0] == TOTAL_GROUP
+    assert _tracking_of(first)[0] == f"{VIEWER_ARROW}:{TOTAL_GROUP}"
     assert _verdict_code(first) == code
     comments = [i.TextValue for i in first if i.ValueType == "TEXT" and _code(i) == "121106"]
+    assert comments[0].endswith(f"; reliability {severity.value.upper()}")  # the label
+    comments = comments[1:]
     assert comments[0] == f"Reliability {severity.value.upper()}: {severity.meaning}"
     # most severe reason first (ties in their order), each in plain words with its value
     snr = f"{severity.value.upper()}: SNR at the highest b-value is 9 (limit 12)."
@@ -606,20 +642,19 @@ def test_a_later_version_names_and_replaces_the_earlier_report(
         report_reference(next(iter(synthetic.exam.sources)).path)
 
 
-def test_a_location_ellipse_encloses_the_finding_on_its_largest_slice() -> None:
+def test_a_location_is_a_pixel_of_the_finding_on_its_largest_slice() -> None:
     voxels = np.zeros((4, 20, 30), dtype=bool)
     voxels[1, 5:8, 10:20] = True  # 3 rows x 10 columns
     voxels[2, 6, 12] = True
-    box = _Box.around(voxels)
-    assert box == _Box(1, 10, 5, 20, 8)
-    ellipse = box.ellipse()
-    centre = ellipse[:2].mean(axis=0)
-    semi_major = np.linalg.norm(ellipse[1] - ellipse[0]) / 2
-    semi_minor = np.linalg.norm(ellipse[3] - ellipse[2]) / 2
-    rows, columns = np.nonzero(voxels[1])
-    for x in (columns.min(), columns.max() + 1):  # every pixel corner lies inside
-        for y in (rows.min(), rows.max() + 1):
-            inside = ((x - centre[0]) / semi_major) ** 2 + ((y - centre[1]) / semi_minor) ** 2
-            assert inside <= 1 + 1e-9
-    assert ellipse[0][1] == ellipse[1][1]  # wider than tall: the major axis is horizontal
-    assert _Box.around(np.zeros((2, 3, 3), dtype=bool)) is None
+    spot = _Spot.inside(voxels)
+    assert spot is not None and spot.slice_index == 1
+    assert voxels[1, spot.row, spot.column]
+    assert spot.row == 6 and spot.column in (14, 15)  # nearest the centroid (6, 14.5)
+    np.testing.assert_allclose(spot.point(), [[spot.column + 0.5, 6.5]])
+    # a ring: the centroid is outside; the location is still on the finding
+    ring = np.zeros((1, 21, 21), dtype=bool)
+    yy, xx = np.mgrid[:21, :21]
+    ring[0] = np.abs(np.hypot(yy - 10, xx - 10) - 8) < 1
+    spot = _Spot.inside(ring)
+    assert spot is not None and ring[0, spot.row, spot.column]
+    assert _Spot.inside(np.zeros((2, 3, 3), dtype=bool)) is None

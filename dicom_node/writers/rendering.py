@@ -254,55 +254,14 @@ def render_adc_histogram(
     draw = ImageDraw.Draw(canvas)
     title_font, label_font, tick_font = _font(22), _font(19), _font(16)
     left, right, upper, lower = 100, width - 30, 60, height - 80
-    x_low, x_high = float(edges[0]), float(edges[-1])
-
-    def x_px(value: float) -> float:
-        return left + (value - x_low) / (x_high - x_low) * (right - left)
-
-    def y_px(value: float) -> float:
-        return lower - value / top * (lower - upper)
-
-    bands = [
-        (AdcClass.RED, x_low, classes.yellow_lower_um2s),
-        (AdcClass.YELLOW, classes.yellow_lower_um2s, classes.green_lower_um2s),
-        (AdcClass.GREEN, classes.green_lower_um2s, x_high),
-    ]
-    for adc_class, band_start, band_stop in bands:
-        start, stop = max(band_start, x_low), min(band_stop, x_high)
-        if stop <= start:
-            continue
-        tint = tuple(int(255 - 0.25 * (255 - c)) for c in class_colours[adc_class])
-        draw.rectangle((x_px(start), upper, x_px(stop), lower), fill=tint)
-
-    for index, volume in enumerate(volumes):
-        if volume <= 0:
-            continue
-        draw.rectangle(
-            (x_px(edges[index]), y_px(volume), x_px(edges[index + 1]), lower),
-            fill=(60, 60, 60),
-        )
+    frame = _HistogramFrame(
+        draw, left, right, upper, lower, x_range=(float(edges[0]), float(edges[-1])), top=top
+    )
+    _draw_class_bands(frame, classes, class_colours)
+    _draw_bars(frame, edges, volumes)
     for number, (_, prior, prior_ml) in enumerate(prior_volumes):
-        prior_edges = np.asarray(prior.bin_edges_um2s, dtype=np.float64)
-        points = []
-        for index, volume in enumerate(prior_ml):
-            points += [
-                (x_px(prior_edges[index]), y_px(volume)),
-                (x_px(prior_edges[index + 1]), y_px(volume)),
-            ]
-        if points:
-            draw.line(points, fill=_PRIOR_COLOURS[number % len(_PRIOR_COLOURS)], width=3)
-
-    draw.line((left, lower, right, lower), fill=_BLACK, width=2)
-    draw.line((left, upper, left, lower), fill=_BLACK, width=2)
-    for tick in nice_ticks(x_low, x_high, 6):
-        x = x_px(tick)
-        draw.line((x, lower, x, lower + 8), fill=_BLACK, width=2)
-        draw.text((x, lower + 12), _tick_text(tick), fill=_BLACK, font=tick_font, anchor="mt")
-    for tick in nice_ticks(0.0, top, 5):
-        y = y_px(tick)
-        draw.line((left - 8, y, left, y), fill=_BLACK, width=2)
-        draw.line((left, y, right, y), fill=(220, 220, 220), width=1)
-        draw.text((left - 12, y), _tick_text(tick), fill=_BLACK, font=tick_font, anchor="rm")
+        _draw_prior_outline(frame, prior, prior_ml, _PRIOR_COLOURS[number % len(_PRIOR_COLOURS)])
+    _draw_histogram_axes(frame, tick_font)
     draw.text(
         ((left + right) / 2, height - 22),
         "ADC (10^-6 mm2/s)",
@@ -331,6 +290,104 @@ def render_adc_histogram(
             anchor="mm",
         )
     return np.asarray(canvas, dtype=np.uint8)
+
+
+@dataclass(frozen=True, slots=True)
+class _HistogramFrame:
+    """The histogram's plot area (pixels), its ADC range and top volume, and where to draw."""
+
+    draw: ImageDraw.ImageDraw
+    left: int
+    right: int
+    upper: int
+    lower: int
+    x_range: tuple[float, float]
+    top: float
+
+    def x_px(self, value: float) -> float:
+        """Horizontal pixel of the ADC ``value``."""
+        x_low, x_high = self.x_range
+        return self.left + (value - x_low) / (x_high - x_low) * (self.right - self.left)
+
+    def y_px(self, value: float) -> float:
+        """Vertical pixel of the volume ``value`` (ml)."""
+        return self.lower - value / self.top * (self.lower - self.upper)
+
+
+def _draw_class_bands(
+    frame: _HistogramFrame,
+    classes: ClassVolumes,
+    class_colours: Mapping[AdcClass, tuple[int, int, int]],
+) -> None:
+    """Each ADC class's range as a light tint of its colour behind the bars."""
+    x_low, x_high = frame.x_range
+    bands = [
+        (AdcClass.RED, x_low, classes.yellow_lower_um2s),
+        (AdcClass.YELLOW, classes.yellow_lower_um2s, classes.green_lower_um2s),
+        (AdcClass.GREEN, classes.green_lower_um2s, x_high),
+    ]
+    for adc_class, band_start, band_stop in bands:
+        start, stop = max(band_start, x_low), min(band_stop, x_high)
+        if stop <= start:
+            continue
+        tint = tuple(int(255 - 0.25 * (255 - c)) for c in class_colours[adc_class])
+        frame.draw.rectangle(
+            (frame.x_px(start), frame.upper, frame.x_px(stop), frame.lower), fill=tint
+        )
+
+
+def _draw_bars(
+    frame: _HistogramFrame, edges: NDArray[np.float64], volumes: NDArray[np.float64]
+) -> None:
+    """This exam's volume per bin as dark grey bars."""
+    for index, volume in enumerate(volumes):
+        if volume <= 0:
+            continue
+        frame.draw.rectangle(
+            (
+                frame.x_px(edges[index]),
+                frame.y_px(volume),
+                frame.x_px(edges[index + 1]),
+                frame.lower,
+            ),
+            fill=(60, 60, 60),
+        )
+
+
+def _draw_prior_outline(
+    frame: _HistogramFrame,
+    prior: Histogram,
+    prior_ml: NDArray[np.float64],
+    colour: tuple[int, int, int],
+) -> None:
+    """An earlier exam's histogram as a step outline in ``colour``."""
+    prior_edges = np.asarray(prior.bin_edges_um2s, dtype=np.float64)
+    points = []
+    for index, volume in enumerate(prior_ml):
+        points += [
+            (frame.x_px(prior_edges[index]), frame.y_px(volume)),
+            (frame.x_px(prior_edges[index + 1]), frame.y_px(volume)),
+        ]
+    if points:
+        frame.draw.line(points, fill=colour, width=3)
+
+
+def _draw_histogram_axes(
+    frame: _HistogramFrame, tick_font: ImageFont.FreeTypeFont | ImageFont.ImageFont
+) -> None:
+    """The axis lines, ADC ticks below and volume ticks with grid lines on the left."""
+    draw, left, right, upper, lower = frame.draw, frame.left, frame.right, frame.upper, frame.lower
+    draw.line((left, lower, right, lower), fill=_BLACK, width=2)
+    draw.line((left, upper, left, lower), fill=_BLACK, width=2)
+    for tick in nice_ticks(*frame.x_range, 6):
+        x = frame.x_px(tick)
+        draw.line((x, lower, x, lower + 8), fill=_BLACK, width=2)
+        draw.text((x, lower + 12), _tick_text(tick), fill=_BLACK, font=tick_font, anchor="mt")
+    for tick in nice_ticks(0.0, frame.top, 5):
+        y = frame.y_px(tick)
+        draw.line((left - 8, y, left, y), fill=_BLACK, width=2)
+        draw.line((left, y, right, y), fill=(220, 220, 220), width=1)
+        draw.text((left - 12, y), _tick_text(tick), fill=_BLACK, font=tick_font, anchor="rm")
 
 
 _TDV_COLOUR = (30, 70, 170)
@@ -392,107 +449,157 @@ def render_trend_chart(
     days = [(date - dates[0]).days for date in dates]
     if max(days) == min(days):
         days = list(range(len(samples)))  # all on one day: even spacing in exam order
-    span = max(max(days) - min(days), 1)
 
     canvas = Image.new("RGB", (width, height), _WHITE)
-    draw = ImageDraw.Draw(canvas)
-    title_font, label_font, tick_font = _font(22), _font(19), _font(16)
-    left, right, upper, lower = 110, width - 110, 90, height - 110
-    margin = 0.06 * (right - left)
+    left, right = 110, width - 110
+    frame = _TrendFrame(
+        draw=ImageDraw.Draw(canvas),
+        left=left,
+        right=right,
+        upper=90,
+        lower=height - 110,
+        first_day=min(days),
+        span=max(max(days) - min(days), 1),
+        margin=0.06 * (right - left),
+        tdv_range=_axis_range([s.tdv_ml for s in samples]),
+        adc_range=_axis_range([s.adc_median_um2s for s in samples]),
+        tick_font=_font(16),
+    )
+    _draw_trend_axes(frame)
+    _draw_exam_marks(frame, samples, days, dates)
+    _draw_trend_series(frame, samples, days, adc=False)
+    _draw_trend_series(frame, samples, days, adc=True)
+    _draw_point_labels(frame, samples, days)
+    _draw_trend_captions(canvas, frame, title)
+    return np.asarray(canvas, dtype=np.uint8)
 
-    def x_px(day: float) -> float:
-        return left + margin + (day - min(days)) / span * (right - left - 2 * margin)
 
-    tdv_low, tdv_high = _axis_range([s.tdv_ml for s in samples])
-    adc_low, adc_high = _axis_range([s.adc_median_um2s for s in samples])
+@dataclass(frozen=True, slots=True)
+class _TrendFrame:
+    """The trend chart's plot area (pixels), its two value axes and where to draw."""
 
-    def y_px(value: float, low: float, high: float) -> float:
-        return lower - (value - low) / (high - low) * (lower - upper)
+    draw: ImageDraw.ImageDraw
+    left: int
+    right: int
+    upper: int
+    lower: int
+    first_day: int
+    span: int
+    margin: float
+    tdv_range: tuple[float, float]
+    adc_range: tuple[float, float]
+    tick_font: ImageFont.FreeTypeFont | ImageFont.ImageFont
 
+    def x_px(self, day: float) -> float:
+        """Horizontal pixel of ``day`` (days since the first exam)."""
+        width = self.right - self.left - 2 * self.margin
+        return self.left + self.margin + (day - self.first_day) / self.span * width
+
+    def y_px(self, value: float, axis: tuple[float, float]) -> float:
+        """Vertical pixel of ``value`` on the axis spanning ``axis`` (low, high)."""
+        low, high = axis
+        return self.lower - (value - low) / (high - low) * (self.lower - self.upper)
+
+
+def _draw_trend_axes(frame: _TrendFrame) -> None:
+    """Grid lines and ticks of the tDV (left) and ADC (right) axes, and the axis lines."""
+    draw, left, right, font = frame.draw, frame.left, frame.right, frame.tick_font
+    tdv_low, tdv_high = frame.tdv_range
     for tick in nice_ticks(tdv_low, tdv_high, 5):
         if tick > tdv_high:
             continue
-        y = y_px(tick, tdv_low, tdv_high)
+        y = frame.y_px(tick, frame.tdv_range)
         draw.line((left, y, right, y), fill=(225, 225, 225), width=1)
         draw.line((left - 8, y, left, y), fill=_TDV_COLOUR, width=2)
-        draw.text((left - 12, y), _tick_text(tick), fill=_TDV_COLOUR, font=tick_font, anchor="rm")
+        draw.text((left - 12, y), _tick_text(tick), fill=_TDV_COLOUR, font=font, anchor="rm")
+    adc_low, adc_high = frame.adc_range
     for tick in nice_ticks(adc_low, adc_high, 5):
         if tick > adc_high:
             continue
-        y = y_px(tick, adc_low, adc_high)
+        y = frame.y_px(tick, frame.adc_range)
         draw.line((right, y, right + 8, y), fill=_ADC_COLOUR, width=2)
-        draw.text((right + 12, y), _tick_text(tick), fill=_ADC_COLOUR, font=tick_font, anchor="lm")
-    draw.line((left, lower, right, lower), fill=_BLACK, width=2)
-    draw.line((left, upper, left, lower), fill=_TDV_COLOUR, width=2)
-    draw.line((right, upper, right, lower), fill=_ADC_COLOUR, width=2)
+        draw.text((right + 12, y), _tick_text(tick), fill=_ADC_COLOUR, font=font, anchor="lm")
+    draw.line((left, frame.lower, right, frame.lower), fill=_BLACK, width=2)
+    draw.line((left, frame.upper, left, frame.lower), fill=_TDV_COLOUR, width=2)
+    draw.line((right, frame.upper, right, frame.lower), fill=_ADC_COLOUR, width=2)
 
+
+def _draw_exam_marks(
+    frame: _TrendFrame, samples: Sequence[TrendSample], days: list[int], dates: list[dt.date]
+) -> None:
+    """Each exam's date under the axis; a dashed line at baselines; "this exam"."""
+    draw, upper, lower, font = frame.draw, frame.upper, frame.lower, frame.tick_font
     for sample, day, date in zip(samples, days, dates, strict=True):
-        x = x_px(day)
+        x = frame.x_px(day)
         if sample.is_baseline:
             for y in range(upper, lower, 12):
                 draw.line((x, y, x, min(y + 6, lower)), fill=_GREY, width=2)
-            draw.text((x, upper - 6), "baseline", fill=_GREY, font=tick_font, anchor="ms")
+            draw.text((x, upper - 6), "baseline", fill=_GREY, font=font, anchor="ms")
         draw.line((x, lower, x, lower + 8), fill=_BLACK, width=2)
         draw.text(
             (x, lower + 12),
             date.isoformat(),
             fill=_BLACK,
-            font=_font(18) if sample.is_current else tick_font,
+            font=_font(18) if sample.is_current else font,
             anchor="mt",
         )
         if sample.is_current:
-            draw.text((x, lower + 34), "this exam", fill=_BLACK, font=tick_font, anchor="mt")
+            draw.text((x, lower + 34), "this exam", fill=_BLACK, font=font, anchor="mt")
 
-    def series(
-        values: Sequence[float],
-        low: float,
-        high: float,
-        colour: tuple[int, int, int],
-        *,
-        square: bool,
-    ) -> None:
-        points = [
-            (x_px(day), y_px(value, low, high), sample)
-            for value, day, sample in zip(values, days, samples, strict=True)
-            if math.isfinite(value)
-        ]
-        if len(points) > 1:
-            draw.line([(x, y) for x, y, _ in points], fill=colour, width=3)
-        for x, y, sample in points:
-            radius = 9 if sample.is_current else 6
-            box = (x - radius, y - radius, x + radius, y + radius)
-            if square:
-                draw.rectangle(box, fill=colour, outline=_BLACK)
-            else:
-                draw.ellipse(box, fill=colour, outline=_BLACK)
 
-    tdv_values = [s.tdv_ml for s in samples]
-    adc_values = [s.adc_median_um2s for s in samples]
-    series(tdv_values, tdv_low, tdv_high, _TDV_COLOUR, square=False)
-    series(adc_values, adc_low, adc_high, _ADC_COLOUR, square=True)
+def _draw_trend_series(
+    frame: _TrendFrame, samples: Sequence[TrendSample], days: list[int], *, adc: bool
+) -> None:
+    """The tDV line with circles, or (``adc``) the median ADC line with squares."""
+    axis, colour = (frame.adc_range, _ADC_COLOUR) if adc else (frame.tdv_range, _TDV_COLOUR)
+    values = [s.adc_median_um2s if adc else s.tdv_ml for s in samples]
+    points = [
+        (frame.x_px(day), frame.y_px(value, axis), sample)
+        for value, day, sample in zip(values, days, samples, strict=True)
+        if math.isfinite(value)
+    ]
+    if len(points) > 1:
+        frame.draw.line([(x, y) for x, y, _ in points], fill=colour, width=3)
+    for x, y, sample in points:
+        radius = 9 if sample.is_current else 6
+        box = (x - radius, y - radius, x + radius, y + radius)
+        if adc:
+            frame.draw.rectangle(box, fill=colour, outline=_BLACK)
+        else:
+            frame.draw.ellipse(box, fill=colour, outline=_BLACK)
+
+
+def _draw_point_labels(frame: _TrendFrame, samples: Sequence[TrendSample], days: list[int]) -> None:
+    """The value beside each point: tDV above, ADC below, left of points near the ADC axis."""
     for sample, day in zip(samples, days, strict=True):
-        x = x_px(day)
-        near_right = x > right - 90  # label on the left of the point, clear of the ADC axis
+        x = frame.x_px(day)
+        near_right = x > frame.right - 90  # label on the left of the point, clear of the ADC axis
         offset, side = (-12, "r") if near_right else (12, "l")
         if math.isfinite(sample.tdv_ml):
-            y = y_px(sample.tdv_ml, tdv_low, tdv_high)
-            draw.text(
+            y = frame.y_px(sample.tdv_ml, frame.tdv_range)
+            frame.draw.text(
                 (x + offset, y - 4),
                 f"{sample.tdv_ml:.0f} ml",
                 fill=_TDV_COLOUR,
-                font=tick_font,
+                font=frame.tick_font,
                 anchor=f"{side}s",
             )
         if math.isfinite(sample.adc_median_um2s):
-            y = y_px(sample.adc_median_um2s, adc_low, adc_high)
-            draw.text(
+            y = frame.y_px(sample.adc_median_um2s, frame.adc_range)
+            frame.draw.text(
                 (x + offset, y + 4),
                 f"{sample.adc_median_um2s:.0f}",
                 fill=_ADC_COLOUR,
-                font=tick_font,
+                font=frame.tick_font,
                 anchor=f"{side}t",
             )
 
+
+def _draw_trend_captions(canvas: Image.Image, frame: _TrendFrame, title: str) -> None:
+    """Axis titles (rotated), the chart title, the legend and the date axis title."""
+    draw, left, right, upper, lower = frame.draw, frame.left, frame.right, frame.upper, frame.lower
+    width, height = canvas.size
+    title_font, label_font, tick_font = _font(22), _font(19), frame.tick_font
     label = Image.new("RGB", (260, 30), _WHITE)
     ImageDraw.Draw(label).text(
         (130, 15), "tDV (ml)", fill=_TDV_COLOUR, font=label_font, anchor="mm"
@@ -522,4 +629,3 @@ def render_trend_chart(
     draw.text(
         ((left + right) / 2, height - 22), "study date", fill=_BLACK, font=label_font, anchor="ms"
     )
-    return np.asarray(canvas, dtype=np.uint8)

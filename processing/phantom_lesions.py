@@ -214,7 +214,8 @@ def _side_name(side: int) -> str:
     return "left" if side > 0 else "right"
 
 
-def _spec(
+# One lesion of the catalogue: five facts by position, the rng and optional overrides by name.
+def _spec(  # noqa: PLR0913
     label: int,
     key: str,
     site: BoneSite,

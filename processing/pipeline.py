@@ -166,18 +166,7 @@ def process_exam(
     total_start = time.perf_counter()
     maps = _compute_maps(exam, settings, backend, timer)
     with timer("segmentation"):
-        tumour, summary = _segment(
-            low_b=maps.low_b,
-            high_b=maps.images[settings.segmentation_b_value],
-            adc=maps.adc,
-            valid=maps.valid,
-            body=maps.body,
-            landmarks=maps.landmarks,
-            noise_sigma=maps.noise_sigma,
-            exam=exam,
-            settings=settings,
-            backend=backend,
-        )
+        tumour, summary = _segment(maps, exam=exam, settings=settings, backend=backend)
     result = _measure(
         tumour,
         maps,
@@ -306,7 +295,9 @@ def _compute_maps(
     )
 
 
-def _measure(
+# The exam, settings, backend, the stage timer and its start, the masks and yellow bound:
+# each named at both calls (automatic and reader-corrected masks).
+def _measure(  # noqa: PLR0913
     tumour: Any,
     maps: _Maps,
     *,
@@ -418,19 +409,15 @@ def _connectivity(settings: ProcessingSettings, backend: Backend) -> Any:
 
 
 def _segment(
-    *,
-    low_b: Any,
-    high_b: Any,
-    adc: Any,
-    valid: Any,
-    body: Any,
-    landmarks: BodyLandmarks,
-    noise_sigma: float,
-    exam: DwiExam,
-    settings: ProcessingSettings,
-    backend: Backend,
+    maps: _Maps, *, exam: DwiExam, settings: ProcessingSettings, backend: Backend
 ) -> tuple[Any, SegmentationSummary]:
-    """Threshold, ADC window and the normal-structure rules; returns the tumour mask."""
+    """Threshold, ADC window and the normal-structure rules; returns the tumour mask.
+
+    The high-b image is the computed one at ``settings.segmentation_b_value``.
+    """
+    low_b, adc, valid, body = maps.low_b, maps.adc, maps.valid, maps.body
+    high_b = maps.images[settings.segmentation_b_value]
+    landmarks, noise_sigma = maps.landmarks, maps.noise_sigma
     xp = backend.xp
     spacing = exam.spacing_mm
     tissue = body & valid
@@ -498,7 +485,9 @@ def _segment(
     return tumour, summary
 
 
-def _image_signals(
+# Each argument is one measured input of the image checks, so that processing.quality's
+# assess_image stays a function of ImageSignals alone.
+def _image_signals(  # noqa: PLR0913
     *,
     tumour: Any,
     high_b: Any,

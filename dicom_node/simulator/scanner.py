@@ -146,7 +146,8 @@ class _Exam:
         return exam_uid(self.phantom, self.vendor, self.split, *parts)
 
 
-def write_exam(
+# Each keyword is one option of the simulated scanner (a flag of `wbdwi phantom`).
+def write_exam(  # noqa: PLR0913
     phantom: PhantomLike,
     out_dir: Path | str,
     *,

@@ -130,7 +130,9 @@ class ResultObjects:
         return sum(len(datasets) for datasets in self.by_folder.values())
 
 
-def build_result_objects(
+# Each keyword is one optional input of the results (identity, priors, comparison,
+# reader correction), passed by name by the worker and `wbdwi process`.
+def build_result_objects(  # noqa: PLR0913
     exam: DwiExam,
     result: ProcessingResult,
     *,
@@ -301,7 +303,9 @@ def _write_atomically(content: Dataset | bytes, path: Path) -> None:
         raise
 
 
-def write_results(
+# Each keyword is one optional input of the results (identity, priors, comparison,
+# reader correction), passed by name by the worker and `wbdwi process`.
+def write_results(  # noqa: PLR0913
     exam: DwiExam,
     result: ProcessingResult,
     out_dir: Path | str,

@@ -78,7 +78,10 @@ def _truth(slices: int) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArr
     return s0, adc, lesions
 
 
-def write_synthetic_exam(folder: Path, *, patient_name: str = "Doe^Jane") -> SyntheticExam:
+# A declarative builder: the classic MR header, attribute by attribute, for each slice.
+def write_synthetic_exam(  # noqa: PLR0915
+    folder: Path, *, patient_name: str = "Doe^Jane"
+) -> SyntheticExam:
     """Write two stations x 3 b-values of classic MR images into ``folder``; return the exam."""
     folder.mkdir(parents=True, exist_ok=True)
     slices = 2 * SLICES_PER_STATION

@@ -62,7 +62,9 @@ def _orthanc_file(orthanc: OrthancServer, sop_instance_uid: str, path: Path) -> 
     return pydicom.dcmread(path)
 
 
-def test_corrected_seg_recomputes_the_report_and_an_unrelated_one_changes_nothing(
+# One end-to-end scenario against a running node and Orthanc: each step reads the state the
+# previous one left (a split would repeat the two-minute exam per step).
+def test_corrected_seg_recomputes_the_report_and_an_unrelated_one_changes_nothing(  # noqa: PLR0915
     tmp_path: Path,
 ) -> None:
     files = write_phantom_exam(tmp_path / "exam", patient_id=PATIENT)

@@ -330,16 +330,6 @@ def test_sr_opens_with_every_lesion_volume_and_location(browser_run: BrowserRun)
     assert not failures, "\n".join(failures)
 
 
-# Known open points of issue 11 (strict: the test fails as soon as they pass, so the
-# marker must then go). The assertions run in full either way.
-OPEN_SR_PANEL = pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: OHIF 3.13 loads no measurement of the SR into its panel (read-only report: "
-    "no cornerstone adapter matches its groups; see viewer-test-out/result.json)",
-)
-
-
-@OPEN_SR_PANEL
 def test_sr_measurements_panel_lists_the_lesions_with_their_volumes(
     browser_run: BrowserRun,
 ) -> None:

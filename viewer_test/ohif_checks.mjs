@@ -383,13 +383,13 @@ async function checkSr(page, record, sr, name) {
   record.facts.volumes_seen_while_navigating = [...seen];
   const unseen = spec.expected.lesions.filter((l) => ![...seen].some((v) => near(+v, l.volume_ml, 0.006)));
   if (unseen.length) record.problems.push(`navigating the SR never showed the volume of lesion(s) ${unseen.map((l) => l.label).join(', ')}`);
-  // Load the SR's measurements into the measurement panel as a reader does (below), and read
-  // the panel. Kept apart from the viewport's problems.
-  // The SR viewport as the reader first sees it (the check's own screenshot is taken after
-  // the measurements are loaded into the panel).
+  // The SR viewport after navigating (the check's own screenshot, <name>.png, shows the
+  // measurements loaded into the panel).
   await page.screenshot({ path: path.join(spec.out_dir, `${name}-viewport.png`), timeout: 15000 }).catch(() => {});
   const viewportErrors = loaderErrors(record.console);
   if (viewportErrors.length) record.problems.push(`${viewportErrors.length} console error(s) from the SR viewport, first: ${viewportErrors[0].slice(0, 300)}`);
+  // Then load the SR's measurements into the measurement panel as a reader does, and read
+  // the panel: kept apart from the viewport's problems.
   const consoleBefore = record.console.length;
   const panelProblems = [];
   record.facts.panel_problems = panelProblems;
@@ -415,7 +415,9 @@ async function checkSr(page, record, sr, name) {
     panelProblems.push('OHIF did not offer to load the SR\'s measurements (no prompt in the SR viewport)');
     return;
   }
-  await page.getByRole('button', { name: /^Yes$/ }).first().click({ timeout: 10000 });
+  const answered = await page.getByRole('button', { name: /^Yes$/ }).first().click({ timeout: 10000 })
+    .then(() => true, (error) => { panelProblems.push(`could not answer Yes to OHIF's prompt: ${error.message.slice(0, 200)}`); return false; });
+  if (!answered) return;
   await page.waitForFunction((uid) => window.services.displaySetService.getActiveDisplaySets()
     .find((d) => d.SeriesInstanceUID === uid)?.isHydrated, sr.series_uid, { timeout: 20000 })
     .catch(() => panelProblems.push('the SR was not loaded 20 s after answering Yes to OHIF\'s prompt'));

@@ -321,6 +321,7 @@ def test_empty_mask_gives_a_report_that_says_no_disease(
         ("VOXELVOL", None): pytest.approx(ctx.exam.voxel_volume_ml),
     }
     assert group.finding_type.value == "111286"  # No abnormality
+    assert list(_location_labels(sr).values()) == ["Total tumour load: 0.00 ml; no abnormality"]
     statements = {
         (item.ConceptNameCodeSequence[0].CodeValue, item.ConceptCodeSequence[0].CodeValue)
         for item in group[0].ContentSequence

@@ -287,7 +287,7 @@ def _json_payload(snapshot: _Snapshot) -> dict[str, Any]:
 def _text_lines(snapshot: _Snapshot, limit: int) -> list[str]:
     """The plain-text report, one string per printed line."""
     counts, verdicts, outbox = snapshot.counts, snapshot.verdicts, snapshot.outbox
-    lines = ["jobs: " + ", ".join(f"{s.value} {n}" for s, n in counts.items() if n) or "none"]
+    lines = ["jobs: " + (", ".join(f"{s.value} {n}" for s, n in counts.items() if n) or "none")]
     if any(verdicts.values()):
         lines.append("results: " + ", ".join(f"{v.value} {n}" for v, n in verdicts.items()))
     lines.append("   id  state      ver  inputs   proc.  updated              study")

@@ -104,3 +104,13 @@ def test_json_still_lists_every_dead_letter(
             "retry": "wbdwi retry 1",
         }
     ]
+
+
+def test_an_empty_store_says_there_are_no_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [n for n in os.environ if n.startswith("WBDWI_")]:
+        monkeypatch.delenv(name)
+    SqliteJobStore(tmp_path / "jobs.sqlite").close()
+    main(["status", "--data-dir", str(tmp_path)])
+    assert capsys.readouterr().out.splitlines()[0] == "jobs: none"

@@ -10,7 +10,8 @@ what the page and OHIF's state showed for one claim of issue 11:
   colour, voxel count equal to the file's) and no loader error;
 - the ADC classes show in their colours (visible, not covered by another segment);
 - the SR opens in OHIF's SR viewport, each lesion with its volume and a location to
-  navigate to; its measurements load into the measurement panel, one row per lesion;
+  navigate to; its measurements load into the measurement panel, one row per location
+  group (every lesion, the ADC classes and the total, each labelled with its volume);
 - the derived series render in Orthanc's Web Viewer with the file's window.
 
 Screenshots: ``viewer-test-out/<check>.png`` (and ``<check>.html`` when a check failed).

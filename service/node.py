@@ -25,7 +25,7 @@ import structlog
 from dicom_node.errors import InvalidInstanceError
 from dicom_node.package_version import installed_version
 from dicom_node.receive.scp import DicomReceiver, ReceiverConfig
-from dicom_node.receive.spool import Spool, SpooledInstance
+from dicom_node.receive.spool import InstanceLimits, Spool, SpooledInstance
 from processing.backend import Backend, select_backend
 from service.completion import CompletionDetector
 from service.data_dir_lock import DataDirLock
@@ -73,7 +73,15 @@ class Node:
         except BaseException:
             self.data_dir_lock.release()
             raise
-        self.spool = Spool(self.data_dir / "spool", fsync=settings.receive.fsync)
+        self.spool = Spool(
+            self.data_dir / "spool",
+            fsync=settings.receive.fsync,
+            limits=InstanceLimits(
+                max_instance_bytes=settings.receive.max_instance_bytes,
+                max_inflation_ratio=settings.receive.max_inflation_ratio,
+                max_sequence_depth=settings.receive.max_sequence_depth,
+            ),
+        )
         self.version = installed_version()
         self.completion = CompletionDetector(self.store, settings, self.version)
         self.exporter = Exporter(
@@ -281,6 +289,7 @@ class Node:
     def metrics(self) -> list[Metric]:
         """Current metric families (see ``docs/service.md``)."""
         stats = self.receiver.stats
+        refused = dict(stats.instances_refused)
         counters = self.exporter.counters
         jobs = self.store.job_counts()
         outbox = self.store.outbox_counts()
@@ -316,6 +325,13 @@ class Node:
                 "counter",
                 "C-STOREs answered with an error status.",
                 (({}, stats.instances_failed),),
+            ),
+            Metric(
+                "wbdwi_instances_refused_total",
+                "counter",
+                "C-STOREs refused before storing, by reason (truncated, malformed, sop_class, "
+                "sop_instance, pixel_data, too_large, inflation).",
+                tuple(({"reason": reason}, n) for reason, n in sorted(refused.items())),
             ),
             Metric(
                 "wbdwi_associations_rejected_total",

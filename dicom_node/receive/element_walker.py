@@ -24,8 +24,10 @@ from collections.abc import Collection
 from dicom_node.errors import MalformedDataSetError
 
 __all__ = [
+    "PIXEL_DATA",
     "ByteString",
     "read_top_level_elements",
+    "walk_data_set",
 ]
 
 ByteString = bytes | bytearray | memoryview
@@ -206,3 +208,211 @@ def read_top_level_elements(
         if tag in wanted:
             found[tag] = bytes(data[value_at:position])
     return found
+
+
+# PS3.5 Table 6.2-1: binary VRs whose value is a whole number of fixed-size numbers.
+_FIXED_SIZE = {b"US": 2, b"SS": 2, b"UL": 4, b"SL": 4, b"FL": 4, b"FD": 8, b"AT": 4}
+_ENCAPSULATED_VRS = frozenset({b"OB", b"OW"})
+PIXEL_DATA = 0x7FE00010
+_PIXEL_DATA = PIXEL_DATA
+
+
+def _sequence_tags() -> frozenset[int]:
+    """Tags whose dictionary VR is SQ (to walk defined-length sequences in implicit VR)."""
+    from pydicom._dicom_dict import DicomDictionary
+
+    return frozenset(tag for tag, entry in DicomDictionary.items() if entry[0] == "SQ")
+
+
+_SQ_TAGS = _sequence_tags()
+
+
+def walk_data_set(
+    data: ByteString, *, implicit_vr: bool, wanted: Collection[int], max_depth: int
+) -> dict[int, bytes]:
+    """Walk a whole little-endian data set, items included; the ``wanted`` top-level values.
+
+    Unlike :func:`read_top_level_elements`, nothing is skipped unchecked: every
+    element's header and length must fit the data, tags must ascend within the
+    data set and within each item (PS3.5 7.1), the items of every sequence
+    (defined or undefined length; in implicit VR a defined-length sequence is
+    known by its dictionary VR) are walked to their exact end or delimiter,
+    binary values of fixed-size VRs (explicit VR) hold a whole number of values,
+    and sequences may nest at most ``max_depth`` levels. The data must end
+    exactly after the last element.
+
+    Returns the raw values of the ``wanted`` top-level tags and, for top-level
+    Pixel Data (7FE0,0010) of defined length, its length as a 4-byte
+    little-endian number under the Pixel Data tag (the value itself is not copied).
+
+    Raises
+    ------
+    MalformedDataSetError
+        The first problem found, with its offset.
+    """
+    walker = _Walker(data, implicit_vr, max_depth)
+    found: dict[int, bytes] = {}
+    walker.elements(0, len(data), 0, found, wanted, delimited=False)
+    return found
+
+
+class _Walker:
+    """The state of one :func:`walk_data_set`: the data, its VR encoding, the depth limit."""
+
+    __slots__ = ("data", "implicit_vr", "max_depth")
+
+    def __init__(self, data: ByteString, implicit_vr: bool, max_depth: int) -> None:
+        self.data = data
+        self.implicit_vr = implicit_vr
+        self.max_depth = max_depth
+
+    def elements(
+        self,
+        position: int,
+        end: int,
+        depth: int,
+        found: dict[int, bytes] | None,
+        wanted: Collection[int],
+        *,
+        delimited: bool,
+    ) -> int:
+        """Walk elements from ``position`` to ``end`` (or to an Item Delimitation Item)."""
+        data = self.data
+        previous = -1
+        short_vrs = _SHORT_LENGTH_VRS
+        fixed = _FIXED_SIZE
+        unpack_short = _TAG_VR_SHORT.unpack_from
+        explicit = not self.implicit_vr
+        while position < end:
+            if explicit and position + 8 <= end:
+                # Fast path (explicit VR, short-length VRs): one unpack per element.
+                group, element, vr, length = unpack_short(data, position)
+                if vr in short_vrs:
+                    tag = (group << 16) | element
+                    if tag <= previous:
+                        raise MalformedDataSetError(_order_problem(tag, previous, position))
+                    previous = tag
+                    value_at = position + 8
+                    position = value_at + length
+                    if position > end:
+                        raise MalformedDataSetError(_truncated(tag, value_at, length, end))
+                    size = fixed.get(vr)
+                    if size is not None and length % size:
+                        raise MalformedDataSetError(_length_problem(tag, vr, length, value_at))
+                    if found is not None and tag in wanted:
+                        found[tag] = bytes(data[value_at:position])
+                    continue
+            tag, vr_or_none, length, value_at = _element_header(
+                data, position, end, self.implicit_vr
+            )
+            if tag >> 16 == 0xFFFE:
+                if delimited and tag == _ITEM_DELIMITATION:
+                    return value_at
+                raise MalformedDataSetError(
+                    f"item or delimiter tag ({tag >> 16:04X},{tag & 0xFFFF:04X}) among the "
+                    f"elements at offset {position}"
+                )
+            if tag <= previous:
+                raise MalformedDataSetError(_order_problem(tag, previous, position))
+            previous = tag
+            position = self.value(tag, vr_or_none, length, value_at, end=end, depth=depth)
+            if found is not None and length != _UNDEFINED_LENGTH:
+                if tag == _PIXEL_DATA:
+                    found[_PIXEL_DATA] = _LONG_LENGTH.pack(length)  # its length, not its value
+                elif tag in wanted:
+                    found[tag] = bytes(data[value_at:position])
+        if delimited:
+            raise MalformedDataSetError(
+                f"item without a delimitation item (data end at offset {end})"
+            )
+        return position
+
+    def value(
+        self, tag: int, vr: bytes | None, length: int, value_at: int, *, end: int, depth: int
+    ) -> int:
+        """Check (and walk, for a sequence) one long-form value; the offset after it."""
+        if length == _UNDEFINED_LENGTH:
+            if vr is not None and vr not in _UNDEFINED_LENGTH_VRS:
+                raise MalformedDataSetError(
+                    f"element at offset {value_at - 12} has VR {vr.decode()} and undefined length"
+                )
+            fragments = tag == _PIXEL_DATA or vr in _ENCAPSULATED_VRS
+            if vr == b"UN" and not self.implicit_vr:
+                nested = _Walker(self.data, True, self.max_depth)  # PS3.5 6.2.2
+                return nested.items(value_at, end, depth + 1, fragments=False, item_end=None)
+            return self.items(value_at, end, depth + 1, fragments=fragments, item_end=None)
+        stop = value_at + length
+        if stop > end:
+            raise MalformedDataSetError(_truncated(tag, value_at, length, end))
+        if length and (vr == b"SQ" or (vr is None and tag in _SQ_TAGS)):
+            self.items(value_at, stop, depth + 1, fragments=False, item_end=stop)
+        elif vr is not None and length % _FIXED_SIZE.get(vr, 1):
+            raise MalformedDataSetError(_length_problem(tag, vr, length, value_at))
+        return stop
+
+    def items(
+        self, position: int, end: int, depth: int, *, fragments: bool, item_end: int | None
+    ) -> int:
+        """Walk the items of a sequence (or the fragments of encapsulated pixel data).
+
+        ``item_end`` is the end of a defined-length sequence; ``None`` means the
+        items run to a Sequence Delimitation Item. Returns the offset after the value.
+        """
+        if depth > self.max_depth:
+            raise MalformedDataSetError(f"sequences nested deeper than {self.max_depth} levels")
+        data = self.data
+        limit = end if item_end is None else item_end
+        while True:
+            if item_end is not None and position == item_end:
+                return position
+            if position + 8 > limit:
+                raise MalformedDataSetError(
+                    f"sequence without a delimitation item (data end at offset {limit})"
+                    if item_end is None
+                    else f"sequence item header truncated at offset {position}"
+                )
+            group, element, length = _TAG_LENGTH.unpack_from(data, position)
+            tag = (group << 16) | element
+            position += 8
+            if tag == _SEQUENCE_DELIMITATION and item_end is None:
+                return position
+            if tag != _ITEM:
+                raise MalformedDataSetError(
+                    f"expected an item in a sequence at offset {position - 8}, "
+                    f"found ({group:04X},{element:04X})"
+                )
+            if length == _UNDEFINED_LENGTH:
+                if fragments:
+                    raise MalformedDataSetError(
+                        f"pixel data fragment of undefined length at offset {position - 8}"
+                    )
+                position = self.elements(position, limit, depth, None, (), delimited=True)
+                continue
+            item_stop = position + length
+            if item_stop > limit:
+                raise MalformedDataSetError(f"item at offset {position - 8} truncated")
+            if not fragments:
+                self.elements(position, item_stop, depth, None, (), delimited=False)
+            position = item_stop
+
+
+def _truncated(tag: int, value_at: int, length: int, end: int) -> str:
+    return (
+        f"value of ({tag >> 16:04X},{tag & 0xFFFF:04X}) at offset {value_at} is truncated "
+        f"({length} bytes declared, {end - value_at} present)"
+    )
+
+
+def _length_problem(tag: int, vr: bytes, length: int, value_at: int) -> str:
+    size = _FIXED_SIZE.get(vr, 1)
+    return (
+        f"({tag >> 16:04X},{tag & 0xFFFF:04X}) at offset {value_at} has VR {vr.decode()} "
+        f"and a length of {length}, not a multiple of {size}"
+    )
+
+
+def _order_problem(tag: int, previous: int, position: int) -> str:
+    return (
+        f"({tag >> 16:04X},{tag & 0xFFFF:04X}) at offset {position} does not follow "
+        f"({previous >> 16:04X},{previous & 0xFFFF:04X}) in ascending tag order"
+    )

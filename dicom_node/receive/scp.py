@@ -27,6 +27,7 @@ goes on.
 
 from __future__ import annotations
 
+import collections
 import ssl
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -59,10 +60,17 @@ from pynetdicom import AllStoragePresentationContexts
 
 from dicom_node.errors import InvalidInstanceError, SpoolWriteError
 from dicom_node.readers.seg_reader import SEGMENTATION_STORAGE_CLASSES
-from dicom_node.receive.spool import InstanceRecorder, Spool, SpooledInstance, is_valid_uid
+from dicom_node.receive.spool import (
+    InstanceRecorder,
+    InstanceRefusedError,
+    Spool,
+    SpooledInstance,
+    is_valid_uid,
+)
 from dicom_node.receive.ul import (
     Association,
     AssociationEnd,
+    AssociationLimits,
     AssociationServer,
     DimseReply,
     DimseRequest,
@@ -172,6 +180,10 @@ class ReceiverConfig:
     network_timeout_seconds: float = 60.0
     max_pdu_bytes: int = 131072
     ssl_context: ssl.SSLContext | None = None
+    associate_timeout_seconds: float = 10.0
+    pdu_timeout_seconds: float = 30.0
+    max_connections: int = 64
+    max_connections_per_address: int = 16
 
 
 @dataclass(slots=True)
@@ -185,6 +197,7 @@ class ReceiverStats:
     bytes_stored: int = 0
     associations_accepted: int = 0
     associations_rejected: int = 0
+    instances_refused: collections.Counter[str] = field(default_factory=collections.Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **increments: int) -> None:
@@ -192,6 +205,12 @@ class ReceiverStats:
         with self._lock:
             for name, value in increments.items():
                 setattr(self, name, getattr(self, name) + value)
+
+    def refused(self, reason: str) -> None:
+        """Count a C-STORE refused before it was stored (``reason``: a metric label)."""
+        with self._lock:
+            self.instances_failed += 1
+            self.instances_refused[reason] += 1
 
 
 def _supported_contexts(accept_other_storage: bool) -> dict[str, tuple[str, ...]]:
@@ -280,14 +299,27 @@ class DicomReceiver:
         """Associations currently open."""
         return 0 if self._server is None else self._server.open_associations
 
+    @property
+    def refused_connections(self) -> int:
+        """Connections closed at accept time by the connection caps (since start)."""
+        return 0 if self._server is None else self._server.refused_connections
+
     def start(self) -> None:
         """Bind and serve in background threads."""
         config = self.config
+        limits = AssociationLimits(
+            max_pdu_length=config.max_pdu_bytes,
+            idle_timeout=config.network_timeout_seconds,
+            associate_timeout=config.associate_timeout_seconds,
+            pdu_timeout=config.pdu_timeout_seconds,
+            max_data_set_bytes=self.spool.limits.max_instance_bytes,
+        )
         server = AssociationServer(
             (config.bind_address, config.port),
             self,
-            max_pdu_length=config.max_pdu_bytes,
-            network_timeout=config.network_timeout_seconds,
+            limits=limits,
+            max_connections=config.max_connections,
+            max_connections_per_address=config.max_connections_per_address,
             ssl_context=config.ssl_context,
         )
         server.start()
@@ -416,6 +448,17 @@ class DicomReceiver:
                 calling_ae=association.calling_ae,
                 recorder=self.recorder,
             )
+        except InstanceRefusedError as error:
+            self.stats.refused(error.reason)
+            LOGGER.warning(
+                "instance_refused",
+                reason=str(error),
+                refusal=error.reason,
+                status=f"0x{error.status:04X}",
+                sop_instance_uid=sop_instance_uid,
+                peer=association.peer,
+            )
+            return DimseReply(error.status, str(error))
         except InvalidInstanceError as error:
             self.stats.add(instances_failed=1)
             LOGGER.warning("instance_refused", reason=str(error), sop_instance_uid=sop_instance_uid)

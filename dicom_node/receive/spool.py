@@ -48,14 +48,25 @@ from dicom_node.errors import (
     MalformedDataSetError,
     SpoolWriteError,
 )
-from dicom_node.receive.element_walker import ByteString, read_top_level_elements
+from dicom_node.receive.element_walker import (
+    PIXEL_DATA,
+    ByteString,
+    read_top_level_elements,
+    walk_data_set,
+)
 from dicom_node.receive.ul.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 __all__ = [
+    "STATUS_CANNOT_UNDERSTAND",
+    "STATUS_DATA_SET_DOES_NOT_MATCH_SOP_CLASS",
+    "STATUS_OUT_OF_RESOURCES",
     "InstanceHeader",
+    "InstanceLimits",
     "InstanceRecorder",
+    "InstanceRefusedError",
     "Spool",
     "SpooledInstance",
+    "check_instance",
     "encode_file_meta",
     "is_valid_uid",
     "read_instance_header",
@@ -63,6 +74,12 @@ __all__ = [
 
 _UID_GRAMMAR = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _SPECIFIC_CHARACTER_SET = 0x00080005
+_SOP_CLASS_UID = 0x00080016
+_SAMPLES_PER_PIXEL = 0x00280002
+_NUMBER_OF_FRAMES = 0x00280008
+_ROWS = 0x00280010
+_COLUMNS = 0x00280011
+_BITS_ALLOCATED = 0x00280100
 _SOP_INSTANCE_UID = 0x00080018
 _SERIES_DESCRIPTION = 0x0008103E
 _STUDY_INSTANCE_UID = 0x0020000D
@@ -76,6 +93,20 @@ _HEADER_TAGS = frozenset(
         _SERIES_INSTANCE_UID,
     }
 )
+_CHECKED_TAGS = _HEADER_TAGS | {
+    _SOP_CLASS_UID,
+    _SAMPLES_PER_PIXEL,
+    _NUMBER_OF_FRAMES,
+    _ROWS,
+    _COLUMNS,
+    _BITS_ALLOCATED,
+}
+_NATIVE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"})
+_INFLATE_CHUNK = 1 << 20
+# PS3.4 B.2.3 (C-STORE statuses).
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+STATUS_CANNOT_UNDERSTAND = 0xC211
 _LATIN1_CHARSETS = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO 2022 IR 6", "ISO 2022 IR 100"})
 _IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 _DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
@@ -206,6 +237,205 @@ def read_instance_header(encoded: ByteString, transfer_syntax_uid: str) -> Insta
     return header
 
 
+@dataclass(frozen=True, slots=True)
+class InstanceLimits:
+    """What a received data set may cost before it is refused (``receive`` settings)."""
+
+    max_instance_bytes: int = 2 << 30
+    max_inflation_ratio: int = 200
+    max_sequence_depth: int = 16
+
+
+class InstanceRefusedError(InvalidInstanceError):
+    """A data set that must not be acknowledged: the C-STORE status and a metric label.
+
+    ``reason`` is a short stable word (``truncated``, ``malformed``,
+    ``sop_class``, ``sop_instance``, ``pixel_data``, ``too_large``,
+    ``inflation``) for the ``wbdwi_instances_refused_total`` counter.
+    """
+
+    def __init__(self, message: str, *, status: int, reason: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+def _inflate(encoded: ByteString, limits: InstanceLimits) -> bytes:
+    """Inflate a deflated data set, refusing it past the size or ratio limit or when cut short."""
+    ceiling = min(
+        limits.max_instance_bytes, max(len(encoded), 1 << 16) * limits.max_inflation_ratio
+    )
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pieces: list[bytes] = []
+    total = 0
+    pending: ByteString = encoded
+    try:
+        while True:
+            piece = inflater.decompress(pending, _INFLATE_CHUNK)
+            total += len(piece)
+            if total > ceiling:
+                raise InstanceRefusedError(
+                    f"deflated data set inflates to more than {ceiling} bytes (limits: "
+                    f"{limits.max_inflation_ratio}x the deflated size, "
+                    f"{limits.max_instance_bytes} bytes)",
+                    status=STATUS_OUT_OF_RESOURCES,
+                    reason="inflation",
+                )
+            pieces.append(piece)
+            pending = inflater.unconsumed_tail
+            if inflater.eof or (not pending and not piece):
+                break
+    except zlib.error as error:
+        raise InstanceRefusedError(
+            f"deflated data set cannot be inflated: {error}",
+            status=STATUS_CANNOT_UNDERSTAND,
+            reason="malformed",
+        ) from None
+    if not inflater.eof:
+        raise InstanceRefusedError(
+            "deflated data set is cut short (the deflate stream does not end)",
+            status=STATUS_CANNOT_UNDERSTAND,
+            reason="truncated",
+        )
+    if inflater.unused_data.strip(b"\x00"):
+        raise InstanceRefusedError(
+            f"{len(inflater.unused_data)} bytes follow the end of the deflate stream",
+            status=STATUS_CANNOT_UNDERSTAND,
+            reason="malformed",
+        )
+    return b"".join(pieces)
+
+
+def _unsigned_short(values: dict[int, bytes], tag: int) -> int | None:
+    raw = values.get(tag)
+    if raw is None or len(raw) < 2:
+        return None
+    value: int = struct.unpack_from("<H", raw)[0]
+    return value
+
+
+def _check_pixel_data_length(values: dict[int, bytes]) -> None:
+    """Native Pixel Data must hold at least what Rows, Columns, bits and frames declare."""
+    raw_length = values.get(PIXEL_DATA)
+    if raw_length is None:
+        return
+    present: int = struct.unpack("<I", raw_length)[0]
+    rows = _unsigned_short(values, _ROWS)
+    columns = _unsigned_short(values, _COLUMNS)
+    bits = _unsigned_short(values, _BITS_ALLOCATED)
+    if rows is None or columns is None or bits is None:
+        return
+    samples = _unsigned_short(values, _SAMPLES_PER_PIXEL) or 1
+    frames_text = values.get(_NUMBER_OF_FRAMES, b"1").decode("latin-1").strip("\x00 ")
+    try:
+        frames = int(frames_text or "1")
+    except ValueError:
+        raise InstanceRefusedError(
+            f"Number of Frames {frames_text!r} is not a number",
+            status=STATUS_CANNOT_UNDERSTAND,
+            reason="malformed",
+        ) from None
+    expected = (rows * columns * samples * max(frames, 1) * bits + 7) // 8
+    if present < expected:
+        raise InstanceRefusedError(
+            f"Pixel Data holds {present} bytes; {rows} rows x {columns} columns x {samples} "
+            f"samples x {frames} frames x {bits} bits need {expected}",
+            status=STATUS_CANNOT_UNDERSTAND,
+            reason="pixel_data",
+        )
+
+
+def check_instance(
+    encoded: ByteString,
+    *,
+    transfer_syntax_uid: str,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    limits: InstanceLimits,
+) -> InstanceHeader:
+    """Parse a whole received data set and refuse what could not be processed.
+
+    The whole element stream is walked (:func:`~dicom_node.receive.element_walker.walk_data_set`:
+    truncation, element order, lengths, nesting); a deflated data set is inflated
+    first within the size and ratio limits. The data set's SOP Class UID must be
+    the presentation context's abstract syntax (``sop_class_uid``), its SOP
+    Instance UID the command's (``sop_instance_uid``), and native Pixel Data must
+    be as long as its image attributes declare.
+
+    Raises
+    ------
+    InstanceRefusedError
+        With the C-STORE failure status and a reason for the log and metrics.
+    """
+    if len(encoded) > limits.max_instance_bytes:
+        raise InstanceRefusedError(
+            f"data set of {len(encoded)} bytes exceeds receive.max_instance_bytes "
+            f"({limits.max_instance_bytes})",
+            status=STATUS_OUT_OF_RESOURCES,
+            reason="too_large",
+        )
+    stream: ByteString = encoded
+    if transfer_syntax_uid == _DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        stream = _inflate(encoded, limits)
+    try:
+        values = walk_data_set(
+            stream,
+            implicit_vr=transfer_syntax_uid == _IMPLICIT_VR_LITTLE_ENDIAN,
+            wanted=_CHECKED_TAGS,
+            max_depth=limits.max_sequence_depth,
+        )
+    except MalformedDataSetError as error:
+        text = str(error)
+        reason = "truncated" if "truncated" in text or "data end" in text else "malformed"
+        raise InstanceRefusedError(
+            f"data set cannot be parsed: {text}", status=STATUS_CANNOT_UNDERSTAND, reason=reason
+        ) from None
+    data_set_class = _uid_text(values.get(_SOP_CLASS_UID))
+    if data_set_class != sop_class_uid:
+        raise InstanceRefusedError(
+            f"SOP Class UID differs from the context's: data set {data_set_class!r}, "
+            f"context {sop_class_uid}"
+            if data_set_class
+            else "data set has no SOP Class UID",
+            status=STATUS_DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+            reason="sop_class",
+        )
+    data_set_instance = _uid_text(values.get(_SOP_INSTANCE_UID))
+    if data_set_instance != sop_instance_uid:
+        raise InstanceRefusedError(
+            f"SOP Instance UID differs from the request's: data set {data_set_instance!r}, "
+            f"request {sop_instance_uid}",
+            status=STATUS_CANNOT_UNDERSTAND,
+            reason="sop_instance",
+        )
+    if transfer_syntax_uid in _NATIVE_SYNTAXES:
+        _check_pixel_data_length(values)
+    try:
+        header = InstanceHeader(
+            sop_instance_uid=data_set_instance,
+            study_uid=_uid_text(values.get(_STUDY_INSTANCE_UID)),
+            series_uid=_uid_text(values.get(_SERIES_INSTANCE_UID)),
+            series_description=_description_text(
+                values.get(_SERIES_DESCRIPTION), values.get(_SPECIFIC_CHARACTER_SET)
+            ),
+        )
+    except (UnicodeDecodeError, LookupError) as error:
+        raise InstanceRefusedError(
+            f"Series Description cannot be decoded: {error}",
+            status=STATUS_CANNOT_UNDERSTAND,
+            reason="malformed",
+        ) from None
+    for name in ("sop_instance_uid", "study_uid", "series_uid"):
+        value = getattr(header, name)
+        if not is_valid_uid(value):
+            raise InstanceRefusedError(
+                f"{name} {value!r} is missing or not a valid UID",
+                status=STATUS_CANNOT_UNDERSTAND,
+                reason="malformed",
+            )
+    return header
+
+
 LOGGER = logging.getLogger(__name__)
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -316,11 +546,16 @@ class Spool:
         The spool folder (created when missing).
     fsync
         fsync each file and its folder before an instance counts as stored.
+    limits
+        What a received data set may cost (size, inflation, sequence nesting).
     """
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    def __init__(
+        self, root: Path, *, fsync: bool = True, limits: InstanceLimits | None = None
+    ) -> None:
         self.root = root
         self.fsync = fsync
+        self.limits = limits or InstanceLimits()
         self._incoming = root / INCOMING
         batches = (self._incoming / "a", self._incoming / "b")
         for folder in batches:
@@ -361,18 +596,21 @@ class Spool:
         Raises
         ------
         InvalidInstanceError
-            The data set's UIDs are malformed or do not match the request.
+            The data set's UIDs are malformed or do not match the request
+            (:class:`InstanceRefusedError`: the data set cannot be parsed whole, or
+            breaks a limit; it carries the C-STORE status).
         SpoolWriteError
             Writing, syncing or renaming failed (disk full, permissions).
         """
         if not is_valid_uid(sop_class_uid):
             raise InvalidInstanceError(f"SOP class UID {sop_class_uid!r} is not a valid UID")
-        header = read_instance_header(encoded_dataset, transfer_syntax_uid)
-        if header.sop_instance_uid != sop_instance_uid:
-            raise InvalidInstanceError(
-                f"data set SOP instance UID {header.sop_instance_uid} differs from the "
-                f"request's {sop_instance_uid}"
-            )
+        header = check_instance(
+            encoded_dataset,
+            transfer_syntax_uid=transfer_syntax_uid,
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+            limits=self.limits,
+        )
         if recorder.has_instance(sop_instance_uid):
             return None, False
         # The header's UIDs passed the UID grammar: safe as path parts.

@@ -93,6 +93,12 @@ class NodeSettings:
         raise_problems(problems)
 
 
+# PS3.8 D.1: a receiver announces a maximum PDU length; 0 (unlimited) is not offered,
+# so that one PDU can never claim more memory than this.
+MIN_PDU_BYTES = 4096
+MAX_PDU_BYTES = 4 << 20
+
+
 @dataclass(frozen=True, slots=True)
 class ReceiveSettings:
     """The storage SCP: who may send, what is accepted, how it is stored."""
@@ -124,13 +130,50 @@ class ReceiveSettings:
         default=60.0, metadata=doc("An idle association is closed after this many seconds.")
     )
     max_pdu_bytes: int = field(
-        default=131072, metadata=doc("Maximum PDU length we receive (0 = unlimited).")
+        default=131072,
+        metadata=doc(
+            f"Maximum PDU length we receive, {MIN_PDU_BYTES}..{MAX_PDU_BYTES} bytes "
+            "(no unlimited: memory per association is bounded by it)."
+        ),
+    )
+    max_instance_bytes: int = field(
+        default=2 << 30,
+        metadata=doc(
+            "Largest data set accepted in one C-STORE, as received and once inflated; a larger "
+            "one is refused (0xA700)."
+        ),
+    )
+    max_inflation_ratio: int = field(
+        default=200,
+        metadata=doc(
+            "A deflated data set may inflate to at most this many times its size (at least 64 "
+            "KiB x this); more is refused (0xA700) before it is inflated further."
+        ),
+    )
+    max_sequence_depth: int = field(
+        default=16,
+        metadata=doc("Sequences nested deeper than this are refused (0xC211)."),
     )
 
     def __post_init__(self) -> None:
         problems = []
         if self.max_associations < 1:
             problems.append(f"max_associations must be at least 1, got {self.max_associations}")
+        if not MIN_PDU_BYTES <= self.max_pdu_bytes <= MAX_PDU_BYTES:
+            problems.append(
+                f"max_pdu_bytes must be {MIN_PDU_BYTES}..{MAX_PDU_BYTES} (no unlimited), "
+                f"got {self.max_pdu_bytes}"
+            )
+        if self.max_instance_bytes < 1 << 20:
+            problems.append(
+                f"max_instance_bytes must be at least 1 MiB, got {self.max_instance_bytes}"
+            )
+        if self.max_inflation_ratio < 2:
+            problems.append(
+                f"max_inflation_ratio must be at least 2, got {self.max_inflation_ratio}"
+            )
+        if not 1 <= self.max_sequence_depth <= 64:
+            problems.append(f"max_sequence_depth must be 1..64, got {self.max_sequence_depth}")
         for i, title in enumerate(self.calling_ae_allow):
             problems += ae_title_problems(title, f"calling_ae_allow[{i}]")
         raise_problems(problems)

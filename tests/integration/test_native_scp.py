@@ -259,7 +259,7 @@ def test_malformed_command_set_aborts(tmp_path: Path) -> None:
 def test_artim_and_idle_timeouts_abort(tmp_path: Path) -> None:
     with (
         capture_logs() as logs,
-        running_receiver(tmp_path, network_timeout_seconds=0.3) as (
+        running_receiver(tmp_path, network_timeout_seconds=0.3, associate_timeout_seconds=0.3) as (
             receiver,
             _,
         ),

@@ -164,12 +164,25 @@ def test_malformed_requests_name_the_problem_and_the_abort_reason(
     assert caught.value.abort_reason == reason
 
 
-def test_requests_without_contexts_or_with_repeated_ids_are_refused() -> None:
-    with pytest.raises(MalformedPduError, match="proposes no presentation context"):
-        parse_associate_rq(encode_associate_rq(_request(contexts=()))[6:])
+def test_repeated_or_even_context_ids_are_invalid_parameters() -> None:
     twice = (PresentationContextProposal(1, VERIFICATION, (ExplicitVRLittleEndian,)),) * 2
-    with pytest.raises(MalformedPduError, match="repeats a presentation context ID"):
+    with pytest.raises(MalformedPduError, match="repeats a presentation context ID") as caught:
         parse_associate_rq(encode_associate_rq(_request(contexts=twice))[6:])
+    assert caught.value.abort_reason == 6
+    for context_id in (0, 2, 254):
+        even = (PresentationContextProposal(context_id, VERIFICATION, (ExplicitVRLittleEndian,)),)
+        with pytest.raises(MalformedPduError, match="must be odd") as caught:
+            parse_associate_rq(encode_associate_rq(_request(contexts=even))[6:])
+        assert caught.value.abort_reason == 6
+
+
+def test_requests_without_contexts_or_application_context_parse_for_a_rejection() -> None:
+    # The acceptor answers these with an A-ASSOCIATE-RJ (PS3.8 9.3.2), so they parse.
+    assert parse_associate_rq(encode_associate_rq(_request(contexts=()))[6:]).contexts == ()
+    body = encode_associate_rq(_request())[6:]
+    item = b"\x10\x00\x00\x15" + b"1.2.840.10008.3.1.1.1"
+    assert item in body
+    assert parse_associate_rq(body.replace(item, b"")).application_context == ""
 
 
 def _split_pdus(stream: bytes) -> list[bytes]:

@@ -61,6 +61,7 @@ from dicom_node.receive.ul.pdu import (
     A_RELEASE_RP,
     A_RELEASE_RQ,
     DICOM_APPLICATION_CONTEXT,
+    MAX_PDU_LENGTH_CEILING,
     P_DATA_TF,
     AssociationRequest,
     ContextResult,
@@ -79,6 +80,7 @@ __all__ = [
     "AcceptedContext",
     "Association",
     "AssociationEnd",
+    "AssociationLimits",
     "DimseReply",
     "DimseRequest",
     "DimseServiceUser",
@@ -89,7 +91,7 @@ __all__ = [
 
 LOGGER = structlog.get_logger(__name__)
 
-_MAX_ASSOCIATE_RQ_BYTES = 1 << 20
+_MAX_ASSOCIATE_RQ_BYTES = 256 << 10
 _KNOWN_PDU_TYPES = frozenset(
     {A_ASSOCIATE_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, P_DATA_TF, A_RELEASE_RQ, A_RELEASE_RP, A_ABORT}
 )
@@ -100,6 +102,8 @@ _STATUS_OUT_OF_RESOURCES = 0xA700
 _ABORT_SOURCE_USER = 0
 _ABORT_SOURCE_PROVIDER = 2
 _LINGER_SECONDS = 1.0
+_RECEIVE_CHUNK = 262144
+_GROW_FROM = 65536
 
 
 class AssociationEnd(enum.Enum):
@@ -185,7 +189,7 @@ class Association:
         self.request: AssociationRequest | None = None
         self.contexts: dict[int, AcceptedContext] = {}
         self.tally: collections.Counter[str] = collections.Counter()
-        self.released = False  # set before the A-RELEASE-RP goes out
+        self.released = False  # set before the A-RELEASE-RP or an A-ABORT goes out
         self._connection: _Connection | None = None
 
     def abort(self) -> None:
@@ -260,52 +264,91 @@ def negotiate_contexts(
 
 
 class _Connection:
-    """A socket with a receive buffer; PDUs are read whole."""
+    """A socket with a receive buffer; PDUs are read whole, each within its deadline.
 
-    __slots__ = ("_buffer", "_send_lock", "_socket", "aborted_by_node")
+    The next PDU may take ``idle_timeout`` to start; once its first byte is
+    here, the whole PDU must arrive within ``pdu_timeout`` (a peer that trickles
+    bytes does not extend it). A PDU body is allocated as its bytes arrive, not
+    from the length its header declares.
+    """
 
-    def __init__(self, sock: socket.socket) -> None:
+    __slots__ = (
+        "_buffer",
+        "_send_lock",
+        "_socket",
+        "aborted_by_node",
+        "idle_timeout",
+        "pdu_timeout",
+    )
+
+    def __init__(self, sock: socket.socket, *, idle_timeout: float, pdu_timeout: float) -> None:
         self._socket = sock
         self._buffer = bytearray()
         self._send_lock = threading.Lock()
         self.aborted_by_node = False
+        self.idle_timeout = idle_timeout
+        self.pdu_timeout = pdu_timeout
 
-    def _fill(self) -> None:
-        chunk = self._socket.recv(262144)
+    def _wait(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("deadline passed")
+        self._socket.settimeout(remaining)
+
+    def _fill(self, deadline: float) -> None:
+        self._wait(deadline)
+        chunk = self._socket.recv(_RECEIVE_CHUNK)
         if not chunk:
             raise ConnectionClosedError("the peer closed the connection")
         self._buffer += chunk
 
-    def read_pdu(self, max_body: int) -> tuple[int, bytearray]:
-        """``(PDU type, variable field)``; the body of an unknown type is not read."""
+    def read_pdu(self, max_body: int, deadline: float | None = None) -> tuple[int, bytearray]:
+        """``(PDU type, variable field)``; the body of an unknown type is not read.
+
+        ``deadline`` (monotonic seconds), when given, bounds the wait for the
+        whole PDU, its start included (the A-ASSOCIATE-RQ).
+        """
         buffer = self._buffer
+        if not buffer:
+            self._fill(deadline if deadline is not None else time.monotonic() + self.idle_timeout)
+        pdu_deadline = time.monotonic() + self.pdu_timeout
+        if deadline is not None:
+            pdu_deadline = min(pdu_deadline, deadline)
         while len(buffer) < 6:
-            self._fill()
+            self._fill(pdu_deadline)
         pdu_type, _, length = struct.unpack_from(">BBI", buffer, 0)
         if pdu_type not in _KNOWN_PDU_TYPES:
             return pdu_type, bytearray()
-        if max_body and length > max_body:
+        if length > max_body:
             raise MalformedPduError(
                 f"PDU of type 0x{pdu_type:02X} is {length} bytes long, more than the "
                 f"{max_body} allowed",
                 6,
             )
         del buffer[:6]
-        have = len(buffer)
-        if have >= length:
+        if len(buffer) >= length:
             body = buffer[:length]
             del buffer[:length]
             return pdu_type, body
-        body = bytearray(length)
-        body[:have] = buffer
+        body = buffer[:]
         buffer.clear()
-        view = memoryview(body)
+        return pdu_type, self._read_rest(body, length, pdu_deadline)
+
+    def _read_rest(self, body: bytearray, length: int, deadline: float) -> bytearray:
+        """Complete ``body`` to ``length`` bytes; memory grows with the bytes received."""
+        have = len(body)
         while have < length:
-            received = self._socket.recv_into(view[have:])
-            if received == 0:
-                raise ConnectionClosedError("the peer closed the connection inside a PDU")
-            have += received
-        return pdu_type, body
+            # At most double what has arrived: a declared length costs nothing until sent.
+            size = min(length, max(have * 2, _GROW_FROM))
+            body.extend(bytes(size - len(body)))
+            with memoryview(body) as view:
+                while have < size:
+                    self._wait(deadline)
+                    received = self._socket.recv_into(view[have:size])
+                    if received == 0:
+                        raise ConnectionClosedError("the peer closed the connection inside a PDU")
+                    have += received
+        return body
 
     def send(self, data: bytes) -> None:
         with self._send_lock:
@@ -345,6 +388,13 @@ def _abort(connection: _Connection, reason: int, source: int = _ABORT_SOURCE_PRO
 
 
 def _protocol_rejection(request: AssociationRequest) -> Rejection | None:
+    """The A-ASSOCIATE-RJ that PS3.8 prescribes for a request we cannot take, if any.
+
+    PS3.8 9.3.2 and Table 9-21: the protocol version (ACSE, reason 2); a missing
+    or foreign application context (service user, reason 2); no presentation
+    context (service user, no reason given); AE titles of 16 spaces, which
+    PS3.8 Table 9-11 forbids (service user, called / calling AE not recognized).
+    """
     if not request.protocol_version & 0x0001:
         return Rejection(
             Rejection.PERMANENT,
@@ -352,13 +402,17 @@ def _protocol_rejection(request: AssociationRequest) -> Rejection | None:
             2,
             f"protocol version 0x{request.protocol_version:04X} not supported",
         )
-    if request.application_context != DICOM_APPLICATION_CONTEXT:
-        return Rejection(
-            Rejection.PERMANENT,
-            Rejection.SOURCE_USER,
-            2,
-            f"application context {request.application_context!r} not supported",
-        )
+    problems = (
+        (request.application_context != DICOM_APPLICATION_CONTEXT, 2,
+         f"application context {request.application_context!r} not supported"
+         if request.application_context else "no application context"),
+        (not request.contexts, 1, "no presentation context proposed"),
+        (not request.called_ae, 7, "called AE title is all spaces"),
+        (not request.calling_ae, 3, "calling AE title is all spaces"),
+    )  # fmt: skip
+    for failed, reason, explanation in problems:
+        if failed:
+            return Rejection(Rejection.PERMANENT, Rejection.SOURCE_USER, reason, explanation)
     return None
 
 
@@ -367,10 +421,11 @@ def _negotiate(
     association: Association,
     user: DimseServiceUser,
     open_associations: Callable[[], int],
-    max_pdu_length: int,
+    limits: AssociationLimits,
 ) -> bool:
     """Read and answer the A-ASSOCIATE-RQ; True when the association is established."""
-    pdu_type, body = connection.read_pdu(_MAX_ASSOCIATE_RQ_BYTES)
+    deadline = time.monotonic() + limits.associate_timeout
+    pdu_type, body = connection.read_pdu(_MAX_ASSOCIATE_RQ_BYTES, deadline)
     if pdu_type not in _KNOWN_PDU_TYPES:
         raise MalformedPduError(f"unrecognized PDU type 0x{pdu_type:02X}", 1)
     if pdu_type != A_ASSOCIATE_RQ:
@@ -380,9 +435,11 @@ def _negotiate(
     request = parse_associate_rq(bytes(body))
     association.request = request
     structlog.contextvars.bind_contextvars(calling_ae=request.calling_ae)
-    rejection = _protocol_rejection(request) or user.check_association(
-        association, open_associations()
-    )
+    rejection = _protocol_rejection(request)
+    if rejection is not None:
+        LOGGER.warning("association_rejected", reason=rejection.explanation, peer=association.peer)
+    else:
+        rejection = user.check_association(association, open_associations())
     if rejection is not None:
         connection.close_after(
             encode_associate_rj(rejection.result, rejection.source, rejection.reason)
@@ -397,7 +454,7 @@ def _negotiate(
         for result in results
         if result.result == ContextResult.ACCEPTANCE
     }
-    connection.send(encode_associate_ac(request, results, max_pdu_length=max_pdu_length))
+    connection.send(encode_associate_ac(request, results, max_pdu_length=limits.max_pdu_length))
     return True
 
 
@@ -428,10 +485,15 @@ def _respond(
     request: DimseRequest,
     peer_max_pdu: int,
 ) -> None:
-    command = request.command
-    if command.command_field == C_CANCEL_RQ:
+    if request.command.command_field == C_CANCEL_RQ:
         return
-    reply = _reply(association, user, request)
+    _send_reply(connection, request, _reply(association, user, request), peer_max_pdu)
+
+
+def _send_reply(
+    connection: _Connection, request: DimseRequest, reply: DimseReply, peer_max_pdu: int
+) -> None:
+    command = request.command
     instance = "" if command.command_field == C_ECHO_RQ else (
         reply.affected_sop_instance_uid
         or command.affected_sop_instance_uid
@@ -455,63 +517,118 @@ def _respond(
     connection.send(payload)
 
 
-def _join(parts: list[memoryview]) -> ByteString:
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+class _Reassembly:
+    """One DIMSE message being reassembled from PDVs (PS3.8 9.3.5, E.2).
+
+    Fragments are copied into one buffer per message, so that many tiny or empty
+    PDVs cost their bytes and nothing more; a data set past ``max_data_bytes``
+    is dropped as it arrives and answered with a failure status once complete.
+    """
+
+    __slots__ = ("command", "command_bytes", "context_id", "data", "data_size", "max_data_bytes")
+
+    def __init__(self, max_data_bytes: int) -> None:
+        self.max_data_bytes = max_data_bytes
+        self.context_id = 0
+        self.command: DimseCommand | None = None
+        self.command_bytes = bytearray()
+        self.data = bytearray()
+        self.data_size = 0
+
+    def add(self, context_id: int, control: int, fragment: memoryview) -> bool:
+        """Take one PDV; True when the message is complete."""
+        if (self.command_bytes or self.data_size or self.command) and (
+            context_id != self.context_id
+        ):
+            raise MalformedPduError(
+                f"a PDV of context {context_id} interrupts a message of context {self.context_id}",
+                5,
+            )
+        self.context_id = context_id
+        last = bool(control & 0x02)
+        if control & 0x01:
+            if self.command is not None:
+                raise MalformedPduError(
+                    "a command fragment arrived where a data set fragment was due", 5
+                )
+            self.command_bytes += fragment
+            if not last:
+                return False
+            self.command = parse_command(self.command_bytes)
+            self.command_bytes = bytearray()
+            return not self.command.has_data_set
+        if self.command is None:
+            raise MalformedPduError("a data set fragment arrived before its command", 5)
+        self.data_size += len(fragment)
+        if self.data_size <= self.max_data_bytes:
+            self.data += fragment
+        elif self.data:
+            self.data = bytearray()  # too large: what came so far is let go
+        return last
+
+    def take(self) -> tuple[DimseCommand, bytearray | None, int]:
+        """The complete message: command, data set (None without one), data set size."""
+        command = self.command
+        assert command is not None
+        data = self.data if command.has_data_set else None
+        size = self.data_size
+        self.command = None
+        self.data = bytearray()
+        self.data_size = 0
+        return command, data, size
+
+
+def _too_large(command: DimseCommand, size: int, limit: int) -> DimseReply:
+    LOGGER.warning(
+        "instance_refused",
+        reason=f"data set of {size} bytes is larger than the {limit} bytes allowed",
+        refusal="too_large",
+        sop_instance_uid=command.affected_sop_instance_uid,
+    )
+    return DimseReply(
+        _STATUS_OUT_OF_RESOURCES,
+        f"data set of {size} bytes is larger than the {limit} bytes this node accepts",
+    )
+
+
+def _on_p_data(
+    body: bytearray,
+    reassembly: _Reassembly,
+    connection: _Connection,
+    association: Association,
+    user: DimseServiceUser,
+) -> None:
+    assert association.request is not None
+    contexts = association.contexts
+    for context_id, control, fragment in iter_pdvs(body):
+        if context_id not in contexts:
+            raise MalformedPduError(
+                f"a PDV names presentation context {context_id}, which was not accepted"
+            )
+        if not reassembly.add(context_id, control, fragment):
+            continue
+        command, data, size = reassembly.take()
+        request = DimseRequest(command, contexts[context_id], data)
+        if size > reassembly.max_data_bytes:
+            refused = _too_large(command, size, reassembly.max_data_bytes)
+            association.tally["refused_too_large"] += 1
+            _send_reply(connection, request, refused, association.request.max_pdu_length)
+        else:
+            _respond(connection, association, user, request, association.request.max_pdu_length)
 
 
 def _transfer(
     connection: _Connection,
     association: Association,
     user: DimseServiceUser,
-    max_pdu_length: int,
+    limits: AssociationLimits,
 ) -> AssociationEnd:
     """The data transfer phase, until release, abort or a broken connection."""
-    assert association.request is not None
-    peer_max_pdu = association.request.max_pdu_length
-    contexts = association.contexts
-    command_parts: list[memoryview] = []
-    data_parts: list[memoryview] = []
-    command: DimseCommand | None = None
-    message_context = 0
+    reassembly = _Reassembly(limits.max_data_set_bytes)
     while True:
-        pdu_type, body = connection.read_pdu(max_pdu_length)
+        pdu_type, body = connection.read_pdu(limits.max_pdu_length)
         if pdu_type == P_DATA_TF:
-            for context_id, control, fragment in iter_pdvs(body):
-                if context_id not in contexts:
-                    raise MalformedPduError(
-                        f"a PDV names presentation context {context_id}, which was not accepted"
-                    )
-                if (command_parts or data_parts or command) and context_id != message_context:
-                    raise MalformedPduError(
-                        f"a PDV of context {context_id} interrupts a message of context "
-                        f"{message_context}",
-                        5,
-                    )
-                message_context = context_id
-                if control & 0x01:
-                    if command is not None:
-                        raise MalformedPduError(
-                            "a command fragment arrived where a data set fragment was due", 5
-                        )
-                    command_parts.append(fragment)
-                    if not control & 0x02:
-                        continue
-                    command = parse_command(_join(command_parts))
-                    command_parts = []
-                    if command.has_data_set:
-                        continue
-                    data: ByteString | None = None
-                elif command is None:
-                    raise MalformedPduError("a data set fragment arrived before its command", 5)
-                else:
-                    data_parts.append(fragment)
-                    if not control & 0x02:
-                        continue
-                    data = _join(data_parts)
-                    data_parts = []
-                request = DimseRequest(command, contexts[context_id], data)
-                command = None
-                _respond(connection, association, user, request, peer_max_pdu)
+            _on_p_data(body, reassembly, connection, association, user)
         elif pdu_type == A_RELEASE_RQ:
             association.released = True
             connection.close_after(encode_release_rp())
@@ -520,10 +637,43 @@ def _transfer(
             source, reason = (body[2], body[3]) if len(body) >= 4 else (0, 0)
             LOGGER.info("association_aborted_by_peer", source=source, reason=reason)
             return AssociationEnd.ABORTED_BY_PEER
-        elif pdu_type in (A_ASSOCIATE_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_RELEASE_RP):
+        elif pdu_type in _KNOWN_PDU_TYPES:
             raise MalformedPduError(f"unexpected PDU of type 0x{pdu_type:02X} on an association", 2)
         else:
             raise MalformedPduError(f"unrecognized PDU type 0x{pdu_type:02X}", 1)
+
+
+@dataclass(frozen=True, slots=True)
+class AssociationLimits:
+    """What one association may cost in time and memory.
+
+    Attributes
+    ----------
+    max_pdu_length
+        Largest PDU variable field we announce and accept (at most
+        :data:`~dicom_node.receive.ul.pdu.MAX_PDU_LENGTH_CEILING`).
+    idle_timeout
+        Seconds the next PDU may take to start (between messages).
+    associate_timeout
+        Seconds from the connection for the whole A-ASSOCIATE-RQ (ARTIM).
+    pdu_timeout
+        Seconds a PDU may take from its first byte to its last.
+    max_data_set_bytes
+        Largest data set taken; a larger one is answered 0xA700 and dropped.
+    """
+
+    max_pdu_length: int = 131072
+    idle_timeout: float = 60.0
+    associate_timeout: float = 10.0
+    pdu_timeout: float = 30.0
+    max_data_set_bytes: int = 2 << 30
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_pdu_length <= MAX_PDU_LENGTH_CEILING:
+            raise ValueError(
+                f"maximum PDU length must be 1 to {MAX_PDU_LENGTH_CEILING} bytes, "
+                f"got {self.max_pdu_length}"
+            )
 
 
 def serve_association(
@@ -532,36 +682,41 @@ def serve_association(
     user: DimseServiceUser,
     *,
     open_associations: Callable[[], int],
-    max_pdu_length: int,
-    network_timeout: float,
+    limits: AssociationLimits,
 ) -> AssociationEnd:
     """Run one association on a connected (and, for TLS, wrapped) socket until it ends.
 
     ``open_associations`` is asked, once the A-ASSOCIATE-RQ has been read, how
-    many associations are open, this one included. ``max_pdu_length`` is what
-    we announce and accept (0 = unlimited). The socket is left open for the
-    caller to close.
+    many associations are open, this one included. The socket is left open for
+    the caller to close.
     """
-    sock.settimeout(network_timeout)
-    connection = _Connection(sock)
+    connection = _Connection(sock, idle_timeout=limits.idle_timeout, pdu_timeout=limits.pdu_timeout)
     association._connection = connection
     established = False
     try:
-        established = _negotiate(connection, association, user, open_associations, max_pdu_length)
+        established = _negotiate(connection, association, user, open_associations, limits)
         if not established:
             return AssociationEnd.REJECTED
-        return _transfer(connection, association, user, max_pdu_length)
+        return _transfer(connection, association, user, limits)
     except MalformedPduError as error:
         LOGGER.warning("association_aborted_malformed_pdu", reason=str(error))
+        association.released = True  # the slot is free while the abort lingers
         _abort(connection, error.abort_reason)
         return AssociationEnd.ABORTED_BY_NODE
     except MalformedCommandError as error:
         LOGGER.warning("association_aborted_malformed_command", reason=str(error))
+        association.released = True
         _abort(connection, 0)
         return AssociationEnd.ABORTED_BY_NODE
     except TimeoutError:
         phase = "data transfer" if established else "the A-ASSOCIATE-RQ (ARTIM)"
-        LOGGER.warning("association_timeout", waiting_for=phase, timeout_seconds=network_timeout)
+        LOGGER.warning(
+            "association_timeout",
+            waiting_for=phase,
+            timeout_seconds=limits.idle_timeout if established else limits.associate_timeout,
+            pdu_timeout_seconds=limits.pdu_timeout,
+        )
+        association.released = True
         _abort(connection, 0)
         return AssociationEnd.TIMED_OUT
     except (ConnectionClosedError, OSError) as error:

@@ -29,6 +29,7 @@ __all__ = [
     "DICOM_APPLICATION_CONTEXT",
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
+    "MAX_PDU_LENGTH_CEILING",
     "PDU_HEADER_LENGTH",
     "P_DATA_TF",
     "AssociationRequest",
@@ -55,6 +56,9 @@ A_RELEASE_RQ = 0x05
 A_RELEASE_RP = 0x06
 A_ABORT = 0x07
 PDU_HEADER_LENGTH = 6
+# The largest P-DATA-TF variable field the node announces or accepts (4 MiB): a
+# received PDU is held whole in memory, so there is no "unlimited".
+MAX_PDU_LENGTH_CEILING = 4 << 20
 
 DICOM_APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 
@@ -245,11 +249,15 @@ def parse_associate_rq(body: bytes) -> AssociationRequest:
             user = _parse_user_information(body, value_at, length)
         else:
             raise MalformedPduError(f"A-ASSOCIATE-RQ: unknown item type 0x{item_type:02X}", 4)
-    if not application_context:
-        raise MalformedPduError("A-ASSOCIATE-RQ has no application context item", 6)
-    if not contexts:
-        raise MalformedPduError("A-ASSOCIATE-RQ proposes no presentation context", 6)
+    # A missing application context, no presentation context or AE titles of
+    # spaces are answered with an A-ASSOCIATE-RJ by the acceptor; invalid
+    # presentation context IDs are invalid PDU parameters (A-ABORT, reason 6).
     identifiers = [context.context_id for context in contexts]
+    invalid = sorted({i for i in identifiers if i % 2 == 0})
+    if invalid:
+        raise MalformedPduError(
+            f"A-ASSOCIATE-RQ: presentation context IDs must be odd (1-255), got {invalid}", 6
+        )
     if len(set(identifiers)) != len(identifiers):
         raise MalformedPduError(f"A-ASSOCIATE-RQ repeats a presentation context ID: {identifiers}")
     return AssociationRequest(

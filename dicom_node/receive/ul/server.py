@@ -4,10 +4,20 @@
 given an :class:`ssl.SSLContext` (DICOM TLS, PS3.15 B.1: the handshake runs in
 the association's thread under the network timeout), and serves each in its
 own thread with :func:`~dicom_node.receive.ul.association.serve_association`.
+
+Connections are counted when they are accepted, before anything is read from
+them: past ``max_connections`` open connections in all, or
+``max_connections_per_address`` from one source address, a new connection is
+closed at once (and logged, at most once a second), so a peer that opens many
+sockets costs neither threads nor memory and cannot starve the association
+slots of other senders. Every connection is further bounded in time by
+:class:`~dicom_node.receive.ul.association.AssociationLimits` (the whole
+A-ASSOCIATE-RQ, each PDU) and the TLS handshake by the A-ASSOCIATE-RQ deadline.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import socket
 import ssl
@@ -19,6 +29,7 @@ import structlog
 from dicom_node.receive.ul.association import (
     Association,
     AssociationEnd,
+    AssociationLimits,
     DimseServiceUser,
     serve_association,
 )
@@ -28,6 +39,7 @@ __all__ = ["AssociationServer"]
 LOGGER = structlog.get_logger(__name__)
 
 _ACCEPT_POLL_SECONDS = 0.2
+_REFUSAL_LOG_INTERVAL = 1.0
 
 
 class AssociationServer:
@@ -39,11 +51,13 @@ class AssociationServer:
         ``(host, port)``; port 0 picks a free port (see :attr:`port`).
     service_user
         Decides on associations and performs the DIMSE operations.
-    max_pdu_length
-        Largest P-DATA-TF variable field we announce and accept (0 = unlimited).
-    network_timeout
-        Seconds without a PDU (or a TLS handshake, or an A-ASSOCIATE-RQ) before
-        the association is aborted.
+    limits
+        Time and memory bounds of each association (PDU length, deadlines,
+        data set size).
+    max_connections
+        Open connections in all; more are closed as they are accepted.
+    max_connections_per_address
+        Open connections from one source address.
     ssl_context
         Server-side TLS context; ``None`` for plain TCP.
     """
@@ -53,21 +67,31 @@ class AssociationServer:
         address: tuple[str, int],
         service_user: DimseServiceUser,
         *,
-        max_pdu_length: int,
-        network_timeout: float,
+        limits: AssociationLimits,
+        max_connections: int = 64,
+        max_connections_per_address: int = 16,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._address = address
         self._user = service_user
-        self._max_pdu_length = max_pdu_length
-        self._network_timeout = network_timeout
+        self._limits = limits
+        self._max_connections = max_connections
+        self._max_per_address = max_connections_per_address
         self._ssl_context = ssl_context
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._open: dict[str, tuple[Association, threading.Thread]] = {}
+        self._per_address: collections.Counter[str] = collections.Counter()
         self._ids = itertools.count(1)
+        self._refused = 0
+        self._refusal_logged_at = 0.0
+
+    @property
+    def refused_connections(self) -> int:
+        """Connections closed at accept time because a connection cap was reached."""
+        return self._refused
 
     @property
     def port(self) -> int:
@@ -122,10 +146,12 @@ class AssociationServer:
                 LOGGER.error("dicom_accept_failed", reason=str(error))
                 time.sleep(_ACCEPT_POLL_SECONDS)
                 continue
+            if not self._admit(sock, address[0]):
+                continue
             association = Association(f"a{next(self._ids)}", f"{address[0]}:{address[1]}")
             thread = threading.Thread(
                 target=self._serve,
-                args=(sock, association),
+                args=(sock, association, address[0]),
                 name=f"dicom-{association.association_id}",
                 daemon=True,
             )
@@ -133,13 +159,38 @@ class AssociationServer:
                 self._open[association.association_id] = (association, thread)
             thread.start()
 
-    def _serve(self, sock: socket.socket, association: Association) -> None:
+    def _admit(self, sock: socket.socket, host: str) -> bool:
+        """Count a new connection, or close it when a cap is reached (False)."""
+        with self._lock:
+            total = len(self._open)
+            from_host = self._per_address[host]
+            admitted = total < self._max_connections and from_host < self._max_per_address
+            if admitted:
+                self._per_address[host] += 1
+            else:
+                self._refused += 1
+        if admitted:
+            return True
+        sock.close()
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= _REFUSAL_LOG_INTERVAL:
+            self._refusal_logged_at = now
+            LOGGER.warning(
+                "connection_refused",
+                peer=host,
+                reason=f"{total} connections open ({from_host} from {host}); caps "
+                f"{self._max_connections} in all, {self._max_per_address} per address",
+                refused_so_far=self._refused,
+            )
+        return False
+
+    def _serve(self, sock: socket.socket, association: Association, host: str) -> None:
         structlog.contextvars.bind_contextvars(assoc_id=association.association_id)
         how: AssociationEnd | None = None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(self._network_timeout)
             if self._ssl_context is not None:
+                sock.settimeout(self._limits.associate_timeout)
                 try:
                     sock = self._ssl_context.wrap_socket(sock, server_side=True)
                 except (ssl.SSLError, OSError) as error:
@@ -150,13 +201,15 @@ class AssociationServer:
                 association,
                 self._user,
                 open_associations=self._requested_associations,
-                max_pdu_length=self._max_pdu_length,
-                network_timeout=self._network_timeout,
+                limits=self._limits,
             )
         finally:
             sock.close()
             with self._lock:
                 self._open.pop(association.association_id, None)
+                self._per_address[host] -= 1
+                if self._per_address[host] <= 0:
+                    del self._per_address[host]
             if how is not None and association.request is not None:
                 self._user.association_ended(association, how)
             structlog.contextvars.clear_contextvars()

@@ -1,7 +1,17 @@
-"""Priors and history around one processed exam: the priors step of a job (issue 6).
+"""Priors and history around one processed exam: the priors step of an exam run (issue 6).
 
-:func:`find_priors` is what :func:`service.worker.run_job` calls between
-assembly and processing, following ``docs/response.md`` ("Wiring"):
+Two priors sources (:class:`service.exam_run.PriorsSource`) answer the same
+question for :func:`service.exam_run.run_exam`, *which earlier exams of this
+patient is the exam compared with*, with an :class:`ExamPriors`:
+
+- :class:`HistoryPriors`, the node's: the history store, and the priors peer
+  (PACS) when one is configured (:func:`find_priors`, below);
+- :class:`SummaryFilePriors`, ``wbdwi process --prior``'s: the exam summaries
+  of earlier runs' ``measurements.json`` files (:func:`load_prior`), with
+  ``--baseline``.
+
+:func:`find_priors` runs between assembly and processing, following
+``docs/response.md`` ("Wiring"):
 
 1. the study date and time from the exam's headers
    (:func:`dicom_node.assembly.study_header.read_study_date_time`);
@@ -44,6 +54,7 @@ a warning: a comparison is a bonus, never a reason to withhold the results.
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -63,39 +74,52 @@ from processing.comparison import (
     Comparison,
     compare_exams,
     response_settings_for,
+    select_baseline,
     yellow_lower_bound,
 )
+from processing.errors import SummaryFormatError
 from processing.exam import DwiExam
-from processing.exam_summary import ExamSummary
+from processing.exam_summary import ExamSummary, chronological_key, exam_sort_key
+from processing.measurements import summary_from_measurements
 from processing.response import ResponseSettings
 from processing.results import Histogram
 from processing.settings import ProcessingSettings
-from service.errors import PriorsUnavailableError
+from service.errors import PriorLoadError, PriorsUnavailableError
 from service.history import HistoryStore, PatientKey, SummarySource
 from service.jobs import ClientTlsSpec, PriorsSpec
 from service.settings import parse_destination
 
 __all__ = [
-    "JobPriors",
+    "MEASUREMENTS_FILE",
+    "ExamPriors",
+    "HistoryPriors",
     "PreparedPriors",
+    "SummaryFilePriors",
     "compare_with_priors",
     "comparison_block",
     "find_priors",
+    "load_prior",
     "prepare_priors",
     "priors_peer",
     "record_processed_exam",
+    "with_result_uids",
 ]
 
 LOGGER = structlog.get_logger(__name__)
 
+#: The measurement report of a processed exam, beside its result objects.
+MEASUREMENTS_FILE = "measurements.json"
+
 
 @dataclass(frozen=True, slots=True)
-class JobPriors:
-    """What the history knows about the exam before it is processed.
+class ExamPriors:
+    """What a priors source knows about the exam before it is processed.
 
-    ``prepared`` and ``history`` are ``None`` when no comparison is made
-    (priors off, no Patient ID, no study date); ``warnings`` then say why,
-    as they say when the priors peer could not be asked.
+    ``prepared`` is ``None`` when no comparison is made (the node: priors
+    off, no Patient ID, no study date); ``warnings`` then say why, as they
+    say when the priors peer could not be asked. ``when`` is the exam's study
+    date and time (``None``: the exam is not summarised). ``history`` is
+    where the processed exam is recorded (``None``: nowhere, as offline).
     """
 
     prepared: PreparedPriors | None
@@ -110,6 +134,113 @@ class JobPriors:
         return None if self.prepared is None else self.prepared.yellow_lower_um2s
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryPriors:
+    """The node's priors source: its history store, and the priors peer of ``spec``.
+
+    ``spec`` ``None``: priors are off (no comparison, nothing recorded).
+    """
+
+    spec: PriorsSpec | None
+
+    def find(self, exam: DwiExam) -> ExamPriors:
+        """The exam's priors (:func:`find_priors`; raises :class:`PriorsUnavailableError`)."""
+        return find_priors(self.spec, exam)
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryFilePriors:
+    """``wbdwi process``'s priors source: exam summaries of earlier runs (``--prior``).
+
+    Parameters
+    ----------
+    summaries
+        The patient's exams, as given (:func:`load_prior`); those not earlier
+        than the exam are ignored.
+    baseline_study_uid
+        The baseline among them, or the exam's own UID (``--baseline``);
+        ``None``: the earliest prior.
+    """
+
+    summaries: tuple[ExamSummary, ...] = ()
+    baseline_study_uid: str | None = None
+
+    @classmethod
+    def from_paths(
+        cls, paths: Sequence[Path], baseline_study_uid: str | None = None
+    ) -> SummaryFilePriors:
+        """The summaries of the runs at ``paths`` (raises :class:`PriorLoadError`)."""
+        return cls(tuple(load_prior(path) for path in paths), baseline_study_uid)
+
+    def find(self, exam: DwiExam) -> ExamPriors:
+        """The summaries earlier than ``exam`` and its baseline.
+
+        Raises
+        ------
+        dicom_node.errors.StudyHeaderError
+            The exam's study date cannot be read.
+        PriorLoadError
+            A prior belongs to another patient, or the baseline is not among
+            the priors.
+        """
+        when = read_study_date_time(exam)
+        for prior in self.summaries:
+            if (prior.patient_id, prior.issuer_of_patient_id) != (
+                exam.patient_id,
+                exam.issuer_of_patient_id,
+            ):
+                raise PriorLoadError(
+                    f"prior study {prior.study_instance_uid} is of patient {prior.patient_id!r} "
+                    f"(issuer {prior.issuer_of_patient_id!r}), not of this exam's patient "
+                    f"{exam.patient_id!r} (issuer {exam.issuer_of_patient_id!r})"
+                )
+        try:
+            baseline = select_baseline(
+                self.summaries,
+                study_uid=exam.study_instance_uid,
+                study_date=when.study_date,
+                study_time=when.study_time,
+                baseline_study_uid=self.baseline_study_uid,
+            )
+        except ValueError as exc:
+            raise PriorLoadError(str(exc)) from exc
+        key = chronological_key(when.study_date, when.study_time, exam.study_instance_uid)
+        prepared = PreparedPriors(
+            study_instance_uid=exam.study_instance_uid,
+            priors=tuple(p for p in self.summaries if exam_sort_key(p) < key),
+            baseline=baseline,
+            baseline_study_uid=self.baseline_study_uid,
+        )
+        return ExamPriors(prepared=prepared, history=None, when=when)
+
+
+def load_prior(path: Path) -> ExamSummary:
+    """The exam summary of an earlier ``wbdwi process`` run.
+
+    ``path`` is that run's output folder or its ``measurements.json``.
+
+    Raises
+    ------
+    PriorLoadError
+        When the file is missing, not JSON, or has no valid ``exam_summary``.
+    """
+    file = path / MEASUREMENTS_FILE if path.is_dir() else path
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PriorLoadError(
+            f"prior {path}: no {MEASUREMENTS_FILE} (give the --out folder of an earlier run)"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PriorLoadError(f"prior {file}: cannot be read as JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PriorLoadError(f"prior {file}: expected a JSON object")
+    try:
+        return summary_from_measurements(data, str(file))
+    except SummaryFormatError as exc:
+        raise PriorLoadError(str(exc)) from exc
+
+
 def priors_peer(spec: PriorsSpec) -> Destination:
     """The query/retrieve peer of ``spec`` as a :class:`dicom_node.scu.send.Destination`."""
     parsed = parse_destination(spec.pacs)
@@ -122,7 +253,7 @@ def priors_peer(spec: PriorsSpec) -> Destination:
     )
 
 
-def find_priors(spec: PriorsSpec | None, exam: DwiExam) -> JobPriors:
+def find_priors(spec: PriorsSpec | None, exam: DwiExam) -> ExamPriors:
     """The exam's priors (see the module docstring).
 
     Raises
@@ -134,9 +265,9 @@ def find_priors(spec: PriorsSpec | None, exam: DwiExam) -> JobPriors:
         When the history store cannot be read or written.
     """
     if spec is None:
-        return JobPriors(prepared=None, history=None, when=None)
+        return ExamPriors(prepared=None, history=None, when=None)
     if not exam.patient_id:
-        return JobPriors(
+        return ExamPriors(
             prepared=None,
             history=None,
             when=None,
@@ -148,7 +279,7 @@ def find_priors(spec: PriorsSpec | None, exam: DwiExam) -> JobPriors:
     try:
         when = read_study_date_time(exam)
     except StudyHeaderError as error:
-        return JobPriors(
+        return ExamPriors(
             prepared=None,
             history=None,
             when=None,
@@ -172,7 +303,7 @@ def find_priors(spec: PriorsSpec | None, exam: DwiExam) -> JobPriors:
         )
 
     if not ask_pacs:
-        return JobPriors(prepared=prepare(None), history=history, when=when)
+        return ExamPriors(prepared=prepare(None), history=history, when=when)
     try:
         prepared = prepare(priors_peer(spec))
     except (PriorsError, AssociationFailedError) as error:
@@ -180,7 +311,7 @@ def find_priors(spec: PriorsSpec | None, exam: DwiExam) -> JobPriors:
         if not spec.continue_without_pacs:
             raise PriorsUnavailableError(message) from error
         LOGGER.warning("priors_pacs_unavailable", peer=spec.pacs, reason=str(error))
-        return JobPriors(
+        return ExamPriors(
             prepared=prepare(None),
             history=history,
             when=when,
@@ -193,7 +324,7 @@ def find_priors(spec: PriorsSpec | None, exam: DwiExam) -> JobPriors:
         fetched=prepared.fetched_from_pacs,
         skipped=len(prepared.skipped_from_pacs),
     )
-    return JobPriors(
+    return ExamPriors(
         prepared=prepared,
         history=history,
         when=when,
@@ -216,7 +347,7 @@ def _client_context(tls: ClientTlsSpec) -> ssl.SSLContext:
 
 
 def comparison_block(
-    spec: PriorsSpec | None, priors: JobPriors, comparison: Comparison | None
+    spec: PriorsSpec | None, priors: ExamPriors, comparison: Comparison | None
 ) -> dict[str, Any] | None:
     """The ``priors`` block of ``job.json``: what the exam was compared with, and where from."""
     if spec is None:
@@ -388,10 +519,15 @@ def record_processed_exam(
     returned. Returns the summary as recorded. A baseline mark the exam had
     is kept.
     """
-    recorded = replace(
+    recorded = with_result_uids(summary, written)
+    history.record_exam(recorded, source=SummarySource.LOCAL)
+    return recorded
+
+
+def with_result_uids(summary: ExamSummary, written: Sequence[Path]) -> ExamSummary:
+    """``summary`` naming the SR and SEG among the files written (``write_results``)."""
+    return replace(
         summary,
         sr_sop_instance_uid=written_instance_uid(written, "sr"),
         seg_sop_instance_uid=written_instance_uid(written, "seg"),
     )
-    history.record_exam(recorded, source=SummarySource.LOCAL)
-    return recorded

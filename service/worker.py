@@ -22,32 +22,25 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import structlog
 
-from dicom_node.assembly.assemble import assemble_exam
-from dicom_node.assembly.coverage import with_coverage_findings
 from dicom_node.errors import DicomNodeError
-from dicom_node.package_version import installed_version
 from dicom_node.scu.export import read_result_identity
-from dicom_node.writers.write_results import earlier_version_reports, write_results
-from processing.backend import Device, disable_gpu, is_device_error, recheck_gpu, select_backend
-from processing.comparison import doubtful_reference_notes
-from processing.errors import BackendUnavailableError, ProcessingError
-from processing.exam import DwiExam
-from processing.exam_summary import summarize_exam
-from processing.measurements import measurements_dict
-from processing.pipeline import measure_tumour_mask, process_exam
+from processing.backend import Device, disable_gpu, is_device_error
+from processing.errors import ProcessingError
+from processing.pipeline import process_exam
 from processing.quality import QualityAssessment, Verdict
 from processing.results import ProcessingResult
-from processing.settings import ProcessingSettings
-from service.corrections import PreparedCorrection, check_correction_target, prepare_correction
+from service.corrections import check_correction_target, prepare_correction
 from service.durable_json import write_json_durably
 from service.errors import InputsMissingError, NothingToCorrectError, PriorsUnavailableError
+from service.exam_run import MEASUREMENTS_FILE, ExamRequest, describe_failure, run_exam
 from service.jobs import JobSpec, results_folder
 from service.jobstore import SqliteJobStore
-from service.priors import compare_with_priors, comparison_block, find_priors, record_processed_exam
+from service.priors import HistoryPriors, comparison_block
 from service.settings import processing_settings_from_mapping
 
 __all__ = [
@@ -56,8 +49,6 @@ __all__ = [
     "JobOutcome",
     "PriorsWait",
     "Worker",
-    "describe_failure",
-    "process_on_device",
     "run_job",
     "warm_up_gpu",
 ]
@@ -65,7 +56,6 @@ __all__ = [
 LOGGER = structlog.get_logger(__name__)
 
 JOB_SUMMARY_FILE = "job.json"
-MEASUREMENTS_FILE = "measurements.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +83,9 @@ class PriorsWait:
 def run_job(spec: JobSpec) -> JobOutcome:
     """Assemble, compare with priors, process and write the results of one exam.
 
-    With ``spec.priors`` the exam is placed in the patient's history (see
+    The job spec turned into :func:`service.exam_run.run_exam`'s arguments,
+    and its run into a :class:`JobOutcome` and ``job.json``. With
+    ``spec.priors`` the exam is placed in the patient's history (see
     :mod:`service.priors`): the baseline's 95th ADC centile bounds the
     yellow class, the comparison goes into the SR, the key images and
     ``measurements.json``, and the exam is recorded in the history with the
@@ -106,8 +98,6 @@ def run_job(spec: JobSpec) -> JobOutcome:
     :class:`~service.errors.PriorsUnavailableError` when the priors peer
     cannot be asked and ``spec.priors.continue_without_pacs`` is off.
     """
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
     if spec.correction is not None:
         check_correction_target(spec.correction)
     if not spec.input_paths:
@@ -118,72 +108,30 @@ def run_job(spec: JobSpec) -> JobOutcome:
             f"{len(missing)} of {len(spec.input_paths)} input files are no longer in the spool "
             f"(removed by retention or by hand), e.g. {missing[0]}; send the exam again"
         )
-    assembled = assemble_exam(Path(p) for p in spec.input_paths)
-    exam = assembled.exam
-    correction = None if spec.correction is None else prepare_correction(spec, exam)
-    timings["assemble"] = time.perf_counter() - started
-    settings = processing_settings_from_mapping(spec.processing)
-    version = installed_version()
-    started = time.perf_counter()
-    priors = find_priors(spec.priors, exam)
-    timings["priors"] = time.perf_counter() - started
-    started = time.perf_counter()
-    result, gpu_fallback = (
-        process_on_device(exam, settings, spec.device, yellow_lower_um2s=priors.yellow_lower_um2s)
-        if correction is None
-        else _measure_correction(exam, correction, settings, spec.device, priors.yellow_lower_um2s)
-    )
-    result = with_coverage_findings(result, assembled.coverage, spec.coverage)
-    timings["process"] = time.perf_counter() - started
-    started = time.perf_counter()
-    exam_summary = comparison = None
-    if priors.prepared is not None and priors.when is not None:
-        exam_summary = summarize_exam(
-            exam,
-            result.stats,
-            study_date=priors.when.study_date,
-            study_time=priors.when.study_time,
-            software_version=version,
-            quality=result.quality,
-        )
-        comparison = compare_with_priors(exam_summary, priors.prepared, settings)
-    notes = priors.warnings
-    if comparison is not None and priors.prepared is not None:
-        notes = (*notes, *doubtful_reference_notes(comparison, priors.prepared.priors))
     output_dir = Path(spec.output_dir)
-    files = write_results(
-        exam,
-        result,
-        output_dir,
-        version_label=version,
-        comparison=comparison,
-        prior_histograms=(
-            priors.prepared.histograms_for(comparison) if priors.prepared is not None else ()
-        ),
-        report_notes=notes,
-        correction=None if correction is None else correction.writer,
+    request = ExamRequest(
+        inputs=tuple(Path(p) for p in spec.input_paths),
+        output_dir=output_dir,
+        settings=processing_settings_from_mapping(spec.processing),
+        device=spec.device,
+        coverage=spec.coverage,
         # a later version (late images) names the reports it replaces
-        earlier_reports=(
-            earlier_version_reports(
-                results_folder(Path(spec.output_dir).parent.parent, spec.study_uid, number)
+        earlier_versions=(
+            tuple(
+                results_folder(output_dir.parent.parent, spec.study_uid, number)
                 for number in range(1, spec.version)
             )
-            if correction is None
+            if spec.correction is None
             else ()
         ),
     )
-    if exam_summary is not None and priors.history is not None:
-        exam_summary = record_processed_exam(priors.history, exam_summary, files)
-    timings["write"] = time.perf_counter() - started
-    measurements = measurements_dict(
-        result,
-        study_instance_uid=spec.study_uid,
-        software_version=version,
-        summary=exam_summary,
-        comparison=comparison,
+    run = run_exam(
+        request,
+        HistoryPriors(spec.priors),
+        None if spec.correction is None else partial(prepare_correction, spec),
     )
-    measurements["warnings"] = list(notes)
-    warnings = (*notes, *([gpu_fallback] if gpu_fallback else []))
+    result = run.result
+    warnings = (*run.notes, *([run.gpu_fallback] if run.gpu_fallback else []))
     summary = {
         "job_id": spec.job_id,
         "job_key": spec.job_key,
@@ -193,95 +141,29 @@ def run_job(spec: JobSpec) -> JobOutcome:
         "instances_used": len(spec.input_paths),
         "series_ignored": [
             {"uid": s.uid, "description": s.description, "reason": s.reason}
-            for s in assembled.series_ignored
+            for s in run.assembled.series_ignored
         ],
-        "result_files": [str(path.relative_to(output_dir)) for path in files],
-        "timings_s": {**timings, **{f"process.{k}": v for k, v in result.timings_s.items()}},
-        "priors": comparison_block(spec.priors, priors, comparison),
+        "result_files": [str(path.relative_to(output_dir)) for path in run.files],
+        "timings_s": {**run.timings_s, **{f"process.{k}": v for k, v in result.timings_s.items()}},
+        "priors": comparison_block(spec.priors, run.priors, run.comparison),
         "warnings": list(warnings),
-        "gpu_fallback": gpu_fallback or None,
+        "gpu_fallback": run.gpu_fallback or None,
         "verdict": result.quality.verdict.value,
         "verdict_reasons": [finding.code for finding in result.quality.findings],
     }
-    if correction is not None:
-        summary["correction"] = measurements["correction"] = correction.describe()
+    if run.correction is not None:
+        summary["correction"] = run.correction.describe()
     write_json_durably(output_dir / JOB_SUMMARY_FILE, summary)
-    write_json_durably(output_dir / MEASUREMENTS_FILE, measurements)
     return JobOutcome(
-        result_files=tuple(str(path) for path in files),
+        result_files=tuple(str(path) for path in run.files),
         device=result.device,
-        timings_s=timings,
+        timings_s=run.timings_s,
         result=result,
         warnings=warnings,
-        comparison=measurements.get("comparison"),
+        comparison=run.measurements.get("comparison"),
         quality=result.quality,
-        gpu_fallback=gpu_fallback,
+        gpu_fallback=run.gpu_fallback,
     )
-
-
-def process_on_device(
-    exam: DwiExam,
-    settings: ProcessingSettings,
-    device: Device | str,
-    *,
-    yellow_lower_um2s: float | None = None,
-) -> tuple[ProcessingResult, str]:
-    """Process ``exam`` on ``device``; under ``auto`` a job that fails on the GPU runs on the CPU.
-
-    A failure on the GPU that is not a verdict on the input
-    (:class:`~processing.errors.ProcessingError`) reruns the job on the CPU
-    and is logged (``gpu_job_rerun_on_cpu``). When the failure is a CUDA or
-    CuPy error, :func:`~processing.backend.recheck_gpu` probes the device
-    again: after a sticky error (the context stays broken) the GPU is off for
-    the rest of the process and later jobs go to the CPU straight away. With
-    ``device = gpu`` a CUDA error fails the job with
-    :class:`~processing.errors.BackendUnavailableError` naming it.
-
-    Returns
-    -------
-    tuple of (ProcessingResult, str)
-        The result, and why the job was rerun on the CPU (empty when it was not).
-    """
-    wanted = Device.coerce(device)
-    backend = select_backend(wanted)
-    if not backend.is_gpu:
-        return process_exam(
-            exam, settings, device=Device.CPU, yellow_lower_um2s=yellow_lower_um2s
-        ), ""
-    try:
-        return process_exam(
-            exam, settings, device=Device.GPU, yellow_lower_um2s=yellow_lower_um2s
-        ), ""
-    except ProcessingError as error:
-        if not isinstance(error, BackendUnavailableError):
-            raise  # the input's fault: the CPU would say the same
-        failure: Exception = error
-    except Exception as error:  # any GPU-side failure: the CPU is the reference
-        failure = error
-    reason = describe_failure(failure)
-    device_error = is_device_error(failure)
-    still_usable, detail = recheck_gpu(failure) if device_error else (True, "")
-    if wanted is Device.GPU:
-        LOGGER.error("gpu_job_failed", reason=reason, gpu_still_usable=still_usable)
-        if device_error:
-            raise BackendUnavailableError(
-                f"the job failed on the GPU ({reason}); device gpu was requested "
-                "(device auto reruns such a job on the CPU)"
-            ) from failure
-        raise failure
-    LOGGER.warning(
-        "gpu_job_rerun_on_cpu",
-        reason=reason,
-        cuda_error=device_error,
-        gpu_still_usable=still_usable,
-        **({"gpu_status": detail} if not still_usable else {}),
-        exc_info=not device_error,  # a GPU-only bug needs its traceback
-    )
-    result = process_exam(exam, settings, device=Device.CPU, yellow_lower_um2s=yellow_lower_um2s)
-    note = f"processed on the CPU after the GPU failed ({reason})"
-    if not still_usable:
-        note += "; the GPU is off until the node restarts"
-    return result, note
 
 
 def warm_up_gpu(device: Device | str) -> bool:
@@ -311,26 +193,6 @@ def warm_up_gpu(device: Device | str) -> bool:
         return False
     LOGGER.info("gpu_warmed_up", seconds=round(time.perf_counter() - started, 3))
     return True
-
-
-def _measure_correction(
-    exam: DwiExam,
-    correction: PreparedCorrection,
-    settings: ProcessingSettings,
-    device: str,
-    yellow_lower_um2s: float | None,
-) -> tuple[ProcessingResult, str]:
-    """The reader's mask measured on the exam (no GPU fallback: a failure fails the job)."""
-    result = measure_tumour_mask(
-        exam, correction.mask.mask, settings, device=device, yellow_lower_um2s=yellow_lower_um2s
-    )
-    return result, ""
-
-
-def describe_failure(error: BaseException) -> str:
-    """The reason recorded on a failed job: the error class and its message."""
-    message = str(error).strip() or "no message"
-    return f"{type(error).__name__}: {message}"
 
 
 class Worker:

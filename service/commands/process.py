@@ -4,7 +4,9 @@ No network: the DWI exam under ``DIR`` is assembled, processed on the chosen
 device and the measurement report is written to ``OUT/measurements.json``,
 beside the DICOM result objects (Parametric Map, derived MR series, SEG, SR,
 key images; one file per instance, see :mod:`dicom_node.writers.write_results`).
-:func:`run_offline` is the reusable core.
+:func:`run_offline` turns the arguments into a call of
+:func:`service.exam_run.run_exam` (the entry point the node uses too), with
+the priors from files (:class:`service.priors.SummaryFilePriors`).
 
 Comparison offline (issue 6): ``--prior EARLIER_OUT`` (repeatable) reads the
 ``exam_summary`` of an earlier run's ``measurements.json``. The priors earlier
@@ -25,46 +27,31 @@ names the automatic run's output folder, whose SR the corrected one replaces
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from dicom_node.assembly.coverage import CoverageExpectation
-from dicom_node.package_version import installed_version
 from processing.backend import Device
-from processing.comparison import (
-    Comparison,
-    compare_exams,
-    doubtful_reference_notes,
-    response_settings_for,
-    select_baseline,
-    yellow_lower_bound,
-)
-from processing.errors import BackendUnavailableError, ProcessingError, SummaryFormatError
-from processing.exam_summary import ExamSummary, exam_sort_key
-from processing.measurements import measurements_dict, summary_from_measurements
+from processing.comparison import Comparison
+from processing.errors import BackendUnavailableError, ProcessingError
+from processing.exam_summary import ExamSummary
 from processing.quality import QualityAssessment
 from processing.response import ResponseSettings
 from processing.results import ProcessingResult
 from processing.settings import ProcessingSettings
-from service.durable_json import write_json_durably
 from service.errors import PriorLoadError
 
 __all__ = [
-    "MEASUREMENTS_FILE",
     "OfflineRun",
-    "load_prior",
     "register",
     "run",
     "run_offline",
     "verdict_lines",
 ]
-
-MEASUREMENTS_FILE = "measurements.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,33 +65,7 @@ class OfflineRun:
     dicom_files: tuple[Path, ...] = ()
     summary: ExamSummary | None = None
     comparison: Comparison | None = None
-
-
-def load_prior(path: Path) -> ExamSummary:
-    """The exam summary of an earlier ``wbdwi process`` run.
-
-    ``path`` is that run's output folder or its ``measurements.json``.
-
-    Raises
-    ------
-    PriorLoadError
-        When the file is missing, not JSON, or has no valid ``exam_summary``.
-    """
-    file = path / MEASUREMENTS_FILE if path.is_dir() else path
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PriorLoadError(
-            f"prior {path}: no {MEASUREMENTS_FILE} (give the --out folder of an earlier run)"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PriorLoadError(f"prior {file}: cannot be read as JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise PriorLoadError(f"prior {file}: expected a JSON object")
-    try:
-        return summary_from_measurements(data, str(file))
-    except SummaryFormatError as exc:
-        raise PriorLoadError(str(exc)) from exc
+    gpu_fallback: str = ""  # why the exam ran again on the CPU after failing on the GPU
 
 
 def register(subparsers: Any) -> None:
@@ -223,7 +184,9 @@ def run_offline(
 ) -> OfflineRun:
     """Assemble and process the exam under ``folder``; write measurements and DICOM results.
 
-    The result objects of :func:`dicom_node.writers.write_results.write_results`
+    The exam runs through :func:`service.exam_run.run_exam`: under device
+    ``auto`` a failure on the GPU reruns it on the CPU (``gpu_fallback`` says
+    why). The result objects of :func:`dicom_node.writers.write_results.write_results`
     into ``out`` first, then ``out/measurements.json`` (its ``exam_summary``
     names the SR and SEG written).
 
@@ -262,115 +225,33 @@ def run_offline(
     dicom_node.errors.SegmentationReadError
         ``mask`` cannot be read, or was drawn on another exam or grid.
     """
-    from dicom_node.assembly.assemble import assemble_exam
-    from dicom_node.assembly.coverage import with_coverage_findings
     from dicom_node.assembly.dicom_files import find_dicom_files
-    from dicom_node.assembly.study_header import read_study_date_time
-    from dicom_node.writers.key_images import comparison_histograms
-    from dicom_node.writers.write_results import write_results, written_instance_uid
-    from processing.exam_summary import summarize_exam
-    from processing.pipeline import measure_tumour_mask, process_exam
     from service.corrections import read_correction
+    from service.exam_run import ExamRequest, run_exam
+    from service.priors import SummaryFilePriors
 
-    started = time.perf_counter()
-    files = find_dicom_files(folder)
-    assembled = assemble_exam(files)
-    exam = assembled.exam
-    correction = None if mask is None else read_correction(mask, exam, replaces)
-    when = read_study_date_time(exam)
-    assemble_s = time.perf_counter() - started
-    for prior in priors:
-        if (prior.patient_id, prior.issuer_of_patient_id) != (
-            exam.patient_id,
-            exam.issuer_of_patient_id,
-        ):
-            raise PriorLoadError(
-                f"prior study {prior.study_instance_uid} is of patient {prior.patient_id!r} "
-                f"(issuer {prior.issuer_of_patient_id!r}), not of this exam's patient "
-                f"{exam.patient_id!r} (issuer {exam.issuer_of_patient_id!r})"
-            )
-    try:
-        baseline = select_baseline(
-            priors,
-            study_uid=exam.study_instance_uid,
-            study_date=when.study_date,
-            study_time=when.study_time,
-            baseline_study_uid=baseline_study_uid,
-        )
-    except ValueError as exc:
-        raise PriorLoadError(str(exc)) from exc
-    if yellow_lower_um2s is None and baseline is not None:
-        yellow_lower_um2s = yellow_lower_bound(baseline)
-    result = (
-        process_exam(exam, settings, device=device, yellow_lower_um2s=yellow_lower_um2s)
-        if correction is None
-        else measure_tumour_mask(
-            exam, correction.mask.mask, settings, device=device, yellow_lower_um2s=yellow_lower_um2s
-        )
+    run = run_exam(
+        ExamRequest(
+            inputs=tuple(find_dicom_files(folder)),
+            output_dir=out,
+            settings=settings,
+            device=device,
+            coverage=coverage,
+            yellow_lower_um2s=yellow_lower_um2s,
+            response_settings=response_settings,
+        ),
+        SummaryFilePriors(tuple(priors), baseline_study_uid),
+        None if mask is None else partial(read_correction, mask, corrected_output_dir=replaces),
     )
-    result = with_coverage_findings(result, assembled.coverage, coverage)
-    version = installed_version()
-    summary = summarize_exam(
-        exam,
-        result.stats,
-        study_date=when.study_date,
-        study_time=when.study_time,
-        software_version=version,
-        quality=result.quality,
-    )
-    current_key = exam_sort_key(summary)
-    earlier = [p for p in priors if exam_sort_key(p) < current_key]
-    comparison = (
-        compare_exams(
-            summary,
-            earlier,
-            baseline_study_uid=baseline_study_uid,
-            settings=response_settings_for(settings, response_settings),
-        )
-        if earlier
-        else None
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    notes = doubtful_reference_notes(comparison, earlier) if comparison else ()
-    dicom_files = write_results(
-        exam,
-        result,
-        out,
-        version_label=version,
-        comparison=comparison,
-        prior_histograms=comparison_histograms(comparison, earlier) if comparison else (),
-        correction=None if correction is None else correction.writer,
-        report_notes=notes,
-    )
-    summary = ExamSummary.from_dict(
-        {
-            **summary.to_dict(),
-            "sr_sop_instance_uid": written_instance_uid(dicom_files, "sr"),
-            "seg_sop_instance_uid": written_instance_uid(dicom_files, "seg"),
-        }
-    )
-    measurements = measurements_dict(
-        result,
-        study_instance_uid=exam.study_instance_uid,
-        software_version=version,
-        summary=summary,
-        comparison=comparison,
-    )
-    measurements["timings_s"] = {"assemble": assemble_s, **measurements["timings_s"]}
-    if notes:
-        measurements["warnings"] = list(notes)
-    if correction is not None:
-        measurements["correction"] = correction.describe()
-    path = out / MEASUREMENTS_FILE
-    write_json_durably(path, measurements)
     return OfflineRun(
-        result=result,
-        assembled=assembled,
-        measurements_path=path,
-        measurements=measurements,
-        dicom_files=tuple(dicom_files),
-        summary=summary,
-        comparison=comparison,
+        result=run.result,
+        assembled=run.assembled,
+        measurements_path=run.measurements_path,
+        measurements=run.measurements,
+        dicom_files=run.files,
+        summary=run.summary,
+        comparison=run.comparison,
+        gpu_fallback=run.gpu_fallback,
     )
 
 
@@ -389,6 +270,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from service.priors import load_prior
+
     try:
         priors = [load_prior(path) for path in args.prior]
         outcome = run_offline(
@@ -419,6 +302,8 @@ def run(args: argparse.Namespace) -> int:
     ) as exc:
         print(f"wbdwi process: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    if outcome.gpu_fallback:
+        print(f"wbdwi process: warning: {outcome.gpu_fallback}", file=sys.stderr)
     summary = outcome.measurements
     print(
         f"wbdwi process: tDV {summary['tdv_ml']:.1f} ml, {len(summary['lesions'])} lesions, "

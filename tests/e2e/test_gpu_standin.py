@@ -26,9 +26,9 @@ from processing.phantom import make_phantom
 from processing.pipeline import process_exam
 from processing.settings import ProcessingSettings
 from processing.statistics import adc_histogram
+from service.exam_run import process_on_device
 from service.node import Node
 from service.settings import load_settings
-from service.worker import process_on_device
 from tests.gpu.test_gpu_matches_cpu import CASES
 from tests.helpers.backend_comparison import QUANTISED, compare_results
 from tests.helpers.cupy_standin import DeviceArray, install_cupy_standin

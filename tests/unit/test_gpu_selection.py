@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+import service.exam_run as exam_run_module
 import service.worker as worker_module
 from processing.backend import Device, gpu_status, is_device_error, select_backend
 from processing.errors import BackendUnavailableError, InvalidExamError, ProcessingError
@@ -22,10 +23,11 @@ from processing.phantom import make_phantom
 from processing.pipeline import process_exam
 from processing.results import ProcessingResult
 from processing.settings import ProcessingSettings
+from service.exam_run import process_on_device
 from service.jobs import JobSpec
 from service.node import Node
 from service.settings import load_settings
-from service.worker import JobOutcome, process_on_device, warm_up_gpu
+from service.worker import JobOutcome, warm_up_gpu
 from tests.helpers.fake_cupy import CUDARuntimeError, FakeGpu, OutOfMemoryError, install_fake_cupy
 
 SETTINGS = ProcessingSettings()
@@ -135,7 +137,7 @@ def test_a_sticky_cuda_error_reruns_the_job_on_the_cpu_and_turns_the_gpu_off(
 ) -> None:
     gpu = install_fake_cupy(monkeypatch)
     calls: list[str] = []
-    monkeypatch.setattr(worker_module, "process_exam", _gpu_fails(gpu, gpu.break_context, calls))
+    monkeypatch.setattr(exam_run_module, "process_exam", _gpu_fails(gpu, gpu.break_context, calls))
     with capture_logs() as logs:
         result, note = process_on_device(exam, SETTINGS, "auto")
     assert result.device.startswith("cpu")
@@ -161,7 +163,7 @@ def test_an_out_of_memory_error_reruns_on_the_cpu_and_keeps_the_gpu(
     gpu = install_fake_cupy(monkeypatch)
     calls: list[str] = []
     oom = _gpu_fails(gpu, lambda: OutOfMemoryError("Out of memory allocating 9 GB"), calls)
-    monkeypatch.setattr(worker_module, "process_exam", oom)
+    monkeypatch.setattr(exam_run_module, "process_exam", oom)
     result, note = process_on_device(exam, SETTINGS, "auto")
     assert result.device.startswith("cpu")
     assert "OutOfMemoryError" in note
@@ -177,7 +179,7 @@ def test_a_cuda_error_with_device_gpu_fails_the_job_with_its_reason(
 ) -> None:
     gpu = install_fake_cupy(monkeypatch)
     calls: list[str] = []
-    monkeypatch.setattr(worker_module, "process_exam", _gpu_fails(gpu, gpu.break_context, calls))
+    monkeypatch.setattr(exam_run_module, "process_exam", _gpu_fails(gpu, gpu.break_context, calls))
     with pytest.raises(BackendUnavailableError, match="the job failed on the GPU") as raised:
         process_on_device(exam, SETTINGS, "gpu")
     assert "cudaErrorIllegalAddress" in str(raised.value)
@@ -190,7 +192,7 @@ def test_bad_input_is_not_rerun_on_the_cpu(monkeypatch: pytest.MonkeyPatch, exam
     gpu = install_fake_cupy(monkeypatch)
     calls: list[str] = []
     monkeypatch.setattr(
-        worker_module,
+        exam_run_module,
         "process_exam",
         _gpu_fails(gpu, lambda: InvalidExamError("all-zero signal"), calls),
     )

@@ -154,6 +154,34 @@ class ReceiveSettings:
         default=16,
         metadata=doc("Sequences nested deeper than this are refused (0xC211)."),
     )
+    associate_timeout_seconds: float = field(
+        default=10.0,
+        metadata=doc(
+            "The whole A-ASSOCIATE-RQ must arrive within this many seconds, else the connection "
+            "is aborted (ARTIM); with TLS, each read of the handshake before it has this limit."
+        ),
+    )
+    pdu_timeout_seconds: float = field(
+        default=30.0,
+        metadata=doc(
+            "Once its first byte has arrived, a PDU must arrive whole within this many seconds "
+            "(a peer that trickles bytes does not extend it), else the association is aborted."
+        ),
+    )
+    max_connections: int = field(
+        default=64,
+        metadata=doc(
+            "Open TCP connections on the DICOM port, counted as they are accepted (before an "
+            "A-ASSOCIATE-RQ); more are closed at once. At least max_associations."
+        ),
+    )
+    max_connections_per_address: int = field(
+        default=16,
+        metadata=doc(
+            "Open TCP connections from one source address; more from it are closed at once, so "
+            "one peer cannot take every slot."
+        ),
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -174,9 +202,29 @@ class ReceiveSettings:
             )
         if not 1 <= self.max_sequence_depth <= 64:
             problems.append(f"max_sequence_depth must be 1..64, got {self.max_sequence_depth}")
+        problems += _receive_limit_problems(self)
         for i, title in enumerate(self.calling_ae_allow):
             problems += ae_title_problems(title, f"calling_ae_allow[{i}]")
         raise_problems(problems)
+
+
+def _receive_limit_problems(receive: ReceiveSettings) -> list[str]:
+    """Problems with the connection caps and deadlines of the ``receive`` section."""
+    problems = []
+    for name in ("network_timeout_seconds", "associate_timeout_seconds", "pdu_timeout_seconds"):
+        if not getattr(receive, name) > 0:
+            problems.append(f"{name} must be more than 0, got {getattr(receive, name)}")
+    if receive.max_connections < receive.max_associations:
+        problems.append(
+            f"max_connections ({receive.max_connections}) must be at least max_associations "
+            f"({receive.max_associations})"
+        )
+    if not 1 <= receive.max_connections_per_address <= receive.max_connections:
+        problems.append(
+            f"max_connections_per_address must be 1..max_connections, got "
+            f"{receive.max_connections_per_address}"
+        )
+    return problems
 
 
 @dataclass(frozen=True, slots=True)

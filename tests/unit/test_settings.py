@@ -119,6 +119,9 @@ def test_processing_section_maps_onto_processing_settings(tmp_path: Path) -> Non
         ('[[calling_ae]]\nae_title = "A"\n[[calling_ae]]\nae_title = "A"\n', "twice"),
         ("[export]\nmax_attempts = 0\n", "at least 1"),
         ("node = 3\n", "must be a [section] table"),
+        ("[receive]\nmax_connections = 8\n", "must be at least max_associations"),
+        ("[receive]\nmax_connections_per_address = 0\n", "max_connections_per_address must"),
+        ("[receive]\npdu_timeout_seconds = 0\n", "pdu_timeout_seconds must be more than 0"),
     ],
 )
 def test_bad_values_are_named(tmp_path: Path, text: str, message: str) -> None:

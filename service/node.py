@@ -344,6 +344,13 @@ class Node:
                 (({}, stats.associations_rejected),),
             ),
             Metric(
+                "wbdwi_connections_refused_total",
+                "counter",
+                "TCP connections closed as they were accepted (receive.max_connections, "
+                "receive.max_connections_per_address).",
+                (({}, self.receiver.refused_connections),),
+            ),
+            Metric(
                 "wbdwi_jobs",
                 "gauge",
                 "Jobs by state.",

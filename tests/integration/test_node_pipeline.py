@@ -108,6 +108,7 @@ def test_access_control_corrupt_instance_and_duplicates(tmp_path: Path) -> None:
         assert "instance_refused" in node.log()
         metrics = node.metrics()
         assert "wbdwi_associations_rejected_total 2" in metrics
+        assert "wbdwi_connections_refused_total 0" in metrics
         assert "wbdwi_instances_duplicate_total 10" in metrics
         assert "wbdwi_instances_failed_total 1" in metrics
         echo = subprocess.run(

@@ -33,14 +33,32 @@ from dicom_node.receive.ul.pdu import (
     AssociationRequest,
     PresentationContextProposal,
     encode_associate_rq,
+    encode_p_data,
 )
 from tests.conftest import require_tool
-from tests.helpers.scp_harness import RawPeer, mr_data_set, running_receiver
+from tests.helpers.scp_harness import (
+    RawPeer,
+    encode_data_set,
+    mr_data_set,
+    running_receiver,
+    store_command,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 HOSTILE_ADDRESS = "127.0.0.2"
 MR_CONTEXT = PresentationContextProposal(1, MRImageStorage, (ExplicitVRLittleEndian,))
+
+
+def command_status(command: bytes) -> int:
+    """The Status (0000,0900) of a DIMSE response command set (implicit VR LE)."""
+    position = 0
+    while position + 8 <= len(command):
+        group, element, length = struct.unpack_from("<HHI", command, position)
+        if (group, element) == (0x0000, 0x0900):
+            return int(struct.unpack_from("<H", command, position + 8)[0])
+        position += 8 + length
+    raise AssertionError("no Status in the response")
 
 
 def _rss_bytes() -> int:
@@ -49,6 +67,36 @@ def _rss_bytes() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS in /proc/self/status")
+
+
+class _Peak:
+    def __init__(self) -> None:
+        self.before = _rss_bytes()
+        self.highest = self.before
+
+    @property
+    def grown(self) -> int:
+        return self.highest - self.before
+
+
+@contextmanager
+def _peak_rss() -> Iterator[_Peak]:
+    """The highest resident memory of this process (the node's) while the block runs."""
+    peak = _Peak()
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            peak.highest = max(peak.highest, _rss_bytes())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
+        peak.highest = max(peak.highest, _rss_bytes())
 
 
 def _hostile_socket(port: int) -> socket.socket:
@@ -256,6 +304,28 @@ def test_a_declared_associate_request_costs_only_what_arrives(tmp_path: Path) ->
             time.sleep(0.3)
             grown = _rss_bytes() - rss_before
     assert grown < 8 << 20  # preallocating the declared lengths would cost 16 MiB
+
+
+# ------------------------------------------------------------------ row 2: empty PDVs
+def test_empty_pdvs_after_a_command_do_not_amplify(tmp_path: Path) -> None:
+    sop_uid = "1.2.826.0.1.3680043.10.999.2"
+    empty_pdv = struct.pack(">IBB", 2, 1, 0x00)  # context 1, data set, not last, no bytes
+    per_pdu = 16000 // len(empty_pdv)
+    pdu = struct.pack(">BBI", 0x04, 0, per_pdu * len(empty_pdv)) + empty_pdv * per_pdu
+    wire_bytes = 4 << 20
+    with running_receiver(tmp_path) as (receiver, store), RawPeer(receiver.port) as peer:
+        assert peer.associate([MR_CONTEXT], max_pdu=16384)[0] == A_ASSOCIATE_AC
+        peer.send_message(1, store_command(1, sop_uid))
+        with _peak_rss() as peak:
+            for _ in range(wire_bytes // len(pdu)):
+                peer.send(pdu)
+            # Then the data set itself, and the instance is stored as usual.
+            data = encode_data_set(mr_data_set(sop_uid))
+            peer.send(encode_p_data(1, data, is_command=False, max_pdu_length=16384))
+            command, _, _ = peer.read_message()
+        assert command_status(command) == 0x0000
+        assert store.has_instance(sop_uid)
+    assert peak.grown < 8 << 20  # keeping a view per empty PDV cost about 31 x the bytes sent
 
 
 # ------------------------------------------------------------------ point 4: PS3.8 strictness

@@ -158,7 +158,7 @@ class ReceiveSettings:
         default=10.0,
         metadata=doc(
             "The whole A-ASSOCIATE-RQ must arrive within this many seconds, else the connection "
-            "is aborted (ARTIM); with TLS, each read of the handshake before it has this limit."
+            "is aborted (ARTIM); with TLS, the handshake before it has the same limit."
         ),
     )
     pdu_timeout_seconds: float = field(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -177,3 +179,34 @@ def test_tls_settings_are_checked_at_load(pki: Path) -> None:
     for values, message in cases:
         with pytest.raises(SettingsError, match=message):
             load_settings(env={}, overrides={"tls": values})
+
+
+def test_a_trickled_tls_handshake_does_not_hold_the_connection(pki: Path, tmp_path: Path) -> None:
+    context = server_context(pki / "node.crt", pki / "node.key")
+    with (
+        capture_logs() as logs,
+        running_receiver(tmp_path, ssl_context=context, associate_timeout_seconds=1.0) as (
+            receiver,
+            _,
+        ),
+        socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as peer,
+    ):
+        started = time.monotonic()
+        closed = False
+        # The start of a TLS record (a ClientHello), one byte every 0.2 s.
+        for byte in b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40):
+            try:
+                peer.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.2)
+            if time.monotonic() - started > 4:
+                break
+        if not closed:
+            peer.settimeout(3)
+            closed = peer.recv(1024) == b""
+        elapsed = time.monotonic() - started
+    assert closed and elapsed < 2.5  # 1 s deadline; before, each byte restarted the timeout
+    failures = [e["reason"] for e in logs if e["event"] == "tls_handshake_failed"]
+    assert failures and "deadline" in failures[0]

@@ -12,13 +12,15 @@ closed at once (and logged, at most once a second), so a peer that opens many
 sockets costs neither threads nor memory and cannot starve the association
 slots of other senders. Every connection is further bounded in time by
 :class:`~dicom_node.receive.ul.association.AssociationLimits` (the whole
-A-ASSOCIATE-RQ, each PDU) and the TLS handshake by the A-ASSOCIATE-RQ deadline.
+A-ASSOCIATE-RQ, each PDU); a TLS handshake must end within the A-ASSOCIATE-RQ
+deadline too (a deadline of its own, before the A-ASSOCIATE-RQ's starts).
 """
 
 from __future__ import annotations
 
 import collections
 import itertools
+import select
 import socket
 import ssl
 import threading
@@ -40,6 +42,31 @@ LOGGER = structlog.get_logger(__name__)
 
 _ACCEPT_POLL_SECONDS = 0.2
 _REFUSAL_LOG_INTERVAL = 1.0
+
+
+def _handshake(context: ssl.SSLContext, sock: socket.socket, deadline: float) -> socket.socket:
+    """The server side of a TLS handshake that must end by ``deadline`` (monotonic seconds).
+
+    Non-blocking, so that a peer that trickles the handshake cannot extend it
+    (a blocking socket's timeout restarts on every read). Raises
+    :class:`TimeoutError` at the deadline, :class:`ssl.SSLError` when it fails.
+    """
+    tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    tls.setblocking(False)
+    while True:
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            readable, writable = [tls], []
+        except ssl.SSLWantWriteError:
+            readable, writable = [], [tls]
+        else:
+            tls.setblocking(True)
+            return tls
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not any(select.select(readable, writable, [], remaining)):
+            tls.close()
+            raise TimeoutError("the TLS handshake did not end within the A-ASSOCIATE-RQ deadline")
 
 
 class AssociationServer:
@@ -190,11 +217,16 @@ class AssociationServer:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._ssl_context is not None:
-                sock.settimeout(self._limits.associate_timeout)
                 try:
-                    sock = self._ssl_context.wrap_socket(sock, server_side=True)
+                    sock = _handshake(
+                        self._ssl_context, sock, time.monotonic() + self._limits.associate_timeout
+                    )
                 except (ssl.SSLError, OSError) as error:
-                    LOGGER.warning("tls_handshake_failed", peer=association.peer, reason=str(error))
+                    LOGGER.warning(
+                        "tls_handshake_failed",
+                        peer=association.peer,
+                        reason=str(error) or type(error).__name__,
+                    )
                     return
             how = serve_association(
                 sock,

@@ -173,7 +173,7 @@ def _stand_in_pacs() -> Iterator[_Pacs]:
     if DEMO_PACS.exists():
         shutil.rmtree(DEMO_PACS)  # the last run's files: the folder holds this run's only
     with running_folder_pacs(DEMO_PACS.resolve()) as pacs:
-        yield _Pacs("stand-in PACS (dicom_node.simulator.pacs)", pacs.ae_title, pacs.port, None,
+        yield _Pacs("the stand-in PACS", pacs.ae_title, pacs.port, None,
                     pacs.folder)  # fmt: skip
 
 
@@ -244,8 +244,8 @@ def truth_lines(
     found = len(measurements["lesions"])
     rows = [
         ("tDV", f"{tdv:.1f} ml", f"{true_tdv:.1f} ml", _ratio(tdv, true_tdv)),
-        ("lesions", str(found), f"{len(true_lesions)} ({reportable} of >= {min_lesion_ml:g} ml)",
-         f"{found - reportable:+d} against those of >= {min_lesion_ml:g} ml"),
+        ("lesions", str(found), f"{len(true_lesions)}, {reportable} of >= {min_lesion_ml:g} ml",
+         f"{found - reportable:+d} (against the {reportable} the node can report)"),
         ("median ADC", "-" if median is None else f"{median:.0f} {ADC_UNIT}",
          f"{true_median:.0f} {ADC_UNIT}", _ratio(median, true_median)),
     ]  # fmt: skip
@@ -472,6 +472,11 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help="keep the node and the PACS running after the results are in: until Enter in a "
         "terminal (the default there when Orthanc is the PACS), else until Ctrl-C or SIGTERM",
     )
+    parser.add_argument(
+        "--stand-in-pacs",
+        action="store_true",
+        help="use the stand-in PACS (its files in demo-out/pacs) even when Orthanc is installed",
+    )
     return parser.parse_args(argv)
 
 
@@ -481,12 +486,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(LoggingSettings(level="warning", format=LogFormat.CONSOLE))
     with tempfile.TemporaryDirectory(prefix="wbdwi-demo-") as folder:
         workdir = Path(folder)
-        binary = _orthanc_binary()
+        binary = None if args.stand_in_pacs else _orthanc_binary()
         pacs_context = _orthanc(binary, workdir) if binary else _stand_in_pacs()
         with pacs_context as pacs:
             print(f"PACS: {pacs.kind} as {pacs.aet} on port {pacs.dicom_port}")
             status = _run(workdir, pacs, args.keep)
-            print(f"\nstopping the node and the {pacs.kind}; result files stay in {DEMO_OUT}/")
+            print(f"\nstopping the node and {pacs.kind}; result files stay in {DEMO_OUT}/")
         return status
 
 

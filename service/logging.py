@@ -18,8 +18,8 @@ from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
-from pynetdicom import _config as pynetdicom_config
 
+from dicom_node.scu.association import pass_contextvars_to_association_threads
 from service.settings import LogFormat, LoggingSettings
 
 __all__ = ["PATIENT_KEYS", "configure_logging", "drop_patient_identifiers"]
@@ -51,8 +51,9 @@ def drop_patient_identifiers(
 def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -> None:
     """Configure structlog and the standard library loggers (call once, at start).
 
-    Also sets pynetdicom's ``PASS_CONTEXTVARS`` so that association threads see
-    the context bound where the server was started.
+    Also has pynetdicom pass the context to its association threads
+    (:func:`~dicom_node.scu.association.pass_contextvars_to_association_threads`),
+    so that they see the context bound where the association was started.
     """
     output = sys.stderr if stream is None else stream
     level = logging.getLevelNamesMapping().get(settings.level.upper())
@@ -102,7 +103,7 @@ def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -
     logging.getLogger("pynetdicom").setLevel(max(level, logging.WARNING))
     # highdicom narrates every copied module at INFO while writing results.
     logging.getLogger("highdicom").setLevel(max(level, logging.WARNING))
-    pynetdicom_config.PASS_CONTEXTVARS = True
+    pass_contextvars_to_association_threads()
 
 
 def _identity(

@@ -2,9 +2,10 @@
 
 ``processing`` (arrays in, numbers out) imports neither ``dicom_node`` nor
 ``service`` nor any DICOM library; ``dicom_node`` (everything DICOM) does not
-import ``service`` (the composition root). Every import counts: at module
-level, inside functions (lazy imports), under ``TYPE_CHECKING``, and
-``importlib.import_module("...")`` with a literal name.
+import ``service`` (the composition root); ``service`` does not import
+pynetdicom (every association, as requestor or acceptor, is ``dicom_node``'s).
+Every import counts: at module level, inside functions (lazy imports), under
+``TYPE_CHECKING``, and ``importlib.import_module("...")`` with a literal name.
 
 Inside each package, its direct members (modules and subpackages) must not
 import each other in a cycle (``service.completion`` -> ``service.corrections``
@@ -48,6 +49,10 @@ FORBIDDEN: dict[str, dict[str, str]] = {
     },
     "dicom_node": {
         "service": "dicom_node is below service",
+    },
+    "service": {
+        "pynetdicom": "service holds no DICOM networking of its own: it goes through "
+        "dicom_node (scu, receive, simulator)",
     },
 }
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pynetdicom import AE, evt
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.association import Association
 
 from dicom_node.errors import (
@@ -45,6 +46,7 @@ __all__ = [
     "Context",
     "Peer",
     "associate",
+    "pass_contextvars_to_association_threads",
     "reactor_paused",
     "rejection_reason",
 ]
@@ -89,6 +91,17 @@ def rejection_reason(primitive: object) -> str:
         for name in ("result_str", "source_str", "reason_str")
     ]
     return ", ".join(part for part in parts if part) or "no reason given"
+
+
+def pass_contextvars_to_association_threads() -> None:
+    """Run pynetdicom's association threads in a copy of the starting thread's context.
+
+    Sets pynetdicom's ``PASS_CONTEXTVARS``, so that log context bound with
+    :mod:`contextvars` (``job_id``, ``study_uid``) where an association is
+    started is also bound in the threads that handle it. Called once, when the
+    service configures its logging.
+    """
+    pynetdicom_config.PASS_CONTEXTVARS = True
 
 
 def _disable_nagle(event: evt.Event) -> None:

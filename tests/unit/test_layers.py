@@ -43,13 +43,15 @@ def test_every_kind_of_backward_import_is_found(tmp_path: Path) -> None:
     )
     _write(tmp_path, "dicom_node/__init__.py", "from service.settings import Settings\n")
     _write(tmp_path, "dicom_node/ok.py", "from processing.exam import DwiExam\nimport pydicom\n")
-    _write(tmp_path, "service/ok.py", "import dicom_node\nimport processing\n")
+    _write(tmp_path, "service/ok.py", "import dicom_node\nimport processing\nimport pydicom\n")
+    _write(tmp_path, "service/demo.py", "def pacs() -> None:\n    from pynetdicom import AE\n")
     found = {(str(v.path), v.line, v.imported) for v in layer_violations(tmp_path)}
     assert found == {
         ("processing/sub/fit.py", 5, "dicom_node.errors"),
         ("processing/sub/fit.py", 7, "pydicom"),
         ("processing/sub/fit.py", 8, "service.cli"),
         ("dicom_node/__init__.py", 1, "service.settings"),
+        ("service/demo.py", 2, "pynetdicom"),
     }
     assert main([str(tmp_path)]) == 1
     assert main([str(tmp_path / "nowhere")]) == 2

@@ -13,6 +13,14 @@ An MPPS counts for the first version of a study's job, and for a later version
 only when it completed after that version opened (instances that arrive after
 processing started make a new version, which the earlier MPPS does not describe).
 
+Late instances (:meth:`service.jobstore.SqliteJobStore.record_instance`): one
+arriving while the study's job is ``ready`` (queued or deferred for priors)
+puts that job back to ``receiving``; one arriving once processing started opens
+the next version. Either way the job is queued with every stored instance of
+the study. A later version is queued only once no earlier version is ``ready``
+or ``processing``, so that the earlier SR exists to be named as its predecessor.
+The job is queued only if no instance arrived since its inputs were listed.
+
 A complete study whose coverage is not (fewer stations than the sending
 scanner's ``expected_stations``, shorter than ``expected_coverage_mm``, a gap
 between stations, a station without a b-value or with missing slices; surveyed
@@ -53,7 +61,7 @@ from service.jobs import (
     make_job_key,
     results_folder,
 )
-from service.jobstore import InstanceRow, ReceivingStudy, SqliteJobStore
+from service.jobstore import InstanceRow, QueueOutcome, ReceivingStudy, SqliteJobStore
 from service.settings import Settings, parse_destination, processing_settings_to_mapping
 
 __all__ = [
@@ -134,6 +142,7 @@ class CompletionDetector:
         self._clock = clock
         self._wake = threading.Event()
         self._warned_missing: set[int] = set()
+        self._noted_waiting: set[int] = set()
         # Coverage findings per receiving job, with the (instances, last arrival) surveyed.
         self._surveyed: dict[int, tuple[tuple[int, float], tuple[QualityFinding, ...]]] = {}
 
@@ -187,17 +196,20 @@ class CompletionDetector:
                 )
                 if self._hold_incomplete(study, inputs, now):
                     continue
+                earlier = self.store.unfinished_earlier_version(study.study_uid, study.version)
+                if earlier is not None:
+                    self._note_waiting(study, earlier)
+                    continue
                 spec = self.build_spec(study, inputs)
-                if self.store.submit(spec):
+                outcome = self.store.queue_receiving(spec, study.last_instance_at)
+                if outcome is QueueOutcome.QUEUED:
                     submitted.append(study.job_id)
                     LOGGER.info(
                         "job_ready", reason=reason, version=study.version, instances=len(inputs)
                     )
-                else:
-                    self.store.discard_receiving(
-                        study.job_id, "same inputs as an earlier job of this study"
-                    )
+                elif outcome is QueueOutcome.DUPLICATE:
                     LOGGER.info("job_discarded", reason="same inputs as an earlier job")
+                # QueueOutcome.CHANGED: an instance arrived meanwhile; the next check decides
         return submitted
 
     def submit_corrections(self) -> list[int]:
@@ -334,6 +346,16 @@ class CompletionDetector:
         )
         self._surveyed.pop(study.job_id, None)
         return False
+
+    def _note_waiting(self, study: ReceivingStudy, earlier: int) -> None:
+        if study.job_id not in self._noted_waiting:
+            self._noted_waiting.add(study.job_id)
+            LOGGER.info(
+                "job_waits_for_earlier_version",
+                version=study.version,
+                earlier_version=earlier,
+                reason="the earlier version is still queued or processing",
+            )
 
     def _note_missing(self, study: ReceivingStudy) -> None:
         missing = study.mpps_instances_missing

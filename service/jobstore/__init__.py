@@ -25,13 +25,20 @@ from __future__ import annotations
 from service.jobstore.delivery import DeliveryRecords
 from service.jobstore.intake import IntakeRecords
 from service.jobstore.queue import JobQueueRecords
-from service.jobstore.records import InstanceRow, JobDelivery, ReceivingStudy, StudySpool
+from service.jobstore.records import (
+    InstanceRow,
+    JobDelivery,
+    QueueOutcome,
+    ReceivingStudy,
+    StudySpool,
+)
 from service.jobstore.schema import SCHEMA_VERSION
 
 __all__ = [
     "SCHEMA_VERSION",
     "InstanceRow",
     "JobDelivery",
+    "QueueOutcome",
     "ReceivingStudy",
     "SqliteJobStore",
     "StudySpool",

@@ -19,7 +19,7 @@ from service.jobstore.records import InstanceRow, ReceivingStudy, StudySpool
 
 __all__ = ["IntakeRecords"]
 
-_OPEN_STATES = (JobState.RECEIVING.value, JobState.READY.value)
+_REOPENED = "an instance arrived after the exam was queued: waiting to queue it again"
 
 
 class IntakeRecords(StoreConnection):
@@ -36,8 +36,12 @@ class IntakeRecords(StoreConnection):
     def record_instance(self, instance: SpooledInstance) -> bool:
         """Record a stored instance and attach it to the study's receiving job.
 
-        The study's latest job keeps receiving while it is ``receiving`` or ``ready``;
-        once processing has started (or ended), a new version of the job is opened.
+        The instance joins the study's latest exam job while it is ``receiving``.
+        A ``ready`` job (queued or deferred for priors, not started) goes back to
+        ``receiving``, same version, so that it is queued again with every
+        instance. Once processing has started (``processing``, ``exporting``,
+        ``done``, ``failed``), a new version of the job is opened; completion
+        detection queues it with every instance of the study.
         A Segmentation (a reader's correction) is recorded without touching the
         study's jobs: :meth:`unclaimed_segmentations` finds it.
         Returns False when the SOP instance was already recorded.
@@ -97,30 +101,47 @@ class IntakeRecords(StoreConnection):
 
     @staticmethod
     def _touch_study(db: sqlite3.Connection, study_uid: str, calling_ae: str, at: float) -> None:
-        # One statement in the common case (the study's latest job is still open).
-        touched = db.execute(
-            "UPDATE jobs SET last_instance_at = MAX(last_instance_at, ?), updated_at = ? "
-            "WHERE job_id = (SELECT job_id FROM jobs WHERE study_uid = ? "
-            "AND (job_key IS NULL OR job_key NOT LIKE 'correction:%') "  # service.corrections
-            "ORDER BY version DESC LIMIT 1) AND state IN (?, ?)",
-            (at, time.time(), study_uid, *_OPEN_STATES),
-        )
-        if touched.rowcount:
-            return
+        # The study's latest exam job (corrections aside: service.corrections).
         latest = db.execute(
+            "SELECT job_id, version, state FROM jobs WHERE study_uid = ? "
+            "AND (job_key IS NULL OR job_key NOT LIKE 'correction:%') "
+            "ORDER BY version DESC LIMIT 1",
+            (study_uid,),
+        ).fetchone()
+        now = time.time()
+        if latest is not None and latest["state"] == JobState.RECEIVING.value:
+            db.execute(
+                "UPDATE jobs SET last_instance_at = MAX(last_instance_at, ?), updated_at = ? "
+                "WHERE job_id = ?",
+                (at, now, latest["job_id"]),
+            )
+            return
+        if latest is not None and latest["state"] == JobState.READY.value:
+            # Queued (or deferred for priors) but not started: its frozen input list
+            # lacks this instance, so it goes back to receiving and completion
+            # detection queues it again with every instance of the study. A
+            # deferred job keeps its "not before" time and its first deferral.
+            db.execute(
+                "UPDATE jobs SET state = ?, job_key = NULL, spec = NULL, reason = ?, "
+                "held_since = NULL, last_instance_at = MAX(last_instance_at, ?), "
+                "updated_at = ? WHERE job_id = ?",
+                (JobState.RECEIVING.value, _REOPENED, at, now, latest["job_id"]),
+            )
+            return
+        # No job yet, or the latest one started processing (or ended): a new version.
+        newest = db.execute(
             "SELECT MAX(version) FROM jobs WHERE study_uid = ?", (study_uid,)
         ).fetchone()[0]
-        version = 1 if latest is None else latest + 1
         db.execute(
             "INSERT INTO jobs (study_uid, version, state, calling_ae, created_at, updated_at, "
             "last_instance_at) VALUES (?,?,?,?,?,?,?)",
             (
                 study_uid,
-                version,
+                1 if newest is None else newest + 1,
                 JobState.RECEIVING.value,
                 calling_ae,
-                time.time(),
-                time.time(),
+                now,
+                now,
                 at,
             ),
         )

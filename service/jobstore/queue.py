@@ -10,6 +10,7 @@ from dataclasses import replace
 from processing.quality import QualityAssessment, Verdict
 from service.jobs import JobRecord, JobSpec, JobState, OutboxState
 from service.jobstore.connection import StoreConnection
+from service.jobstore.records import QueueOutcome
 
 __all__ = ["JobQueueRecords"]
 
@@ -56,6 +57,55 @@ class JobQueueRecords(StoreConnection):
                     (replace(spec, job_id=job_id).to_json(), job_id),
                 )
         return True
+
+    def queue_receiving(self, spec: JobSpec, last_instance_at: float) -> QueueOutcome:
+        """Queue the receiving job ``spec.job_id`` of a complete study, in one transaction.
+
+        ``last_instance_at`` is the job's last arrival when ``spec`` was built
+        from the study's instances: when an instance arrived since, its input list
+        would lack it, so nothing changes (:attr:`QueueOutcome.CHANGED`; the next
+        check builds the spec again). A spec whose key an earlier job has (the
+        same inputs) closes the receiving job ``done`` with that reason.
+        """
+        now = time.time()
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT last_instance_at FROM jobs WHERE job_id = ? AND state = ?",
+                (spec.job_id, JobState.RECEIVING.value),
+            ).fetchone()
+            if row is None or row["last_instance_at"] != last_instance_at:
+                return QueueOutcome.CHANGED
+            if db.execute("SELECT 1 FROM jobs WHERE job_key = ?", (spec.job_key,)).fetchone():
+                db.execute(
+                    "UPDATE jobs SET state = ?, reason = ?, updated_at = ? WHERE job_id = ?",
+                    (
+                        JobState.DONE.value,
+                        "same inputs as an earlier job of this study",
+                        now,
+                        spec.job_id,
+                    ),
+                )
+                return QueueOutcome.DUPLICATE
+            db.execute(
+                "UPDATE jobs SET state = ?, job_key = ?, spec = ?, updated_at = ?, reason = '' "
+                "WHERE job_id = ?",
+                (JobState.READY.value, spec.job_key, spec.to_json(), now, spec.job_id),
+            )
+        return QueueOutcome.QUEUED
+
+    def unfinished_earlier_version(self, study_uid: str, version: int) -> int | None:
+        """An earlier exam version of the study still ``ready`` or ``processing`` (``None``: none).
+
+        A later version waits for it, so that its SR exists to be named as the
+        later report's predecessor and its results are not sent after the later ones.
+        """
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MAX(version) FROM jobs WHERE study_uid = ? AND version < ? "
+                "AND state IN (?, ?) AND (job_key IS NULL OR job_key NOT LIKE 'correction:%')",
+                (study_uid, version, JobState.READY.value, JobState.PROCESSING.value),
+            ).fetchone()
+        return None if row[0] is None else int(row[0])
 
     def claim(self, now: float | None = None) -> JobSpec | None:
         """Take the oldest ready job that is due (see :meth:`defer`); it becomes ``processing``."""

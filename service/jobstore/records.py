@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from service.jobs import JobState
 
-__all__ = ["InstanceRow", "JobDelivery", "ReceivingStudy", "StudySpool"]
+__all__ = ["InstanceRow", "JobDelivery", "QueueOutcome", "ReceivingStudy", "StudySpool"]
+
+
+class QueueOutcome(enum.Enum):
+    """What :meth:`~service.jobstore.SqliteJobStore.queue_receiving` did with a complete study."""
+
+    QUEUED = "queued"
+    """The receiving job is now ``ready`` with the spec."""
+    DUPLICATE = "duplicate"
+    """An earlier job has the same key (same inputs): the receiving job is closed ``done``."""
+    CHANGED = "changed"
+    """An instance arrived after the spec was built: nothing changed; check again."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,9 +111,11 @@ def test_no_destination_means_done_after_processing(store: SqliteJobStore) -> No
 def test_late_instances_open_a_new_version(store: SqliteJobStore) -> None:
     store.record_instance(_instance(1))
     store.record_instance(_instance(2))
+    _submit(store)
+    store.record_instance(_instance(3))  # still ready: version 1 receives again
+    assert [(j.version, j.state) for j in store.jobs()] == [(1, JobState.RECEIVING)]
     first = _submit(store)
-    store.record_instance(_instance(3))  # still ready: joins version 1
-    assert [j.version for j in store.jobs()] == [1]
+    assert len(first.input_paths) == 3
     store.claim()
     store.record_instance(_instance(4))  # processing started: version 2
     versions = {job.version: job for job in store.jobs()}

@@ -213,6 +213,10 @@ def read_top_level_elements(
 # PS3.5 Table 6.2-1: binary VRs whose value is a whole number of fixed-size numbers.
 _FIXED_SIZE = {b"US": 2, b"SS": 2, b"UL": 4, b"SL": 4, b"FL": 4, b"FD": 8, b"AT": 4}
 _ENCAPSULATED_VRS = frozenset({b"OB", b"OW"})
+# PS3.5 Table 7.1-1: the VRs with a 32-bit length (this edition); walk_data_set refuses others.
+_LONG_LENGTH_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
 PIXEL_DATA = 0x7FE00010
 _PIXEL_DATA = PIXEL_DATA
 
@@ -242,7 +246,7 @@ def walk_data_set(
     exactly after the last element.
 
     Returns the raw values of the ``wanted`` top-level tags and, for top-level
-    Pixel Data (7FE0,0010) of defined length, its length as a 4-byte
+    Pixel Data (7FE0,0010), its length (0xFFFFFFFF: encapsulated) as a 4-byte
     little-endian number under the Pixel Data tag (the value itself is not copied).
 
     Raises
@@ -316,10 +320,10 @@ class _Walker:
                 raise MalformedDataSetError(_order_problem(tag, previous, position))
             previous = tag
             position = self.value(tag, vr_or_none, length, value_at, end=end, depth=depth)
-            if found is not None and length != _UNDEFINED_LENGTH:
+            if found is not None:
                 if tag == _PIXEL_DATA:
                     found[_PIXEL_DATA] = _LONG_LENGTH.pack(length)  # its length, not its value
-                elif tag in wanted:
+                elif tag in wanted and length != _UNDEFINED_LENGTH:
                     found[tag] = bytes(data[value_at:position])
         if delimited:
             raise MalformedDataSetError(
@@ -331,6 +335,11 @@ class _Walker:
         self, tag: int, vr: bytes | None, length: int, value_at: int, *, end: int, depth: int
     ) -> int:
         """Check (and walk, for a sequence) one long-form value; the offset after it."""
+        if vr is not None and vr not in _LONG_LENGTH_VRS and vr not in _SHORT_LENGTH_VRS:
+            raise MalformedDataSetError(
+                f"({tag >> 16:04X},{tag & 0xFFFF:04X}) at offset {value_at - 12} has the unknown "
+                f"VR {vr.decode('latin-1')!r}"
+            )
         if length == _UNDEFINED_LENGTH:
             if vr is not None and vr not in _UNDEFINED_LENGTH_VRS:
                 raise MalformedDataSetError(

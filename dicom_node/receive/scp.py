@@ -60,7 +60,9 @@ from pynetdicom import AllStoragePresentationContexts
 
 from dicom_node.errors import InvalidInstanceError, SpoolWriteError
 from dicom_node.readers.seg_reader import SEGMENTATION_STORAGE_CLASSES
+from dicom_node.receive.element_walker import ByteString
 from dicom_node.receive.spool import (
+    IncomingInstance,
     InstanceRecorder,
     InstanceRefusedError,
     Spool,
@@ -68,15 +70,23 @@ from dicom_node.receive.spool import (
     is_valid_uid,
 )
 from dicom_node.receive.ul import (
+    AcceptedContext,
     Association,
     AssociationEnd,
     AssociationLimits,
     AssociationServer,
+    DataSetSink,
     DimseReply,
     DimseRequest,
     Rejection,
 )
-from dicom_node.receive.ul.dimse import C_ECHO_RQ, C_STORE_RQ, N_CREATE_RQ, N_SET_RQ
+from dicom_node.receive.ul.dimse import (
+    C_ECHO_RQ,
+    C_STORE_RQ,
+    N_CREATE_RQ,
+    N_SET_RQ,
+    DimseCommand,
+)
 
 __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",
@@ -132,6 +142,25 @@ _REASON_CALLED_AE_NOT_RECOGNIZED = 7
 _REASON_LOCAL_LIMIT_EXCEEDED = 2
 
 _SUCCESS = DimseReply(STATUS_SUCCESS)
+
+
+class _DroppedDataSet:
+    """A sink that counts nothing and keeps nothing (data sets not stored)."""
+
+    __slots__ = ("failed",)
+
+    def __init__(self, *, failed: bool) -> None:
+        self.failed = failed
+
+    def write(self, fragment: ByteString) -> None:
+        """Let the fragment go."""
+
+    def discard(self) -> None:
+        """Nothing to let go."""
+
+
+_DROP = _DroppedDataSet(failed=False)
+_DROP_FAILED = _DroppedDataSet(failed=True)
 
 
 class MppsRecorder(Protocol):
@@ -400,6 +429,34 @@ class DicomReceiver:
         )
 
     # ---------------------------------------------------------------- services
+    def data_set_sink(
+        self, association: Association, command: DimseCommand, context: AcceptedContext
+    ) -> DataSetSink | None:
+        """A C-STORE's data set goes to a spool temporary file (kept classes) or nowhere.
+
+        Instances of the kept classes are written to disk as they arrive, so an
+        association holds one PDU in memory whatever the instance's size; the data
+        set of any other C-STORE (ignored class, or a SOP class that differs from
+        the context's: answered without its data set) is counted and dropped.
+        N-CREATE and N-SET attribute lists stay in memory (bounded by
+        ``receive.max_instance_bytes``).
+        """
+        if command.command_field != C_STORE_RQ:
+            return None
+        sop_class_uid = command.affected_sop_class_uid
+        if sop_class_uid != context.abstract_syntax or sop_class_uid not in KEPT_STORAGE_CLASSES:
+            return _DROP
+        try:
+            return self.spool.open_incoming(
+                sop_class_uid=sop_class_uid,
+                sop_instance_uid=command.affected_sop_instance_uid,
+                transfer_syntax_uid=context.transfer_syntax,
+                calling_ae=association.calling_ae,
+            )
+        except SpoolWriteError as error:
+            LOGGER.error("instance_not_spooled_ahead", reason=str(error))
+            return _DROP_FAILED
+
     def serve(self, association: Association, request: DimseRequest) -> DimseReply:
         """Perform one DIMSE request (C-ECHO, C-STORE, N-CREATE, N-SET)."""
         operation = request.command.command_field
@@ -438,16 +495,7 @@ class DicomReceiver:
             )
             return _SUCCESS
         try:
-            if request.data_set is None:
-                raise InvalidInstanceError("the C-STORE request carries no data set")
-            instance, is_new = self.spool.store(
-                request.data_set,
-                sop_class_uid=sop_class_uid,
-                sop_instance_uid=sop_instance_uid,
-                transfer_syntax_uid=request.context.transfer_syntax,
-                calling_ae=association.calling_ae,
-                recorder=self.recorder,
-            )
+            instance, is_new = self._spool(association, request)
         except InstanceRefusedError as error:
             self.stats.refused(error.reason)
             LOGGER.warning(
@@ -484,6 +532,25 @@ class DicomReceiver:
         if self._on_stored is not None:
             self._on_stored(instance)
         return _SUCCESS
+
+    def _spool(
+        self, association: Association, request: DimseRequest
+    ) -> tuple[SpooledInstance | None, bool]:
+        """Store a C-STORE's data set: from its temporary file, or from memory."""
+        if request.sink is _DROP_FAILED:
+            raise SpoolWriteError("no temporary file could be made in the spool")
+        if isinstance(request.sink, IncomingInstance):
+            return self.spool.store_incoming(request.sink, self.recorder)
+        if request.data_set is None:
+            raise InvalidInstanceError("the C-STORE request carries no data set")
+        return self.spool.store(
+            request.data_set,
+            sop_class_uid=request.command.affected_sop_class_uid,
+            sop_instance_uid=request.command.affected_sop_instance_uid,
+            transfer_syntax_uid=request.context.transfer_syntax,
+            calling_ae=association.calling_ae,
+            recorder=self.recorder,
+        )
 
     def _n_create(self, association: Association, request: DimseRequest) -> DimseReply:
         command = request.command

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import mmap
 import os
 import queue
 import re
@@ -60,6 +61,7 @@ __all__ = [
     "STATUS_CANNOT_UNDERSTAND",
     "STATUS_DATA_SET_DOES_NOT_MATCH_SOP_CLASS",
     "STATUS_OUT_OF_RESOURCES",
+    "IncomingInstance",
     "InstanceHeader",
     "InstanceLimits",
     "InstanceRecorder",
@@ -80,6 +82,18 @@ _NUMBER_OF_FRAMES = 0x00280008
 _ROWS = 0x00280010
 _COLUMNS = 0x00280011
 _BITS_ALLOCATED = 0x00280100
+_PHOTOMETRIC_INTERPRETATION = 0x00280004
+_BITS_STORED = 0x00280101
+_HIGH_BIT = 0x00280102
+_PIXEL_REPRESENTATION = 0x00280103
+_BITS_ALLOCATED_VALUES = frozenset({1, 8, 16, 32, 64})
+# PS3.3 C.7.6.3.1.2 (the defined terms, retired ones included: old scanners send them).
+_PHOTOMETRIC_INTERPRETATIONS = frozenset(
+    {
+        "MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL", "YBR_FULL_422",
+        "YBR_PARTIAL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "HSV", "ARGB", "CMYK",
+    }
+)  # fmt: skip
 _SOP_INSTANCE_UID = 0x00080018
 _SERIES_DESCRIPTION = 0x0008103E
 _STUDY_INSTANCE_UID = 0x0020000D
@@ -97,12 +111,17 @@ _CHECKED_TAGS = _HEADER_TAGS | {
     _SOP_CLASS_UID,
     _SAMPLES_PER_PIXEL,
     _NUMBER_OF_FRAMES,
+    _PHOTOMETRIC_INTERPRETATION,
+    _BITS_STORED,
+    _HIGH_BIT,
+    _PIXEL_REPRESENTATION,
     _ROWS,
     _COLUMNS,
     _BITS_ALLOCATED,
 }
 _NATIVE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"})
 _INFLATE_CHUNK = 1 << 20
+_FLUSH_BYTES = 1 << 18
 # PS3.4 B.2.3 (C-STORE statuses).
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
@@ -250,8 +269,8 @@ class InstanceRefusedError(InvalidInstanceError):
     """A data set that must not be acknowledged: the C-STORE status and a metric label.
 
     ``reason`` is a short stable word (``truncated``, ``malformed``,
-    ``sop_class``, ``sop_instance``, ``pixel_data``, ``too_large``,
-    ``inflation``) for the ``wbdwi_instances_refused_total`` counter.
+    ``sop_class``, ``sop_instance``, ``pixel_data``, ``pixel_module``,
+    ``too_large``, ``inflation``) for the ``wbdwi_instances_refused_total`` counter.
     """
 
     def __init__(self, message: str, *, status: int, reason: str) -> None:
@@ -314,17 +333,56 @@ def _unsigned_short(values: dict[int, bytes], tag: int) -> int | None:
     return value
 
 
-def _check_pixel_data_length(values: dict[int, bytes]) -> None:
-    """Native Pixel Data must hold at least what Rows, Columns, bits and frames declare."""
+def _pixel_module_problem(values: dict[int, bytes]) -> str:
+    """Why the Image Pixel attributes (PS3.3 C.7.6.3) cannot describe the Pixel Data, or ''."""
+    rows = _unsigned_short(values, _ROWS)
+    columns = _unsigned_short(values, _COLUMNS)
+    allocated = _unsigned_short(values, _BITS_ALLOCATED)
+    stored = _unsigned_short(values, _BITS_STORED)
+    high_bit = _unsigned_short(values, _HIGH_BIT)
+    representation = _unsigned_short(values, _PIXEL_REPRESENTATION)
+    photometric = values.get(_PHOTOMETRIC_INTERPRETATION, b"").decode("latin-1").strip("\x00 ")
+    checks = (
+        (bool(rows and columns), "Rows or Columns is missing or zero"),
+        (
+            allocated in _BITS_ALLOCATED_VALUES,
+            f"Bits Allocated {allocated} is not 1, 8, 16, 32 or 64",
+        ),
+        (
+            stored is not None and allocated is not None and 0 < stored <= allocated,
+            f"Bits Stored {stored} is not 1 to Bits Allocated ({allocated})",
+        ),
+        (
+            stored is not None and high_bit == stored - 1,
+            f"High Bit {high_bit} is not Bits Stored - 1",
+        ),
+        (representation in (0, 1), f"Pixel Representation {representation} is not 0 or 1"),
+        (
+            photometric in _PHOTOMETRIC_INTERPRETATIONS,
+            f"Photometric Interpretation {photometric!r} is missing or unknown",
+        ),
+    )
+    return next((problem for holds, problem in checks if not holds), "")
+
+
+def _check_pixel_data(values: dict[int, bytes], *, native: bool) -> None:
+    """Pixel Data must be described by the Image Pixel attributes, and (native) be as long."""
     raw_length = values.get(PIXEL_DATA)
     if raw_length is None:
         return
+    problem = _pixel_module_problem(values)
+    if problem:
+        raise InstanceRefusedError(
+            f"Pixel Data cannot be decoded: {problem}",
+            status=STATUS_CANNOT_UNDERSTAND,
+            reason="pixel_module",
+        )
     present: int = struct.unpack("<I", raw_length)[0]
-    rows = _unsigned_short(values, _ROWS)
-    columns = _unsigned_short(values, _COLUMNS)
-    bits = _unsigned_short(values, _BITS_ALLOCATED)
-    if rows is None or columns is None or bits is None:
+    if not native or present == 0xFFFFFFFF:
         return
+    rows = _unsigned_short(values, _ROWS) or 0
+    columns = _unsigned_short(values, _COLUMNS) or 0
+    bits = _unsigned_short(values, _BITS_ALLOCATED) or 0
     samples = _unsigned_short(values, _SAMPLES_PER_PIXEL) or 1
     frames_text = values.get(_NUMBER_OF_FRAMES, b"1").decode("latin-1").strip("\x00 ")
     try:
@@ -408,8 +466,7 @@ def check_instance(
             status=STATUS_CANNOT_UNDERSTAND,
             reason="sop_instance",
         )
-    if transfer_syntax_uid in _NATIVE_SYNTAXES:
-        _check_pixel_data_length(values)
+    _check_pixel_data(values, native=transfer_syntax_uid in _NATIVE_SYNTAXES)
     try:
         header = InstanceHeader(
             sop_instance_uid=data_set_instance,
@@ -537,6 +594,131 @@ class _TemporaryFilePool:
             self._pooled.discard(path)
 
 
+class IncomingInstance:
+    """A C-STORE data set being received, written to a temporary file as it arrives.
+
+    Fragments are gathered into a buffer of at most ``_FLUSH_BYTES`` and
+    written when it fills, so memory stays bounded whatever the instance's
+    size, and tiny fragments cost one system call per buffer, not each. Past
+    ``limit`` bytes nothing more is written: :meth:`finish` then refuses the
+    instance (0xA700). A write error is kept and raised by :meth:`finish`
+    (:class:`SpoolWriteError`), so that the rest of the message is still read.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_descriptor",
+        "_error",
+        "_limit",
+        "calling_ae",
+        "data_bytes",
+        "meta_length",
+        "path",
+        "sop_class_uid",
+        "sop_instance_uid",
+        "transfer_syntax_uid",
+    )
+
+    def __init__(
+        self,
+        path: str,
+        descriptor: int,
+        *,
+        meta_length: int,
+        limit: int,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        calling_ae: str,
+    ) -> None:
+        self.path = path
+        self._descriptor: int | None = descriptor
+        self._buffer = bytearray()
+        self._limit = limit
+        self._error: OSError | None = None
+        self.meta_length = meta_length
+        self.data_bytes = 0
+        self.sop_class_uid = sop_class_uid
+        self.sop_instance_uid = sop_instance_uid
+        self.transfer_syntax_uid = transfer_syntax_uid
+        self.calling_ae = calling_ae
+
+    def write(self, fragment: ByteString) -> None:
+        """Append a fragment of the data set (never raises)."""
+        self.data_bytes += len(fragment)
+        if self.data_bytes > self._limit or self._error is not None:
+            return
+        buffer = self._buffer
+        buffer += fragment
+        if len(buffer) >= _FLUSH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        buffer = self._buffer
+        if not buffer or self._descriptor is None:
+            return
+        try:
+            with memoryview(buffer) as whole:
+                written = 0
+                while written < len(whole):
+                    written += os.write(self._descriptor, whole[written:])
+        except OSError as error:
+            self._error = error
+        buffer.clear()
+
+    def finish(self) -> None:
+        """Write what is buffered; raise what went wrong while receiving."""
+        if self.data_bytes > self._limit:
+            raise InstanceRefusedError(
+                f"data set of more than {self._limit} bytes exceeds receive.max_instance_bytes",
+                status=STATUS_OUT_OF_RESOURCES,
+                reason="too_large",
+            )
+        self._flush()
+        if self._error is not None:
+            raise SpoolWriteError(
+                f"cannot store {self.sop_instance_uid}.dcm: {self._error.strerror or self._error}"
+            )
+
+    @contextlib.contextmanager
+    def mapped(self) -> Iterator[ByteString]:
+        """The data set as written (after the file meta), memory-mapped read-only."""
+        if self.data_bytes == 0:
+            yield b""
+            return
+        with open(self.path, "rb") as handle:
+            mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        view = memoryview(mapping)
+        body = view[self.meta_length :]
+        try:
+            yield body
+        finally:
+            body.release()
+            view.release()
+            try:
+                mapping.close()
+            except BufferError:
+                # A slice of the view is still referenced (a traceback's frame): the
+                # mapping is unmapped when that is collected.
+                LOGGER.debug("spool: mapping of %s closed later", self.path)
+
+    def release(self) -> int:
+        """Hand the open descriptor over (to be synced and closed by the spool)."""
+        descriptor = self._descriptor
+        assert descriptor is not None
+        self._descriptor = None
+        return descriptor
+
+    def discard(self) -> None:
+        """Close and delete the temporary file unless it was handed over and renamed."""
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        self._buffer = bytearray()
+
+
 class Spool:
     """Files of received instances under one root folder.
 
@@ -631,18 +813,122 @@ class Spool:
         )
         return instance, recorder.record_instance(instance)
 
+    def open_incoming(
+        self,
+        *,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        calling_ae: str,
+    ) -> IncomingInstance | None:
+        """A temporary file for a data set that is about to arrive, its file meta written.
+
+        ``None`` when the command's UIDs are not UIDs (the data set is then
+        received in memory and refused by :meth:`store`). Raises
+        :class:`SpoolWriteError` when no temporary file can be made.
+        """
+        if not (is_valid_uid(sop_class_uid) and is_valid_uid(sop_instance_uid)):
+            return None
+        meta = encode_file_meta(sop_class_uid, sop_instance_uid, transfer_syntax_uid, calling_ae)
+        try:
+            temporary, descriptor = self._temporary_files.take()
+        except OSError as error:
+            raise SpoolWriteError(
+                f"cannot store {sop_instance_uid}.dcm: {error.strerror or error}"
+            ) from error
+        incoming = IncomingInstance(
+            temporary,
+            descriptor,
+            meta_length=len(meta),
+            limit=self.limits.max_instance_bytes,
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+            calling_ae=calling_ae,
+        )
+        incoming.write(meta)
+        incoming.data_bytes = 0
+        return incoming
+
+    def store_incoming(
+        self, incoming: IncomingInstance, recorder: InstanceRecorder
+    ) -> tuple[SpooledInstance | None, bool]:
+        """Check and store a data set received into :meth:`open_incoming`'s file.
+
+        The same checks as :meth:`store`, on the file (memory-mapped, never read
+        into memory whole); the temporary file is removed whatever the outcome
+        unless it becomes the spooled instance.
+        """
+        try:
+            incoming.finish()
+            with incoming.mapped() as data_set:
+                header = check_instance(
+                    data_set,
+                    transfer_syntax_uid=incoming.transfer_syntax_uid,
+                    sop_class_uid=incoming.sop_class_uid,
+                    sop_instance_uid=incoming.sop_instance_uid,
+                    limits=self.limits,
+                )
+            if recorder.has_instance(incoming.sop_instance_uid):
+                incoming.discard()
+                return None, False
+            folder = f"{self._root_text}/{header.study_uid}/{header.series_uid}"
+            name = f"{incoming.sop_instance_uid}.dcm"
+            try:
+                self._prepare_folder(folder)
+                descriptor = incoming.release()
+                path = self._commit(folder, name, incoming.path, descriptor)
+            except OSError as error:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(incoming.path)
+                raise SpoolWriteError(f"cannot store {name}: {error.strerror or error}") from error
+        finally:
+            incoming.discard()
+        instance = SpooledInstance(
+            sop_instance_uid=incoming.sop_instance_uid,
+            sop_class_uid=incoming.sop_class_uid,
+            study_uid=header.study_uid,
+            series_uid=header.series_uid,
+            series_description=header.series_description,
+            transfer_syntax_uid=str(incoming.transfer_syntax_uid),
+            calling_ae=incoming.calling_ae.strip(),
+            path=Path(path),
+            size_bytes=incoming.meta_length + incoming.data_bytes,
+            received_at=time.time(),
+        )
+        return instance, recorder.record_instance(instance)
+
+    def _prepare_folder(self, folder: str) -> None:
+        if folder not in self._known_dirs:
+            os.makedirs(folder, exist_ok=True)
+
+    def _commit(self, folder: str, name: str, temporary: str, descriptor: int) -> str:
+        """fdatasync and close the written temporary file, rename it, fsync the folders."""
+        path = f"{folder}/{name}"
+        try:
+            if self.fsync:
+                os.fdatasync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+        if self.fsync:
+            self._fsync_dir(folder)
+            if folder not in self._known_dirs:
+                series_parent = os.path.dirname(folder)
+                self._fsync_dir(series_parent)
+                self._fsync_dir(os.path.dirname(series_parent))
+        self._known_dirs.add(folder)
+        return path
+
     def _write_atomically(self, folder: str, name: str, meta: bytes, body: ByteString) -> str:
         """Temporary file, write, fdatasync, atomic rename, fsync of the series folder.
 
         A series folder created by this process has its parent folders fsynced once,
         so that the new folder entries survive a power cut as well. Returns the path.
         """
-        path = f"{folder}/{name}"
         temporary = ""
         try:
-            new_folder = folder not in self._known_dirs
-            if new_folder:
-                os.makedirs(folder, exist_ok=True)
+            self._prepare_folder(folder)
             temporary, descriptor = self._temporary_files.take()
             try:
                 total = len(meta) + len(body)
@@ -651,18 +937,10 @@ class Spool:
                     rest = memoryview(meta + bytes(body))[written:]
                     while rest:
                         rest = rest[os.write(descriptor, rest) :]
-                if self.fsync:
-                    os.fdatasync(descriptor)
-            finally:
+            except OSError:
                 os.close(descriptor)
-            os.replace(temporary, path)
-            if self.fsync:
-                self._fsync_dir(folder)
-                if new_folder:
-                    series_parent = os.path.dirname(folder)
-                    self._fsync_dir(series_parent)
-                    self._fsync_dir(os.path.dirname(series_parent))
-            self._known_dirs.add(folder)
+                raise
+            path = self._commit(folder, name, temporary, descriptor)
         except OSError as error:
             if temporary:
                 with contextlib.suppress(FileNotFoundError):

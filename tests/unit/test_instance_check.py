@@ -69,6 +69,10 @@ def _mr(rows: int = 64, columns: int = 64) -> Dataset:
     ds.Columns = columns
     ds.BitsAllocated = 16
     ds.BitsStored = 12
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 0
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
     ds.PixelData = (bytes(range(256)) * (rows * columns * 2 // 256 + 1))[: rows * columns * 2]
     return ds
 
@@ -279,3 +283,23 @@ def test_walking_a_large_instance_is_fast() -> None:
         walk_data_set(encoded, implicit_vr=False, wanted=(), max_depth=16)
         walk_data_set(data, implicit_vr=False, wanted=(), max_depth=16)
     assert os.times().elapsed - start < 2.0  # well under 5 ms per instance
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"PhotometricInterpretation": "MONOCIROME2"}, "Photometric Interpretation"),
+        ({"BitsStored": 17}, "Bits Stored 17"),
+        ({"HighBit": 15}, "High Bit 15"),
+        ({"PixelRepresentation": 2}, "Pixel Representation 2"),
+        ({"BitsAllocated": 12}, "Bits Allocated 12"),
+    ],
+)
+def test_pixel_data_that_its_attributes_cannot_describe_is_refused(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    ds = _mr(8, 8)
+    for keyword, value in change.items():
+        setattr(ds, keyword, value)
+    error = _refused(tmp_path, _encode(ds))
+    assert error.reason == "pixel_module" and message in str(error)

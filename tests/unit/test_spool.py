@@ -60,6 +60,11 @@ def _dataset(
     ds.Rows = 2
     ds.Columns = 2
     ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 0
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
     ds.PixelData = b"\x01\x00\x02\x00\x03\x00\x04\x00"
     return ds
 
@@ -125,7 +130,7 @@ def test_store_keeps_bytes_and_writes_valid_file_meta(
     assert instance.path.read_bytes().endswith(body)
     back = dcmread(instance.path)
     assert back.file_meta.TransferSyntaxUID == syntax
-    assert back.file_meta.SourceApplicationEntityTitle.strip() == "SCANNER"
+    assert str(back.file_meta.SourceApplicationEntityTitle).strip() == "SCANNER"
     assert back.SOPInstanceUID == ds.SOPInstanceUID
     assert back.PixelData == ds.PixelData
     assert spool.read_spooled(instance.path).study_uid == "1.2.3.4"

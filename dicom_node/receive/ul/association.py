@@ -81,6 +81,7 @@ __all__ = [
     "Association",
     "AssociationEnd",
     "AssociationLimits",
+    "DataSetSink",
     "DimseReply",
     "DimseRequest",
     "DimseServiceUser",
@@ -144,11 +145,28 @@ class AcceptedContext:
 
 @dataclass(frozen=True, slots=True)
 class DimseRequest:
-    """A complete DIMSE request: command, its context, and the data set bytes if any."""
+    """A complete DIMSE request: command, its context, and the data set bytes if any.
+
+    When the service user gave a :class:`DataSetSink` for the message, the data
+    set went there as it arrived: ``sink`` is that sink and ``data_set`` is ``None``.
+    """
 
     command: DimseCommand
     context: AcceptedContext
     data_set: ByteString | None
+    sink: DataSetSink | None = None
+
+
+class DataSetSink(Protocol):
+    """Where a data set's fragments go as they arrive (the spool's temporary file)."""
+
+    def write(self, fragment: ByteString) -> None:
+        """Take the next fragment (must not raise: errors are kept for the handler)."""
+        ...
+
+    def discard(self) -> None:
+        """Let go of what was written, unless the handler kept it (idempotent)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +234,12 @@ class DimseServiceUser(Protocol):
         self, association: Association, open_associations: int
     ) -> Rejection | None:
         """``None`` to accept the request in ``association.request``, else the rejection."""
+        ...
+
+    def data_set_sink(
+        self, association: Association, command: DimseCommand, context: AcceptedContext
+    ) -> DataSetSink | None:
+        """Where the data set of ``command`` should go as it arrives; ``None``: into memory."""
         ...
 
     def serve(self, association: Association, request: DimseRequest) -> DimseReply:
@@ -523,17 +547,41 @@ class _Reassembly:
     Fragments are copied into one buffer per message, so that many tiny or empty
     PDVs cost their bytes and nothing more; a data set past ``max_data_bytes``
     is dropped as it arrives and answered with a failure status once complete.
+    When ``open_sink`` gives a :class:`DataSetSink` for a command, its data set
+    fragments go there instead (the spool's temporary file): memory then holds
+    one PDU, whatever the data set's size.
     """
 
-    __slots__ = ("command", "command_bytes", "context_id", "data", "data_size", "max_data_bytes")
+    __slots__ = (
+        "command",
+        "command_bytes",
+        "context_id",
+        "data",
+        "data_size",
+        "max_data_bytes",
+        "open_sink",
+        "sink",
+    )
 
-    def __init__(self, max_data_bytes: int) -> None:
+    def __init__(
+        self,
+        max_data_bytes: int,
+        open_sink: Callable[[DimseCommand, int], DataSetSink | None] | None = None,
+    ) -> None:
         self.max_data_bytes = max_data_bytes
+        self.open_sink = open_sink
         self.context_id = 0
         self.command: DimseCommand | None = None
         self.command_bytes = bytearray()
         self.data = bytearray()
         self.data_size = 0
+        self.sink: DataSetSink | None = None
+
+    def discard(self) -> None:
+        """Let go of a data set being received (the association ends mid-message)."""
+        if self.sink is not None:
+            self.sink.discard()
+            self.sink = None
 
     def add(self, context_id: int, control: int, fragment: memoryview) -> bool:
         """Take one PDV; True when the message is complete."""
@@ -547,35 +595,46 @@ class _Reassembly:
         self.context_id = context_id
         last = bool(control & 0x02)
         if control & 0x01:
-            if self.command is not None:
-                raise MalformedPduError(
-                    "a command fragment arrived where a data set fragment was due", 5
-                )
-            self.command_bytes += fragment
-            if not last:
-                return False
-            self.command = parse_command(self.command_bytes)
-            self.command_bytes = bytearray()
-            return not self.command.has_data_set
+            return self._add_command(context_id, fragment, last=last)
         if self.command is None:
             raise MalformedPduError("a data set fragment arrived before its command", 5)
         self.data_size += len(fragment)
-        if self.data_size <= self.max_data_bytes:
+        if self.sink is not None:
+            self.sink.write(fragment)
+        elif self.data_size <= self.max_data_bytes:
             self.data += fragment
         elif self.data:
             self.data = bytearray()  # too large: what came so far is let go
         return last
 
-    def take(self) -> tuple[DimseCommand, bytearray | None, int]:
-        """The complete message: command, data set (None without one), data set size."""
+    def _add_command(self, context_id: int, fragment: memoryview, *, last: bool) -> bool:
+        if self.command is not None:
+            raise MalformedPduError(
+                "a command fragment arrived where a data set fragment was due", 5
+            )
+        self.command_bytes += fragment
+        if not last:
+            return False
+        self.command = parse_command(self.command_bytes)
+        self.command_bytes = bytearray()
+        if not self.command.has_data_set:
+            return True
+        if self.open_sink is not None:
+            self.sink = self.open_sink(self.command, context_id)
+        return False
+
+    def take(self) -> tuple[DimseCommand, bytearray | None, int, DataSetSink | None]:
+        """The complete message: command, data set (None without one or in a sink), size, sink."""
         command = self.command
         assert command is not None
-        data = self.data if command.has_data_set else None
+        sink = self.sink
+        data = self.data if command.has_data_set and sink is None else None
         size = self.data_size
         self.command = None
         self.data = bytearray()
         self.data_size = 0
-        return command, data, size
+        self.sink = None
+        return command, data, size, sink
 
 
 def _too_large(command: DimseCommand, size: int, limit: int) -> DimseReply:
@@ -607,14 +666,18 @@ def _on_p_data(
             )
         if not reassembly.add(context_id, control, fragment):
             continue
-        command, data, size = reassembly.take()
-        request = DimseRequest(command, contexts[context_id], data)
-        if size > reassembly.max_data_bytes:
-            refused = _too_large(command, size, reassembly.max_data_bytes)
-            association.tally["refused_too_large"] += 1
-            _send_reply(connection, request, refused, association.request.max_pdu_length)
-        else:
-            _respond(connection, association, user, request, association.request.max_pdu_length)
+        command, data, size, sink = reassembly.take()
+        request = DimseRequest(command, contexts[context_id], data, sink)
+        try:
+            if size > reassembly.max_data_bytes:
+                refused = _too_large(command, size, reassembly.max_data_bytes)
+                association.tally["refused_too_large"] += 1
+                _send_reply(connection, request, refused, association.request.max_pdu_length)
+            else:
+                _respond(connection, association, user, request, association.request.max_pdu_length)
+        finally:
+            if sink is not None:
+                sink.discard()  # nothing left unless the handler kept the file
 
 
 def _transfer(
@@ -624,23 +687,33 @@ def _transfer(
     limits: AssociationLimits,
 ) -> AssociationEnd:
     """The data transfer phase, until release, abort or a broken connection."""
-    reassembly = _Reassembly(limits.max_data_set_bytes)
-    while True:
-        pdu_type, body = connection.read_pdu(limits.max_pdu_length)
-        if pdu_type == P_DATA_TF:
-            _on_p_data(body, reassembly, connection, association, user)
-        elif pdu_type == A_RELEASE_RQ:
-            association.released = True
-            connection.close_after(encode_release_rp())
-            return AssociationEnd.RELEASED
-        elif pdu_type == A_ABORT:
-            source, reason = (body[2], body[3]) if len(body) >= 4 else (0, 0)
-            LOGGER.info("association_aborted_by_peer", source=source, reason=reason)
-            return AssociationEnd.ABORTED_BY_PEER
-        elif pdu_type in _KNOWN_PDU_TYPES:
-            raise MalformedPduError(f"unexpected PDU of type 0x{pdu_type:02X} on an association", 2)
-        else:
-            raise MalformedPduError(f"unrecognized PDU type 0x{pdu_type:02X}", 1)
+    contexts = association.contexts
+
+    def open_sink(command: DimseCommand, context_id: int) -> DataSetSink | None:
+        return user.data_set_sink(association, command, contexts[context_id])
+
+    reassembly = _Reassembly(limits.max_data_set_bytes, open_sink)
+    try:
+        while True:
+            pdu_type, body = connection.read_pdu(limits.max_pdu_length)
+            if pdu_type == P_DATA_TF:
+                _on_p_data(body, reassembly, connection, association, user)
+            elif pdu_type == A_RELEASE_RQ:
+                association.released = True
+                connection.close_after(encode_release_rp())
+                return AssociationEnd.RELEASED
+            elif pdu_type == A_ABORT:
+                source, reason = (body[2], body[3]) if len(body) >= 4 else (0, 0)
+                LOGGER.info("association_aborted_by_peer", source=source, reason=reason)
+                return AssociationEnd.ABORTED_BY_PEER
+            elif pdu_type in _KNOWN_PDU_TYPES:
+                raise MalformedPduError(
+                    f"unexpected PDU of type 0x{pdu_type:02X} on an association", 2
+                )
+            else:
+                raise MalformedPduError(f"unrecognized PDU type 0x{pdu_type:02X}", 1)
+    finally:
+        reassembly.discard()  # a data set cut off by release, abort or error leaves nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -692,10 +765,8 @@ def serve_association(
     """
     connection = _Connection(sock, idle_timeout=limits.idle_timeout, pdu_timeout=limits.pdu_timeout)
     association._connection = connection
-    established = False
     try:
-        established = _negotiate(connection, association, user, open_associations, limits)
-        if not established:
+        if not _negotiate(connection, association, user, open_associations, limits):
             return AssociationEnd.REJECTED
         return _transfer(connection, association, user, limits)
     except MalformedPduError as error:
@@ -709,10 +780,10 @@ def serve_association(
         _abort(connection, 0)
         return AssociationEnd.ABORTED_BY_NODE
     except TimeoutError:
-        phase = "data transfer" if established else "the A-ASSOCIATE-RQ (ARTIM)"
+        established = association.request is not None
         LOGGER.warning(
             "association_timeout",
-            waiting_for=phase,
+            waiting_for="data transfer" if established else "the A-ASSOCIATE-RQ (ARTIM)",
             timeout_seconds=limits.idle_timeout if established else limits.associate_timeout,
             pdu_timeout_seconds=limits.pdu_timeout,
         )
@@ -720,7 +791,11 @@ def serve_association(
         _abort(connection, 0)
         return AssociationEnd.TIMED_OUT
     except (ConnectionClosedError, OSError) as error:
-        if connection.aborted_by_node:
-            return AssociationEnd.ABORTED_BY_NODE
-        LOGGER.warning("association_connection_lost", reason=str(error) or type(error).__name__)
-        return AssociationEnd.CONNECTION_LOST
+        return _connection_lost(connection, error)
+
+
+def _connection_lost(connection: _Connection, error: Exception) -> AssociationEnd:
+    if connection.aborted_by_node:
+        return AssociationEnd.ABORTED_BY_NODE
+    LOGGER.warning("association_connection_lost", reason=str(error) or type(error).__name__)
+    return AssociationEnd.CONNECTION_LOST

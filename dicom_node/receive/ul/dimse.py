@@ -99,7 +99,11 @@ class DimseCommand:
 
 
 def _uid(value: bytes) -> str:
-    return value.decode("ascii", "replace").rstrip("\x00 ").strip()
+    try:
+        text = value.decode("ascii")
+    except UnicodeDecodeError:
+        raise MalformedCommandError(f"a UID of the command set is not ASCII: {value!r}") from None
+    return text.rstrip("\x00 ").strip()
 
 
 def parse_command(encoded: ByteString) -> DimseCommand:

@@ -1,0 +1,172 @@
+"""Issue 12 point 1: a C-STORE data set goes to the spool's temporary file as it arrives.
+
+The receiver runs in this process; the peer streams its PDUs from a generator
+so that the test itself never holds the instance, and the process's resident
+memory is read while the node receives. Before streaming, the node held the
+whole data set in memory (a 1 GiB data set: +1 GB RSS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import time
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from pydicom.filereader import read_dataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
+
+from dicom_node.receive.scp import DicomReceiver, ReceiverConfig
+from dicom_node.receive.spool import InstanceLimits, Spool
+from dicom_node.receive.ul.pdu import (
+    A_ABORT,
+    A_ASSOCIATE_AC,
+    A_RELEASE_RP,
+    PresentationContextProposal,
+)
+from service.jobstore import SqliteJobStore
+from tests.helpers.scp_harness import RawPeer, encode_data_set, mr_data_set, store_command
+
+pytestmark = [pytest.mark.integration]
+
+MR_CONTEXT = PresentationContextProposal(1, MRImageStorage, (ExplicitVRLittleEndian,))
+CHUNK = 128 * 1024 - 6  # one PDV per PDU of the node's 128 KiB maximum
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def _large_instance(uid: str, pixel_bytes: int) -> tuple[bytes, int]:
+    """The encoded elements before Pixel Data (with its header) and the pixel length."""
+    ds = mr_data_set(uid)
+    ds.Rows = 4096
+    ds.Columns = pixel_bytes // (4096 * 2)
+    del ds.PixelData
+    head = encode_data_set(ds) + b"\xe0\x7f\x10\x00OW\x00\x00" + struct.pack("<I", pixel_bytes)
+    return head, pixel_bytes
+
+
+def _data_pdus(head: bytes, pixel_bytes: int, digest: hashlib._Hash) -> Iterator[bytes]:
+    """P-DATA-TF PDUs of the data set, the pixels made as they are sent."""
+    pattern = bytes(range(256)) * (CHUNK // 256 + 1)
+    pending = head
+    remaining = pixel_bytes
+    while pending or remaining:
+        take = min(remaining, CHUNK - len(pending))
+        fragment = pending + pattern[:take]
+        pending = b""
+        remaining -= take
+        digest.update(fragment)
+        control = 0x00 if remaining else 0x02
+        item = struct.pack(">IBB", len(fragment) + 2, 1, control) + fragment
+        yield struct.pack(">BBI", 0x04, 0, len(item)) + item
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[DicomReceiver]:
+    store = SqliteJobStore(tmp_path / "jobs.sqlite")
+    spool = Spool(
+        tmp_path / "spool", fsync=False, limits=InstanceLimits(max_instance_bytes=1 << 30)
+    )
+    node = DicomReceiver(
+        ReceiverConfig(ae_title="WBDWI", port=0, bind_address="127.0.0.1"), spool, store
+    )
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop(grace_seconds=1)
+        spool.close()
+        store.close()
+
+
+def _status(peer: RawPeer) -> int:
+    status: int = read_dataset(BytesIO(peer.read_message()[0]), True, True).Status
+    return status
+
+
+def test_a_large_instance_is_streamed_to_disk_with_bounded_memory(
+    receiver: DicomReceiver, tmp_path: Path
+) -> None:
+    head, pixel_bytes = _large_instance("1.2.826.7.1", 192 << 20)
+    digest = hashlib.sha256()
+    with RawPeer(receiver.port, timeout=60) as peer:
+        assert peer.associate([MR_CONTEXT])[0] == A_ASSOCIATE_AC
+        peer.send_message(1, store_command(1, "1.2.826.7.1"))
+        rss_before = _rss_bytes()
+        peak = rss_before
+        for number, pdu in enumerate(_data_pdus(head, pixel_bytes, digest)):
+            peer.send(pdu)
+            if number % 64 == 0:
+                peak = max(peak, _rss_bytes())
+        assert _status(peer) == 0x0000
+        peak = max(peak, _rss_bytes())
+        assert peer.release() == A_RELEASE_RP
+    assert peak - rss_before < 48 << 20, f"RSS grew by {(peak - rss_before) >> 20} MiB"
+    (stored,) = (tmp_path / "spool").rglob("1.2.826.7.1.dcm")
+    with stored.open("rb") as handle:
+        handle.seek(132 + 8)
+        meta_length = struct.unpack("<I", handle.read(4))[0]
+        handle.seek(132 + 12 + meta_length)
+        on_disk = hashlib.sha256()
+        while block := handle.read(1 << 20):
+            on_disk.update(block)
+    assert on_disk.hexdigest() == digest.hexdigest()
+
+
+def test_an_abort_mid_instance_leaves_no_temporary_file(
+    receiver: DicomReceiver, tmp_path: Path
+) -> None:
+    head, pixel_bytes = _large_instance("1.2.826.7.2", 8 << 20)
+    with RawPeer(receiver.port) as peer:
+        assert peer.associate([MR_CONTEXT])[0] == A_ASSOCIATE_AC
+        peer.send_message(1, store_command(1, "1.2.826.7.2"))
+        for number, pdu in enumerate(_data_pdus(head, pixel_bytes, hashlib.sha256())):
+            if number == 20:
+                break
+            peer.send(pdu)
+        peer.send(struct.pack(">BBIBBBB", A_ABORT, 0, 4, 0, 0, 0, 0))
+    for _ in range(100):
+        if receiver.active_associations == 0:
+            break
+        time.sleep(0.05)
+    assert receiver.active_associations == 0
+    assert receiver.spool.discard_incomplete() == 0  # no .part but those made ahead
+    assert list((tmp_path / "spool").rglob("*.dcm")) == []
+
+
+def test_an_instance_over_the_limit_is_refused_and_its_file_removed(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.sqlite")
+    spool = Spool(
+        tmp_path / "spool", fsync=False, limits=InstanceLimits(max_instance_bytes=4 << 20)
+    )
+    node = DicomReceiver(
+        ReceiverConfig(ae_title="WBDWI", port=0, bind_address="127.0.0.1"), spool, store
+    )
+    node.start()
+    try:
+        head, pixel_bytes = _large_instance("1.2.826.7.3", 8 << 20)
+        with RawPeer(node.port) as peer:
+            assert peer.associate([MR_CONTEXT])[0] == A_ASSOCIATE_AC
+            peer.send_message(1, store_command(1, "1.2.826.7.3"))
+            for pdu in _data_pdus(head, pixel_bytes, hashlib.sha256()):
+                peer.send(pdu)
+            assert _status(peer) == 0xA700
+            good = mr_data_set("1.2.826.7.4")
+            peer.send_message(1, store_command(2, "1.2.826.7.4"), encode_data_set(good))
+            assert _status(peer) == 0x0000
+            assert peer.release() == A_RELEASE_RP
+        assert spool.discard_incomplete() == 0
+        assert [p.name for p in (tmp_path / "spool").rglob("*.dcm")] == ["1.2.826.7.4.dcm"]
+    finally:
+        node.stop(grace_seconds=1)
+        spool.close()
+        store.close()

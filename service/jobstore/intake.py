@@ -278,15 +278,6 @@ class IntakeRecords(StoreConnection):
                 (since, reason, time.time(), job_id, JobState.RECEIVING.value),
             )
 
-    def discard_receiving(self, job_id: int, reason: str) -> None:
-        """Close a receiving job that turned out to duplicate an earlier one."""
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE jobs SET state = ?, reason = ?, updated_at = ? WHERE job_id = ? "
-                "AND state = ?",
-                (JobState.DONE.value, reason, time.time(), job_id, JobState.RECEIVING.value),
-            )
-
     def instance_totals(self) -> tuple[int, int]:
         """Stored instances and their bytes."""
         with self._lock:

@@ -263,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
         StudyHeaderError,
         WriterError,
     )
+    from service.priors import load_prior
 
     if args.yellow_lower is not None and not 0 <= args.yellow_lower < float("inf"):
         print(
@@ -270,8 +271,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from service.priors import load_prior
-
     try:
         priors = [load_prior(path) for path in args.prior]
         outcome = run_offline(

@@ -334,7 +334,7 @@ class Node:
                 "wbdwi_instances_refused_total",
                 "counter",
                 "C-STOREs refused before storing, by reason (truncated, malformed, sop_class, "
-                "sop_instance, pixel_data, too_large, inflation).",
+                "sop_instance, pixel_data, pixel_module, too_large, inflation).",
                 tuple(({"reason": reason}, n) for reason, n in sorted(refused.items())),
             ),
             Metric(

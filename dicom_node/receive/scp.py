@@ -1,8 +1,11 @@
 """The node's DICOM listener: C-ECHO, C-STORE into the durable spool, MPPS N-CREATE/N-SET.
 
 Built on the native Upper Layer acceptor (:mod:`dicom_node.receive.ul`): a thread per
-association, the data set of a C-STORE handed over as the bytes received and
-written to the spool without being decoded. Accepted (PS3.4 annex A, B, F):
+association; the data set of a C-STORE of a kept class goes to a spool
+temporary file as its PDUs arrive (:meth:`DicomReceiver.data_set_sink`), is
+parsed whole there, and is refused (no file, no row) when it could not be
+processed (:func:`dicom_node.receive.spool.check_instance`); it is stored as
+received, never re-encoded. Accepted (PS3.4 annex A, B, F):
 
 - Verification; MR Image Storage and Enhanced MR Image Storage; Segmentation
   and Label Map Segmentation Storage (a reader's corrected SEG, kept in the

@@ -2,7 +2,10 @@
 
 A received C-STORE data set is written exactly as it arrived (no decode, no
 re-encode), behind a DICOM file meta header built here, to a temporary file in
-the spool's own ``.incoming`` folder; the file is fsynced and renamed
+the spool's own ``.incoming`` folder (as its fragments arrive:
+:meth:`Spool.open_incoming`, :class:`IncomingInstance`); it is then parsed whole
+(:func:`check_instance`) and refused, its file removed, when it could not be
+processed; otherwise the file is fsynced and renamed
 atomically to ``<root>/<study UID>/<series UID>/<SOP instance UID>.dcm``, the
 folder is fsynced, the instance is recorded through an
 :class:`InstanceRecorder`, and only then may the SCP answer success.

@@ -51,6 +51,9 @@ def render_metrics(metrics: Iterable[Metric]) -> str:
 class HealthServer:
     """A small HTTP server in a daemon thread.
 
+    The port is bound when the object is made (``OSError`` when it cannot
+    be); :meth:`start` serves it.
+
     Parameters
     ----------
     bind_address, port
@@ -86,10 +89,17 @@ class HealthServer:
         LOGGER.info("http_started", port=self.port, endpoints=["/healthz", "/readyz", "/metrics"])
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop serving and close the socket (only close it when serving never started)."""
+        if self._thread.ident is None:
+            self.close()
+            return
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+    def close(self) -> None:
+        """Close the socket of a server that was bound and never started."""
+        self._server.server_close()
 
     def _make_handler(self) -> type[BaseHTTPRequestHandler]:
         outer = self

@@ -1,7 +1,9 @@
 """The node: receiver, completion, worker, exporter and HTTP, started and stopped together.
 
 Start order: lock the data folder (one node per folder,
-:mod:`service.data_dir_lock`); open the job store; recover (delete half-written spool files,
+:mod:`service.data_dir_lock`); open the job store; check that the DICOM port can
+be bound and bind the HTTP port (a port in use stops the start here, with one
+line naming it, before anything runs); recover (delete half-written spool files,
 index spool files the store does not know, put interrupted jobs back to
 ``ready``); pick the processing device and say which; start the threads; open
 the DICOM port last, so nothing is acknowledged before the node can keep it.
@@ -15,6 +17,8 @@ the exporter finish the file in flight, stop HTTP, close the store.
 
 from __future__ import annotations
 
+import errno
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -37,11 +41,41 @@ from service.retention import RetentionCleaner, RetentionKind
 from service.settings import OtherStoragePolicy, Settings
 from service.worker import JobOutcome, PriorsWait, Worker, warm_up_gpu
 
-__all__ = ["Node", "RecoveryReport"]
+__all__ = ["Node", "PortUnavailableError", "RecoveryReport", "check_port_free"]
 
 LOGGER = structlog.get_logger(__name__)
 
 JOB_STORE_FILE = "jobs.sqlite"
+
+
+class PortUnavailableError(OSError):
+    """A port the node must listen on is in use or not allowed (the message names it)."""
+
+
+def _port_message(kind: str, setting: str, bind_address: str, port: int, error: OSError) -> str:
+    reason = error.strerror or str(error)
+    if error.errno == errno.EADDRINUSE:
+        reason = "already in use (another program, or another node, listens on it)"
+    elif error.errno == errno.EACCES:
+        reason = "not allowed for this user (ports below 1024 need privileges)"
+    return f"{kind} port {port} on {bind_address} ({setting}): {reason}"
+
+
+def check_port_free(kind: str, setting: str, bind_address: str, port: int) -> None:
+    """Raise :class:`PortUnavailableError` when ``bind_address:port`` cannot be bound now.
+
+    Binds (with the listener's own options, ``socket.create_server``) and
+    closes again; port 0 (any free port) is not checked.
+    """
+    if port == 0:
+        return
+    try:
+        probe = socket.create_server((bind_address, port))
+    except OSError as error:
+        raise PortUnavailableError(
+            _port_message(kind, setting, bind_address, port, error)
+        ) from error
+    probe.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,31 +198,50 @@ class Node:
         return report
 
     def start(self) -> None:
-        """Recover, choose the device, start every part; the DICOM port opens last."""
+        """Check the ports, recover, choose the device, start every part; the DICOM port opens last.
+
+        Raises
+        ------
+        PortUnavailableError
+            The DICOM or HTTP port cannot be listened on (in use, or not
+            allowed); raised before anything is recovered or started.
+        """
+        node = self.settings.node
+        check_port_free("DICOM", "node.port", node.bind_address, node.port)
+        if node.http_port:
+            try:  # binds now, serves once the rest has started
+                self.http = HealthServer(
+                    node.bind_address, node.http_port, self.readiness_problems, self.metrics
+                )
+            except OSError as error:
+                raise PortUnavailableError(
+                    _port_message(
+                        "HTTP", "node.http_port", node.bind_address, node.http_port, error
+                    )
+                ) from error
         LOGGER.info(
             "node_starting",
             version=self.version,
             ae_title=self.settings.node.ae_title,
             data_dir=str(self.data_dir),
         )
+        self._started = True  # from here on, a failure stops what started (stop())
         self.recover()
         self.select_device()
         self._spawn("completion", lambda: self.completion.run(self._stop))
-        for index in range(self.settings.node.workers):
+        for index in range(node.workers):
             self._spawn(f"worker-{index + 1}", lambda: self.worker.run(self._worker_stop))
         self._spawn("exporter", lambda: self.exporter.run(self._stop))
         if self.settings.retention.enabled:
             self._spawn("retention", lambda: self.retention.run(self._stop))
-        if self.settings.node.http_port:
-            self.http = HealthServer(
-                self.settings.node.bind_address,
-                self.settings.node.http_port,
-                self.readiness_problems,
-                self.metrics,
-            )
+        if self.http is not None:
             self.http.start()
-        self.receiver.start()
-        self._started = True
+        try:
+            self.receiver.start()
+        except OSError as error:  # taken since the check (recovery can take a while)
+            raise PortUnavailableError(
+                _port_message("DICOM", "node.port", node.bind_address, node.port, error)
+            ) from error
         LOGGER.info(
             "node_started",
             dicom_port=self.receiver.port,
@@ -232,6 +285,9 @@ class Node:
     def stop(self) -> None:
         """Graceful stop (see the module docstring)."""
         if not self._started:
+            if self.http is not None:  # bound, never served
+                self.http.stop()
+                self.http = None
             self.store.close()
             self.data_dir_lock.release()
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -11,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+import service.node as node_module
+from service.jobstore import SqliteJobStore
+from service.settings import load_settings
+from tests.conftest import free_port
 from tests.helpers.node_harness import REPO, NodeProcess
 
 pytestmark = [pytest.mark.integration]
@@ -96,3 +101,88 @@ def test_bad_logging_level_is_a_settings_error_exit_2(tmp_path: Path) -> None:
     line = _one_line(result.stderr)
     assert line.startswith("wbdwi serve: logging: level 'loud' is not one of debug, info")
     assert not (tmp_path / "data").exists()
+
+
+def _data_dir_with_interrupted_job(tmp_path: Path) -> Path:
+    """A data folder whose store has a job left ``processing`` (recovery would resume it)."""
+    data_dir = tmp_path / "data"
+    SqliteJobStore(data_dir / "jobs.sqlite").close()
+    now = time.time()
+    connection = sqlite3.connect(data_dir / "jobs.sqlite")
+    with connection:
+        connection.execute(
+            "INSERT INTO jobs (study_uid, version, state, calling_ae, created_at, updated_at, "
+            "last_instance_at) VALUES ('1.2.3', 1, 'processing', 'SCANNER', ?, ?, ?)",
+            (now, now, now),
+        )
+    connection.close()
+    return data_dir
+
+
+def _job_states(data_dir: Path) -> list[str]:
+    connection = sqlite3.connect(data_dir / "jobs.sqlite")
+    try:
+        return [row[0] for row in connection.execute("SELECT state FROM jobs")]
+    finally:
+        connection.close()
+
+
+def _can_bind(port: int) -> bool:
+    try:
+        probe = socket.create_server(("0.0.0.0", port))
+    except OSError:
+        return False
+    probe.close()
+    return True
+
+
+@pytest.mark.parametrize("taken", ["dicom", "http"])
+def test_port_in_use_is_one_line_exit_1_before_anything_starts(tmp_path: Path, taken: str) -> None:
+    data_dir = _data_dir_with_interrupted_job(tmp_path)
+    with socket.create_server(("0.0.0.0", 0)) as holder:
+        busy = holder.getsockname()[1]
+        other = free_port()
+        dicom, http = (busy, other) if taken == "dicom" else (other, busy)
+        result = _serve(
+            "--data-dir", str(data_dir), "--port", str(dicom), "--http-port", str(http),
+            "--log-format", "json",
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    line = _one_line(result.stderr)  # no node_starting, recovered or thread traceback
+    kind, setting = ("DICOM", "node.port") if taken == "dicom" else ("HTTP", "node.http_port")
+    assert line == (
+        f"wbdwi serve: cannot start: {kind} port {busy} on 0.0.0.0 ({setting}): already in use "
+        "(another program, or another node, listens on it)"
+    )
+    assert _job_states(data_dir) == ["processing"]  # recovery did not run
+    assert _can_bind(other)  # the other port was released (or never bound)
+
+
+def test_dicom_port_taken_during_recovery_stops_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The port is free at the check and taken before the listener opens: a clean stop."""
+    with socket.create_server(("0.0.0.0", 0)) as holder:
+        busy = holder.getsockname()[1]
+        monkeypatch.setattr(node_module, "check_port_free", lambda *_: None)
+        settings = load_settings(
+            env={},
+            overrides={
+                "node": {
+                    "data_dir": str(tmp_path / "data"),
+                    "port": busy,
+                    "http_port": free_port(),
+                    "device": "cpu",
+                },
+            },
+        )
+        node = node_module.Node(settings)
+        with pytest.raises(node_module.PortUnavailableError, match=f"DICOM port {busy} on "):
+            node.start()
+        threads = list(node._threads.values())
+        assert threads  # the worker and the others had started
+        node.stop()
+    assert all(not thread.is_alive() for thread in threads)
+    assert node.http is not None
+    assert _can_bind(node.http.port)
+    assert "Traceback" not in capsys.readouterr().err

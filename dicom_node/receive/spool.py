@@ -36,10 +36,11 @@ import os
 import queue
 import re
 import struct
+import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -282,13 +283,12 @@ class InstanceRefusedError(InvalidInstanceError):
         self.reason = reason
 
 
-def _inflate(encoded: ByteString, limits: InstanceLimits) -> bytes:
-    """Inflate a deflated data set, refusing it past the size or ratio limit or when cut short."""
+def _inflate(encoded: ByteString, limits: InstanceLimits, emit: Callable[[bytes], object]) -> None:
+    """Inflate a deflated data set into ``emit``, refusing it past the limits or when cut short."""
     ceiling = min(
         limits.max_instance_bytes, max(len(encoded), 1 << 16) * limits.max_inflation_ratio
     )
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    pieces: list[bytes] = []
     total = 0
     pending: ByteString = encoded
     try:
@@ -303,7 +303,7 @@ def _inflate(encoded: ByteString, limits: InstanceLimits) -> bytes:
                     status=STATUS_OUT_OF_RESOURCES,
                     reason="inflation",
                 )
-            pieces.append(piece)
+            emit(piece)
             pending = inflater.unconsumed_tail
             if inflater.eof or (not pending and not piece):
                 break
@@ -325,7 +325,36 @@ def _inflate(encoded: ByteString, limits: InstanceLimits) -> bytes:
             status=STATUS_CANNOT_UNDERSTAND,
             reason="malformed",
         )
-    return b"".join(pieces)
+
+
+@contextlib.contextmanager
+def _inflated(
+    encoded: ByteString, limits: InstanceLimits, scratch_dir: str | None
+) -> Iterator[ByteString]:
+    """The inflated data set: in memory, or (``scratch_dir``) in an unnamed file, mapped.
+
+    In a file, memory holds one chunk of the inflation at a time, and the walk
+    touches only the pages with element headers.
+    """
+    if scratch_dir is None:
+        pieces: list[bytes] = []
+        _inflate(encoded, limits, pieces.append)
+        yield b"".join(pieces)
+        return
+    with tempfile.TemporaryFile(dir=scratch_dir) as scratch:
+        _inflate(encoded, limits, scratch.write)
+        scratch.flush()
+        if scratch.tell() == 0:
+            yield b""
+            return
+        mapping = mmap.mmap(scratch.fileno(), 0, access=mmap.ACCESS_READ)
+        view = memoryview(mapping)
+        try:
+            yield view
+        finally:
+            view.release()
+            with contextlib.suppress(BufferError):  # a traceback holds a slice: unmapped later
+                mapping.close()
 
 
 def _unsigned_short(values: dict[int, bytes], tag: int) -> int | None:
@@ -413,6 +442,7 @@ def check_instance(
     sop_class_uid: str,
     sop_instance_uid: str,
     limits: InstanceLimits,
+    scratch_dir: str | None = None,
 ) -> InstanceHeader:
     """Parse a whole received data set and refuse what could not be processed.
 
@@ -422,6 +452,9 @@ def check_instance(
     the presentation context's abstract syntax (``sop_class_uid``), its SOP
     Instance UID the command's (``sop_instance_uid``), and native Pixel Data must
     be as long as its image attributes declare.
+
+    A deflated data set is inflated into an unnamed file in ``scratch_dir``
+    when given (memory then stays small whatever it inflates to), else in memory.
 
     Raises
     ------
@@ -435,16 +468,20 @@ def check_instance(
             status=STATUS_OUT_OF_RESOURCES,
             reason="too_large",
         )
-    stream: ByteString = encoded
-    if transfer_syntax_uid == _DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        stream = _inflate(encoded, limits)
     try:
-        values = walk_data_set(
-            stream,
-            implicit_vr=transfer_syntax_uid == _IMPLICIT_VR_LITTLE_ENDIAN,
-            wanted=_CHECKED_TAGS,
-            max_depth=limits.max_sequence_depth,
-        )
+        if transfer_syntax_uid == _DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+            with _inflated(encoded, limits, scratch_dir) as stream:
+                values = walk_data_set(
+                    stream, implicit_vr=False, wanted=_CHECKED_TAGS,
+                    max_depth=limits.max_sequence_depth,
+                )  # fmt: skip
+        else:
+            values = walk_data_set(
+                encoded,
+                implicit_vr=transfer_syntax_uid == _IMPLICIT_VR_LITTLE_ENDIAN,
+                wanted=_CHECKED_TAGS,
+                max_depth=limits.max_sequence_depth,
+            )
     except MalformedDataSetError as error:
         text = str(error)
         reason = "truncated" if "truncated" in text or "data end" in text else "malformed"
@@ -747,6 +784,7 @@ class Spool:
             folder.mkdir(parents=True, exist_ok=True)
         # The hot path works on strings: pathlib costs tens of microseconds per instance.
         self._root_text = str(root)
+        self._incoming_text = str(self._incoming)
         self._temporary_files = _TemporaryFilePool(
             (str(batches[0]), str(batches[1])), f"{os.getpid()}."
         )
@@ -795,6 +833,7 @@ class Spool:
             sop_class_uid=sop_class_uid,
             sop_instance_uid=sop_instance_uid,
             limits=self.limits,
+            scratch_dir=self._incoming_text,
         )
         if recorder.has_instance(sop_instance_uid):
             return None, False
@@ -871,6 +910,7 @@ class Spool:
                     sop_class_uid=incoming.sop_class_uid,
                     sop_instance_uid=incoming.sop_instance_uid,
                     limits=self.limits,
+                    scratch_dir=self._incoming_text,
                 )
             if recorder.has_instance(incoming.sop_instance_uid):
                 incoming.discard()

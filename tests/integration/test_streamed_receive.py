@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import time
+import zlib
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
@@ -47,8 +48,8 @@ def _rss_bytes() -> int:
 def _large_instance(uid: str, pixel_bytes: int) -> tuple[bytes, int]:
     """The encoded elements before Pixel Data (with its header) and the pixel length."""
     ds = mr_data_set(uid)
-    ds.Rows = 4096
-    ds.Columns = pixel_bytes // (4096 * 2)
+    ds.Rows = 16384
+    ds.Columns = pixel_bytes // (16384 * 2)
     del ds.PixelData
     head = encode_data_set(ds) + b"\xe0\x7f\x10\x00OW\x00\x00" + struct.pack("<I", pixel_bytes)
     return head, pixel_bytes
@@ -170,3 +171,28 @@ def test_an_instance_over_the_limit_is_refused_and_its_file_removed(tmp_path: Pa
         node.stop(grace_seconds=1)
         spool.close()
         store.close()
+
+
+def test_a_deflate_bomb_is_refused_without_inflating_into_memory(
+    receiver: DicomReceiver, tmp_path: Path
+) -> None:
+    """Row 3 of issue 12: about 0.5 MiB deflated that inflates to 512 MiB (2.2 GB RSS before)."""
+    deflated_context = PresentationContextProposal(3, MRImageStorage, ("1.2.840.10008.1.2.1.99",))
+    head, pixel_bytes = _large_instance("1.2.826.7.5", 512 << 20)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    zeros = bytes(1 << 20)
+    bomb = compressor.compress(head) + b"".join(
+        compressor.compress(zeros) for _ in range(pixel_bytes >> 20)
+    )
+    bomb += compressor.flush()
+    assert len(bomb) < 2 << 20
+    with RawPeer(receiver.port, timeout=60) as peer:
+        assert peer.associate([deflated_context])[0] == A_ASSOCIATE_AC
+        rss_before = _rss_bytes()
+        peer.send_message(3, store_command(1, "1.2.826.7.5"), bomb)
+        assert _status(peer) == 0xA700
+        grown = _rss_bytes() - rss_before
+        assert peer.release() == A_RELEASE_RP
+    assert grown < 32 << 20, f"RSS grew by {grown >> 20} MiB"
+    assert receiver.stats.instances_refused["inflation"] == 1
+    assert list((tmp_path / "spool").rglob("*.dcm")) == []

@@ -2,7 +2,8 @@
 
 The receiver runs in this process; the peer streams its PDUs from a generator
 so that the test itself never holds the instance, and the process's resident
-memory is read while the node receives. Before streaming, the node held the
+memory is read while the node receives; a real dcmtk ``storescu`` stores an
+instance meanwhile. Before streaming, the node held the
 whole data set in memory (a 1 GiB data set: +1 GB RSS).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import subprocess
 import time
 import zlib
 from collections.abc import Iterator
@@ -17,8 +19,9 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
+from pydicom.dataset import FileMetaDataset
 from pydicom.filereader import read_dataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
+from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage
 
 from dicom_node.receive.scp import DicomReceiver, ReceiverConfig
 from dicom_node.receive.spool import InstanceLimits, Spool
@@ -29,6 +32,7 @@ from dicom_node.receive.ul.pdu import (
     PresentationContextProposal,
 )
 from service.jobstore import SqliteJobStore
+from tests.conftest import require_tool
 from tests.helpers.scp_harness import RawPeer, encode_data_set, mr_data_set, store_command
 
 pytestmark = [pytest.mark.integration]
@@ -89,6 +93,24 @@ def receiver(tmp_path: Path) -> Iterator[DicomReceiver]:
         store.close()
 
 
+def _storescu_gets_through(tmp_path: Path, port: int, sop_uid: str) -> None:
+    """A real dcmtk storescu stores one MR image meanwhile (exit 0, file in the spool)."""
+    storescu = require_tool("storescu", "install dcmtk (make tools)")
+    ds = mr_data_set(sop_uid)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    ds.file_meta.TransferSyntaxUID = UID(ExplicitVRLittleEndian)
+    path = tmp_path / f"{sop_uid}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    result = subprocess.run(
+        [storescu, "-aec", "WBDWI", "127.0.0.1", str(port), str(path)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert list((tmp_path / "spool").rglob(f"{sop_uid}.dcm"))
+
+
 def _status(peer: RawPeer) -> int:
     status: int = read_dataset(BytesIO(peer.read_message()[0]), True, True).Status
     return status
@@ -108,6 +130,8 @@ def test_a_large_instance_is_streamed_to_disk_with_bounded_memory(
             peer.send(pdu)
             if number % 64 == 0:
                 peak = max(peak, _rss_bytes())
+            if number == 800:  # 100 MiB on its way: a scanner still gets through
+                _storescu_gets_through(tmp_path, receiver.port, "1.2.826.7.90")
         assert _status(peer) == 0x0000
         peak = max(peak, _rss_bytes())
         assert peer.release() == A_RELEASE_RP
@@ -190,9 +214,10 @@ def test_a_deflate_bomb_is_refused_without_inflating_into_memory(
         assert peer.associate([deflated_context])[0] == A_ASSOCIATE_AC
         rss_before = _rss_bytes()
         peer.send_message(3, store_command(1, "1.2.826.7.5"), bomb)
+        _storescu_gets_through(tmp_path, receiver.port, "1.2.826.7.91")
         assert _status(peer) == 0xA700
         grown = _rss_bytes() - rss_before
         assert peer.release() == A_RELEASE_RP
     assert grown < 32 << 20, f"RSS grew by {grown >> 20} MiB"
     assert receiver.stats.instances_refused["inflation"] == 1
-    assert list((tmp_path / "spool").rglob("*.dcm")) == []
+    assert [p.name for p in (tmp_path / "spool").rglob("*.dcm")] == ["1.2.826.7.91.dcm"]

@@ -127,7 +127,11 @@ class ReceiveSettings:
         ),
     )
     network_timeout_seconds: float = field(
-        default=60.0, metadata=doc("An idle association is closed after this many seconds.")
+        default=60.0,
+        metadata=doc(
+            "An idle association (no PDU started for this many seconds) is aborted; see "
+            "pdu_timeout_seconds for a PDU that has started."
+        ),
     )
     max_pdu_bytes: int = field(
         default=131072,

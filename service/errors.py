@@ -15,6 +15,7 @@ Hierarchy
     +-- SettingsError              a setting has a bad value or an unknown name (a ValueError)
     +-- DataDirLockedError         another process holds the data folder (a RuntimeError)
     +-- JobStoreError              the job store cannot be opened (a RuntimeError)
+    +-- PortUnavailableError       the DICOM or HTTP port cannot be listened on (an OSError)
     +-- PriorsUnavailableError     the priors peer could not be asked; the job waits
     +-- InputsMissingError         a job's input files are no longer in the spool
     +-- HistoryError               the history store cannot do what was asked
@@ -32,6 +33,7 @@ __all__ = [
     "JobStoreError",
     "NodeError",
     "NothingToCorrectError",
+    "PortUnavailableError",
     "PriorLoadError",
     "PriorsUnavailableError",
     "SettingsError",
@@ -53,6 +55,10 @@ class DataDirLockedError(NodeError, RuntimeError):
 
 class JobStoreError(NodeError, RuntimeError):
     """The job store cannot be opened (newer schema, not a database); the message says why."""
+
+
+class PortUnavailableError(NodeError, OSError):
+    """A port the node must listen on is in use or not allowed; the message names it."""
 
 
 class PriorsUnavailableError(NodeError):

@@ -33,6 +33,7 @@ from dicom_node.receive.spool import InstanceLimits, Spool, SpooledInstance
 from processing.backend import Backend, select_backend
 from service.completion import CompletionDetector
 from service.data_dir_lock import DataDirLock
+from service.errors import PortUnavailableError
 from service.exporter import Exporter
 from service.http import HealthServer, Metric
 from service.jobs import JobSpec, JobState, OutboxState
@@ -46,10 +47,6 @@ __all__ = ["Node", "PortUnavailableError", "RecoveryReport", "check_port_free"]
 LOGGER = structlog.get_logger(__name__)
 
 JOB_STORE_FILE = "jobs.sqlite"
-
-
-class PortUnavailableError(OSError):
-    """A port the node must listen on is in use or not allowed (the message names it)."""
 
 
 def _port_message(kind: str, setting: str, bind_address: str, port: int, error: OSError) -> str:

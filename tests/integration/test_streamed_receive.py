@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.filereader import read_dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageStorage
 
-from dicom_node.receive.scp import DicomReceiver, ReceiverConfig
+from dicom_node.receive.scp import MODALITY_PERFORMED_PROCEDURE_STEP, DicomReceiver, ReceiverConfig
 from dicom_node.receive.spool import InstanceLimits, Spool
+from dicom_node.receive.ul.dimse import encode_command
 from dicom_node.receive.ul.pdu import (
     A_ABORT,
     A_ASSOCIATE_AC,
@@ -221,3 +222,23 @@ def test_a_deflate_bomb_is_refused_without_inflating_into_memory(
     assert grown < 32 << 20, f"RSS grew by {grown >> 20} MiB"
     assert receiver.stats.instances_refused["inflation"] == 1
     assert [p.name for p in (tmp_path / "spool").rglob("*.dcm")] == ["1.2.826.7.91.dcm"]
+
+
+def test_an_oversized_mpps_attribute_list_is_refused_before_it_fills_memory(
+    receiver: DicomReceiver,
+) -> None:
+    """Only C-STORE data sets are streamed; any other stays in memory, so it is capped at 1 MiB."""
+    mpps = PresentationContextProposal(
+        3, MODALITY_PERFORMED_PROCEDURE_STEP, (ImplicitVRLittleEndian,)
+    )
+    create = encode_command(
+        {0x0002: MODALITY_PERFORMED_PROCEDURE_STEP, 0x0100: 0x0140, 0x0110: 1, 0x0800: 0x0000,
+         0x1000: "1.2.826.7.6"}
+    )  # fmt: skip
+    attributes = b"\x40\x00\x54\x02" + struct.pack("<I", 2 << 20) + bytes(2 << 20)
+    with RawPeer(receiver.port) as peer:
+        assert peer.associate([mpps])[0] == A_ASSOCIATE_AC
+        peer.send_message(3, create, attributes)
+        reply = read_dataset(BytesIO(peer.read_message()[0]), True, True)
+        assert reply.Status == 0x0213 and "larger than the 1048576 bytes" in reply.ErrorComment
+        assert peer.release() == A_RELEASE_RP

@@ -100,9 +100,13 @@ _SUPPORTED_OPERATIONS = frozenset({C_ECHO_RQ, C_STORE_RQ, N_CREATE_RQ, N_SET_RQ}
 _STATUS_UNRECOGNIZED_OPERATION = 0x0211
 _STATUS_PROCESSING_FAILURE = 0x0110
 _STATUS_OUT_OF_RESOURCES = 0xA700
+_STATUS_RESOURCE_LIMITATION = 0x0213
 _ABORT_SOURCE_USER = 0
 _ABORT_SOURCE_PROVIDER = 2
 _LINGER_SECONDS = 1.0
+# The data set of a message other than a C-STORE (N-CREATE, N-SET attribute lists) stays
+# in memory: this much at most.
+_MAX_OTHER_DATA_BYTES = 1 << 20
 _RECEIVE_CHUNK = 262144
 _GROW_FROM = 65536
 
@@ -545,8 +549,10 @@ class _Reassembly:
     """One DIMSE message being reassembled from PDVs (PS3.8 9.3.5, E.2).
 
     Fragments are copied into one buffer per message, so that many tiny or empty
-    PDVs cost their bytes and nothing more; a data set past ``max_data_bytes``
-    is dropped as it arrives and answered with a failure status once complete.
+    PDVs cost their bytes and nothing more; a data set past its limit is dropped
+    as it arrives and answered with a failure status once complete. The limit is
+    ``max_data_bytes`` for a C-STORE and at most ``_MAX_OTHER_DATA_BYTES`` for
+    any other message (an MPPS attribute list is a few kilobytes).
     When ``open_sink`` gives a :class:`DataSetSink` for a command, its data set
     fragments go there instead (the spool's temporary file): memory then holds
     one PDU, whatever the data set's size.
@@ -559,6 +565,7 @@ class _Reassembly:
         "data",
         "data_size",
         "max_data_bytes",
+        "message_limit",
         "open_sink",
         "sink",
     )
@@ -569,6 +576,7 @@ class _Reassembly:
         open_sink: Callable[[DimseCommand, int], DataSetSink | None] | None = None,
     ) -> None:
         self.max_data_bytes = max_data_bytes
+        self.message_limit = max_data_bytes
         self.open_sink = open_sink
         self.context_id = 0
         self.command: DimseCommand | None = None
@@ -601,7 +609,7 @@ class _Reassembly:
         self.data_size += len(fragment)
         if self.sink is not None:
             self.sink.write(fragment)
-        elif self.data_size <= self.max_data_bytes:
+        elif self.data_size <= self.message_limit:
             self.data += fragment
         elif self.data:
             self.data = bytearray()  # too large: what came so far is let go
@@ -617,6 +625,11 @@ class _Reassembly:
             return False
         self.command = parse_command(self.command_bytes)
         self.command_bytes = bytearray()
+        self.message_limit = (
+            self.max_data_bytes
+            if self.command.command_field == C_STORE_RQ
+            else min(self.max_data_bytes, _MAX_OTHER_DATA_BYTES)
+        )
         if not self.command.has_data_set:
             return True
         if self.open_sink is not None:
@@ -644,9 +657,14 @@ def _too_large(command: DimseCommand, size: int, limit: int) -> DimseReply:
         refusal="too_large",
         sop_instance_uid=command.affected_sop_instance_uid,
     )
+    # PS3.4 B.2.3 (C-STORE: out of resources); PS3.7 C.4 (other operations: resource limitation)
+    status = (
+        _STATUS_OUT_OF_RESOURCES
+        if command.command_field == C_STORE_RQ
+        else _STATUS_RESOURCE_LIMITATION
+    )
     return DimseReply(
-        _STATUS_OUT_OF_RESOURCES,
-        f"data set of {size} bytes is larger than the {limit} bytes this node accepts",
+        status, f"data set of {size} bytes is larger than the {limit} bytes this node accepts"
     )
 
 
@@ -669,8 +687,8 @@ def _on_p_data(
         command, data, size, sink = reassembly.take()
         request = DimseRequest(command, contexts[context_id], data, sink)
         try:
-            if size > reassembly.max_data_bytes:
-                refused = _too_large(command, size, reassembly.max_data_bytes)
+            if size > reassembly.message_limit:
+                refused = _too_large(command, size, reassembly.message_limit)
                 association.tally["refused_too_large"] += 1
                 _send_reply(connection, request, refused, association.request.max_pdu_length)
             else:

@@ -94,15 +94,16 @@ class JobQueueRecords(StoreConnection):
         return QueueOutcome.QUEUED
 
     def unfinished_earlier_version(self, study_uid: str, version: int) -> int | None:
-        """An earlier exam version of the study still ``ready`` or ``processing`` (``None``: none).
+        """An earlier version of the study still ``ready`` or ``processing`` (``None``: none).
 
-        A later version waits for it, so that its SR exists to be named as the
-        later report's predecessor and its results are not sent after the later ones.
+        A later version waits for it (an exam or a reader's correction), so that
+        its SR exists to be named as the later report's predecessor and its
+        results are not sent after the later ones.
         """
         with self._lock:
             row = self._db.execute(
                 "SELECT MAX(version) FROM jobs WHERE study_uid = ? AND version < ? "
-                "AND state IN (?, ?) AND (job_key IS NULL OR job_key NOT LIKE 'correction:%')",
+                "AND state IN (?, ?)",
                 (study_uid, version, JobState.READY.value, JobState.PROCESSING.value),
             ).fetchone()
         return None if row[0] is None else int(row[0])

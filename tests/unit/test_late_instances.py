@@ -23,6 +23,7 @@ from service.settings import Settings, load_settings
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
 STUDY = "1.2.826.0.1.3680043.8.498.12"
 QUIET = 30.0
 FIRST_AT = 1000.0
@@ -286,3 +287,28 @@ def test_late_instance_of_no_new_input_closes_the_new_version_as_a_duplicate(
     versions = {job.version: job for job in store.jobs()}
     assert versions[2].state is JobState.DONE
     assert versions[2].reason == "same inputs as an earlier job of this study"
+
+
+def test_late_instance_after_a_correction_waits_for_the_correction(
+    store: SqliteJobStore, detector: CompletionDetector, clock: Clock, tmp_path: Path
+) -> None:
+    """Version 1 done, a reader's SEG queued as version 2: the late images make version 3."""
+    job_id = _first_version_ready(store, detector, clock)
+    store.claim(now=clock.now)
+    store.finish_processing(job_id, [("/r/v1/sr.dcm", "2.25.1")], [], 10.0)
+    seg = replace(_instance(90, FIRST_AT + 100), sop_class_uid=SEGMENTATION)
+    assert store.record_instance(seg)
+    clock.now = FIRST_AT + 101
+    [correction_id] = detector.check()
+    assert _exam_jobs(store) == {2: JobState.READY, 1: JobState.DONE}
+    assert _late_instance_then_quiet(store, detector, clock) == []  # waits for version 2
+    assert _exam_jobs(store) == {3: JobState.RECEIVING, 2: JobState.READY, 1: JobState.DONE}
+    correction = store.claim(now=clock.now)
+    assert correction is not None
+    assert correction.job_id == correction_id
+    store.finish_processing(correction_id, [("/r/v2/sr.dcm", "2.25.2")], [], 1.0)
+    [third] = detector.check()
+    spec = store.claim(now=clock.now)
+    assert spec is not None
+    assert spec.job_id == third
+    _assert_spec_has_every_instance(spec, 3, tmp_path)  # MR instances only, not the SEG

@@ -1,16 +1,17 @@
 """A seeded mutation run of a recorded storage association against the node's receiver.
 
 :func:`recorded_session` builds what a scanner sends in one association (an
-A-ASSOCIATE-RQ, C-STOREs of small MR images in explicit VR little endian, an
-A-RELEASE-RQ); :func:`run_mutations` replays it many times, each time with one
-seeded mutation, either of a data set (then framed correctly, so that the
-node's reassembly is not in question: what it stores must be that mutated data
-set byte for byte) or of the raw byte stream (framing included). Each case is
-sent whole, the sending side is shut, and the node's answers are read until it
-closes; a case that takes longer than ``case_timeout`` is a hang.
+A-ASSOCIATE-RQ, C-STOREs of small MR images in explicit, implicit and deflated
+explicit VR little endian, an A-RELEASE-RQ); :func:`run_mutations` replays it
+many times, each time with one seeded mutation, either of a data set (then
+framed correctly, so that the node's reassembly is not in question: what it
+stores must be that mutated data set byte for byte) or of the raw byte stream
+(framing included). Each case is sent whole, the sending side is shut, and the
+node's answers are read until it closes; a case that takes longer than
+``case_timeout`` is a hang.
 
 Used by ``tests/integration/test_mutation_run.py`` (a few hundred cases) and
-``benchmarks/bench_receive_mutations.py`` (more).
+``python -m benchmarks mutation_run`` (more).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import random
 import socket
 import struct
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -28,7 +30,12 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MRImageStorage,
+)
 
 from dicom_node.receive.scp import DicomReceiver
 from dicom_node.receive.ul.pdu import (
@@ -43,7 +50,11 @@ from tests.helpers.scp_harness import encode_data_set, mr_data_set, store_comman
 
 __all__ = ["MutationReport", "recorded_session", "run_mutations"]
 
-_CONTEXT = PresentationContextProposal(1, MRImageStorage, (ExplicitVRLittleEndian,))
+_CONTEXTS = (
+    PresentationContextProposal(1, MRImageStorage, (ExplicitVRLittleEndian,)),
+    PresentationContextProposal(3, MRImageStorage, (ImplicitVRLittleEndian,)),
+    PresentationContextProposal(5, MRImageStorage, (DeflatedExplicitVRLittleEndian,)),
+)
 _PDU = 16384
 
 
@@ -71,6 +82,11 @@ class MutationReport:
         return self.failures
 
 
+def _context_id(number: int) -> int:
+    """Instance ``number`` (from 1) goes in explicit, implicit, deflated VR LE in turn."""
+    return _CONTEXTS[(number - 1) % len(_CONTEXTS)].context_id
+
+
 def _sequence_data_set(uid: str, number: int) -> bytes:
     ds = mr_data_set(uid, series=f"1.2.826.1.{number % 2 + 1}")
     ds.Rows = ds.Columns = 8
@@ -80,7 +96,12 @@ def _sequence_data_set(uid: str, number: int) -> bytes:
     code.CodingSchemeDesignator = "DCM"
     code.CodeMeaning = "IHE Radiation Dose Structured Report"
     ds.ProcedureCodeSequence = Sequence([code])
-    return encode_data_set(ds)
+    context = _context_id(number)
+    encoded = encode_data_set(ds, implicit=context == 3)
+    if context == 5:
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        encoded = compressor.compress(encoded) + compressor.flush()
+    return encoded
 
 
 def recorded_session(instances: int = 2, prefix: str = "1.2.826.5") -> list[tuple[str, bytes]]:
@@ -96,15 +117,22 @@ def _frame(session: list[tuple[str, bytes]], data_sets: list[bytes]) -> bytes:
         called_ae="WBDWI",
         calling_ae="SCANNER",
         application_context="1.2.840.10008.3.1.1.1",
-        contexts=(_CONTEXT,),
+        contexts=_CONTEXTS,
         max_pdu_length=_PDU,
     )
     parts = [encode_associate_rq(request)]
     for number, ((uid, _), data) in enumerate(zip(session, data_sets, strict=True), start=1):
         parts.append(
-            encode_p_data(1, store_command(number, uid), is_command=True, max_pdu_length=_PDU)
+            encode_p_data(
+                _context_id(number),
+                store_command(number, uid),
+                is_command=True,
+                max_pdu_length=_PDU,
+            )
         )
-        parts.append(encode_p_data(1, data, is_command=False, max_pdu_length=_PDU))
+        parts.append(
+            encode_p_data(_context_id(number), data, is_command=False, max_pdu_length=_PDU)
+        )
     parts.append(encode_release_rq())
     return b"".join(parts)
 
@@ -228,7 +256,7 @@ def run_mutations(
     started = time.monotonic()
     for number in range(cases):
         prefix = f"1.2.826.5.{number + 1}"
-        session = recorded_session(2, prefix)
+        session = recorded_session(3, prefix)
         case = _case(session, rng)
         case_start = time.monotonic()
         try:

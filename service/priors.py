@@ -27,7 +27,7 @@ In order, for a follow-up exam::
     when = read_study_date_time(exam)                       # dicom_node.assembly.study_header
     prepared = prepare_priors(history, exam.patient_id, exam.issuer_of_patient_id,
                               exam.study_instance_uid, when.study_date,
-                              study_time=when.study_time, pacs_peer=peer)
+                              study_time=when.study_time, pacs=PacsLookup(peer))
     result = process_exam(exam, settings, yellow_lower_um2s=prepared.yellow_lower_um2s)
     summary = summarize_exam(exam, result.stats, study_date=when.study_date, ...)
     comparison = compare_with_priors(summary, prepared, settings)
@@ -93,6 +93,7 @@ __all__ = [
     "MEASUREMENTS_FILE",
     "ExamPriors",
     "HistoryPriors",
+    "PacsLookup",
     "PreparedPriors",
     "SummaryFilePriors",
     "compare_with_priors",
@@ -297,9 +298,13 @@ def find_priors(spec: PriorsSpec | None, exam: DwiExam) -> ExamPriors:
             exam.study_instance_uid,
             when.study_date,
             study_time=when.study_time,
-            pacs_peer=peer,
-            refresh_from_pacs=peer is not None,
-            pacs_tls=None if peer is None or spec.tls is None else _client_context(spec.tls),
+            pacs=None
+            if peer is None
+            else PacsLookup(
+                peer,
+                tls=None if spec.tls is None else _client_context(spec.tls),
+                refresh=True,
+            ),
         )
 
     if not ask_pacs:
@@ -406,6 +411,27 @@ class PreparedPriors:
         return comparison_histograms(comparison, self.priors)
 
 
+@dataclass(frozen=True, slots=True)
+class PacsLookup:
+    """Where :func:`prepare_priors` looks for the node's earlier reports.
+
+    Attributes
+    ----------
+    peer
+        The priors peer (query/retrieve SCP), asked when the history has no
+        earlier exam of the patient, or always with ``refresh``. Summaries
+        from PACS never replace ones this node computed.
+    tls
+        Client context for DICOM TLS towards ``peer``; ``None``: plain DICOM.
+    refresh
+        Ask ``peer`` even when the history has earlier exams of the patient.
+    """
+
+    peer: Destination
+    tls: ssl.SSLContext | None = None
+    refresh: bool = False
+
+
 def prepare_priors(
     history: HistoryStore,
     patient_id: str,
@@ -414,9 +440,7 @@ def prepare_priors(
     study_date: str,
     *,
     study_time: str = "",
-    pacs_peer: Destination | None = None,
-    refresh_from_pacs: bool = False,
-    pacs_tls: ssl.SSLContext | None = None,
+    pacs: PacsLookup | None = None,
 ) -> PreparedPriors:
     """The priors and the baseline of an exam about to be processed.
 
@@ -429,12 +453,9 @@ def prepare_priors(
     study_uid, study_date, study_time
         The exam (DICOM DA and TM from its headers, see
         :func:`dicom_node.assembly.study_header.read_study_date_time`).
-    pacs_peer
-        Where to look for the node's earlier reports when the history has no
-        earlier exam of the patient (or always, with ``refresh_from_pacs``).
-        Summaries from PACS never replace ones this node computed.
-    pacs_tls
-        Client context for DICOM TLS towards ``pacs_peer``; ``None``: plain DICOM.
+    pacs
+        Where to look for the node's earlier reports (:class:`PacsLookup`);
+        ``None``: the history alone.
 
     Raises
     ------
@@ -455,13 +476,13 @@ def prepare_priors(
     priors = earlier()
     fetched = 0
     skipped: tuple[str, ...] = ()
-    if pacs_peer is not None and (refresh_from_pacs or not priors):
+    if pacs is not None and (pacs.refresh or not priors):
         fetch = fetch_prior_summaries(
-            pacs_peer,
+            pacs.peer,
             patient_id,
             issuer_of_patient_id,
             exclude_study_uid=study_uid,
-            tls=pacs_tls,
+            tls=pacs.tls,
         )
         for summary in fetch.summaries:
             history.record_exam(summary, source=SummarySource.PACS)

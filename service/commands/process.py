@@ -46,6 +46,7 @@ from processing.settings import ProcessingSettings
 from service.errors import PriorLoadError
 
 __all__ = [
+    "OfflineOptions",
     "OfflineRun",
     "register",
     "run",
@@ -168,19 +169,53 @@ def _positive_float(text: str) -> float:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class OfflineOptions:
+    """How :func:`run_offline` processes the exam, beyond settings and device.
+
+    Attributes
+    ----------
+    yellow_lower_um2s
+        The yellow class bound (``--yellow-lower``), overriding the baseline's.
+    priors
+        Summaries of the same patient's exams (``--prior``; :func:`service.priors.load_prior`);
+        those not earlier than this exam are ignored. The exam is compared
+        with the earlier ones (:func:`processing.comparison.compare_exams`,
+        with the detection limit of the settings).
+    baseline_study_uid
+        The baseline among the priors (``--baseline``), default the earliest;
+        its 95th ADC centile sets the yellow class bound unless
+        ``yellow_lower_um2s`` is given.
+    response_settings
+        Response rules (default: those of the settings' detection limit).
+    mask
+        A reader's SEG (``--mask``): its segments are measured instead of the
+        segmentation, and only the reader-corrected SEG, SR and key images are
+        written.
+    replaces
+        With ``mask``: the automatic run's output folder (``--replaces``),
+        whose SR is the predecessor.
+    coverage
+        What a complete exam covers (stations, head-to-feet length); an exam
+        that falls short gets findings in its verdict
+        (:mod:`dicom_node.assembly.coverage`).
+    """
+
+    yellow_lower_um2s: float | None = None
+    priors: Sequence[ExamSummary] = ()
+    baseline_study_uid: str | None = None
+    response_settings: ResponseSettings | None = None
+    mask: Path | None = None
+    replaces: Path | None = None
+    coverage: CoverageExpectation | None = None
+
+
 def run_offline(
     folder: Path,
     out: Path,
     settings: ProcessingSettings,
     device: Device | str = Device.AUTO,
-    *,
-    yellow_lower_um2s: float | None = None,
-    priors: Sequence[ExamSummary] = (),
-    baseline_study_uid: str | None = None,
-    response_settings: ResponseSettings | None = None,
-    mask: Path | None = None,
-    replaces: Path | None = None,
-    coverage: CoverageExpectation | None = None,
+    options: OfflineOptions = OfflineOptions(),
 ) -> OfflineRun:
     """Assemble and process the exam under ``folder``; write measurements and DICOM results.
 
@@ -188,23 +223,8 @@ def run_offline(
     ``auto`` a failure on the GPU reruns it on the CPU (``gpu_fallback`` says
     why). The result objects of :func:`dicom_node.writers.write_results.write_results`
     into ``out`` first, then ``out/measurements.json`` (its ``exam_summary``
-    names the SR and SEG written).
-
-    With ``priors`` (summaries of the same patient's exams; those not earlier
-    than this one are ignored), the baseline (``baseline_study_uid``, default
-    the earliest prior) sets the yellow class bound unless
-    ``yellow_lower_um2s`` is given, and the exam is compared with them
-    (:func:`processing.comparison.compare_exams`, with the detection limit of
-    ``settings``).
-
-    ``coverage`` is what a complete exam covers (stations, head-to-feet
-    length); an exam that falls short gets findings in its verdict
-    (:mod:`dicom_node.assembly.coverage`).
-
-    With ``mask`` (a reader's SEG), its segments are measured instead of the
-    segmentation, and only the reader-corrected SEG, SR and key images are
-    written; ``replaces`` is the automatic run's output folder (its SR is the
-    predecessor).
+    names the SR and SEG written). ``options``: priors, baseline, yellow
+    class bound, coverage and a reader's mask (:class:`OfflineOptions`).
 
     Raises
     ------
@@ -230,18 +250,21 @@ def run_offline(
     from service.exam_run import ExamRequest, run_exam
     from service.priors import SummaryFilePriors
 
+    mask = options.mask
     run = run_exam(
         ExamRequest(
             inputs=tuple(find_dicom_files(folder)),
             output_dir=out,
             settings=settings,
             device=device,
-            coverage=coverage,
-            yellow_lower_um2s=yellow_lower_um2s,
-            response_settings=response_settings,
+            coverage=options.coverage,
+            yellow_lower_um2s=options.yellow_lower_um2s,
+            response_settings=options.response_settings,
         ),
-        SummaryFilePriors(tuple(priors), baseline_study_uid),
-        None if mask is None else partial(read_correction, mask, corrected_output_dir=replaces),
+        SummaryFilePriors(tuple(options.priors), options.baseline_study_uid),
+        None
+        if mask is None
+        else partial(read_correction, mask, corrected_output_dir=options.replaces),
     )
     return OfflineRun(
         result=run.result,
@@ -278,15 +301,17 @@ def run(args: argparse.Namespace) -> int:
             args.out,
             ProcessingSettings(),
             args.device,
-            yellow_lower_um2s=args.yellow_lower,
-            priors=priors,
-            baseline_study_uid=args.baseline,
-            mask=args.mask,
-            replaces=args.replaces,
-            coverage=CoverageExpectation(
-                stations=args.expected_stations,
-                min_extent_mm=args.expected_coverage_mm,
-                source="--expected-stations/--expected-coverage-mm",
+            OfflineOptions(
+                yellow_lower_um2s=args.yellow_lower,
+                priors=priors,
+                baseline_study_uid=args.baseline,
+                mask=args.mask,
+                replaces=args.replaces,
+                coverage=CoverageExpectation(
+                    stations=args.expected_stations,
+                    min_extent_mm=args.expected_coverage_mm,
+                    source="--expected-stations/--expected-coverage-mm",
+                ),
             ),
         )
     except (

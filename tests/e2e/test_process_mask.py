@@ -15,7 +15,7 @@ from dicom_node.writers.write_results import READER_CORRECTED
 from processing.phantom import make_phantom
 from processing.settings import ProcessingSettings
 from service.cli import main
-from service.commands.process import OfflineRun, run_offline
+from service.commands.process import OfflineOptions, OfflineRun, run_offline
 from tests.helpers.correction_fixtures import (
     edit_tumour_mask,
     slice_ordered_images,
@@ -57,7 +57,11 @@ def test_mask_offline_writes_a_corrected_report_replacing_the_automatic_one(
     expected_tdv = float(mask.sum()) * automatic.assembled.exam.voxel_volume_ml
 
     first = run_offline(
-        exam_folder, tmp_path / "c1", SETTINGS, "cpu", mask=seg_path, replaces=auto_out
+        exam_folder,
+        tmp_path / "c1",
+        SETTINGS,
+        "cpu",
+        OfflineOptions(mask=seg_path, replaces=auto_out),
     )
     np.testing.assert_array_equal(first.result.tumour_mask, mask)
     assert first.measurements["tdv_ml"] == pytest.approx(expected_tdv)
@@ -81,7 +85,11 @@ def test_mask_offline_writes_a_corrected_report_replacing_the_automatic_one(
     assert not automatic_uids & {p.stem for p in first.dicom_files}
 
     again = run_offline(
-        exam_folder, tmp_path / "c2", SETTINGS, "cpu", mask=seg_path, replaces=auto_out
+        exam_folder,
+        tmp_path / "c2",
+        SETTINGS,
+        "cpu",
+        OfflineOptions(mask=seg_path, replaces=auto_out),
     )
     assert sorted(p.stem for p in again.dicom_files) == sorted(p.stem for p in first.dicom_files)
 

@@ -33,7 +33,7 @@ from processing.comparison import compare_exams, comparison_to_dict
 from processing.exam_summary import ExamSummary, summarize_exam
 from processing.settings import ProcessingSettings
 from service.history import HistoryStore, PatientKey, SummarySource
-from service.priors import compare_with_priors, prepare_priors
+from service.priors import PacsLookup, compare_with_priors, prepare_priors
 from tests.conftest import require_tool
 from tests.helpers.orthanc import running_orthanc
 from tests.helpers.response_chain import PATIENT, ChainRun
@@ -164,7 +164,7 @@ def test_history_rebuilt_from_orthanc_gives_the_offline_comparison(
             current.study_instance_uid,
             current.study_date,
             study_time=current.study_time,
-            pacs_peer=peer,
+            pacs=PacsLookup(peer),
         )
         for path in key_images:
             found = pacs.rest_bytes("/tools/lookup", method="POST", body=path.stem.encode())

@@ -649,6 +649,7 @@ class IncomingInstance:
         "_buffer",
         "_descriptor",
         "_error",
+        "_flushed",
         "_limit",
         "calling_ae",
         "data_bytes",
@@ -676,6 +677,7 @@ class IncomingInstance:
         self._buffer = bytearray()
         self._limit = limit
         self._error: OSError | None = None
+        self._flushed = False
         self.meta_length = meta_length
         self.data_bytes = 0
         self.sop_class_uid = sop_class_uid
@@ -697,6 +699,7 @@ class IncomingInstance:
         buffer = self._buffer
         if not buffer or self._descriptor is None:
             return
+        self._flushed = True
         try:
             with memoryview(buffer) as whole:
                 written = 0
@@ -706,14 +709,17 @@ class IncomingInstance:
             self._error = error
         buffer.clear()
 
-    def finish(self) -> None:
-        """Write what is buffered; raise what went wrong while receiving."""
+    def received(self) -> None:
+        """Raise when the data set went past the size limit while it arrived."""
         if self.data_bytes > self._limit:
             raise InstanceRefusedError(
                 f"data set of more than {self._limit} bytes exceeds receive.max_instance_bytes",
                 status=STATUS_OUT_OF_RESOURCES,
                 reason="too_large",
             )
+
+    def finish(self) -> None:
+        """Write what is buffered; raise what went wrong while writing."""
         self._flush()
         if self._error is not None:
             raise SpoolWriteError(
@@ -722,10 +728,23 @@ class IncomingInstance:
 
     @contextlib.contextmanager
     def mapped(self) -> Iterator[ByteString]:
-        """The data set as written (after the file meta), memory-mapped read-only."""
+        """The data set (after the file meta): still in the buffer, or memory-mapped read-only.
+
+        A data set smaller than the buffer was never written yet: it is read
+        where it is (no system call), and written once it passed the checks.
+        """
         if self.data_bytes == 0:
             yield b""
             return
+        if not self._flushed:
+            with memoryview(self._buffer) as whole:
+                body = whole[self.meta_length :]
+                try:
+                    yield body
+                finally:
+                    body.release()
+            return
+        self.finish()
         with open(self.path, "rb") as handle:
             mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         view = memoryview(mapping)
@@ -902,7 +921,7 @@ class Spool:
         unless it becomes the spooled instance.
         """
         try:
-            incoming.finish()
+            incoming.received()
             with incoming.mapped() as data_set:
                 header = check_instance(
                     data_set,
@@ -917,6 +936,7 @@ class Spool:
                 return None, False
             folder = f"{self._root_text}/{header.study_uid}/{header.series_uid}"
             name = f"{incoming.sop_instance_uid}.dcm"
+            incoming.finish()
             try:
                 self._prepare_folder(folder)
                 descriptor = incoming.release()

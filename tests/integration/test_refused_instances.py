@@ -80,6 +80,17 @@ def _cases() -> list[tuple[str, int, bytes, int, str]]:
     short_pixels.Rows = 512
     cases.append(("Pixel Data shorter than Rows x Columns", 1, encode_data_set(short_pixels),
                   0xC211, "pixel_data"))  # fmt: skip
+    nested = b"\x08\x00\x00\x01SH\x02\x00X "
+    for _ in range(10_000):  # (0008,1115) sequences with one item each, nested 10,000 deep
+        nested = (
+            b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff\xfe\xff\x00\xe0\xff\xff\xff\xff"
+            + nested
+            + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+        )
+    plain = encode_data_set(mr_data_set("1.2.826.9.8"))
+    study = plain.index(b"\x20\x00\x0d\x00")
+    cases.append(("10,000 nested sequences", 1, plain[:study] + nested + plain[study:], 0xC211,
+                  "malformed"))  # fmt: skip
     return cases
 
 

@@ -44,6 +44,7 @@ Hierarchy
     +-- TlsConfigurationError          a certificate, key or CA bundle cannot be used
     +-- PriorsError                    a query or retrieve of priors failed
     +-- InvalidInstanceError           a received data set cannot be understood
+    |   +-- InstanceRefusedError       refused before it is acknowledged (status, metric reason)
     +-- SpoolWriteError                the spool could not store an instance
     +-- MalformedDataSetError          an encoded data set breaks PS3.5 (a ValueError)
     +-- StudyHeaderError               the exam's study date cannot be read
@@ -74,6 +75,7 @@ __all__ = [
     "DicomNodeError",
     "DuplicateSliceError",
     "GeometryMismatchError",
+    "InstanceRefusedError",
     "InvalidInstanceError",
     "MalformedDataSetError",
     "MissingBValueError",
@@ -287,6 +289,20 @@ class StudyHeaderError(DicomNodeError):
 
 class InvalidInstanceError(DicomNodeError):
     """A received data set cannot be understood (bad UIDs, unparsable header)."""
+
+
+class InstanceRefusedError(InvalidInstanceError):
+    """A data set that must not be acknowledged: the C-STORE status and a metric label.
+
+    ``reason`` is a short stable word (``truncated``, ``malformed``,
+    ``sop_class``, ``sop_instance``, ``pixel_data``, ``pixel_module``,
+    ``too_large``, ``inflation``) for the ``wbdwi_instances_refused_total`` counter.
+    """
+
+    def __init__(self, message: str, *, status: int, reason: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
 
 
 class SpoolWriteError(DicomNodeError):

@@ -61,13 +61,12 @@ from pydicom.uid import (
 )
 from pynetdicom import AllStoragePresentationContexts
 
-from dicom_node.errors import InvalidInstanceError, SpoolWriteError
+from dicom_node.errors import InstanceRefusedError, InvalidInstanceError, SpoolWriteError
 from dicom_node.readers.seg_reader import SEGMENTATION_STORAGE_CLASSES
 from dicom_node.receive.element_walker import ByteString
 from dicom_node.receive.spool import (
     IncomingInstance,
     InstanceRecorder,
-    InstanceRefusedError,
     Spool,
     SpooledInstance,
     is_valid_uid,

@@ -49,6 +49,7 @@ from pydicom.charset import decode_bytes
 from pydicom.filereader import read_file_meta_info
 
 from dicom_node.errors import (
+    InstanceRefusedError,
     InvalidInstanceError,
     MalformedDataSetError,
     SpoolWriteError,
@@ -69,7 +70,6 @@ __all__ = [
     "InstanceHeader",
     "InstanceLimits",
     "InstanceRecorder",
-    "InstanceRefusedError",
     "Spool",
     "SpooledInstance",
     "check_instance",
@@ -267,20 +267,6 @@ class InstanceLimits:
     max_instance_bytes: int = 2 << 30
     max_inflation_ratio: int = 200
     max_sequence_depth: int = 16
-
-
-class InstanceRefusedError(InvalidInstanceError):
-    """A data set that must not be acknowledged: the C-STORE status and a metric label.
-
-    ``reason`` is a short stable word (``truncated``, ``malformed``,
-    ``sop_class``, ``sop_instance``, ``pixel_data``, ``pixel_module``,
-    ``too_large``, ``inflation``) for the ``wbdwi_instances_refused_total`` counter.
-    """
-
-    def __init__(self, message: str, *, status: int, reason: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
 
 
 def _inflate(encoded: ByteString, limits: InstanceLimits, emit: Callable[[bytes], object]) -> None:

@@ -135,7 +135,7 @@ def _skip_item_elements(
                 raise MalformedDataSetError(f"element value at offset {value_at} truncated")
 
 
-def read_top_level_elements(
+def read_top_level_elements(  # noqa: C901, PLR0912 - the parser's per-element loop; a call per element costs time
     data: ByteString, *, implicit_vr: bool, wanted: Collection[int], stop_after: int
 ) -> dict[int, bytes]:
     """Raw values of the ``wanted`` top-level tags of a little-endian data set.
@@ -270,7 +270,7 @@ class _Walker:
         self.implicit_vr = implicit_vr
         self.max_depth = max_depth
 
-    def elements(
+    def elements(  # noqa: C901, PLR0912 - the parser's per-element loop; a call per element costs time
         self,
         position: int,
         end: int,
@@ -359,7 +359,7 @@ class _Walker:
             raise MalformedDataSetError(_length_problem(tag, vr, length, value_at))
         return stop
 
-    def items(
+    def items(  # noqa: C901 - the parser's per-item loop (items, fragments, delimiters)
         self, position: int, end: int, depth: int, *, fragments: bool, item_end: int | None
     ) -> int:
         """Walk the items of a sequence (or the fragments of encapsulated pixel data).

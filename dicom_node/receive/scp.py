@@ -473,9 +473,29 @@ class DicomReceiver:
         return DimseReply(STATUS_PROCESSING_FAILURE, f"operation 0x{operation:04X} not served")
 
     def _store(self, association: Association, request: DimseRequest) -> DimseReply:
-        command = request.command
-        sop_class_uid = command.affected_sop_class_uid
-        sop_instance_uid = command.affected_sop_instance_uid
+        refused = self._refuse_store_class(request)
+        if refused is not None:
+            return refused
+        stored = self._spool_or_reply(association, request)
+        if isinstance(stored, DimseReply):
+            return stored
+        instance, is_new = stored
+        if instance is None or not is_new:
+            self.stats.add(instances_duplicate=1)
+            LOGGER.debug(
+                "instance_duplicate", sop_instance_uid=request.command.affected_sop_instance_uid
+            )
+            return _SUCCESS
+        self.stats.add(instances_stored=1, bytes_stored=instance.size_bytes)
+        association.tally["instances"] += 1
+        association.tally["bytes"] += instance.size_bytes
+        if self._on_stored is not None:
+            self._on_stored(instance)
+        return _SUCCESS
+
+    def _refuse_store_class(self, request: DimseRequest) -> DimseReply | None:
+        """The answer to a C-STORE whose SOP class is not kept here, or ``None`` to store it."""
+        sop_class_uid = request.command.affected_sop_class_uid
         if sop_class_uid != request.context.abstract_syntax:
             self.stats.add(instances_failed=1)
             LOGGER.warning(
@@ -496,8 +516,15 @@ class DicomReceiver:
                 sop_class_uid=sop_class_uid,
             )
             return _SUCCESS
+        return None
+
+    def _spool_or_reply(
+        self, association: Association, request: DimseRequest
+    ) -> tuple[SpooledInstance | None, bool] | DimseReply:
+        """Spool the data set, or the failure answer (refused, not understood, not stored)."""
+        sop_instance_uid = request.command.affected_sop_instance_uid
         try:
-            instance, is_new = self._spool(association, request)
+            return self._spool(association, request)
         except InstanceRefusedError as error:
             self.stats.refused(error.reason)
             LOGGER.warning(
@@ -524,16 +551,6 @@ class DicomReceiver:
             self.stats.add(instances_failed=1)
             LOGGER.exception("instance_store_failed", sop_instance_uid=sop_instance_uid)
             return DimseReply(STATUS_OUT_OF_RESOURCES, f"{type(error).__name__}: {error}")
-        if instance is None or not is_new:
-            self.stats.add(instances_duplicate=1)
-            LOGGER.debug("instance_duplicate", sop_instance_uid=sop_instance_uid)
-            return _SUCCESS
-        self.stats.add(instances_stored=1, bytes_stored=instance.size_bytes)
-        association.tally["instances"] += 1
-        association.tally["bytes"] += instance.size_bytes
-        if self._on_stored is not None:
-            self._on_stored(instance)
-        return _SUCCESS
 
     def _spool(
         self, association: Association, request: DimseRequest
@@ -571,6 +588,23 @@ class DicomReceiver:
             return DimseReply(STATUS_INVALID_ATTRIBUTE_VALUE, f"status {status!r} not IN PROGRESS")
         if not is_valid_uid(sop_instance_uid):
             return DimseReply(STATUS_INVALID_ATTRIBUTE_VALUE, "SOP instance UID is not a UID")
+        failed = self._record_new_mpps(association, sop_instance_uid, study_uid, status)
+        if failed is not None:
+            return failed
+        LOGGER.info("mpps_in_progress", mpps_uid=sop_instance_uid, study_uid=study_uid)
+        response = Dataset()
+        response.SOPInstanceUID = sop_instance_uid
+        response.PerformedProcedureStepStatus = status
+        return DimseReply(
+            STATUS_SUCCESS,
+            data_set=_encode_data_set(response, request.context.transfer_syntax),
+            affected_sop_instance_uid=sop_instance_uid,
+        )
+
+    def _record_new_mpps(
+        self, association: Association, sop_instance_uid: str, study_uid: str | None, status: str
+    ) -> DimseReply | None:
+        """Record an N-CREATE's MPPS; the failure answer when it exists or cannot be recorded."""
         try:
             if self.recorder.mpps_exists(sop_instance_uid):
                 return DimseReply(STATUS_DUPLICATE_SOP_INSTANCE, "MPPS exists already")
@@ -583,15 +617,7 @@ class DicomReceiver:
         except Exception as error:
             LOGGER.exception("mpps_create_failed", mpps_uid=sop_instance_uid)
             return DimseReply(STATUS_PROCESSING_FAILURE, f"{type(error).__name__}: {error}")
-        LOGGER.info("mpps_in_progress", mpps_uid=sop_instance_uid, study_uid=study_uid)
-        response = Dataset()
-        response.SOPInstanceUID = sop_instance_uid
-        response.PerformedProcedureStepStatus = status
-        return DimseReply(
-            STATUS_SUCCESS,
-            data_set=_encode_data_set(response, request.context.transfer_syntax),
-            affected_sop_instance_uid=sop_instance_uid,
-        )
+        return None
 
     def _n_set(self, association: Association, request: DimseRequest) -> DimseReply:
         command = request.command

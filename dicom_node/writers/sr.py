@@ -435,7 +435,7 @@ class _Groups:
         built[0].ContentSequence.extend(_text(COMMENT, text) for text in texts)
         return built
 
-    def segment_group(
+    def segment_group(  # noqa: PLR0913 - keyword-only: each is one part of a TID 1411 group
         self,
         info: SegmentInfo,
         *,
@@ -635,7 +635,7 @@ def _replacement_note(predecessor: Dataset) -> str:
     )
 
 
-def build_measurement_report(
+def build_measurement_report(  # noqa: PLR0913 - keyword-only: each object the report cites
     ctx: WriterContext,
     result: ProcessingResult,
     *,

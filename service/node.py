@@ -345,13 +345,16 @@ class Node:
 
     def metrics(self) -> list[Metric]:
         """Current metric families (see ``docs/service.md``)."""
+        return [
+            *self._receive_metrics(),
+            *self._job_metrics(),
+            *self._export_metrics(),
+            *self._retention_metrics(),
+        ]
+
+    def _receive_metrics(self) -> list[Metric]:
         stats = self.receiver.stats
         refused = dict(stats.instances_refused)
-        counters = self.exporter.counters
-        jobs = self.store.job_counts()
-        outbox = self.store.outbox_counts()
-        pending = sum(n for (_, state), n in outbox.items() if state is OutboxState.PENDING)
-        dead = sum(n for (_, state), n in outbox.items() if state is OutboxState.DEAD)
         return [
             Metric(
                 "wbdwi_instances_received_total",
@@ -403,6 +406,16 @@ class Node:
                 "receive.max_connections_per_address).",
                 (({}, self.receiver.refused_connections),),
             ),
+        ]
+
+    def _job_metrics(self) -> list[Metric]:
+        jobs = self.store.job_counts()
+        pending = sum(
+            n
+            for (_, state), n in self.store.outbox_counts().items()
+            if state is OutboxState.PENDING
+        )
+        return [
             Metric(
                 "wbdwi_jobs",
                 "gauge",
@@ -446,6 +459,13 @@ class Node:
                 "Jobs that failed on the GPU and were processed again on the CPU since start.",
                 (({}, self._gpu_fallbacks),),
             ),
+        ]
+
+    def _export_metrics(self) -> list[Metric]:
+        counters = self.exporter.counters
+        outbox = self.store.outbox_counts()
+        dead = sum(n for (_, state), n in outbox.items() if state is OutboxState.DEAD)
+        return [
             Metric(
                 "wbdwi_export_attempts_total",
                 "counter",
@@ -476,7 +496,6 @@ class Node:
                 ),
             ),
             Metric("wbdwi_dead_letters", "gauge", "Deliveries given up.", (({}, dead),)),
-            *self._retention_metrics(),
         ]
 
     @property

@@ -182,6 +182,17 @@ def build_section(cls: type[Any], values: Mapping[str, Any], where: str) -> Any:
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(names)}"
             raise SettingsError(f"unknown setting {where}.{key}{hint}")
         kwargs[key] = coerce_value(value, hints[key], f"{where}.{key}")
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init
+        and f.name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        keys = ", ".join(f"{where}.{name}" for name in missing)
+        raise SettingsError(f"missing required setting {keys}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as error:

@@ -91,6 +91,14 @@ def test_per_calling_ae_settings(tmp_path: Path) -> None:
     assert settings.for_calling_ae("OTHER").series_include == ()
 
 
+def test_a_calling_ae_entry_without_its_title_names_the_missing_key(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text("[[calling_ae]]\nquiet_seconds = 15\n")
+    with pytest.raises(SettingsError) as raised:
+        load_settings(config, env={})
+    assert str(raised.value) == "missing required setting calling_ae[0].ae_title"
+
+
 def test_processing_section_maps_onto_processing_settings(tmp_path: Path) -> None:
     config = tmp_path / "node.toml"
     config.write_text(

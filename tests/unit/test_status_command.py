@@ -114,3 +114,22 @@ def test_an_empty_store_says_there_are_no_jobs(
     SqliteJobStore(tmp_path / "jobs.sqlite").close()
     main(["status", "--data-dir", str(tmp_path)])
     assert capsys.readouterr().out.splitlines()[0] == "jobs: none"
+
+
+def test_status_into_a_closed_pipe_prints_no_traceback(data_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "status", "--json", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if not k.startswith("WBDWI_")},
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.readline()  # a reader that stops after one line, as `head -1` does
+        process.stdout.close()
+        error = process.stderr.read().decode()
+        process.wait(timeout=60)
+    assert "Traceback" not in error
+    assert "BrokenPipeError" not in error

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from service.errors import DataDirLockedError
 
-__all__ = ["LOCK_FILE", "DataDirLock"]
+__all__ = ["LOCK_FILE", "DataDirLock", "running_node_pid"]
 
 LOCK_FILE = "wbdwi.lock"
 
@@ -76,3 +76,29 @@ class DataDirLock:
 def _read_holder(descriptor: int) -> str:
     text = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip()
     return text if text.isdigit() else "unknown"
+
+
+def running_node_pid(data_dir: Path) -> int | None:
+    """The PID of the node holding ``data_dir``'s lock, or ``None`` when no node runs there.
+
+    Probes with a shared, non-blocking ``flock`` released at once: it fails only
+    while a node holds the exclusive lock. A node starting in that same instant
+    would see the folder in use and exit with that message; nothing is harmed.
+    """
+    path = data_dir / LOCK_FILE
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            holder = _read_holder(descriptor)
+            return int(holder) if holder.isdigit() else 0
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(descriptor)

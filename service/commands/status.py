@@ -19,6 +19,7 @@ from typing import Any
 from processing.quality import QualityAssessment, Verdict
 from service.commands.serve import add_config_argument, open_node_job_store
 from service.corrections import CORRECTION_JOB_PREFIX
+from service.data_dir_lock import LOCK_FILE, running_node_pid
 from service.jobs import JobRecord, JobState, OutboxRecord, OutboxState
 from service.retention import RetentionPlan, plan_retention
 from service.worker import JOB_SUMMARY_FILE
@@ -189,6 +190,8 @@ class _Snapshot:
     plan: RetentionPlan
     retention_enabled: bool
     priors: dict[int, dict[str, Any] | None]
+    lock_file: Path
+    node_pid: int | None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -219,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
         plan=plan,
         retention_enabled=settings.retention.enabled,
         priors={job.job_id: _job_priors(output_dirs.get(job.job_id)) for job in jobs},
+        lock_file=settings.node.data_dir.resolve() / LOCK_FILE,
+        node_pid=running_node_pid(settings.node.data_dir.resolve()),
     )
     if args.json:
         print(json.dumps(_json_payload(snapshot), indent=2))
@@ -232,6 +237,7 @@ def _json_payload(snapshot: _Snapshot) -> dict[str, Any]:
     """The ``--json`` document."""
     plan = snapshot.plan
     return {
+        "node": {"running": snapshot.node_pid is not None, "pid": snapshot.node_pid or None},
         "jobs_by_state": {state.value: n for state, n in snapshot.counts.items()},
         "results_by_verdict": {verdict.value: n for verdict, n in snapshot.verdicts.items()},
         "jobs": [
@@ -284,10 +290,19 @@ def _json_payload(snapshot: _Snapshot) -> dict[str, Any]:
     }
 
 
+def _node_line(snapshot: _Snapshot) -> str:
+    """Whether a node runs on this data folder (it holds the folder's lock)."""
+    if snapshot.node_pid is None:
+        return f"node: not running (no process holds {snapshot.lock_file})"
+    pid = f"PID {snapshot.node_pid}" if snapshot.node_pid else "PID unknown"
+    return f"node: running ({pid})"
+
+
 def _text_lines(snapshot: _Snapshot, limit: int) -> list[str]:
     """The plain-text report, one string per printed line."""
     counts, verdicts, outbox = snapshot.counts, snapshot.verdicts, snapshot.outbox
-    lines = ["jobs: " + (", ".join(f"{s.value} {n}" for s, n in counts.items() if n) or "none")]
+    lines = [_node_line(snapshot)]
+    lines.append("jobs: " + (", ".join(f"{s.value} {n}" for s, n in counts.items() if n) or "none"))
     if any(verdicts.values()):
         lines.append("results: " + ", ".join(f"{v.value} {n}" for v, n in verdicts.items()))
     lines.append("   id  state      ver  inputs   proc.  updated              study")

@@ -60,6 +60,9 @@ def test_exam_reaches_orthanc_as_results_in_the_input_study(tmp_path: Path) -> N
             )  # fmt: skip
             assert status.returncode == 0, status.stdout + status.stderr
             assert "done 1" in status.stdout
+            assert status.stdout.startswith(f"node: running (PID {node.process.pid})"), (
+                status.stdout
+            )
         held = orthanc_study_instances(orthanc, exam.study_uid)
     input_uids = {uid for series in exam.series for _, uid in series.instances}
     results = [tags for tags in held if tags["SOPInstanceUID"] not in input_uids]

@@ -113,7 +113,29 @@ def test_an_empty_store_says_there_are_no_jobs(
         monkeypatch.delenv(name)
     SqliteJobStore(tmp_path / "jobs.sqlite").close()
     main(["status", "--data-dir", str(tmp_path)])
-    assert capsys.readouterr().out.splitlines()[0] == "jobs: none"
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"node: not running (no process holds {tmp_path.resolve() / 'wbdwi.lock'})"
+    assert lines[1] == "jobs: none"
+
+
+def test_status_says_whether_a_node_holds_the_data_folder(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.data_dir_lock import DataDirLock
+
+    main(["status", "--json", "--data-dir", str(data_dir)])
+    assert json.loads(capsys.readouterr().out)["node"] == {"running": False, "pid": None}
+    lock = DataDirLock.acquire(data_dir)
+    try:
+        main(["status", "--data-dir", str(data_dir)])
+        assert capsys.readouterr().out.splitlines()[0] == f"node: running (PID {os.getpid()})"
+        main(["status", "--json", "--data-dir", str(data_dir)])
+        node = json.loads(capsys.readouterr().out)["node"]
+        assert node == {"running": True, "pid": os.getpid()}
+    finally:
+        lock.release()
+    main(["status", "--data-dir", str(data_dir)])
+    assert capsys.readouterr().out.startswith("node: not running")
 
 
 def test_status_into_a_closed_pipe_prints_no_traceback(data_dir: Path) -> None:

@@ -227,11 +227,14 @@ class AssociationRejectedError(AssociationFailedError):
         The error message (peer, calling AE title, reason).
     reason
         The peer's result, source and reason, in words; empty when unknown.
+    hint
+        What to fix, on which side (from the reason); empty when unknown.
     """
 
-    def __init__(self, message: str, *, reason: str = "") -> None:
+    def __init__(self, message: str, *, reason: str = "", hint: str = "") -> None:
         super().__init__(message)
         self.reason = reason
+        self.hint = hint
 
 
 class PeerUnreachableError(AssociationFailedError):

@@ -250,7 +250,7 @@ class Exporter:
             destination=destination_text,
             reason=str(error),
             retry_in_seconds=self.settings.rejected_retry_seconds,
-            hint="check the AE titles: the destination must know this node's AE title",
+            hint=error.hint or "check both AE titles (the destination's own and this node's)",
         )
         for row in rows:
             self._fail(row, str(error), self.settings.rejected_retry_seconds)

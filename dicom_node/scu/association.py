@@ -48,6 +48,7 @@ __all__ = [
     "associate",
     "pass_contextvars_to_association_threads",
     "reactor_paused",
+    "rejection_hint",
     "rejection_reason",
 ]
 
@@ -82,6 +83,27 @@ class Peer:
 
     def __str__(self) -> str:
         return f"{self.called_aet}@{self.host}:{self.port}"
+
+
+def rejection_hint(reason: str, peer: Peer) -> str:
+    """What to fix after an A-ASSOCIATE-RJ with ``reason``, naming the side that must change."""
+    if "Called AE title not recognised" in reason:
+        return (
+            f"the peer at {peer.host}:{peer.port} does not answer to the AE title "
+            f"{peer.called_aet!r} this node called it by: set the destination's AE title to the "
+            "peer's own AE title"
+        )
+    if "Calling AE title not recognised" in reason:
+        return (
+            f"the peer at {peer.host}:{peer.port} does not know this node's AE title "
+            f"{peer.calling_aet!r}: register it in the peer (AE title, host and port of this node)"
+        )
+    if "Application context name not supported" in reason:
+        return "the peer does not speak DICOM's application context: is this a DICOM port?"
+    return (
+        f"check both AE titles: the peer's own ({peer.called_aet!r}) in this node's settings, "
+        f"and this node's ({peer.calling_aet!r}) registered in the peer"
+    )
 
 
 def rejection_reason(primitive: object) -> str:
@@ -176,7 +198,9 @@ def associate(
     what += f"{peer.calling_aet} failed"
     if association.is_rejected:
         reason = rejection_reason(association.acceptor.primitive)
-        raise AssociationRejectedError(f"{what} (rejected: {reason})", reason=reason)
+        raise AssociationRejectedError(
+            f"{what} (rejected: {reason})", reason=reason, hint=rejection_hint(reason, peer)
+        )
     if not association.is_established:
         if not opened:
             raise PeerUnreachableError(f"{what} (unreachable or refused)")

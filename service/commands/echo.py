@@ -49,7 +49,7 @@ def echo(
         ):
             status = association.send_c_echo()
     except AssociationRejectedError as error:
-        return f"association rejected ({error.reason}); check the AE titles"
+        return f"association rejected ({error.reason}); {error.hint or 'check the AE titles'}"
     except AssociationFailedError:
         return "no association (peer unreachable, refused or aborted)"
     if "Status" not in status:

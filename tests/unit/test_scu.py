@@ -25,7 +25,7 @@ from dicom_node.errors import (
     PeerUnreachableError,
 )
 from dicom_node.receive.scp import VERIFICATION
-from dicom_node.scu.association import Peer, associate, reactor_paused
+from dicom_node.scu.association import Peer, associate, reactor_paused, rejection_hint
 
 PEER_AET = "SCUPEER"
 ALLOWED = "KNOWNSCU"
@@ -76,6 +76,24 @@ def test_a_rejection_raises_the_typed_error_with_the_reason(peer_port: int) -> N
     assert "Calling AE title not recognised" in caught.value.reason
     assert str(peer) in str(caught.value) and "STRANGER" in str(caught.value)
     assert isinstance(caught.value, AssociationFailedError)
+    assert caught.value.hint.endswith(
+        "does not know this node's AE title 'STRANGER': register it in the peer "
+        "(AE title, host and port of this node)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("reason", "names"),
+    [
+        ("Rejected Permanent, Service User, Called AE title not recognised", "'PACS' this node"),
+        ("Rejected Permanent, Service User, Calling AE title not recognised", "'WBDWI': register"),
+        ("Rejected Transient, Service Provider (ACSE), no reason given", "check both AE titles"),
+    ],
+)
+def test_the_rejection_hint_names_the_side_to_fix(reason: str, names: str) -> None:
+    hint = rejection_hint(reason, Peer("pacs", 104, "PACS", "WBDWI", timeout_s=5.0))
+    assert names in hint
+    assert ("set the destination's AE title" in hint) == ("Called AE" in reason)
 
 
 def test_an_unreachable_port_raises_quickly() -> None:

@@ -62,7 +62,7 @@ def rabbitmq_sbin() -> Path:
 
 @dataclass
 class RabbitMQ:
-    """A private RabbitMQ node: its ports, folders and environment, and how to stop or restart it."""
+    """A private RabbitMQ node: ports, folders, environment; stop and restart."""
 
     sbin: Path
     base: Path
@@ -81,7 +81,7 @@ class RabbitMQ:
     def log(self) -> str:
         """The node's console output and log files so far (for assertion messages)."""
         parts = []
-        for path in sorted((self.base / "log").glob("*")) + [self.base / "console.log"]:
+        for path in [*sorted((self.base / "log").glob("*")), self.base / "console.log"]:
             if path.is_file():
                 parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}")
         return "\n".join(parts)

@@ -42,6 +42,7 @@ __all__ = [
     "LoggingSettings",
     "NodeSettings",
     "PriorsSettings",
+    "QueueSettings",
     "ReceiveSettings",
     "RetentionSettings",
     "Section",
@@ -602,6 +603,57 @@ class RetentionSettings:
         raise_problems(problems)
 
 
+_QUEUE_BACKENDS = ("sqlite", "celery")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """Where jobs wait and who runs them: this node, or workers on other hosts (issue 15)."""
+
+    backend: str = field(
+        default="sqlite",
+        metadata=doc(
+            "sqlite: one host, the node's own workers run the jobs, no extra service. celery: "
+            "the receiver publishes each job to RabbitMQ (broker_url) and 'wbdwi worker' "
+            "processes on any host run them; they need the spool and results folders on "
+            "shared storage (storage_root)."
+        ),
+    )
+    broker_url: str = field(
+        default="amqp://guest:guest@localhost:5672//",
+        metadata=doc("RabbitMQ of the celery backend (amqp://USER:PASSWORD@HOST:PORT/VHOST)."),
+    )
+    delivery_limit: int = field(
+        default=5,
+        metadata=doc(
+            "celery: a job whose worker died (or refused it) this many times is dead-lettered "
+            "and marked failed with the reason (a poison exam stops here)."
+        ),
+    )
+    storage_root: Path | None = field(
+        default=None,
+        metadata=doc(
+            "celery: the shared folder (NFS, ...) mounted at the same path on the receiver and "
+            "every worker; data_dir and the results folder must lie under it. Unset: data_dir "
+            "(every worker on this host)."
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.backend not in _QUEUE_BACKENDS:
+            problems.append(
+                f"backend must be one of {', '.join(_QUEUE_BACKENDS)}, got {self.backend!r}"
+            )
+        if not 1 <= self.delivery_limit <= 1000:
+            problems.append(f"delivery_limit must be 1-1000, got {self.delivery_limit}")
+        if self.backend == "celery" and not self.broker_url.startswith(("amqp://", "amqps://")):
+            problems.append(
+                f"broker_url must be an amqp:// or amqps:// URL, got {self.broker_url!r}"
+            )
+        raise_problems(problems)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the node is configured with, passed down explicitly."""
@@ -616,6 +668,7 @@ class Settings:
     tls: TlsSettings = field(default_factory=TlsSettings)
     priors: PriorsSettings = field(default_factory=PriorsSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
 
     def __post_init__(self) -> None:
         """The ``[[calling_ae]]`` entries: valid AE titles, each configured once."""
@@ -683,4 +736,5 @@ SECTIONS: tuple[Section, ...] = (
     Section("tls", TlsSettings, repeatable=False),
     Section("priors", PriorsSettings, repeatable=False),
     Section("retention", RetentionSettings, repeatable=False),
+    Section("queue", QueueSettings, repeatable=False),
 )

@@ -26,13 +26,25 @@ from service.settings import SettingsError, load_settings
 __all__ = ["register", "run"]
 
 
+# ``wbdwi baseline --help``: plain words (the module docstring is for the API reference).
+_DESCRIPTION = (
+    "Mark an exam as the patient's baseline: later exams of the patient are compared "
+    "with it, and its 95th ADC centile sets their yellow class bound (at a change of "
+    "therapy the radiologist marks the exam of the new baseline). Marks are kept, not "
+    "moved: the baseline of an exam is the latest marked exam at or before it. --clear "
+    "removes a mark. The exam must be in the node's history store, "
+    "DATA_DIR/history.sqlite3 (processed by the node, or fetched back from PACS); the "
+    "data folder is --data-dir, else the one of the settings (--config, WBDWI_*, "
+    "default ./wbdwi-data)."
+)
+
+
 def register(subparsers: Any) -> None:
     """Add the ``baseline`` subcommand."""
     parser = subparsers.add_parser(
         "baseline",
         help="mark an exam as the patient's baseline for later comparisons",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_DESCRIPTION,
     )
     parser.add_argument("patient_id", metavar="PATIENT", help="Patient ID")
     parser.add_argument("study_uid", metavar="STUDY_UID", help="Study Instance UID of the exam")

@@ -29,7 +29,9 @@ def register(subparsers: Any) -> None:
         "settings; over TLS when tls.listener is set). With --destinations, echo every "
         "configured result destination (over TLS when tls.export is set, as for PEER).",
     )
-    parser.add_argument("peer", nargs="?", metavar="AET@HOST:PORT")
+    parser.add_argument(
+        "peer", nargs="?", metavar="AET@HOST:PORT", help="the peer to echo (default: this node)"
+    )
     parser.add_argument("--destinations", action="store_true", help="echo every destination")
     parser.add_argument("--calling-aet", help="our AE title (default: the node's)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds")

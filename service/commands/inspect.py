@@ -26,7 +26,9 @@ def register(subparsers: Any) -> None:
             "reasons). Bad input: the reason on stderr, exit status 2."
         ),
     )
-    parser.add_argument("folder", type=Path, metavar="DIR")
+    parser.add_argument(
+        "folder", type=Path, metavar="DIR", help="folder with the exam's DICOM files"
+    )
     parser.set_defaults(func=run)
 
 

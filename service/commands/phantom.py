@@ -45,12 +45,26 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
     parser.add_argument(
-        "--vendor", choices=[v.value for v in Vendor], default=Vendor.STANDARD.value
+        "--preset",
+        choices=sorted(PRESETS),
+        default="small",
+        help="exam size: small (3 stations, 64 x 64; default), reference (5 stations, "
+        "128 x 128) or large (6 stations, 256 x 256)",
     )
     parser.add_argument(
-        "--split", choices=[s.value for s in SeriesSplit], default=SeriesSplit.STATION.value
+        "--vendor",
+        choices=[v.value for v in Vendor],
+        default=Vendor.STANDARD.value,
+        help="header flavour: standard DICOM b-values (default), a vendor's private tags, "
+        "or Enhanced MR (multi-frame)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=[s.value for s in SeriesSplit],
+        default=SeriesSplit.STATION.value,
+        help="one series per station (default), per station and b-value, or one series "
+        "for the whole body",
     )
     parser.add_argument(
         "--b-values", type=_b_values, default=None, help="s/mm2, e.g. 50,600,900 (preset's default)"
@@ -58,8 +72,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--snr", type=float, default=40.0, help="muscle SNR at the lowest b; 0 = none"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--patient-id", default="PHANTOM-0001")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed: noise, patient position, UIDs (default 0)"
+    )
+    parser.add_argument(
+        "--patient-id", default="PHANTOM-0001", help="Patient ID written (default PHANTOM-0001)"
+    )
     parser.add_argument(
         "--scenario", default="baseline", help="baseline, response, partial, progression, stable"
     )

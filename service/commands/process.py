@@ -80,7 +80,9 @@ def register(subparsers: Any) -> None:
             "OUT/measurements.json. Bad input: the reason on stderr, exit status 2."
         ),
     )
-    parser.add_argument("folder", type=Path, metavar="DIR")
+    parser.add_argument(
+        "folder", type=Path, metavar="DIR", help="folder with the exam's DICOM files"
+    )
     parser.add_argument(
         "--out",
         type=Path,

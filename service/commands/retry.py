@@ -20,7 +20,7 @@ def register(subparsers: Any) -> None:
         "deliveries were dead-lettered has them queued again. The running node picks "
         "the work up within a second.",
     )
-    parser.add_argument("job_id", type=int, metavar="JOB")
+    parser.add_argument("job_id", type=int, metavar="JOB", help="job number (see wbdwi status)")
     add_config_argument(parser)
     parser.set_defaults(func=run)
 

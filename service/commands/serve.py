@@ -37,6 +37,18 @@ _START_ERRORS = (
 )
 
 
+# ``wbdwi serve --help``: plain words (the module docstring is for the API reference).
+_DESCRIPTION = (
+    "Run the node: the DICOM listener, the job worker, the exporter and the HTTP "
+    "endpoints. Settings come from the defaults, then the --config TOML file (or the "
+    "file named by WBDWI_CONFIG), then the WBDWI_<SECTION>_<KEY> environment "
+    "variables, then these flags; each overrides the one before. With no "
+    "configuration at all the node listens on port 11112 as AE title WBDWI and "
+    "keeps its data in ./wbdwi-data. SIGTERM or SIGINT (Ctrl-C) stops it "
+    "gracefully. Every setting: wbdwi settings --markdown."
+)
+
+
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and ``--data-dir DIR`` (shared by status and retry)."""
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
@@ -71,8 +83,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="run the DICOM node",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_DESCRIPTION,
     )
     add_config_argument(parser)
     add_setting_flags(parser, SERVE_FLAGS)

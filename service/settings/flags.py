@@ -117,7 +117,14 @@ SERVE_FLAGS: tuple[SettingFlag, ...] = (
     SettingFlag(
         "--no-fsync", "receive", "fsync", "do not fsync received files", switch_value=False
     ),
-    SettingFlag("--log-format", "logging", "format", "", choices=("auto", "json", "console")),
+    SettingFlag(
+        "--log-format",
+        "logging",
+        "format",
+        "log lines as JSON, as readable console text, or auto: console on a terminal, "
+        "else JSON (default auto)",
+        choices=("auto", "json", "console"),
+    ),
 )
 
 

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "process",
     "baseline",
     "serve",
+    "worker",
     "status",
     "echo",
     "retry",

@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -41,6 +42,9 @@ from service.jobstore import SqliteJobStore
 from service.retention import RetentionCleaner, RetentionKind
 from service.settings import OtherStoragePolicy, Settings
 from service.worker import JobOutcome, PriorsWait, Worker, warm_up_gpu
+
+if TYPE_CHECKING:
+    from service.queue_celery.receiver import CeleryReceiver
 
 __all__ = ["Node", "PortUnavailableError", "RecoveryReport", "check_port_free"]
 
@@ -125,6 +129,10 @@ class Node:
                 retry_seconds=settings.priors.retry_seconds,
                 max_wait_seconds=settings.priors.max_wait_seconds,
             ),
+        )
+        # [queue] backend = "celery": jobs run on ``wbdwi worker`` processes (issue 15).
+        self.queue_receiver = (
+            self._celery_receiver() if settings.queue.backend == "celery" else None
         )
         self.retention = RetentionCleaner(
             self.store,
@@ -226,8 +234,13 @@ class Node:
         self.recover()
         self.select_device()
         self._spawn("completion", lambda: self.completion.run(self._stop))
-        for index in range(node.workers):
-            self._spawn(f"worker-{index + 1}", lambda: self.worker.run(self._worker_stop))
+        if self.queue_receiver is None:
+            for index in range(node.workers):
+                self._spawn(f"worker-{index + 1}", lambda: self.worker.run(self._worker_stop))
+        else:
+            receiver = self.queue_receiver
+            self._spawn("dispatcher", lambda: receiver.run_dispatcher(self._worker_stop))
+            self._spawn("queue-events", lambda: receiver.run_events(self._worker_stop))
         self._spawn("exporter", lambda: self.exporter.run(self._stop))
         if self.settings.retention.enabled:
             self._spawn("retention", lambda: self.retention.run(self._stop))
@@ -296,6 +309,8 @@ class Node:
         self._worker_stop.set()
         self.completion.wake()
         self.worker.wake()
+        if self.queue_receiver is not None:
+            self.queue_receiver.wake()
         self.exporter.wake()
         deadline = time.monotonic() + grace
         for name, thread in self._threads.items():
@@ -332,6 +347,28 @@ class Node:
             if not thread.is_alive()
         )
         return problems
+
+    def _celery_receiver(self) -> CeleryReceiver:
+        from service.queue_celery.receiver import CeleryReceiver, device_class_for
+
+        def finished(_job_id: int, ok: bool, seconds: float) -> None:
+            self._processing_seconds_total += seconds
+            if ok:
+                self._jobs_finished += 1
+                self.exporter.wake()
+            else:
+                self._jobs_failed += 1
+
+        queue = self.settings.queue
+        return CeleryReceiver(
+            self.store,
+            broker_url=queue.broker_url,
+            delivery_limit=queue.delivery_limit,
+            device_class=device_class_for(self.settings.node.device.value),
+            software_version=self.version,
+            on_finished=finished,
+            priors_wait=self.worker.priors_wait,
+        )
 
     def _job_finished(self, spec: JobSpec, outcome: JobOutcome | None, seconds: float) -> None:
         self._processing_seconds_total += seconds

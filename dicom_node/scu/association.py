@@ -8,6 +8,12 @@ Every client path of the node (``send``, ``export``, ``priors``, ``mpps`` and
 - TCP_NODELAY on the socket as soon as the connection opens (with Nagle's
   algorithm on, the small PDU that follows a C-STORE request waits for the
   peer's delayed ACK, about 40 ms: some 15 instances/s instead of hundreds);
+- quick ACKs (Linux ``TCP_QUICKACK``, armed again after every read): a peer
+  that keeps Nagle's algorithm on (dcmtk's ``storescp`` without
+  ``TCP_NODELAY=1``, many PACS) holds the second small segment of each
+  C-STORE response until we acknowledge the first, and a delayed ACK makes
+  that 40 ms or more per instance (474 result objects: 24 s instead of 4 s
+  measured against ``storescp`` on loopback);
 - DICOM TLS when a client :class:`ssl.SSLContext` is given, the peer's
   certificate checked against its host name;
 - failures as typed errors of :mod:`dicom_node.errors`:
@@ -23,6 +29,7 @@ Each DIMSE exchange on the association runs inside :func:`reactor_paused`
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 from collections.abc import Callable, Iterator, Sequence
@@ -126,10 +133,37 @@ def pass_contextvars_to_association_threads() -> None:
     pynetdicom_config.PASS_CONTEXTVARS = True
 
 
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+def _quick_ack(raw: socket.socket) -> None:
+    """Acknowledge what arrives at once (Linux clears the flag again by itself)."""
+    if _QUICKACK is None:
+        return
+    # closed meanwhile, or a platform that refuses it: only speed is lost
+    with contextlib.suppress(OSError):
+        raw.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+
+
+def _reading_with_quick_acks(transport: Any) -> None:
+    """Arm ``TCP_QUICKACK`` after every read of pynetdicom's ``AssociationSocket``."""
+    read = transport.recv
+
+    def recv(nr_bytes: int) -> bytearray:
+        data = read(nr_bytes)
+        if transport.socket is not None:
+            _quick_ack(transport.socket)
+        return data  # type: ignore[no-any-return]
+
+    transport.recv = recv
+
+
 def _disable_nagle(event: evt.Event) -> None:
     transport = event.assoc.dul.socket
     if transport is not None and transport.socket is not None:
         transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _quick_ack(transport.socket)
+        _reading_with_quick_acks(transport)
 
 
 @contextmanager

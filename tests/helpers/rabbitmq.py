@@ -141,9 +141,24 @@ class RabbitMQ:
         self.stop()
         self.start()
 
-    def queue_depth(self, name: str) -> int:
+    def vhost_url(self, vhost: str) -> str:
+        """A new virtual host ``vhost`` (guest may use it) and its AMQP URL.
+
+        Each test on a shared broker gets its own: no message of one test
+        reaches another.
+        """
+        for args in (
+            ("add_vhost", vhost),
+            ("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"),
+        ):
+            done = self.ctl(*args)
+            if done.returncode != 0:
+                raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr}")
+        return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/{vhost}"
+
+    def queue_depth(self, name: str, vhost: str = "/") -> int:
         """Messages in queue ``name`` (ready + unacknowledged); 0 when it does not exist."""
-        done = self.ctl("list_queues", "-q", "--no-table-headers", "name", "messages")
+        done = self.ctl("list_queues", "-p", vhost, "-q", "--no-table-headers", "name", "messages")
         for line in done.stdout.splitlines():
             parts = line.split()
             if len(parts) == 2 and parts[0] == name:

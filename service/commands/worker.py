@@ -24,13 +24,25 @@ from service.settings import Settings, SettingsError, load_settings
 __all__ = ["add_worker_arguments", "register", "run", "worker_options"]
 
 
+# ``wbdwi worker --help``: plain words (the module docstring is for the API reference).
+_DESCRIPTION = (
+    'Run one processing worker of the celery backend (queue.backend = "celery"). The '
+    "worker takes jobs from RabbitMQ (queue.broker_url), one at a time, from the queue "
+    "of its device class (--queue gpu or cpu), runs each on its device (--device; --gpu "
+    "N for one GPU of a multi-GPU host) and reports the outcome to the receiver, which "
+    "sends the results to the PACS. Inputs and results are read and written on the "
+    "shared storage (queue.storage_root), mounted at the same path as on the receiver. "
+    "Run one worker per GPU. SIGTERM finishes the current job, then stops; a worker "
+    "that dies mid-job leaves its job to another worker."
+)
+
+
 def register(subparsers: Any) -> None:
     """Add the ``worker`` subcommand."""
     parser = subparsers.add_parser(
         "worker",
         help="run one processing worker of the celery backend",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_DESCRIPTION,
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     parser.add_argument(

@@ -6,7 +6,9 @@ sources are cited as papers (authors, journal, year, DOI or PMCID), under the
 short names of the sources table in ``docs/algorithm.md``, or as documents in
 ``docs/``. This test reads every tracked ``.py``, ``.md`` and ``.toml`` file (the
 example configuration carries the settings' sources) and names the file and line
-of each reference to something outside the repository.
+of each reference to something outside the repository. The same holds for what
+the programs print: every ``wbdwi ... --help`` (no such reference, and no reST
+markup from a docstring; ``tests/unit/test_help_text.py`` has the details).
 """
 
 from __future__ import annotations
@@ -90,6 +92,23 @@ def test_no_tracked_file_cites_a_file_outside_the_repository() -> None:
         for path in files
         for number, what, matched in references_outside(path.read_text(encoding="utf-8"))
     ]
+    assert problems == [], "\n".join(problems)
+
+
+def test_no_help_output_cites_a_file_outside_the_repository_or_shows_markup() -> None:
+    # Imported here: test_help_text imports references_outside from this module.
+    from tests.unit.test_help_text import COMMANDS, help_output, markup_in
+
+    problems = [
+        f"wbdwi {' '.join(words)} --help: {problem}"
+        for words, _ in COMMANDS
+        for text in [help_output(words)]
+        for problem in [
+            *(f"{what} ({matched!r})" for _, what, matched in references_outside(text)),
+            *markup_in(text),
+        ]
+    ]
+    assert len(COMMANDS) > 10
     assert problems == [], "\n".join(problems)
 
 

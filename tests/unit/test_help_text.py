@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import re
 
@@ -107,6 +108,27 @@ def test_every_argument_has_help(words: tuple[str, ...], parser: argparse.Argume
         and not (action.help or "").strip()
     ]
     assert unexplained == [], f"wbdwi {' '.join(words)}: arguments without help: {unexplained}"
+
+
+# The other programs of the repository with a --help: ``python -m service.settings``
+# and ``python -m service.demo`` (``make demo``).
+OTHER_PROGRAMS = {
+    "python -m service.settings": "service.settings.docs",
+    "python -m service.demo": "service.demo",
+}
+
+
+@pytest.mark.parametrize("program", sorted(OTHER_PROGRAMS))
+def test_the_other_programs_help_is_plain_words(program: str) -> None:
+    module = importlib.import_module(OTHER_PROGRAMS[program])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exited:
+        module.main(["--help"])
+    assert exited.value.code == 0
+    text = out.getvalue()
+    assert text.startswith(f"usage: {program}"), text[:200]
+    assert markup_in(text) == [], text
+    assert references_outside(text) == [], text
 
 
 def test_log_format_is_explained() -> None:

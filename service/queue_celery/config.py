@@ -5,9 +5,9 @@ broker is a cluster):
 
 - ``wbdwi.gpu`` and ``wbdwi.cpu``: jobs per device class, bound to the direct
   exchange ``wbdwi`` with routing keys ``gpu`` and ``cpu``. Their
-  ``x-delivery-limit`` is ``[queue] delivery_limit``: a message handed out
-  that many times without being acknowledged (its worker died, or refused it)
-  goes to the dead-letter exchange ``wbdwi.dlx`` instead of being delivered
+  ``x-delivery-limit`` is ``[queue] delivery_limit``: a message handed back
+  more than that many times without being acknowledged (its worker died, or
+  refused it) goes to the dead-letter exchange ``wbdwi.dlx`` instead of being delivered
   again (at-least-once dead-lettering, ``x-overflow = reject-publish``).
 - ``wbdwi.dead``: bound to ``wbdwi.dlx`` (fanout); the receiver consumes it and
   marks each job there failed with the reason (``wbdwi status``).

@@ -292,7 +292,7 @@ class CeleryReceiver:
             why = str(death.get("reason", "delivery_limit")) if isinstance(death, dict) else ""
             workers = self._started_by.get(job_id, [])
             reason = (
-                f"given up by the queue broker ({why}) after {self.delivery_limit} deliveries "
+                f"given up by the queue broker ({why}) after {self.delivery_limit + 1} deliveries "
                 f"of {self.queue_name} without a result: each worker died during the job "
                 f"(crash, kill, host down) or refused it"
             )

@@ -626,8 +626,9 @@ class QueueSettings:
     delivery_limit: int = field(
         default=5,
         metadata=doc(
-            "celery: a job whose worker died (or refused it) this many times is dead-lettered "
-            "and marked failed with the reason (a poison exam stops here)."
+            "celery: a job handed back more than this many times (its worker died, or "
+            "refused it) is dead-lettered and marked failed with the reason: a poison exam "
+            "runs delivery_limit + 1 times at most (RabbitMQ x-delivery-limit)."
         ),
     )
     storage_root: Path | None = field(

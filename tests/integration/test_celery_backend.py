@@ -114,3 +114,127 @@ def test_two_workers_share_exams_and_a_killed_worker_s_job_reaches_the_pacs_once
         sent = node.query("SELECT COUNT(*), COUNT(DISTINCT sop_instance_uid) FROM ledger")
         total = sum(_result_count(node, s) for _, s in exams)
         assert sent == [(total, total)]  # each result stored in Orthanc exactly once
+
+
+def _status(node: NodeProcess) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "status", "--data-dir", str(node.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done.stdout + done.stderr
+
+
+def test_a_poison_exam_is_dead_lettered_after_the_limit_with_its_reason_in_status(
+    tmp_path: Path, broker: RabbitMQ, broker_url: str
+) -> None:
+    folder, study_uid = _exam(tmp_path, 7)
+    with _node(tmp_path, broker_url, None) as node:
+        worker = WorkerProcess(tmp_path, broker_url, "p", DELIVERY_LIMIT, crash_study=study_uid)
+        with worker:
+            assert storescu(folder, node.port).returncode == 0
+            wait_for(
+                lambda: node.all_jobs_in("failed"),
+                120,
+                f"the poison job to be given up\n{_logs(node, worker)}",
+                poll=0.5,
+            )
+            # The worker survived its crashing pool processes and is still consuming.
+            assert worker.process is not None and worker.process.poll() is None
+        [(_, _, _, reason)] = node.job_states()
+        assert "given up by the queue broker (delivery_limit)" in reason
+        assert f"after {DELIVERY_LIMIT + 1} deliveries" in reason
+        assert "started on p@test" in reason
+        status = _status(node)
+        assert "given up by the queue broker" in status, status
+        # Each delivery started the job once, then the broker stopped handing it out.
+        assert len(worker.markers()) == DELIVERY_LIMIT + 1, worker.markers()
+        vhost = broker_url.rsplit("/", 1)[1]
+        wait_for(
+            lambda: (
+                broker.queue_depth("wbdwi.cpu", vhost) == 0
+                and broker.queue_depth("wbdwi.dead", vhost) == 0
+            ),
+            20,
+            "the job and dead-letter queues to be empty "
+            + broker.ctl(
+                "list_queues",
+                "-p",
+                vhost,
+                "name",
+                "messages_ready",
+                "messages_unacknowledged",
+                "messages",
+            ).stdout,
+        )
+
+
+def test_a_worker_of_another_version_refuses_the_job_and_a_matching_worker_runs_it(
+    tmp_path: Path, broker: RabbitMQ
+) -> None:
+    url = broker.vhost_url(f"t-{uuid.uuid4().hex[:8]}")
+    limit = 10  # room for several refusals before the matching worker is up
+    folder, study_uid = _exam(tmp_path, 8)
+    node = _node(tmp_path, url, None)
+    node.env["WBDWI_QUEUE_DELIVERY_LIMIT"] = str(limit)
+    with node:
+        old = WorkerProcess(tmp_path, url, "old", limit, software_version="0.0.0-other").start()
+        new = WorkerProcess(tmp_path, url, "new", limit)
+        try:
+            assert storescu(folder, node.port).returncode == 0
+            wait_for(
+                lambda: '"job_refused_by_worker"' in node.log(),
+                60,
+                f"the old worker to refuse the job\n{_logs(node, old)}",
+                poll=0.2,
+            )
+            new.start()
+            wait_for(
+                lambda: node.all_jobs_in("done", "failed"),
+                120,
+                f"the job to finish\n{_logs(node, old, new)}",
+                poll=0.5,
+            )
+        finally:
+            old.stop()
+            new.stop()
+        assert [s for _, s, _, _ in node.job_states()] == ["done"], node.job_states()
+        assert {p.read_text() for p in new.started_dir.iterdir()} == {"new"}
+        assert "runs wbdwi 0.0.0-other and leaves it to a worker of the same version" in old.log()
+        assert _result_count(node, study_uid) > 0
+
+
+@pytest.mark.slow
+def test_rabbitmq_restarted_mid_run_loses_nothing(
+    tmp_path: Path, broker: RabbitMQ, broker_url: str
+) -> None:
+    first, second = _exam(tmp_path, 11), _exam(tmp_path, 12)
+    with running_orthanc(tmp_path) as orthanc, _node(tmp_path, broker_url, orthanc) as node:
+        worker = WorkerProcess(tmp_path, broker_url, "r", DELIVERY_LIMIT, hold_seconds=3.0)
+        with worker:
+            assert storescu(first[0], node.port).returncode == 0
+            wait_for(worker.markers, 60, "the first job to start", poll=0.05)
+            broker.stop()  # mid-job: the worker's report and ack cannot reach the broker
+            # The node still receives while the broker is away; the job waits in its ledger.
+            assert storescu(second[0], node.port).returncode == 0
+            broker.start()
+            wait_for(
+                lambda: len(node.job_states()) == 2 and node.all_jobs_in("done", "failed"),
+                180,
+                f"both jobs done after the broker restart\n{_logs(node, worker)}",
+                poll=0.5,
+            )
+        assert [s for _, s, _, _ in node.job_states()] == ["done", "done"], node.job_states()
+        total = 0
+        for _, study_uid in (first, second):
+            results = _result_count(node, study_uid)
+            held = orthanc_study_instances(orthanc, study_uid)
+            assert len({t["SOPInstanceUID"] for t in held}) == len(held) == results
+            total += results
+        sent = node.query("SELECT COUNT(*), COUNT(DISTINCT sop_instance_uid) FROM ledger")
+        assert sent == [(total, total)]

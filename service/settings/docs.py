@@ -237,9 +237,9 @@ _TOML_HEADER = f"""\
 # wbdwi-node settings: every setting, its default and what it does.
 #
 # How to use this file: copy it, then edit the copy. Bare metal: copy it to
-# /etc/wbdwi/wbdwi.toml; container: copy it next to the compose file, mount the
-# copy and name it with {CONFIG_ENV}. Every key is commented out with its default
-# value ("#key = value"). In your copy, uncomment only the keys you change
+# /etc/wbdwi/wbdwi.toml; container: copy it on the host, mount the copy into the
+# container (read-only) and name it with {CONFIG_ENV}. Every key is commented out
+# with its default value ("#key = value"). In your copy, uncomment only the keys you change
 # ("key = value") and leave the others commented, so that they follow the
 # defaults of the installed version after an upgrade. With no file at all the
 # node runs on these defaults. `wbdwi settings --example-toml` prints this text

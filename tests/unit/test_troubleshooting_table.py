@@ -58,7 +58,6 @@ _MIN_ASSERTED_WORDS = 3
 # is removed, so the list only shrinks.
 NOT_YET_ASSERTED: frozenset[str] = frozenset(
     {
-        "instance_not_stored",
         "export_configuration_problem",
         "export_dead_lettered",
         "priors_pacs_unavailable",

@@ -60,7 +60,6 @@ NOT_YET_ASSERTED: frozenset[str] = frozenset(
     {
         "export_configuration_problem",
         "export_dead_lettered",
-        "priors_pacs_unavailable",
         "job_ready",
         "not ready: DICOM listener not running",
     }

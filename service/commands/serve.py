@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import sqlite3
+import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 from processing.errors import BackendUnavailableError
+from service.commands.worker import add_worker_arguments, worker_options
 from service.errors import DataDirLockedError, JobStoreError
 from service.jobstore import SqliteJobStore
 from service.logging import configure_logging
 from service.settings import Settings, SettingsError, load_settings
 from service.settings.flags import DATA_DIR_FLAG, SERVE_FLAGS, add_setting_flags, flag_overrides
 
-__all__ = ["add_config_argument", "register", "run", "settings_from_args"]
+__all__ = ["ROLES", "add_config_argument", "register", "run", "settings_from_args"]
+
+#: ``--role``: the whole node, the receiver of the celery backend, or one of its workers.
+ROLES = ("all", "receiver", "worker")
 
 # What stops a node from starting, each with a message that says why: the data
 # folder is another node's, the job store cannot be opened, the device or a port
@@ -87,6 +93,15 @@ def register(subparsers: Any) -> None:
     )
     add_config_argument(parser)
     add_setting_flags(parser, SERVE_FLAGS)
+    parser.add_argument(
+        "--role",
+        choices=ROLES,
+        default="all",
+        help="all: the whole node on this host (default); with [queue] backend = celery: "
+        "receiver: DICOM, ledger and export, jobs to RabbitMQ; worker: one processing worker "
+        "(as wbdwi worker)",
+    )
+    add_worker_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -103,9 +118,51 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
         configure_logging(settings.logging)
+        role = getattr(args, "role", "all")
+        if role != "all" and settings.queue.backend != "celery":
+            raise ValueError(
+                f'--role {role} needs [queue] backend = "celery"; with "sqlite" the node '
+                "runs its own jobs (--role all)"
+            )
+        if role == "worker":
+            options = worker_options(args, settings)
     except (SettingsError, ValueError) as error:
         print(f"wbdwi serve: {error}", file=sys.stderr)
         return 2
+    if role == "worker":
+        from service.queue_celery.worker import run_worker
+
+        run_worker(options)
+        return 0
+    local_workers = settings.node.workers if settings.queue.backend == "celery" else 0
+    if role == "all" and local_workers:
+        return _run_with_local_workers(args, settings, local_workers)
+    return _run_node(settings)
+
+
+def _run_with_local_workers(args: argparse.Namespace, settings: Settings, count: int) -> int:
+    """The receiver here plus ``count`` ``wbdwi worker`` processes (``--role all``, celery)."""
+    command = [sys.executable, "-m", "service.cli", "worker"]
+    if args.config:
+        command += ["--config", str(args.config)]
+    command += ["--device", settings.node.device.value]
+    children = [
+        subprocess.Popen([*command, "--name", f"wbdwi-local{index + 1}@{socket.gethostname()}"])
+        for index in range(count)
+    ]
+    try:
+        return _run_node(settings)
+    finally:
+        for child in children:
+            child.terminate()  # warm shutdown: the current job finishes first
+        for child in children:
+            try:
+                child.wait(timeout=settings.node.shutdown_grace_seconds)
+            except subprocess.TimeoutExpired:
+                child.kill()  # its job goes back to the queue
+
+
+def _run_node(settings: Settings) -> int:
     from service.node import Node
 
     stop = threading.Event()

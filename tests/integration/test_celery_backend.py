@@ -49,6 +49,7 @@ def _node(tmp_path: Path, broker_url: str, orthanc: OrthancServer | None) -> Nod
         tmp_path,
         destinations=destinations,
         quiet_seconds=1.0,
+        extra_args=["--role", "receiver"],
         env={
             "WBDWI_QUEUE_BACKEND": "celery",
             "WBDWI_QUEUE_BROKER_URL": broker_url,

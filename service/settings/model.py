@@ -33,12 +33,14 @@ from service.settings.values import (
     parse_destination,
     raise_problems,
 )
+from service.web.passwords import parse_hash
 
 __all__ = [
     "SECTIONS",
     "CallingAeSettings",
     "CompletionSettings",
     "ExportSettings",
+    "HttpSettings",
     "LoggingSettings",
     "NodeSettings",
     "PriorsSettings",
@@ -60,14 +62,16 @@ class NodeSettings:
     ae_title: str = field(default="WBDWI", metadata=doc("AE title of the node (called AE)."))
     port: int = field(default=11112, metadata=doc("DICOM port (C-ECHO, C-STORE, MPPS)."))
     bind_address: str = field(
-        default="0.0.0.0", metadata=doc("Address the DICOM and HTTP listeners bind to.")
+        default="0.0.0.0",
+        metadata=doc("Address the DICOM listener binds to (HTTP: http.bind_address)."),
     )
     data_dir: Path = field(
         default=Path("wbdwi-data"),
         metadata=doc("Folder for the spool, the job store and the results (relative to cwd)."),
     )
     http_port: int = field(
-        default=8080, metadata=doc("Port of /healthz, /readyz and /metrics; 0 turns HTTP off.")
+        default=8080,
+        metadata=doc("Port of the dashboard, /healthz, /readyz and /metrics; 0 turns HTTP off."),
     )
     device: Device = field(
         default=Device.AUTO, metadata=doc("Processing device: auto (GPU when usable), gpu, cpu.")
@@ -360,6 +364,65 @@ class ExportSettings:
         if len(set(names)) != len(names):
             problems.append(f"destinations lists a destination twice: {names}")
         raise_problems(problems)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The HTTP port (node.http_port): the dashboard, /healthz, /readyz and /metrics."""
+
+    bind_address: str = field(
+        default="127.0.0.1",
+        metadata=doc(
+            "Address the HTTP listener binds to: 127.0.0.1 serves this host only; 0.0.0.0 "
+            "(every interface) only with users or token_hash set."
+        ),
+    )
+    users: tuple[str, ...] = field(
+        default=(),
+        metadata=doc(
+            "Dashboard accounts, NAME:HASH each; the hash is printed by 'python -m "
+            "service.web.passwords'. They log in on the page or with HTTP basic auth."
+        ),
+    )
+    token_hash: str = field(
+        default="",
+        metadata=doc(
+            "Hash of a token (same tool) accepted as 'Authorization: Bearer TOKEN', for "
+            "monitoring (/readyz, /metrics) and scripts; it also logs in on the page."
+        ),
+    )
+    session_hours: float = field(
+        default=12.0, metadata=doc("A dashboard login lasts this long (hours).")
+    )
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        seen: set[str] = set()
+        for i, entry in enumerate(self.users):
+            name, colon, stored = entry.partition(":")
+            if not colon or not name.strip():
+                problems.append(f"users[{i}] must be NAME:HASH")
+                continue
+            if name in seen:
+                problems.append(f"users[{i}]: user {name!r} is configured twice")
+            seen.add(name)
+            try:
+                parse_hash(stored)
+            except ValueError as error:
+                problems.append(f"users[{i}] ({name}): the hash {error}")
+        if self.token_hash:
+            try:
+                parse_hash(self.token_hash)
+            except ValueError as error:
+                problems.append(f"token_hash {error}")
+        if not 0 < self.session_hours <= 24 * 30:
+            problems.append(f"session_hours must be > 0 and at most 720, got {self.session_hours}")
+        raise_problems(problems)
+
+    @property
+    def has_credentials(self) -> bool:
+        """True when a user or a token is configured."""
+        return bool(self.users or self.token_hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -670,6 +733,7 @@ class Settings:
     priors: PriorsSettings = field(default_factory=PriorsSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
 
     def __post_init__(self) -> None:
         """The ``[[calling_ae]]`` entries: valid AE titles, each configured once."""
@@ -738,4 +802,5 @@ SECTIONS: tuple[Section, ...] = (
     Section("priors", PriorsSettings, repeatable=False),
     Section("retention", RetentionSettings, repeatable=False),
     Section("queue", QueueSettings, repeatable=False),
+    Section("http", HttpSettings, repeatable=False),
 )

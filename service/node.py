@@ -36,11 +36,13 @@ from service.completion import CompletionDetector
 from service.data_dir_lock import DataDirLock
 from service.errors import PortUnavailableError
 from service.exporter import Exporter
-from service.http import HealthServer, Metric
+from service.http import Metric
 from service.jobs import JobSpec, JobState, OutboxState
 from service.jobstore import SqliteJobStore
 from service.retention import RetentionCleaner, RetentionKind
 from service.settings import OtherStoragePolicy, Settings
+from service.web.app import create_app
+from service.web.server import WebServer
 from service.worker import JobOutcome, PriorsWait, Worker, warm_up_gpu
 
 if TYPE_CHECKING:
@@ -163,7 +165,7 @@ class Node:
             self.store,
             on_mpps_completed=self.completion.wake,
         )
-        self.http: HealthServer | None = None
+        self.http: WebServer | None = None
         self.device_description = ""
         self._stop = threading.Event()
         self._worker_stop = threading.Event()
@@ -214,14 +216,13 @@ class Node:
         node = self.settings.node
         check_port_free("DICOM", "node.port", node.bind_address, node.port)
         if node.http_port:
+            http = self.settings.http
             try:  # binds now, serves once the rest has started
-                self.http = HealthServer(
-                    node.bind_address, node.http_port, self.readiness_problems, self.metrics
-                )
+                self.http = WebServer(http.bind_address, node.http_port, create_app(self))
             except OSError as error:
                 raise PortUnavailableError(
                     _port_message(
-                        "HTTP", "node.http_port", node.bind_address, node.http_port, error
+                        "HTTP", "node.http_port", http.bind_address, node.http_port, error
                     )
                 ) from error
         LOGGER.info(
@@ -332,6 +333,10 @@ class Node:
         LOGGER.info("node_stopped", left_running=running)
 
     # ----------------------------------------------------------------- probes
+    def threads(self) -> dict[str, threading.Thread]:
+        """The node's long-running threads by name (the dashboard shows them)."""
+        return dict(self._threads)
+
     def readiness_problems(self) -> list[str]:
         """What keeps the node from being ready (empty list: ready)."""
         problems: list[str] = []

@@ -1,0 +1,85 @@
+"""The dashboard's actions, each calling what the matching ``wbdwi`` command calls.
+
+Every function returns the sentence shown to the user and raises
+:class:`ActionError` with the reason when the action cannot be done.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dicom_node.errors import TlsConfigurationError
+from service.commands.echo import echo
+from service.errors import HistoryError
+from service.history import HISTORY_FILE, HistoryStore, PatientKey
+
+if TYPE_CHECKING:
+    from service.node import Node
+
+__all__ = ["ECHO_TIMEOUT_SECONDS", "ActionError", "echo_destination", "mark_baseline", "retry_job"]
+
+ECHO_TIMEOUT_SECONDS = 10.0
+
+
+class ActionError(Exception):
+    """An action refused or failed; the message says why in plain words."""
+
+
+def retry_job(node: Node, job_id: int) -> str:
+    """Requeue a failed job or its dead-lettered deliveries (``wbdwi retry JOB``)."""
+    try:
+        record = node.store.retry(job_id)
+    except KeyError as error:
+        raise ActionError(f"no job {job_id}") from error
+    except ValueError as error:
+        raise ActionError(str(error)) from error
+    node.worker.wake()
+    node.exporter.wake()
+    return f"job {record.job_id} requeued: now {record.state.value}"
+
+
+def echo_destination(node: Node, destination: str) -> str:
+    """C-ECHO a configured destination (``wbdwi echo --destinations``, one peer)."""
+    settings = node.settings
+    peers = {str(peer): peer for peer in settings.export.destinations}
+    peer = peers.get(destination)
+    if peer is None:
+        raise ActionError(f"{destination} is not a configured destination")
+    try:
+        tls = settings.tls.export_context()
+    except TlsConfigurationError as error:
+        raise ActionError(f"TLS settings: {error}") from error
+    problem = echo(peer, settings.node.ae_title, ECHO_TIMEOUT_SECONDS, tls)
+    if problem is not None:
+        raise ActionError(f"echo {destination}: {problem}")
+    return f"echo {destination}: ok"
+
+
+def mark_baseline(node: Node, patient_id: str, issuer: str, study_uid: str, clear: bool) -> str:
+    """Mark (or unmark) an exam as the patient's baseline (``wbdwi baseline``)."""
+    if not patient_id.strip() or not study_uid.strip():
+        raise ActionError("give the Patient ID and the Study Instance UID")
+    path = node.data_dir / HISTORY_FILE
+    if not path.exists():
+        raise ActionError(f"no exam history at {path} (has the node processed exams?)")
+    try:
+        store = HistoryStore(path)
+        patient = PatientKey(patient_id.strip(), issuer.strip())
+        if clear:
+            store.clear_baseline(patient, study_uid.strip())
+        else:
+            store.set_baseline(patient, study_uid.strip())
+    except HistoryError as error:
+        raise ActionError(str(error)) from error
+    action = "is no longer a baseline" if clear else "is marked as the baseline"
+    return f"study {study_uid.strip()} of patient {patient_id.strip()} {action}"
+
+
+def retry_deliveries(node: Node, destination: str) -> str:
+    """Send the waiting deliveries now (``wbdwi retry --deliveries``)."""
+    raise ActionError(f"retry deliveries to {destination}: not wired yet")
+
+
+def cancel_deliveries(node: Node, destination: str) -> str:
+    """Give up the undelivered files to a destination (``wbdwi deliveries cancel DEST``)."""
+    raise ActionError(f"cancel deliveries to {destination}: not wired yet")

@@ -1,0 +1,221 @@
+"""What the dashboard shows, read from the running node in one go.
+
+The job store's own queries (those ``wbdwi status`` uses) and the node's
+in-memory state (threads, device, receiver counters); nothing is queried
+from SQLite here.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from service.commands.status import DeadLetterGroup, summarise_dead_letters
+from service.completion import completion_reason
+from service.jobs import JobRecord, JobState, OutboxRecord, OutboxState
+from service.jobstore.records import ReceivingStudy
+from service.retention import RetentionPlan, plan_retention
+
+if TYPE_CHECKING:
+    from service.node import Node
+    from service.settings import Settings
+
+__all__ = [
+    "DestinationRow",
+    "DiskRow",
+    "ReceivingRow",
+    "SenderRow",
+    "Snapshot",
+    "ThreadRow",
+    "read_snapshot",
+    "receiving_eta",
+]
+
+RECENT_JOBS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRow:
+    """One thread of the node and whether it runs."""
+
+    name: str
+    alive: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class SenderRow:
+    """A recent study received: who sent it, how many instances, when the last came."""
+
+    calling_ae: str
+    study_uid: str
+    job_id: int
+    instances: int
+    last_instance_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivingRow:
+    """A study still receiving and when it should become ready."""
+
+    study: ReceivingStudy
+    eta: float
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationRow:
+    """The outbox of one destination."""
+
+    destination: str
+    configured: bool
+    counts: dict[OutboxState, int]
+    last_error: str
+    next_try_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DiskRow:
+    """Use of the file system holding one folder."""
+
+    label: str
+    path: Path
+    total: int
+    free: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one dashboard page shows."""
+
+    now: float
+    version: str
+    ae_title: str
+    dicom_port: int
+    device: str
+    problems: list[str]
+    threads: list[ThreadRow]
+    associations_accepted: int
+    associations_rejected: int
+    associations_active: int
+    senders: list[SenderRow]
+    receiving: list[ReceivingRow]
+    counts: dict[JobState, int]
+    jobs: list[JobRecord]
+    destinations: list[DestinationRow]
+    dead: list[DeadLetterGroup]
+    disks: list[DiskRow]
+    retention_enabled: bool
+    plan: RetentionPlan
+
+
+def receiving_eta(study: ReceivingStudy, settings: Settings, now: float) -> tuple[float, str]:
+    """When ``study`` should become ready (an estimate) and on what rule."""
+    completion = settings.completion
+    if study.held_since is not None:
+        return (
+            study.held_since + completion.incomplete_extra_wait_seconds,
+            "held for incomplete coverage",
+        )
+    reason = completion_reason(study, settings, now)
+    if reason is not None:
+        return now, f"complete: {reason}"
+    if study.mpps_completed_at is not None and study.mpps_instances_missing is None:
+        settled = max(study.mpps_completed_at, study.last_instance_at)
+        return settled + completion.mpps_grace_seconds, "MPPS COMPLETED, grace period"
+    if study.mpps_instances_missing:
+        why = f"MPPS lists {study.mpps_instances_missing} instance(s) not received yet"
+    else:
+        why = "quiet period after the last instance"
+    return study.last_instance_at + settings.quiet_seconds_for(study.calling_ae), why
+
+
+def _destinations(
+    rows: list[OutboxRecord], counts: dict[tuple[str, OutboxState], int], configured: set[str]
+) -> list[DestinationRow]:
+    """Per destination: counts by state, the latest error and the next try of pending rows."""
+    names = sorted({d for d, _ in counts} | configured)
+    result = []
+    for name in names:
+        own = [row for row in rows if row.destination == name]
+        failed = [row for row in own if row.last_error]
+        pending = [row.next_try_at for row in own if row.state is OutboxState.PENDING]
+        result.append(
+            DestinationRow(
+                destination=name,
+                configured=name in configured,
+                counts={state: counts.get((name, state), 0) for state in OutboxState},
+                last_error=failed[-1].last_error if failed else "",
+                next_try_at=min(pending) if pending else None,
+            )
+        )
+    return result
+
+
+def _disks(node: Node) -> list[DiskRow]:
+    rows = []
+    for label, path in (("data folder", node.data_dir), ("results", node.results_dir)):
+        target = path if path.exists() else path.parent
+        try:
+            usage = shutil.disk_usage(target)
+        except OSError:
+            continue
+        rows.append(DiskRow(label, path, usage.total, usage.free))
+    return rows
+
+
+def _threads(node: Node) -> list[ThreadRow]:
+    rows = []
+    for name, thread in sorted(node.threads().items()):
+        detail = ""
+        if name.startswith("worker") and node.worker.current_job is not None:
+            detail = f"job {node.worker.current_job}"
+        rows.append(ThreadRow(name, thread.is_alive(), detail))
+    return rows
+
+
+def read_snapshot(node: Node) -> Snapshot:
+    """Read everything the dashboard shows from ``node`` now."""
+    now = time.time()
+    store, settings = node.store, node.settings
+    jobs = store.jobs(limit=RECENT_JOBS)
+    outbox_counts = store.outbox_counts()
+    unsent = [row for row in store.outbox(limit=None) if row.state is not OutboxState.SENT]
+    stats = node.receiver.stats
+    senders = [
+        SenderRow(j.calling_ae, j.study_uid, j.job_id, j.instance_count, j.last_instance_at)
+        for j in sorted(jobs, key=lambda j: j.last_instance_at, reverse=True)[:10]
+        if j.calling_ae
+    ]
+    receiving = []
+    for study in store.receiving_studies():
+        eta, why = receiving_eta(study, settings, now)
+        receiving.append(ReceivingRow(study, eta, why))
+    return Snapshot(
+        now=now,
+        version=node.version,
+        ae_title=settings.node.ae_title,
+        dicom_port=settings.node.port,
+        device=node.device_description or "not chosen yet",
+        problems=node.readiness_problems(),
+        threads=_threads(node),
+        associations_accepted=stats.associations_accepted,
+        associations_rejected=stats.associations_rejected,
+        associations_active=node.receiver.active_associations,
+        senders=senders,
+        receiving=receiving,
+        counts=store.job_counts(),
+        jobs=jobs,
+        destinations=_destinations(
+            unsent, outbox_counts, {str(d) for d in settings.export.destinations}
+        ),
+        dead=summarise_dead_letters([r for r in unsent if r.state is OutboxState.DEAD]),
+        disks=_disks(node),
+        retention_enabled=settings.retention.enabled,
+        plan=plan_retention(
+            store.job_deliveries(), store.spooled_studies(), settings.retention, now
+        ),
+    )

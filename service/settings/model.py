@@ -23,6 +23,7 @@ from dicom_node.tls import client_context, server_context
 from processing.backend import Device
 from processing.settings import ProcessingSettings, doc
 from service.errors import SettingsError
+from service.passwords import parse_hash
 from service.settings.values import (
     LOG_LEVELS,
     Destination,
@@ -33,7 +34,6 @@ from service.settings.values import (
     parse_destination,
     raise_problems,
 )
-from service.web.passwords import parse_hash
 
 __all__ = [
     "SECTIONS",
@@ -381,7 +381,7 @@ class HttpSettings:
         default=(),
         metadata=doc(
             "Dashboard accounts, NAME:HASH each; the hash is printed by 'python -m "
-            "service.web.passwords'. They log in on the page or with HTTP basic auth."
+            "service.passwords'. They log in on the page or with HTTP basic auth."
         ),
     )
     token_hash: str = field(

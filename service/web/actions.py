@@ -6,15 +6,16 @@ Every function returns the sentence shown to the user and raises
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from dicom_node.errors import TlsConfigurationError
-from service.commands.echo import echo
+from dicom_node.errors import (
+    AssociationFailedError,
+    AssociationRejectedError,
+    TlsConfigurationError,
+)
+from dicom_node.receive.scp import VERIFICATION
+from dicom_node.scu.association import Peer, associate, reactor_paused
 from service.errors import HistoryError
 from service.history import HISTORY_FILE, HistoryStore, PatientKey
-
-if TYPE_CHECKING:
-    from service.node import Node
+from service.web.view import NodeView
 
 __all__ = ["ECHO_TIMEOUT_SECONDS", "ActionError", "echo_destination", "mark_baseline", "retry_job"]
 
@@ -25,7 +26,7 @@ class ActionError(Exception):
     """An action refused or failed; the message says why in plain words."""
 
 
-def retry_job(node: Node, job_id: int) -> str:
+def retry_job(node: NodeView, job_id: int) -> str:
     """Requeue a failed job or its dead-lettered deliveries (``wbdwi retry JOB``)."""
     try:
         record = node.store.retry(job_id)
@@ -38,8 +39,12 @@ def retry_job(node: Node, job_id: int) -> str:
     return f"job {record.job_id} requeued: now {record.state.value}"
 
 
-def echo_destination(node: Node, destination: str) -> str:
-    """C-ECHO a configured destination (``wbdwi echo --destinations``, one peer)."""
+def echo_destination(node: NodeView, destination: str) -> str:
+    """C-ECHO a configured destination, as ``wbdwi echo --destinations`` does for each.
+
+    (:mod:`service.commands` is not imported here: it imports the node, which
+    builds the web application.)
+    """
     settings = node.settings
     peers = {str(peer): peer for peer in settings.export.destinations}
     peer = peers.get(destination)
@@ -49,13 +54,29 @@ def echo_destination(node: Node, destination: str) -> str:
         tls = settings.tls.export_context()
     except TlsConfigurationError as error:
         raise ActionError(f"TLS settings: {error}") from error
-    problem = echo(peer, settings.node.ae_title, ECHO_TIMEOUT_SECONDS, tls)
-    if problem is not None:
-        raise ActionError(f"echo {destination}: {problem}")
+    target = Peer(peer.host, peer.port, peer.ae_title, settings.node.ae_title, ECHO_TIMEOUT_SECONDS)
+    try:
+        with (
+            associate(target, [(VERIFICATION, None)], purpose="C-ECHO", tls=tls) as association,
+            reactor_paused(association),
+        ):
+            status = association.send_c_echo()
+    except AssociationRejectedError as error:
+        hint = error.hint or "check the AE titles"
+        raise ActionError(
+            f"echo {destination}: association rejected ({error.reason}); {hint}"
+        ) from error
+    except AssociationFailedError as error:
+        raise ActionError(
+            f"echo {destination}: no association (peer unreachable, refused or aborted)"
+        ) from error
+    if "Status" not in status or int(status.Status) != 0:
+        code = f"0x{int(status.Status):04X}" if "Status" in status else "none"
+        raise ActionError(f"echo {destination}: C-ECHO status {code}")
     return f"echo {destination}: ok"
 
 
-def mark_baseline(node: Node, patient_id: str, issuer: str, study_uid: str, clear: bool) -> str:
+def mark_baseline(node: NodeView, patient_id: str, issuer: str, study_uid: str, clear: bool) -> str:
     """Mark (or unmark) an exam as the patient's baseline (``wbdwi baseline``)."""
     if not patient_id.strip() or not study_uid.strip():
         raise ActionError("give the Patient ID and the Study Instance UID")
@@ -75,11 +96,11 @@ def mark_baseline(node: Node, patient_id: str, issuer: str, study_uid: str, clea
     return f"study {study_uid.strip()} of patient {patient_id.strip()} {action}"
 
 
-def retry_deliveries(node: Node, destination: str) -> str:
+def retry_deliveries(node: NodeView, destination: str) -> str:
     """Send the waiting deliveries now (``wbdwi retry --deliveries``)."""
     raise ActionError(f"retry deliveries to {destination}: not wired yet")
 
 
-def cancel_deliveries(node: Node, destination: str) -> str:
+def cancel_deliveries(node: NodeView, destination: str) -> str:
     """Give up the undelivered files to a destination (``wbdwi deliveries cancel DEST``)."""
     raise ActionError(f"cancel deliveries to {destination}: not wired yet")

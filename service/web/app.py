@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from flask import Flask, Response, abort, flash, g, redirect, render_template, request, session
@@ -30,9 +30,7 @@ from service.jobs import JobState, OutboxState
 from service.web import actions
 from service.web.auth import Authenticator, Principal, csrf_problem, new_csrf_token
 from service.web.snapshot import read_snapshot
-
-if TYPE_CHECKING:
-    from service.node import Node
+from service.web.view import NodeView
 
 __all__ = ["LOOPBACK", "NO_CREDENTIALS", "create_app"]
 
@@ -41,7 +39,7 @@ LOGGER = structlog.get_logger(__name__)
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 NO_CREDENTIALS = (
     "No dashboard credentials are configured. Set http.users (NAME:HASH) or http.token_hash "
-    "in the settings; make a hash with 'python -m service.web.passwords' (see the IT guide, "
+    "in the settings; make a hash with 'python -m service.passwords' (see the IT guide, "
     "Dashboard)."
 )
 _PLAIN = "text/plain; charset=utf-8"
@@ -72,7 +70,7 @@ def _in(seconds: float) -> str:
     return f"in {seconds / 3600:.1f} h"
 
 
-def create_app(node: Node) -> Flask:
+def create_app(node: NodeView) -> Flask:
     """The application serving ``node`` (its settings' ``[http]`` section decides access)."""
     app = Flask(__name__, template_folder=str(_TEMPLATES), static_folder=None)
     http = node.settings.http
@@ -118,7 +116,7 @@ def _probe_refusal(auth: Authenticator) -> Response:
     )
 
 
-def _register_probes(app: Flask, node: Node, auth: Authenticator) -> None:
+def _register_probes(app: Flask, node: NodeView, auth: Authenticator) -> None:
     @app.get("/healthz")
     def healthz() -> Response:
         return _text("ok\n")
@@ -165,7 +163,7 @@ def _refused_page(auth: Authenticator) -> tuple[str, int]:
     return render_template("login.html", csrf=_csrf_token(), error=""), 401
 
 
-def _register_pages(app: Flask, node: Node, auth: Authenticator) -> None:
+def _register_pages(app: Flask, node: NodeView, auth: Authenticator) -> None:
     @app.before_request
     def authenticate() -> Any:
         if request.path in ("/healthz", "/readyz", "/metrics") or request.endpoint is None:
@@ -274,7 +272,7 @@ def _job_id() -> int:
     return int(text)
 
 
-def _register_actions(app: Flask, node: Node) -> None:
+def _register_actions(app: Flask, node: NodeView) -> None:
     @_action(app, "retry-job")
     def retry_job() -> str:
         return actions.retry_job(node, _job_id())

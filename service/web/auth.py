@@ -8,7 +8,7 @@ Credentials come from ``[http]``: accounts ``users`` (``NAME:HASH``) and one
 - ``Authorization: Basic`` with an account's name and password, or
 - ``Authorization: Bearer TOKEN`` (the principal is then called ``token``).
 
-Checked secrets are scrypt hashes (:mod:`service.web.passwords`); a secret that
+Checked secrets are scrypt hashes (:mod:`service.passwords`); a secret that
 passed is remembered (its keyed SHA-256, never the secret) so that a scraper's
 every request does not cost an scrypt.
 
@@ -28,8 +28,8 @@ import threading
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from service.passwords import PasswordHash, parse_hash, verify_secret
 from service.settings.model import HttpSettings
-from service.web.passwords import PasswordHash, parse_hash, verify_secret
 
 __all__ = ["TOKEN_PRINCIPAL", "Authenticator", "Principal", "csrf_problem", "new_csrf_token"]
 

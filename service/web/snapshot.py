@@ -2,7 +2,8 @@
 
 The job store's own queries (those ``wbdwi status`` uses) and the node's
 in-memory state (threads, device, receiver counters); nothing is queried
-from SQLite here.
+from SQLite here. (:mod:`service.commands` is not imported: it imports the
+node, which builds the web application.)
 """
 
 from __future__ import annotations
@@ -11,19 +12,16 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from service.commands.status import DeadLetterGroup, summarise_dead_letters
 from service.completion import completion_reason
 from service.jobs import JobRecord, JobState, OutboxRecord, OutboxState
 from service.jobstore.records import ReceivingStudy
 from service.retention import RetentionPlan, plan_retention
-
-if TYPE_CHECKING:
-    from service.node import Node
-    from service.settings import Settings
+from service.settings import Settings
+from service.web.view import NodeView
 
 __all__ = [
+    "DeadLetterGroup",
     "DestinationRow",
     "DiskRow",
     "ReceivingRow",
@@ -75,6 +73,37 @@ class DestinationRow:
     counts: dict[OutboxState, int]
     last_error: str
     next_try_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterGroup:
+    """The dead-lettered files of one job for one destination (as ``wbdwi status`` groups them)."""
+
+    job_id: int
+    destination: str
+    files: int
+    max_attempts: int
+    first_error: str
+    last_error: str
+    distinct_errors: int
+
+
+def _dead_letter_groups(dead: list[OutboxRecord]) -> list[DeadLetterGroup]:
+    groups: dict[tuple[int, str], list[OutboxRecord]] = {}
+    for row in dead:
+        groups.setdefault((row.job_id, row.destination), []).append(row)
+    return [
+        DeadLetterGroup(
+            job_id=job_id,
+            destination=destination,
+            files=len(rows),
+            max_attempts=max(row.attempts for row in rows),
+            first_error=rows[0].last_error,
+            last_error=rows[-1].last_error,
+            distinct_errors=len({row.last_error for row in rows}),
+        )
+        for (job_id, destination), rows in groups.items()
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +184,7 @@ def _destinations(
     return result
 
 
-def _disks(node: Node) -> list[DiskRow]:
+def _disks(node: NodeView) -> list[DiskRow]:
     rows = []
     for label, path in (("data folder", node.data_dir), ("results", node.results_dir)):
         target = path if path.exists() else path.parent
@@ -167,7 +196,7 @@ def _disks(node: Node) -> list[DiskRow]:
     return rows
 
 
-def _threads(node: Node) -> list[ThreadRow]:
+def _threads(node: NodeView) -> list[ThreadRow]:
     rows = []
     for name, thread in sorted(node.threads().items()):
         detail = ""
@@ -177,7 +206,7 @@ def _threads(node: Node) -> list[ThreadRow]:
     return rows
 
 
-def read_snapshot(node: Node) -> Snapshot:
+def read_snapshot(node: NodeView) -> Snapshot:
     """Read everything the dashboard shows from ``node`` now."""
     now = time.time()
     store, settings = node.store, node.settings
@@ -212,7 +241,7 @@ def read_snapshot(node: Node) -> Snapshot:
         destinations=_destinations(
             unsent, outbox_counts, {str(d) for d in settings.export.destinations}
         ),
-        dead=summarise_dead_letters([r for r in unsent if r.state is OutboxState.DEAD]),
+        dead=_dead_letter_groups([r for r in unsent if r.state is OutboxState.DEAD]),
         disks=_disks(node),
         retention_enabled=settings.retention.enabled,
         plan=plan_retention(

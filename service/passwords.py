@@ -3,8 +3,8 @@
 Format: ``scrypt$N$r$p$SALT$HASH`` (salt and hash in URL-safe base64), made by
 :func:`hashlib.scrypt`. Make one with::
 
-    python -m service.web.passwords            # asks for the secret twice
-    printf '%s' "$SECRET" | python -m service.web.passwords --stdin
+    python -m service.passwords            # asks for the secret twice
+    printf '%s' "$SECRET" | python -m service.passwords --stdin
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def parse_hash(text: str) -> PasswordHash:
     if len(parts) != 6 or parts[0] != _SCHEME:
         raise ValueError(
             "is not a password hash (expected scrypt$N$r$p$SALT$HASH, made by "
-            "'python -m service.web.passwords')"
+            "'python -m service.passwords')"
         )
     try:
         n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
@@ -90,7 +90,7 @@ def verify_secret(secret: str, stored: PasswordHash) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Print the hash of a secret read from the terminal (twice) or standard input."""
     parser = argparse.ArgumentParser(
-        prog="python -m service.web.passwords",
+        prog="python -m service.passwords",
         description="Print the hash of a dashboard password or token, for http.users "
         "(NAME:HASH) or http.token_hash in the settings.",
     )

@@ -16,7 +16,10 @@ the flags only add what a test needs to observe or provoke:
     the runner kills its own process with SIGKILL for that study (an exam that
     crashes the worker, as a fault in native code would);
 ``--software-version``
-    the version the worker claims (a worker of another release).
+    the version the worker claims (a worker of another release);
+``--noop``
+    the runner returns at once with no result files (queue overhead only; the
+    marker's modification time is when the job started).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class WorkerProcess:
     software_version: str = ""
     crash_study: str = ""
     hold_seconds: float = 0.0
+    noop: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -72,6 +76,8 @@ class WorkerProcess:
             command += ["--software-version", self.software_version]
         if self.crash_study:
             command += ["--crash-study", self.crash_study]
+        if self.noop:
+            command.append("--noop")
         environment = {k: v for k, v in os.environ.items() if not k.startswith("WBDWI_")}
         environment["WBDWI_LOGGING_FORMAT"] = "json"
         with self.log_path.open("ab") as log:
@@ -138,11 +144,14 @@ def main() -> None:
     parser.add_argument("--hold-seconds", type=float, default=0.0)
     parser.add_argument("--crash-study", default="")
     parser.add_argument("--software-version", default="")
+    parser.add_argument("--noop", action="store_true")
     args = parser.parse_args()
     configure_logging(load_settings(None).logging)
 
     def runner(spec: JobSpec) -> JobOutcome:
         (args.started_dir / f"{spec.job_id}-{os.getpid()}").write_text(args.name)
+        if args.noop:
+            return JobOutcome(result_files=(), device="cpu")
         if spec.study_uid == args.crash_study:
             os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(args.hold_seconds)

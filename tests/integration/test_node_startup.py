@@ -149,9 +149,13 @@ def test_port_in_use_is_one_line_exit_1_before_anything_starts(tmp_path: Path, t
         )  # fmt: skip
     assert result.returncode == 1, result.stderr
     line = _one_line(result.stderr)  # no node_starting, recovered or thread traceback
-    kind, setting = ("DICOM", "node.port") if taken == "dicom" else ("HTTP", "node.http_port")
+    kind, setting, address = (
+        ("DICOM", "node.port", "0.0.0.0")
+        if taken == "dicom"
+        else ("HTTP", "node.http_port", "127.0.0.1")  # http.bind_address
+    )
     assert line == (
-        f"wbdwi serve: cannot start: {kind} port {busy} on 0.0.0.0 ({setting}): already in use "
+        f"wbdwi serve: cannot start: {kind} port {busy} on {address} ({setting}): already in use "
         "(another program, or another node, listens on it)"
     )
     assert _job_states(data_dir) == ["processing"]  # recovery did not run

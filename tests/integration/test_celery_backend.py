@@ -239,3 +239,20 @@ def test_rabbitmq_restarted_mid_run_loses_nothing(
             total += results
         sent = node.query("SELECT COUNT(*), COUNT(DISTINCT sop_instance_uid) FROM ledger")
         assert sent == [(total, total)]
+
+
+def test_serve_role_all_with_the_celery_backend_runs_its_own_local_worker(
+    tmp_path: Path, broker_url: str
+) -> None:
+    folder, study_uid = _exam(tmp_path, 21)
+    node = _node(tmp_path, broker_url, None)
+    node.extra_args = []  # --role all (the default): the receiver and node.workers workers
+    with node:
+        assert storescu(folder, node.port).returncode == 0
+        wait_for(
+            lambda: node.all_jobs_in("done", "failed"), 120, f"the job\n{node.log()}", poll=0.5
+        )
+        assert [s for _, s, _, _ in node.job_states()] == ["done"], node.job_states()
+    log = node.log()
+    assert '"worker": "wbdwi-local1@' in log  # the job ran on the local worker process
+    assert _result_count(node, study_uid) > 0

@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +78,11 @@ def _throughput(
         )
         extra = ["--role", "receiver"]
     node = NodeProcess(workdir, quiet_seconds=1.0, extra_args=extra, env=env)
-    processes = [
-        WorkerProcess(workdir, broker_url, f"w{i}", 3) for i in range(workers if broker_url else 0)
-    ]
+    processes = (
+        [WorkerProcess(workdir, broker_url, f"w{i}", 3) for i in range(workers)]
+        if broker_url
+        else []
+    )
     with node:
         for process in processes:
             process.start()
@@ -159,7 +162,7 @@ def _overhead_sqlite(workdir: Path, jobs: int) -> list[float]:
             store.submit(spec)
             worker.wake()
             job_id = _job_id(store, spec.job_key)
-            wait_for(lambda job_id=job_id: job_id in started, 30, "the sqlite worker")
+            wait_for(partial(dict.__contains__, started, job_id), 30, "the sqlite worker")
             if index:  # the first job warms up
                 delays.append(started[job_id] - submitted)
     finally:
@@ -197,14 +200,16 @@ def _overhead_celery(workdir: Path, broker_url: str, jobs: int) -> list[float]:
             store.submit(spec)
             receiver.wake()
             job_id = _job_id(store, spec.job_key)
+            pattern = f"{job_id}-*"
             marker = wait_for(
-                lambda job_id=job_id: next(worker.started_dir.glob(f"{job_id}-*"), None),
+                lambda: next(worker.started_dir.glob(pattern), None),  # noqa: B023 (called now)
                 120 if index == 0 else 30,
                 f"the celery worker ({worker.log_path})",
                 poll=0.002,
             )
+            done_id = job_id
             wait_for(
-                lambda job_id=job_id: store.status(job_id).state is JobState.DONE,
+                lambda: store.status(done_id).state is JobState.DONE,  # noqa: B023 (called now)
                 30,
                 "the job's report",
             )

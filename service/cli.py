@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "status",
     "echo",
     "retry",
+    "deliveries",
     "settings",
 )
 

@@ -52,11 +52,13 @@ class JobState(enum.Enum):
 
 
 class OutboxState(enum.Enum):
-    """One result file for one destination: waiting, acknowledged, or given up (dead letter)."""
+    """One result file for one destination: waiting, acknowledged, given up (dead letter), or
+    cancelled by an operator (``wbdwi deliveries cancel DEST``: the destination was removed)."""
 
     PENDING = "pending"
     SENT = "sent"
     DEAD = "dead"
+    CANCELLED = "cancelled"
 
 
 def make_job_key(study_uid: str, software_version: str, sop_instance_uids: Sequence[str]) -> str:

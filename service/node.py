@@ -204,6 +204,24 @@ class Node:
         )
         return report
 
+    def warn_unconfigured_destinations(self) -> list[str]:
+        """Log one warning per destination with waiting deliveries that the settings no
+        longer name (they would wait forever); returns those destinations."""
+        configured = {str(d) for d in self.settings.export.destinations}
+        waiting: dict[str, int] = {}
+        for (destination, state), count in self.store.outbox_counts().items():
+            if state is OutboxState.PENDING and destination not in configured:
+                waiting[destination] = waiting.get(destination, 0) + count
+        for destination, count in sorted(waiting.items()):
+            LOGGER.warning(
+                "destination_not_configured",
+                destination=destination,
+                waiting=count,
+                hint=f"add it back to export.destinations, or cancel its deliveries with "
+                f"'wbdwi deliveries cancel {destination}'",
+            )
+        return sorted(waiting)
+
     def start(self) -> None:
         """Check the ports, recover, choose the device, start every part; the DICOM port opens last.
 
@@ -233,6 +251,7 @@ class Node:
         )
         self._started = True  # from here on, a failure stops what started (stop())
         self.recover()
+        self.warn_unconfigured_destinations()
         self.select_device()
         self._spawn("completion", lambda: self.completion.run(self._stop))
         if self.queue_receiver is None:

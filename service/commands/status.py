@@ -178,6 +178,51 @@ def _dead_letter_lines(dead: list[OutboxRecord], limit: int) -> list[str]:
 
 
 @dataclass(frozen=True, slots=True)
+class DestinationWait:
+    """The waiting deliveries to one destination: when the next try is and what failed last."""
+
+    pending: int
+    next_try_at: float
+    last_error: str  # the newest error among the waiting rows; empty when none failed yet
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON values."""
+        return {
+            "pending": self.pending,
+            "next_try_at": self.next_try_at,
+            "last_error": self.last_error or None,
+        }
+
+    def describe(self, now: float) -> str:
+        """One line: next try (now, or in how long) and the last error."""
+        delay = self.next_try_at - now
+        when = "now" if delay <= 0 else f"in {delay:.0f} s"
+        stamp = dt.datetime.fromtimestamp(self.next_try_at).strftime("%Y-%m-%d %H:%M:%S")
+        text = f"next try {when} ({stamp})"
+        if self.last_error:
+            text += f"; last error: {self.last_error}"
+        return text + "; send now: wbdwi retry --deliveries"
+
+
+def destination_waits(pending: list[OutboxRecord]) -> dict[str, DestinationWait]:
+    """Per destination: waiting rows, the earliest next try and the last error."""
+    grouped: dict[str, list[OutboxRecord]] = {}
+    for row in pending:
+        grouped.setdefault(row.destination, []).append(row)
+    waits: dict[str, DestinationWait] = {}
+    for destination, rows in grouped.items():
+        errors = [row for row in rows if row.last_error]
+        waits[destination] = DestinationWait(
+            pending=len(rows),
+            next_try_at=min(row.next_try_at for row in rows),
+            last_error=max(errors, key=lambda r: (r.attempts, r.outbox_id)).last_error
+            if errors
+            else "",
+        )
+    return waits
+
+
+@dataclass(frozen=True, slots=True)
 class _Snapshot:
     """What ``wbdwi status`` shows, read from the job store in one go."""
 
@@ -192,6 +237,7 @@ class _Snapshot:
     priors: dict[int, dict[str, Any] | None]
     lock_file: Path
     node_pid: int | None
+    waiting: dict[str, DestinationWait]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
         verdicts = store.verdict_counts()
         outbox = store.outbox_counts()
         dead = store.dead_letters()
+        waiting = destination_waits(store.outbox(state=OutboxState.PENDING, limit=None))
         failed = [job for job in store.jobs(limit=100000) if job.state is JobState.FAILED]
         deliveries = store.job_deliveries()
         plan = plan_retention(deliveries, store.spooled_studies(), settings.retention, time.time())
@@ -224,6 +271,7 @@ def run(args: argparse.Namespace) -> int:
         priors={job.job_id: _job_priors(output_dirs.get(job.job_id)) for job in jobs},
         lock_file=settings.node.data_dir.resolve() / LOCK_FILE,
         node_pid=running_node_pid(settings.node.data_dir.resolve()),
+        waiting=waiting,
     )
     if args.json:
         print(json.dumps(_json_payload(snapshot), indent=2))
@@ -260,6 +308,7 @@ def _json_payload(snapshot: _Snapshot) -> dict[str, Any]:
             {"destination": d, "state": s.value, "count": n}
             for (d, s), n in snapshot.outbox.items()
         ],
+        "waiting_deliveries": {d: w.as_dict() for d, w in snapshot.waiting.items()},
         "dead_letter_groups": [group.as_dict() for group in summarise_dead_letters(snapshot.dead)],
         "dead_letters": [
             {
@@ -312,6 +361,9 @@ def _text_lines(snapshot: _Snapshot, limit: int) -> list[str]:
     for destination in destinations:
         parts = [f"{s.value} {outbox.get((destination, s), 0)}" for s in OutboxState]
         lines.append(f"  {destination}: " + ", ".join(parts))
+        wait = snapshot.waiting.get(destination)
+        if wait is not None:
+            lines.append(f"    {wait.describe(time.time())}")
     if not destinations:
         lines.append("  empty")
     if snapshot.failed:

@@ -115,6 +115,55 @@ class DeliveryRecords(StoreConnection):
             self._settle_job(db, row["job_id"], now)
         return state
 
+    def retry_deliveries_now(self, destination: str | None = None) -> int:
+        """Make the waiting deliveries (to ``destination``, or all) due now; how many.
+
+        Back-off and the slow retry after a rejected association are skipped:
+        for when the peer was fixed. The exporter reads the outbox at least
+        once a second, so a running node sends them within about a second.
+        """
+        now = time.time()
+        clause, parameters = (
+            ("", ()) if destination is None else (" AND destination = ?", (destination,))
+        )
+        with self._transaction() as db:
+            cursor = db.execute(
+                f"UPDATE outbox SET next_try_at = ?, updated_at = ? WHERE state = ?{clause}",
+                (now, now, OutboxState.PENDING.value, *parameters),
+            )
+        return int(cursor.rowcount)
+
+    def cancel_deliveries(self, destination: str, who: str) -> int:
+        """Give up every waiting delivery to ``destination``; how many were cancelled.
+
+        The rows become ``cancelled`` (``last_error`` says by whom), so their
+        jobs can finish (``done``: a cancelled delivery does not fail a job)
+        and retention is no longer blocked. Acknowledged rows are untouched.
+        """
+        now = time.time()
+        with self._transaction() as db:
+            jobs = [
+                row["job_id"]
+                for row in db.execute(
+                    "SELECT DISTINCT job_id FROM outbox WHERE state = ? AND destination = ?",
+                    (OutboxState.PENDING.value, destination),
+                ).fetchall()
+            ]
+            cursor = db.execute(
+                "UPDATE outbox SET state = ?, last_error = ?, updated_at = ? "
+                "WHERE state = ? AND destination = ?",
+                (
+                    OutboxState.CANCELLED.value,
+                    f"cancelled by {who}",
+                    now,
+                    OutboxState.PENDING.value,
+                    destination,
+                ),
+            )
+            for job_id in jobs:
+                self._settle_job(db, job_id, now)
+        return int(cursor.rowcount)
+
     @staticmethod
     def _settle_job(db: sqlite3.Connection, job_id: int, now: float) -> None:
         counts = dict(

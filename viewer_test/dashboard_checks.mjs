@@ -85,9 +85,33 @@ async function run(page) {
     await Promise.all([page.waitForNavigation(), retry.click()]);
     facts.retry_flashes = await flashes(page);
   }
+  // The exporter's round for the destination ends when no waiting row is due any more
+  // (the row's next try is later than the page's time); cancel after it.
+  for (let i = 0; i < 60; i += 1) {
+    await page.goto(spec.base + '/');
+    const nextTry = await page.$eval(`${row} td:nth-last-child(2)`, (c) => c.innerText.trim());
+    const now = await page.$eval('header div', (d) => d.innerText.match(/\((.*?)\)/)[1]);
+    if (nextTry !== '-' && nextTry > now) break;
+    await page.waitForTimeout(500);
+  }
+  // 6. Cancel the destination's deliveries (the button asks for confirmation): the job ends.
+  page.once('dialog', (dialog) => { facts.cancel_dialog = dialog.message(); dialog.accept(); });
+  await Promise.all([
+    page.waitForNavigation(),
+    page.click(`${row} form[action="/actions/cancel-deliveries"] button`),
+  ]);
+  facts.cancel_flashes = await flashes(page);
   await page.screenshot({ path: path.join(spec.out, 'dashboard-actions.png'), fullPage: true });
+  await page.goto(spec.base + '/');
+  facts.after_cancel_job_rows = await page.$$eval('section#jobs tr[id^=job-]', (rows) =>
+    rows.map((r) => Array.from(r.cells).map((c) => c.innerText.trim())));
+  facts.after_cancel_outbox_rows = await page.$$eval('section#outbox tr[data-destination]', (rows) =>
+    rows.map((r) => ({ destination: r.dataset.destination,
+      cells: Array.from(r.cells).map((c) => c.innerText.trim()) })));
+  facts.outbox_headers = await page.$$eval('section#outbox th', (cells) =>
+    cells.map((c) => c.innerText.trim()));
 
-  // 6. A form posted from another origin is refused (CSRF): a page of a different site.
+  // 7. A form posted from another origin is refused (CSRF): a page of a different site.
   const csrf = await page.request.post(spec.base + '/actions/retry-job', {
     form: { job_id: '1' }, headers: { Origin: 'http://evil.example' },
   });

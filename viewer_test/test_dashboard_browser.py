@@ -5,8 +5,9 @@ dcmtk's storescu and processes it; its only destination does not answer, so the
 results wait in the outbox with the error. ``dashboard_checks.mjs`` then, in the
 browser: is refused without logging in (401 and the login form; ``/metrics``
 401 too), logs in through the form, reads every section, marks the processed exam
-as the patient's baseline, echoes the destination, retries its deliveries, and
-posts a form from another origin (refused). The assertions are on what the pages
+as the patient's baseline, echoes the destination, retries its deliveries now,
+cancels them (the job ends ``done``), and posts a form from another origin
+(refused). The assertions are on what the pages
 showed and on the node's log (each action logged with the user).
 
 Screenshots: ``viewer-test-out/dashboard*.png``.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import urllib.error
@@ -126,7 +128,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardRun
     config.write_text(
         f'[http]\nusers = ["{USER}:{hash_secret(PASSWORD)}"]\n'
         f'token_hash = "{hash_secret(TOKEN)}"\n\n'
-        "[export]\nbackoff_initial_seconds = 2\nbackoff_max_seconds = 5\n"
+        "[export]\nbackoff_initial_seconds = 60\nbackoff_max_seconds = 120\n"  # one round at a time
     )
     destination = f"PACS@127.0.0.1:{free_port()}"  # nothing listens there
     node = _NodeWithToken(workdir, destinations=[destination], extra_args=["--config", str(config)])
@@ -205,11 +207,33 @@ def test_actions_work_end_to_end_and_are_logged_with_the_user(dashboard: Dashboa
     ]
     [echo] = facts["echo_flashes"]
     assert echo["kind"] == "error" and "no association" in echo["text"]
+    [retry] = facts["retry_flashes"]
+    assert retry["kind"] == "ok"
+    assert re.fullmatch(
+        rf"\d+ delivery\(ies\) to {re.escape(dashboard.destination)} due now", retry["text"]
+    )
+    [cancel] = facts["cancel_flashes"]
+    assert cancel["kind"] == "ok"
+    cancelled = re.fullmatch(
+        rf"(\d+) delivery\(ies\) to {re.escape(dashboard.destination)} cancelled", cancel["text"]
+    )
+    assert cancelled, cancel
+    assert "Cancel every undelivered file" in facts["cancel_dialog"]
+    # the job no longer waits on the destination, and the row counts what was cancelled
+    [job] = facts["after_cancel_job_rows"]
+    assert job[1] == "done"
+    [row] = facts["after_cancel_outbox_rows"]
+    counts = dict(zip(facts["outbox_headers"][1:], row["cells"][1:], strict=False))
+    assert counts["pending"] == "0"
+    assert counts["cancelled"] == cancelled.group(1)
     actions = [e for e in dashboard.log_events if e.get("event") == "dashboard_action"]
     by_action = {(a["action"], a["ok"]): a for a in actions}
     assert by_action[("baseline", True)]["user"] == USER
     assert by_action[("baseline", True)]["study_uid"] == dashboard.study_uid
     assert by_action[("echo", False)]["user"] == USER
+    assert by_action[("retry-deliveries", True)]["user"] == USER
+    assert by_action[("cancel-deliveries", True)]["user"] == USER
+    assert by_action[("cancel-deliveries", True)]["destination"] == dashboard.destination
     logins = [e for e in dashboard.log_events if e.get("event") == "dashboard_login"]
     assert [e["user"] for e in logins] == [USER]
     refused = [e for e in dashboard.log_events if e.get("event") == "dashboard_request_refused"]

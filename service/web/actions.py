@@ -17,7 +17,15 @@ from service.errors import HistoryError
 from service.history import HISTORY_FILE, HistoryStore, PatientKey
 from service.web.view import NodeView
 
-__all__ = ["ECHO_TIMEOUT_SECONDS", "ActionError", "echo_destination", "mark_baseline", "retry_job"]
+__all__ = [
+    "ECHO_TIMEOUT_SECONDS",
+    "ActionError",
+    "cancel_deliveries",
+    "echo_destination",
+    "mark_baseline",
+    "retry_deliveries",
+    "retry_job",
+]
 
 ECHO_TIMEOUT_SECONDS = 10.0
 
@@ -97,10 +105,28 @@ def mark_baseline(node: NodeView, patient_id: str, issuer: str, study_uid: str, 
 
 
 def retry_deliveries(node: NodeView, destination: str) -> str:
-    """Send the waiting deliveries now (``wbdwi retry --deliveries``)."""
-    raise ActionError(f"retry deliveries to {destination}: not wired yet")
+    """Make the waiting deliveries to ``destination`` (empty: all) due now.
+
+    As ``wbdwi retry --deliveries [--destination DEST]``: back-off and the slow
+    retry after a rejected association are skipped (the peer was fixed).
+    """
+    configured = {str(peer) for peer in node.settings.export.destinations}
+    if destination and destination not in configured:
+        raise ActionError(f"{destination} is not a configured destination (cancel its deliveries)")
+    count = node.store.retry_deliveries_now(destination or None)
+    node.exporter.wake()
+    target = destination or "every destination"
+    if not count:
+        return f"no delivery to {target} is waiting"
+    return f"{count} delivery(ies) to {target} due now"
 
 
-def cancel_deliveries(node: NodeView, destination: str) -> str:
-    """Give up the undelivered files to a destination (``wbdwi deliveries cancel DEST``)."""
-    raise ActionError(f"cancel deliveries to {destination}: not wired yet")
+def cancel_deliveries(node: NodeView, destination: str, who: str) -> str:
+    """Give up the waiting deliveries to ``destination`` (``wbdwi deliveries cancel DEST``)."""
+    if not destination:
+        raise ActionError("name the destination whose deliveries to cancel")
+    count = node.store.cancel_deliveries(destination, who)
+    node.exporter.wake()
+    if not count:
+        return f"no delivery to {destination} is waiting"
+    return f"{count} delivery(ies) to {destination} cancelled"

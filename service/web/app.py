@@ -284,7 +284,8 @@ def _register_actions(app: Flask, node: NodeView) -> None:
 
     @_action(app, "cancel-deliveries")
     def cancel_deliveries() -> str:
-        return actions.cancel_deliveries(node, request.form.get("destination", "").strip())
+        destination = request.form.get("destination", "").strip()
+        return actions.cancel_deliveries(node, destination, g.principal.name)
 
     @_action(app, "echo")
     def echo_destination() -> str:

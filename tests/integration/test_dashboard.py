@@ -247,3 +247,27 @@ def test_without_credentials_pages_are_refused_with_how_to(tmp_path: Path) -> No
         assert "only this host may read it without credentials" in remote.get_data(as_text=True)
     finally:
         node.stop()
+
+
+def test_delivery_actions_name_what_they_did(node: Node) -> None:
+    client = _client(node)
+    client.login()
+    token = client.csrf()
+    destination = str(node.settings.export.destinations[0])
+    with capture_logs() as logs:
+        for path, value in (
+            ("retry-deliveries", destination),
+            ("retry-deliveries", "OTHER@192.0.2.1:104"),
+            ("cancel-deliveries", destination),
+        ):
+            reply = client.request(f"/actions/{path}", {"destination": value, "csrf": token})
+            assert reply.status == 303
+    page = client.request("/").body
+    assert f"no delivery to {destination} is waiting" in page
+    assert "OTHER@192.0.2.1:104 is not a configured destination" in page
+    actions = [(e["action"], e["ok"], e["user"]) for e in logs if e["event"] == "dashboard_action"]
+    assert actions == [
+        ("retry-deliveries", True, "alice"),
+        ("retry-deliveries", False, "alice"),
+        ("cancel-deliveries", True, "alice"),
+    ]

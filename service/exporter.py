@@ -55,6 +55,7 @@ class ExportCounters:
     sent: int = 0
     failures: int = 0
     rejected_associations: int = 0
+    failed_rounds: int = 0  # rounds to a destination that failed whole (unreachable, rejected)
     dead_lettered: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -135,11 +136,14 @@ class Exporter:
         return acknowledged
 
     def _fail(self, row: OutboxRecord, error: str, delay: float) -> None:
+        self._fail_until(row, error, self._clock() + delay)
+
+    def _fail_until(self, row: OutboxRecord, error: str, retry_at: float) -> None:
         self.counters.add(failures=1)
         state = self.store.mark_attempt_failed(
             row.outbox_id,
             error,
-            self._clock() + delay,
+            retry_at,
             max_attempts=self.settings.max_attempts,
         )
         if state is OutboxState.DEAD:
@@ -244,7 +248,7 @@ class Exporter:
         self, destination_text: str, rows: list[OutboxRecord], error: AssociationRejectedError
     ) -> None:
         """The destination refused the association: a configuration problem, retried slowly."""
-        self.counters.add(attempts=len(rows), rejected_associations=1)
+        self.counters.add(attempts=len(rows), rejected_associations=1, failed_rounds=1)
         LOGGER.error(
             "export_configuration_problem",
             destination=destination_text,
@@ -252,20 +256,26 @@ class Exporter:
             retry_in_seconds=self.settings.rejected_retry_seconds,
             hint=error.hint or "check both AE titles (the destination's own and this node's)",
         )
+        retry_at = self._clock() + self.settings.rejected_retry_seconds
         for row in rows:
-            self._fail(row, str(error), self.settings.rejected_retry_seconds)
+            self._fail_until(row, str(error), retry_at)
 
     def _unreachable(
         self, destination_text: str, rows: list[OutboxRecord], error: AssociationFailedError
     ) -> None:
         """No association could be made: every row is retried after its back-off."""
-        self.counters.add(attempts=len(rows))
+        self.counters.add(attempts=len(rows), failed_rounds=1)
         delay = backoff_seconds(min(row.attempts for row in rows) + 1, self.settings)
         LOGGER.warning(
             "export_destination_unreachable",
             destination=destination_text,
             reason=str(error),
             retry_in_seconds=delay,
+            files=len(rows),
         )
+        # One next try for the whole destination (it is down, not a file): rows that
+        # drifted apart would otherwise come due one by one, a round (and a log
+        # line) each, more of them with every back-off.
+        retry_at = self._clock() + delay
         for row in rows:
-            self._fail(row, str(error), backoff_seconds(row.attempts + 1, self.settings))
+            self._fail_until(row, str(error), retry_at)

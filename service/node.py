@@ -528,16 +528,30 @@ class Node:
         dead = sum(n for (_, state), n in outbox.items() if state is OutboxState.DEAD)
         return [
             Metric(
-                "wbdwi_export_attempts_total",
+                "wbdwi_export_file_attempts_total",
                 "counter",
-                "C-STORE attempts of result files since start.",
+                "Result files offered to a destination since start (one per file and try).",
                 (({}, counters.attempts),),
             ),
             Metric(
-                "wbdwi_export_failures_total",
+                "wbdwi_export_files_sent_total",
                 "counter",
-                "Failed deliveries since start.",
+                "Result files a destination acknowledged since start.",
+                (({}, counters.sent),),
+            ),
+            Metric(
+                "wbdwi_export_file_failures_total",
+                "counter",
+                "Failed tries of one result file since start (one per file and try; "
+                "a round to an unreachable destination counts each of its files).",
                 (({}, counters.failures),),
+            ),
+            Metric(
+                "wbdwi_export_rounds_failed_total",
+                "counter",
+                "Delivery rounds (one association per destination) that failed as a whole: "
+                "destination unreachable or association rejected.",
+                (({}, counters.failed_rounds),),
             ),
             Metric(
                 "wbdwi_export_rejected_associations_total",

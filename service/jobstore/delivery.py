@@ -101,10 +101,13 @@ class DeliveryRecords(StoreConnection):
         now = time.time()
         with self._transaction() as db:
             row = db.execute(
-                "SELECT job_id, attempts FROM outbox WHERE outbox_id = ?", (outbox_id,)
+                "SELECT job_id, attempts, state FROM outbox WHERE outbox_id = ?", (outbox_id,)
             ).fetchone()
             if row is None:
                 raise KeyError(f"no outbox row {outbox_id}")
+            if row["state"] != OutboxState.PENDING.value:
+                # cancelled (or settled) while the exporter's round was under way: it stays so
+                return OutboxState(row["state"])
             attempts = row["attempts"] + 1
             state = OutboxState.DEAD if attempts >= max_attempts else OutboxState.PENDING
             db.execute(

@@ -56,7 +56,9 @@ def test_pacs_down_during_export_then_started(tmp_path: Path) -> None:
         )
         assert node.job_states()[0][1] == "exporting"
         assert "export_destination_unreachable" in node.log()
-        assert "wbdwi_export_failures_total 0" not in node.metrics()
+        metrics = node.metrics()
+        assert "wbdwi_export_file_failures_total 0" not in metrics
+        assert "wbdwi_export_rounds_failed_total 0" not in metrics
         with running_orthanc(tmp_path, dicom_port=dicom_port, http_port=http_port) as orthanc:
             wait_for(lambda: node.all_jobs_in("done", "failed"), 60, "delivery after PACS start")
             assert node.job_states()[0][1] == "done"

@@ -158,3 +158,20 @@ def test_start_warns_once_per_unconfigured_destination(data_dir: Path) -> None:
     assert warnings[0]["destination"] == OLD
     assert warnings[0]["waiting"] == FILES
     assert f"wbdwi deliveries cancel {OLD}" in warnings[0]["hint"]
+
+
+def test_a_failure_reported_after_a_cancel_keeps_the_row_cancelled(data_dir: Path) -> None:
+    job_id = _exporting_store(data_dir, next_try_at=time.time() + 600)
+    store = _store(data_dir)
+    try:
+        in_flight = store.outbox(state=OutboxState.PENDING, destination=OLD, limit=None)
+        assert store.cancel_deliveries(OLD, "admin") == FILES
+        for row in in_flight:  # the exporter's round ends after the cancel
+            state = store.mark_attempt_failed(row.outbox_id, "timeout", 0.0, max_attempts=20)
+            assert state is OutboxState.CANCELLED
+        assert len(store.outbox(state=OutboxState.CANCELLED, limit=None)) == FILES
+        for row in store.outbox(state=OutboxState.PENDING, limit=None):
+            store.mark_sent(row.outbox_id)
+        assert store.status(job_id).state is JobState.DONE
+    finally:
+        store.close()

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import structlog
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicom_node.receive.spool import SpooledInstance
 from service.exporter import Exporter
@@ -63,12 +65,9 @@ def _exporting(store: SqliteJobStore, tmp_path: Path, destination: str) -> None:
 
 
 def _write_minimal_dicom(path: Path, uid: str) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
-
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MR
-    meta.MediaStorageSOPInstanceUID = uid
+    meta.MediaStorageSOPClassUID = UID(MR)
+    meta.MediaStorageSOPInstanceUID = UID(uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     dataset = Dataset()
     dataset.file_meta = meta

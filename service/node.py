@@ -34,6 +34,7 @@ from dicom_node.receive.spool import InstanceLimits, Spool, SpooledInstance
 from processing.backend import Backend, select_backend
 from service.completion import CompletionDetector
 from service.data_dir_lock import DataDirLock
+from service.disk import DiskGuard
 from service.errors import PortUnavailableError
 from service.exporter import Exporter
 from service.http import Metric
@@ -124,6 +125,7 @@ class Node:
         self.exporter = Exporter(
             self.store, settings.export, settings.node.ae_title, tls=settings.tls.export_context()
         )
+        self.disk = DiskGuard(self.data_dir, settings.node.min_free_disk_mb)
         self.worker = Worker(
             self.store,
             on_finished=self._job_finished,
@@ -131,6 +133,7 @@ class Node:
                 retry_seconds=settings.priors.retry_seconds,
                 max_wait_seconds=settings.priors.max_wait_seconds,
             ),
+            room=self.disk.check,
         )
         # [queue] backend = "celery": jobs run on ``wbdwi worker`` processes (issue 15).
         self.queue_receiver = (
@@ -370,6 +373,9 @@ class Node:
             for name, thread in self._threads.items()
             if not thread.is_alive()
         )
+        disk = self.disk.check()
+        if disk:
+            problems.append(disk)
         return problems
 
     def _celery_receiver(self) -> CeleryReceiver:

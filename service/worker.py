@@ -211,6 +211,9 @@ class Worker:
         How a job waits for an unreachable priors peer.
     clock
         Wall clock (injectable for tests).
+    room
+        Asked before each claim: the reason no job may start now (the data
+        folder's disk almost full: :class:`service.disk.DiskGuard`), or ``None``.
     """
 
     def __init__(
@@ -221,14 +224,17 @@ class Worker:
         *,
         priors_wait: PriorsWait | None = None,
         clock: Callable[[], float] = time.time,
+        room: Callable[[], str | None] | None = None,
     ) -> None:
         self.store = store
         self.runner = runner
         self._on_finished = on_finished
         self.priors_wait = priors_wait or PriorsWait()
         self._clock = clock
+        self._room = room
         self._wake = threading.Event()
         self.current_job: int | None = None
+        self._claim_error = ""  # the last claim failure logged (logged again only when it changes)
 
     def wake(self, *_: object) -> None:
         """Look for work now."""
@@ -237,16 +243,27 @@ class Worker:
     def run(self, stop: threading.Event, idle_seconds: float = 0.5) -> None:
         """Process jobs until ``stop`` is set (the current job is finished first)."""
         while not stop.is_set():
-            try:
-                spec = self.store.claim(self._clock())
-            except Exception:
-                LOGGER.exception("job_claim_failed")
-                spec = None
+            spec = None if self._room is not None and self._room() else self._claim()
             if spec is None:
                 self._wake.wait(idle_seconds)
                 self._wake.clear()
                 continue
             self.process(spec)
+
+    def _claim(self) -> JobSpec | None:
+        """The next ready job; a failing claim is logged once per distinct error, not per try."""
+        try:
+            spec = self.store.claim(self._clock())
+        except Exception as error:
+            text = f"{type(error).__name__}: {error}"
+            if text != self._claim_error:
+                LOGGER.exception("job_claim_failed", reason=text)
+                self._claim_error = text
+            return None
+        if self._claim_error:
+            LOGGER.info("job_claim_recovered")
+            self._claim_error = ""
+        return spec
 
     def process(self, spec: JobSpec) -> JobOutcome | None:
         """Run one claimed job and record its outcome in the store."""

@@ -20,6 +20,7 @@ from processing.quality import QualityAssessment, Verdict
 from service.commands.serve import add_config_argument, open_node_job_store
 from service.corrections import CORRECTION_JOB_PREFIX
 from service.data_dir_lock import LOCK_FILE, running_node_pid
+from service.disk import room_problem
 from service.jobs import JobRecord, JobState, OutboxRecord, OutboxState
 from service.retention import RetentionPlan, plan_retention
 from service.worker import JOB_SUMMARY_FILE
@@ -238,6 +239,7 @@ class _Snapshot:
     lock_file: Path
     node_pid: int | None
     waiting: dict[str, DestinationWait]
+    disk_problem: str | None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -272,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
         lock_file=settings.node.data_dir.resolve() / LOCK_FILE,
         node_pid=running_node_pid(settings.node.data_dir.resolve()),
         waiting=waiting,
+        disk_problem=room_problem(settings.node.data_dir.resolve(), settings.node.min_free_disk_mb),
     )
     if args.json:
         print(json.dumps(_json_payload(snapshot), indent=2))
@@ -286,6 +289,7 @@ def _json_payload(snapshot: _Snapshot) -> dict[str, Any]:
     plan = snapshot.plan
     return {
         "node": {"running": snapshot.node_pid is not None, "pid": snapshot.node_pid or None},
+        "disk_problem": snapshot.disk_problem,
         "jobs_by_state": {state.value: n for state, n in snapshot.counts.items()},
         "results_by_verdict": {verdict.value: n for verdict, n in snapshot.verdicts.items()},
         "jobs": [
@@ -351,6 +355,8 @@ def _text_lines(snapshot: _Snapshot, limit: int) -> list[str]:
     """The plain-text report, one string per printed line."""
     counts, verdicts, outbox = snapshot.counts, snapshot.verdicts, snapshot.outbox
     lines = [_node_line(snapshot)]
+    if snapshot.disk_problem:
+        lines.append(f"warning: {snapshot.disk_problem}")
     lines.append("jobs: " + (", ".join(f"{s.value} {n}" for s, n in counts.items() if n) or "none"))
     if any(verdicts.values()):
         lines.append("results: " + ", ".join(f"{v.value} {n}" for v, n in verdicts.items()))

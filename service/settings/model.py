@@ -86,9 +86,19 @@ class NodeSettings:
             "at the next start."
         ),
     )
+    min_free_disk_mb: int = field(
+        default=1024,
+        metadata=doc(
+            "Free space the data folder must keep: below it the node processes no job "
+            "(/readyz answers 503 with the reason; receiving and deliveries go on) until "
+            "space returns. An exam's results take some 50-100 MB."
+        ),
+    )
 
     def __post_init__(self) -> None:
         problems = ae_title_problems(self.ae_title, "ae_title")
+        if self.min_free_disk_mb < 0:
+            problems.append(f"min_free_disk_mb must be 0 or more, got {self.min_free_disk_mb}")
         if not 1 <= self.port <= 65535:
             problems.append(f"port {self.port} is outside 1..65535")
         if not 0 <= self.http_port <= 65535:

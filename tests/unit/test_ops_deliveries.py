@@ -157,7 +157,10 @@ def test_start_warns_once_per_unconfigured_destination(data_dir: Path) -> None:
     assert len(warnings) == 1
     assert warnings[0]["destination"] == OLD
     assert warnings[0]["waiting"] == FILES
-    assert f"wbdwi deliveries cancel {OLD}" in warnings[0]["hint"]
+    assert warnings[0]["hint"] == (
+        "add it back to export.destinations, or cancel its deliveries with "
+        "'wbdwi deliveries cancel OLDPACS@old:104'"
+    )
 
 
 def test_a_failure_reported_after_a_cancel_keeps_the_row_cancelled(data_dir: Path) -> None:

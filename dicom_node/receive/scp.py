@@ -31,6 +31,7 @@ goes on.
 from __future__ import annotations
 
 import collections
+import ipaddress
 import ssl
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -89,6 +90,7 @@ from dicom_node.receive.ul.dimse import (
     N_SET_RQ,
     DimseCommand,
 )
+from dicom_node.receive.ul.pdu import AssociationRequest
 
 __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",
@@ -376,6 +378,26 @@ class DicomReceiver:
         LOGGER.info("dicom_listener_stopped")
 
     # ------------------------------------------------------ association policy
+    def _own_verification(self, request: AssociationRequest, peer: str) -> bool:
+        """The node's own ``wbdwi echo``: its AE title, from this host, Verification only.
+
+        Accepted whatever ``calling_ae_allow`` says, so that an operator (or a
+        health check) can echo the node on its host without adding the node's
+        own AE title to the scanners' allow-list. Nothing can be stored on such
+        an association: Verification is its only context.
+        """
+        host = peer.rsplit(":", 1)[0].strip("[]")
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+        return (
+            loopback
+            and request.calling_ae == self.config.ae_title
+            and bool(request.contexts)
+            and all(context.abstract_syntax == VERIFICATION for context in request.contexts)
+        )
+
     def check_association(
         self, association: Association, open_associations: int
     ) -> Rejection | None:
@@ -384,7 +406,11 @@ class DicomReceiver:
         assert request is not None
         config = self.config
         rejection: Rejection | None = None
-        if config.calling_ae_allow and request.calling_ae not in config.calling_ae_allow:
+        if (
+            config.calling_ae_allow
+            and request.calling_ae not in config.calling_ae_allow
+            and not self._own_verification(request, association.peer)
+        ):
             rejection = Rejection(
                 Rejection.PERMANENT,
                 Rejection.SOURCE_USER,

@@ -41,7 +41,9 @@ PIPELINE_NAME = "wbdwi"
 
 
 class JobState(enum.Enum):
-    """Life of an exam: ``receiving -> ready -> processing -> exporting -> done``, or ``failed``."""
+    """Life of an exam: ``receiving -> ready -> processing -> exporting -> done``, or ``failed``;
+    ``ignored``: the study holds no diffusion-weighted series (a routing rule that sends every
+    MR study): nothing to do, nothing to retry, its instances kept only for the spool time."""
 
     RECEIVING = "receiving"
     READY = "ready"
@@ -49,6 +51,7 @@ class JobState(enum.Enum):
     EXPORTING = "exporting"
     DONE = "done"
     FAILED = "failed"
+    IGNORED = "ignored"
 
 
 class OutboxState(enum.Enum):

@@ -508,6 +508,7 @@ class Node:
                 (
                     ({"outcome": "ok"}, self._jobs_finished),
                     ({"outcome": "failed"}, self._jobs_failed),
+                    ({"outcome": "ignored"}, self.worker.jobs_ignored),
                 ),
             ),
             Metric(

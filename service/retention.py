@@ -206,7 +206,7 @@ def _results_item(job: JobDelivery, settings: RetentionSettings, now: float) -> 
 
     if job.state is JobState.FAILED:
         return item(None, WaitingOn.FAILED_JOB, f"job {job.job_id} failed: results kept")
-    if job.state is not JobState.DONE:
+    if job.state not in (JobState.DONE, JobState.IGNORED):
         return item(None, WaitingOn.UNFINISHED_JOB, f"job {job.job_id} is {job.state.value}")
     if not job.outbox_rows:
         return item(None, WaitingOn.NO_DESTINATION, "no destination: the results are kept")
@@ -360,7 +360,7 @@ class RetentionCleaner:
             self._wake.clear()
 
     def _remove_spool(self, item: RetentionItem) -> Removal | None:
-        allowed = [JobState.DONE]
+        allowed = [JobState.DONE, JobState.IGNORED]
         if self.settings.failed_seconds is not None:
             allowed.append(JobState.FAILED)
         rows = self.store.forget_study_instances(item.study_uid, allowed)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import structlog
 
-from dicom_node.errors import DicomNodeError
+from dicom_node.errors import DicomNodeError, NoDiffusionSeriesError
 from dicom_node.scu.export import read_result_identity
 from processing.backend import Device, disable_gpu, is_device_error
 from processing.errors import ProcessingError
@@ -38,7 +38,7 @@ from service.corrections import check_correction_target, prepare_correction
 from service.durable_json import write_json_durably
 from service.errors import InputsMissingError, NothingToCorrectError, PriorsUnavailableError
 from service.exam_run import MEASUREMENTS_FILE, ExamRequest, describe_failure, run_exam
-from service.jobs import JobSpec, results_folder
+from service.jobs import JobSpec, JobState, results_folder
 from service.jobstore import SqliteJobStore
 from service.priors import HistoryPriors, comparison_block
 from service.settings import processing_settings_from_mapping
@@ -234,7 +234,8 @@ class Worker:
         self._room = room
         self._wake = threading.Event()
         self.current_job: int | None = None
-        self._claim_error = ""  # the last claim failure logged (logged again only when it changes)
+        self._claim_error = ""
+        self.jobs_ignored = 0  # studies without DWI, since start
 
     def wake(self, *_: object) -> None:
         """Look for work now."""
@@ -280,6 +281,16 @@ class Worker:
                     (path, read_result_identity(path).sop_instance_uid)
                     for path in outcome.result_files
                 ]
+            except NoDiffusionSeriesError as not_dwi:
+                # A study without DWI (a routing rule sending every MR study): not a failure.
+                seconds = time.perf_counter() - started
+                LOGGER.info("job_ignored", reason=str(not_dwi))
+                self.store.finish_without_results(
+                    spec.job_id, str(not_dwi), seconds, state=JobState.IGNORED
+                )
+                self.jobs_ignored += 1
+                self.current_job = None
+                return None
             except NothingToCorrectError as nothing:
                 # A SEG that corrects no exam of this node: kept, reported, nothing changes.
                 seconds = time.perf_counter() - started

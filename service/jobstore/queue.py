@@ -161,13 +161,21 @@ class JobQueueRecords(StoreConnection):
                 (state.value, processing_seconds, now, verdict, quality_json, job_id),
             )
 
-    def finish_without_results(self, job_id: int, reason: str, processing_seconds: float) -> None:
-        """A job with nothing to produce (a SEG correcting no exam) is ``done`` with a reason."""
+    def finish_without_results(
+        self,
+        job_id: int,
+        reason: str,
+        processing_seconds: float,
+        *,
+        state: JobState = JobState.DONE,
+    ) -> None:
+        """A job with nothing to produce ends with a reason: ``done`` (a SEG correcting no
+        exam) or ``ignored`` (a study without a diffusion-weighted series)."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE jobs SET state = ?, reason = ?, processing_seconds = ?, updated_at = ?, "
                 "not_before = 0, deferred_since = NULL WHERE job_id = ?",
-                (JobState.DONE.value, reason, processing_seconds, time.time(), job_id),
+                (state.value, reason, processing_seconds, time.time(), job_id),
             )
 
     def processed_specs(self, study_uid: str) -> list[JobSpec]:

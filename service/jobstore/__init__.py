@@ -14,6 +14,7 @@ Modules
 ``records``     row types returned besides :mod:`service.jobs` records
 ``intake``      instances, MPPS, receiving studies, the spool side of retention
 ``queue``       the job queue
+``events``      what the worker reports, keyed by the job spec
 ``delivery``    the outbox and the ledger
 
 Schema version 2 added ``jobs.not_before`` and ``jobs.deferred_since`` (a job
@@ -22,9 +23,11 @@ waiting for priors from PACS); a version 1 store is upgraded in place at open.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from service.jobstore.delivery import DeliveryRecords
+from service.jobstore.events import JobEventRecords
 from service.jobstore.intake import IntakeRecords
-from service.jobstore.queue import JobQueueRecords
 from service.jobstore.records import (
     InstanceRow,
     JobDelivery,
@@ -45,7 +48,7 @@ __all__ = [
 ]
 
 
-class SqliteJobStore(IntakeRecords, JobQueueRecords, DeliveryRecords):
+class SqliteJobStore(IntakeRecords, JobEventRecords, DeliveryRecords):
     """The embedded :class:`service.jobs.JobQueue` backend and the node's intake records.
 
     Parameters
@@ -58,3 +61,19 @@ class SqliteJobStore(IntakeRecords, JobQueueRecords, DeliveryRecords):
     service.errors.JobStoreError
         The file is not an SQLite database, or a newer node wrote its schema.
     """
+
+
+if TYPE_CHECKING:
+    from service.queue_protocols import (
+        Intake,
+        JobQueue,
+        Outbox,
+        RetentionRecords,
+        WorkerQueue,
+    )
+
+    def sqlite_conforms(
+        store: SqliteJobStore,
+    ) -> tuple[JobQueue, WorkerQueue, Intake, Outbox, RetentionRecords]:
+        """mypy checks that the SQLite store implements every seam (issue 15)."""
+        return (store, store, store, store, store)

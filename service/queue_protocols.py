@@ -19,14 +19,14 @@ default) only has to provide what is used:
 =====================  ===========================================================
 
 mypy checks that a backend conforms with a function that returns the backend
-as the protocol (``service.jobstore.sqlite_conforms``); a new backend adds the
+as the protocol (:func:`sqlite_conforms`); a new backend adds the
 same function next to its code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from processing.quality import QualityAssessment
 from service.jobs import JobRecord, JobSpec, JobState, OutboxRecord, OutboxState
@@ -38,6 +38,9 @@ from service.jobstore.records import (
     StudySpool,
 )
 
+if TYPE_CHECKING:
+    from service.jobstore import SqliteJobStore
+
 __all__ = [
     "Intake",
     "JobEvents",
@@ -46,6 +49,7 @@ __all__ = [
     "Outbox",
     "RetentionRecords",
     "WorkerQueue",
+    "sqlite_conforms",
 ]
 
 
@@ -209,3 +213,10 @@ class RetentionRecords(Protocol):
     ) -> list[tuple[str, int]]:
         """Delete the study's instance rows when every job is in ``allowed_states``."""
         ...
+
+
+def sqlite_conforms(
+    store: SqliteJobStore,
+) -> tuple[JobQueue, WorkerQueue, Intake, Outbox, RetentionRecords]:
+    """The SQLite store as every seam: mypy fails here when it stops conforming."""
+    return (store, store, store, store, store)

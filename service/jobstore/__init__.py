@@ -23,8 +23,6 @@ waiting for priors from PACS); a version 1 store is upgraded in place at open.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from service.jobstore.delivery import DeliveryRecords
 from service.jobstore.events import JobEventRecords
 from service.jobstore.intake import IntakeRecords
@@ -61,19 +59,3 @@ class SqliteJobStore(IntakeRecords, JobEventRecords, DeliveryRecords):
     service.errors.JobStoreError
         The file is not an SQLite database, or a newer node wrote its schema.
     """
-
-
-if TYPE_CHECKING:
-    from service.queue_protocols import (
-        Intake,
-        JobQueue,
-        Outbox,
-        RetentionRecords,
-        WorkerQueue,
-    )
-
-    def sqlite_conforms(
-        store: SqliteJobStore,
-    ) -> tuple[JobQueue, WorkerQueue, Intake, Outbox, RetentionRecords]:
-        """mypy checks that the SQLite store implements every seam (issue 15)."""
-        return (store, store, store, store, store)

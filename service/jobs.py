@@ -4,9 +4,10 @@ A :class:`JobSpec` is everything a worker needs to process one exam, as JSON:
 where the inputs are stored (never the pixels), the processing settings, where
 the results go. Any worker loop calls :func:`service.worker.run_job` with one.
 
-:class:`JobQueue` is the seam between the node and its queue backend. The
-embedded backend is SQLite (:class:`service.jobstore.SqliteJobStore`); past one
-machine the same interface is implemented on a distributed queue engine.
+:mod:`service.queue_protocols` holds the seams between the node and its queue
+backend (``JobQueue``, ``JobEvents``, ``Intake``, ``Outbox``). The embedded
+backend is SQLite (:class:`service.jobstore.SqliteJobStore`); past one machine
+the same protocols are implemented on a distributed queue engine.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from dicom_node.assembly.coverage import CoverageExpectation
 from processing.quality import QualityAssessment
@@ -26,15 +27,16 @@ __all__ = [
     "PIPELINE_NAME",
     "ClientTlsSpec",
     "CorrectionSpec",
-    "JobQueue",
     "JobRecord",
     "JobSpec",
     "JobState",
     "OutboxRecord",
     "OutboxState",
     "PriorsSpec",
+    "check_spec_compatible",
     "make_job_key",
     "results_folder",
+    "settings_digest",
 ]
 
 PIPELINE_NAME = "wbdwi"
@@ -241,6 +243,17 @@ class JobSpec:
         What a complete exam of the sending scanner covers (stations, length);
         the worker adds the verdict's findings when the exam falls short.
         ``None``: nothing expected.
+    software_version
+        Version of the software that made the spec; a worker running another
+        version refuses the job (:func:`check_spec_compatible`). Empty in specs
+        stored before issue 15 (accepted by any worker).
+    settings_digest
+        :func:`settings_digest` of ``processing`` (empty in older specs).
+
+    ``job_key`` identifies the job on every backend; ``job_id`` is the SQLite
+    backend's row id (0 where a backend has none). ``input_paths`` and
+    ``output_dir`` are storage keys (:mod:`service.storage`): relative to the
+    storage folder, or absolute paths as the SQLite backend writes them.
     """
 
     job_key: str
@@ -255,6 +268,8 @@ class JobSpec:
     priors: PriorsSpec | None = None
     correction: CorrectionSpec | None = None
     coverage: CoverageExpectation | None = None
+    software_version: str = ""
+    settings_digest: str = ""
 
     def to_json(self) -> str:
         """Serialise to a JSON object (stable key order)."""
@@ -274,6 +289,10 @@ class JobSpec:
             payload["correction"] = self.correction.to_dict()
         if self.coverage is not None:
             payload["coverage"] = self.coverage.to_dict()
+        if self.software_version:
+            payload["software_version"] = self.software_version
+        if self.settings_digest:
+            payload["settings_digest"] = self.settings_digest
         return json.dumps(payload, sort_keys=True)
 
     @classmethod
@@ -305,9 +324,38 @@ class JobSpec:
                 priors=None if priors is None else PriorsSpec.from_dict(priors),
                 correction=None if correction is None else CorrectionSpec.from_dict(correction),
                 coverage=None if coverage is None else CoverageExpectation.from_dict(coverage),
+                software_version=str(payload.get("software_version", "")),
+                settings_digest=str(payload.get("settings_digest", "")),
             )
         except KeyError as missing:
             raise ValueError(f"job spec lacks the field {missing}") from None
+
+
+def settings_digest(processing: Mapping[str, Any]) -> str:
+    """A short digest of the processing settings (sorted JSON, SHA-256, 16 hex digits)."""
+    text = json.dumps(dict(processing), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_spec_compatible(spec: JobSpec, software_version: str) -> str | None:
+    """Why a worker running ``software_version`` must not run ``spec``, or ``None``.
+
+    A spec made by another software version is refused: its results would not
+    be what its ``job_key`` promises. A spec without a version (stored before
+    the field existed) is accepted; so is one whose ``settings_digest`` does
+    not match its own ``processing`` only when the digest is empty.
+    """
+    if spec.software_version and spec.software_version != software_version:
+        return (
+            f"job {spec.job_key} was made for software version {spec.software_version} "
+            f"and this worker runs {software_version}; it is left to a worker of that version"
+        )
+    if spec.settings_digest and spec.settings_digest != settings_digest(spec.processing):
+        return (
+            f"job {spec.job_key} carries processing settings that do not match its "
+            f"settings digest {spec.settings_digest}; the spec was altered"
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,47 +393,6 @@ class OutboxRecord:
     attempts: int
     next_try_at: float
     last_error: str
-
-
-class JobQueue(Protocol):
-    """What the node needs from a job queue backend."""
-
-    def submit(self, spec: JobSpec) -> bool:
-        """Queue a ready job; ``False`` (and nothing changes) when its ``job_key`` exists."""
-        ...
-
-    def claim(self) -> JobSpec | None:
-        """Take the oldest ready job (it becomes ``processing``), or ``None``."""
-        ...
-
-    def finish_processing(
-        self,
-        job_id: int,
-        results: Sequence[tuple[str, str]],
-        destinations: Sequence[str],
-        processing_seconds: float,
-        *,
-        quality: QualityAssessment | None = None,
-    ) -> None:
-        """Record the result files ``(path, sop_instance_uid)`` and queue them per destination,
-        with the result's reliability verdict."""
-        ...
-
-    def fail(self, job_id: int, reason: str) -> None:
-        """Mark the job failed with a human-readable reason (its inputs are kept)."""
-        ...
-
-    def status(self, job_id: int) -> JobRecord:
-        """The job's current record; ``KeyError`` when unknown."""
-        ...
-
-    def retry(self, job_id: int) -> JobRecord:
-        """Requeue a failed job or its dead-lettered deliveries."""
-        ...
-
-    def dead_letters(self) -> list[OutboxRecord]:
-        """Deliveries that were given up."""
-        ...
 
 
 def results_folder(results_dir: Path, study_uid: str, version: int) -> Path:

@@ -47,7 +47,7 @@ __all__ = [
 
 
 class SqliteJobStore(IntakeRecords, JobEventRecords, DeliveryRecords):
-    """The embedded :class:`service.jobs.JobQueue` backend and the node's intake records.
+    """The embedded :mod:`service.queue_protocols` backend and the node's intake records.
 
     Parameters
     ----------

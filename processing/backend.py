@@ -44,6 +44,7 @@ __all__ = [
     "is_device_error",
     "recheck_gpu",
     "select_backend",
+    "use_gpu_index",
 ]
 
 GPU_INSTALL_HINT = (
@@ -226,6 +227,27 @@ def _probe_gpu() -> tuple[bool, str]:
                 f"({type(error).__name__}: {error}); this needs {needs}; {GPU_INSTALL_HINT}"
             )
     return True, f"gpu ({label}, cupy {cupy.__version__})"
+
+
+def use_gpu_index(index: int) -> str | None:
+    """Make CUDA device ``index`` the current one for the calling thread; the reason when not.
+
+    CuPy's current device is per thread, so each worker thread of one process
+    can use its own GPU. Indexes count the devices this process sees (after
+    ``CUDA_VISIBLE_DEVICES``, which a worker process sets instead).
+    """
+    try:
+        cupy, _ndimage = _import_cupy()
+    except ImportError as error:
+        return f"GPU {index} cannot be used: CuPy is not installed ({error})"
+    try:
+        count = int(cupy.cuda.runtime.getDeviceCount())
+        if not 0 <= index < count:
+            return f"GPU {index} does not exist: this process sees {count} (0 to {count - 1})"
+        cupy.cuda.Device(index).use()
+    except Exception as error:  # CuPy raises CUDARuntimeError, not importable without CUDA
+        return f"GPU {index} cannot be selected ({type(error).__name__}: {error})"
+    return None
 
 
 class _GpuVerdict:

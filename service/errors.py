@@ -30,6 +30,7 @@ __all__ = [
     "DataDirLockedError",
     "HistoryError",
     "InputsMissingError",
+    "JobRefusedError",
     "JobStoreError",
     "NodeError",
     "NothingToCorrectError",
@@ -37,6 +38,7 @@ __all__ = [
     "PriorLoadError",
     "PriorsUnavailableError",
     "SettingsError",
+    "StorageKeyError",
     "UnknownExamError",
 ]
 
@@ -92,3 +94,11 @@ class PriorLoadError(NodeError, ValueError):
 
     The message names the file or study and the reason.
     """
+
+
+class JobRefusedError(NodeError):
+    """A worker of another software version was given the job; it leaves it to a matching one."""
+
+
+class StorageKeyError(NodeError, ValueError):
+    """A storage key that cannot name a file (``..``, or a path outside the storage folder)."""

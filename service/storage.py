@@ -21,11 +21,9 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-__all__ = ["LocalStorage", "Storage", "StorageKeyError"]
+from service.errors import StorageKeyError
 
-
-class StorageKeyError(ValueError):
-    """A key that cannot name a file of the storage (``..``, or a path outside its root)."""
+__all__ = ["LocalStorage", "Storage"]
 
 
 class Storage(Protocol):

@@ -29,18 +29,23 @@ import structlog
 
 from dicom_node.errors import DicomNodeError, NoDiffusionSeriesError
 from dicom_node.scu.export import read_result_identity
-from processing.backend import Device, disable_gpu, is_device_error
+from processing.backend import Device, disable_gpu, is_device_error, use_gpu_index
 from processing.errors import ProcessingError
 from processing.pipeline import process_exam
 from processing.quality import QualityAssessment, Verdict
 from processing.results import ProcessingResult
 from service.corrections import check_correction_target, prepare_correction
 from service.durable_json import write_json_durably
-from service.errors import InputsMissingError, NothingToCorrectError, PriorsUnavailableError
+from service.errors import (
+    InputsMissingError,
+    JobRefusedError,
+    NothingToCorrectError,
+    PriorsUnavailableError,
+)
 from service.exam_run import MEASUREMENTS_FILE, ExamRequest, describe_failure, run_exam
-from service.jobs import JobSpec, JobState, results_folder
-from service.jobstore import SqliteJobStore
+from service.jobs import JobSpec, JobState, check_spec_compatible, results_folder
 from service.priors import HistoryPriors, comparison_block
+from service.queue_protocols import JobEvents, JobSource
 from service.settings import processing_settings_from_mapping
 
 __all__ = [
@@ -49,6 +54,7 @@ __all__ = [
     "JobOutcome",
     "PriorsWait",
     "Worker",
+    "WorkerIdentity",
     "run_job",
     "warm_up_gpu",
 ]
@@ -195,13 +201,40 @@ def warm_up_gpu(device: Device | str) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerIdentity:
+    """Who a :class:`Worker` is.
+
+    Attributes
+    ----------
+    name
+        The worker's name in the log (``worker-1``, ...).
+    gpu_index
+        The CUDA device this worker's thread uses (``None``: the process's
+        current device, 0 unless ``CUDA_VISIBLE_DEVICES`` says otherwise).
+    software_version
+        When given, a job made for another version is refused
+        (:class:`JobRefusedError`, :func:`service.jobs.check_spec_compatible`):
+        workers of a distributed queue pass their version; the embedded node,
+        the only worker of its queue, does not.
+    """
+
+    name: str = "worker-1"
+    gpu_index: int | None = None
+    software_version: str | None = None
+
+
 class Worker:
-    """Claims ready jobs and runs them, one at a time.
+    """Runs jobs one at a time: claims them (pull backend) or is handed them (:meth:`process`).
+
+    One Worker per thread or process: each has its own current job, counters
+    and GPU.
 
     Parameters
     ----------
     store
-        The job queue.
+        Where the worker reports each job's outcome (:class:`~service.queue_protocols.JobEvents`);
+        when it can also claim jobs (the SQLite store), :meth:`run` pulls from it.
     runner
         The job function (:func:`run_job`; injectable for tests).
     on_finished
@@ -214,19 +247,31 @@ class Worker:
     room
         Asked before each claim: the reason no job may start now (the data
         folder's disk almost full: :class:`service.disk.DiskGuard`), or ``None``.
+    source
+        Where :meth:`run` claims jobs; default: ``store`` when it can claim.
+    identity
+        Name, GPU and software version of this worker (default: ``worker-1``,
+        the process's current device, no version check).
     """
 
     def __init__(
         self,
-        store: SqliteJobStore,
+        store: JobEvents,
         runner: Callable[[JobSpec], JobOutcome] = run_job,
         on_finished: Callable[[JobSpec, JobOutcome | None, float], None] | None = None,
         *,
         priors_wait: PriorsWait | None = None,
         clock: Callable[[], float] = time.time,
         room: Callable[[], str | None] | None = None,
+        source: JobSource | None = None,
+        identity: WorkerIdentity | None = None,
     ) -> None:
         self.store = store
+        self.source = source if source is not None else _pull_source(store)
+        identity = identity or WorkerIdentity()
+        self.name = identity.name
+        self.gpu_index = identity.gpu_index
+        self.software_version = identity.software_version
         self.runner = runner
         self._on_finished = on_finished
         self.priors_wait = priors_wait or PriorsWait()
@@ -241,8 +286,29 @@ class Worker:
         """Look for work now."""
         self._wake.set()
 
+    def select_gpu(self) -> None:
+        """Make this worker's GPU current for the calling thread (nothing when ``gpu_index`` is
+        ``None``); a GPU that cannot be selected is logged and the job runs where
+        :func:`processing.backend.select_backend` puts it."""
+        if self.gpu_index is None:
+            return
+        reason = use_gpu_index(self.gpu_index)
+        if reason is None:
+            LOGGER.info("worker_gpu_selected", worker=self.name, gpu=self.gpu_index)
+        else:
+            LOGGER.error("worker_gpu_unavailable", worker=self.name, reason=reason)
+
     def run(self, stop: threading.Event, idle_seconds: float = 0.5) -> None:
-        """Process jobs until ``stop`` is set (the current job is finished first)."""
+        """Claim and process jobs until ``stop`` is set (the current job is finished first).
+
+        Raises
+        ------
+        TypeError
+            The worker has no source to claim from (a push backend calls :meth:`process`).
+        """
+        if self.source is None:
+            raise TypeError(f"{self.name} has no job source to claim from; call process(spec)")
+        self.select_gpu()
         while not stop.is_set():
             spec = None if self._room is not None and self._room() else self._claim()
             if spec is None:
@@ -254,7 +320,8 @@ class Worker:
     def _claim(self) -> JobSpec | None:
         """The next ready job; a failing claim is logged once per distinct error, not per try."""
         try:
-            spec = self.store.claim(self._clock())
+            assert self.source is not None  # run() checked
+            spec = self.source.claim(self._clock())
         except Exception as error:
             text = f"{type(error).__name__}: {error}"
             if text != self._claim_error:
@@ -267,7 +334,22 @@ class Worker:
         return spec
 
     def process(self, spec: JobSpec) -> JobOutcome | None:
-        """Run one claimed job and record its outcome in the store."""
+        """Run one job and report its outcome to the store.
+
+        Raises
+        ------
+        JobRefusedError
+            The job was made for another software version (only with
+            ``software_version`` set); nothing is reported, the backend hands
+            the job to another worker.
+        """
+        if self.software_version is not None:
+            refusal = check_spec_compatible(spec, self.software_version)
+            if refusal is not None:
+                LOGGER.warning(
+                    "job_refused", worker=self.name, job_key=spec.job_key, reason=refusal
+                )
+                raise JobRefusedError(refusal)
         self.current_job = spec.job_id
         started = time.perf_counter()
         with structlog.contextvars.bound_contextvars(job_id=spec.job_id, study_uid=spec.study_uid):
@@ -285,8 +367,8 @@ class Worker:
                 # A study without DWI (a routing rule sending every MR study): not a failure.
                 seconds = time.perf_counter() - started
                 LOGGER.info("job_ignored", reason=str(not_dwi))
-                self.store.finish_without_results(
-                    spec.job_id, str(not_dwi), seconds, state=JobState.IGNORED
+                self.store.job_finished_without_results(
+                    spec, str(not_dwi), seconds, state=JobState.IGNORED
                 )
                 self.jobs_ignored += 1
                 self.current_job = None
@@ -295,7 +377,9 @@ class Worker:
                 # A SEG that corrects no exam of this node: kept, reported, nothing changes.
                 seconds = time.perf_counter() - started
                 LOGGER.warning("correction_ignored", reason=str(nothing))
-                self.store.finish_without_results(spec.job_id, str(nothing), seconds)
+                self.store.job_finished_without_results(
+                    spec, str(nothing), seconds, state=JobState.DONE
+                )
                 self.current_job = None
                 return None
             except Exception as error:
@@ -309,15 +393,13 @@ class Worker:
                     seconds=round(seconds, 3),
                     exc_info=not expected,  # bad input needs its reason, not a traceback
                 )
-                self.store.fail(spec.job_id, reason)
+                self.store.job_failed(spec, reason)
                 self.current_job = None
                 if self._on_finished is not None:
                     self._on_finished(spec, None, seconds)
                 return None
             seconds = time.perf_counter() - started
-            self.store.finish_processing(
-                spec.job_id, results, spec.destinations, seconds, quality=outcome.quality
-            )
+            self.store.job_finished(spec, results, seconds, quality=outcome.quality)
             verdict = outcome.quality.verdict
             # A result the reader must doubt is worth a warning in the log.
             log = LOGGER.info if verdict is Verdict.OK else LOGGER.warning
@@ -346,14 +428,14 @@ class Worker:
             if spec.priors is None:
                 raise
             now = self._clock()
-            since = self.store.deferred_since(spec.job_id)
+            since = self.store.job_deferred_since(spec)
             waited = 0.0 if since is None else now - since
             wait = self.priors_wait
             if waited < wait.max_wait_seconds:
                 until = now + min(wait.retry_seconds, wait.max_wait_seconds - waited)
                 next_try = time.strftime("%H:%M:%S", time.localtime(until))
-                self.store.defer(
-                    spec.job_id,
+                self.store.job_deferred(
+                    spec,
                     until,
                     f"waiting for priors (next try {next_try}, processed with the local history "
                     f"after {wait.max_wait_seconds:g} s): {error}",
@@ -375,3 +457,8 @@ class Worker:
             return self.runner(
                 replace(spec, priors=replace(spec.priors, continue_without_pacs=True))
             )
+
+
+def _pull_source(store: JobEvents) -> JobSource | None:
+    """The store itself when it can claim jobs (a pull backend such as SQLite)."""
+    return store if isinstance(store, JobSource) else None

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.storage import LocalStorage, StorageKeyError
+from service.errors import StorageKeyError
+from service.storage import LocalStorage
 
 
 def test_a_key_means_the_same_file_under_two_mount_points(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ the exporter finish the file in flight, stop HTTP, close the store.
 from __future__ import annotations
 
 import errno
+import functools
 import socket
 import threading
 import time
@@ -44,7 +45,7 @@ from service.retention import RetentionCleaner, RetentionKind
 from service.settings import OtherStoragePolicy, Settings
 from service.web.app import create_app
 from service.web.server import WebServer
-from service.worker import JobOutcome, PriorsWait, Worker, warm_up_gpu
+from service.worker import JobOutcome, PriorsWait, Worker, WorkerIdentity, warm_up_gpu
 
 if TYPE_CHECKING:
     from service.queue_celery.receiver import CeleryReceiver
@@ -126,15 +127,21 @@ class Node:
             self.store, settings.export, settings.node.ae_title, tls=settings.tls.export_context()
         )
         self.disk = DiskGuard(self.data_dir, settings.node.min_free_disk_mb)
-        self.worker = Worker(
-            self.store,
-            on_finished=self._job_finished,
-            priors_wait=PriorsWait(
-                retry_seconds=settings.priors.retry_seconds,
-                max_wait_seconds=settings.priors.max_wait_seconds,
-            ),
-            room=self.disk.check,
-        )
+        # One Worker per thread (node.workers), each with its own current job and counters.
+        self.workers = [
+            Worker(
+                self.store,
+                on_finished=self._job_finished,
+                priors_wait=PriorsWait(
+                    retry_seconds=settings.priors.retry_seconds,
+                    max_wait_seconds=settings.priors.max_wait_seconds,
+                ),
+                room=self.disk.check,
+                identity=WorkerIdentity(name=f"worker-{index + 1}"),
+            )
+            for index in range(settings.node.workers)
+        ]
+        self.worker = self.workers[0]
         # [queue] backend = "celery": jobs run on ``wbdwi worker`` processes (issue 15).
         self.queue_receiver = (
             self._celery_receiver() if settings.queue.backend == "celery" else None
@@ -258,8 +265,8 @@ class Node:
         self.select_device()
         self._spawn("completion", lambda: self.completion.run(self._stop))
         if self.queue_receiver is None:
-            for index in range(node.workers):
-                self._spawn(f"worker-{index + 1}", lambda: self.worker.run(self._worker_stop))
+            for worker in self.workers:
+                self._spawn(worker.name, functools.partial(worker.run, self._worker_stop))
         else:
             receiver = self.queue_receiver
             self._spawn("dispatcher", lambda: receiver.run_dispatcher(self._worker_stop))
@@ -331,7 +338,8 @@ class Node:
         self._stop.set()
         self._worker_stop.set()
         self.completion.wake()
-        self.worker.wake()
+        for worker in self.workers:
+            worker.wake()
         if self.queue_receiver is not None:
             self.queue_receiver.wake()
         self.exporter.wake()
@@ -342,7 +350,7 @@ class Node:
                 LOGGER.warning(
                     "thread_left_running",
                     thread=name,
-                    job_id=self.worker.current_job if name.startswith("worker") else None,
+                    job_id=next((w.current_job for w in self.workers if w.name == name), None),
                     note="the job resumes at the next start",
                 )
         if self.http is not None:
@@ -508,7 +516,7 @@ class Node:
                 (
                     ({"outcome": "ok"}, self._jobs_finished),
                     ({"outcome": "failed"}, self._jobs_failed),
-                    ({"outcome": "ignored"}, self.worker.jobs_ignored),
+                    ({"outcome": "ignored"}, sum(w.jobs_ignored for w in self.workers)),
                 ),
             ),
             Metric(

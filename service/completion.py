@@ -61,7 +61,8 @@ from service.jobs import (
     make_job_key,
     results_folder,
 )
-from service.jobstore import InstanceRow, QueueOutcome, ReceivingStudy, SqliteJobStore
+from service.jobstore import InstanceRow, QueueOutcome, ReceivingStudy
+from service.queue_protocols import Intake
 from service.settings import Settings, parse_destination, processing_settings_to_mapping
 
 __all__ = [
@@ -131,7 +132,7 @@ class CompletionDetector:
 
     def __init__(
         self,
-        store: SqliteJobStore,
+        store: Intake,
         settings: Settings,
         software_version: str,
         clock: Callable[[], float] = time.time,

@@ -31,7 +31,7 @@ from dicom_node.errors import AssociationFailedError, AssociationRejectedError, 
 from dicom_node.scu.export import ResultFile, read_result_identity, store_results
 from dicom_node.scu.send import Destination, StoreOutcome
 from service.jobs import OutboxRecord, OutboxState
-from service.jobstore import SqliteJobStore
+from service.queue_protocols import Outbox
 from service.settings import ExportSettings, parse_destination
 
 __all__ = ["ExportCounters", "Exporter", "backoff_seconds"]
@@ -85,7 +85,7 @@ class Exporter:
 
     def __init__(
         self,
-        store: SqliteJobStore,
+        store: Outbox,
         settings: ExportSettings,
         calling_ae: str,
         clock: Callable[[], float] = time.time,

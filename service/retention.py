@@ -43,7 +43,8 @@ from pathlib import Path
 import structlog
 
 from service.jobs import JobState
-from service.jobstore import JobDelivery, SqliteJobStore, StudySpool
+from service.jobstore import JobDelivery, StudySpool
+from service.queue_protocols import RetentionRecords
 from service.settings import RetentionSettings
 
 __all__ = [
@@ -287,7 +288,7 @@ class RetentionCleaner:
 
     def __init__(
         self,
-        store: SqliteJobStore,
+        store: RetentionRecords,
         settings: RetentionSettings,
         *,
         spool_dir: Path,

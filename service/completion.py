@@ -60,6 +60,7 @@ from service.jobs import (
     PriorsSpec,
     make_job_key,
     results_folder,
+    settings_digest,
 )
 from service.jobstore import InstanceRow, QueueOutcome, ReceivingStudy
 from service.queue_protocols import Intake
@@ -170,6 +171,10 @@ class CompletionDetector:
             processing=processing_settings_to_mapping(self.settings.processing),
             priors=priors_spec(self.settings),
             coverage=self._expected(study),
+            software_version=self.software_version,
+            settings_digest=settings_digest(
+                processing_settings_to_mapping(self.settings.processing)
+            ),
         )
 
     def _expected(self, study: ReceivingStudy) -> CoverageExpectation | None:
@@ -255,6 +260,10 @@ class CompletionDetector:
                 device=self.settings.node.device.value,
                 processing=processing_settings_to_mapping(self.settings.processing),
                 priors=priors_spec(self.settings),
+                software_version=self.software_version,
+                settings_digest=settings_digest(
+                    processing_settings_to_mapping(self.settings.processing)
+                ),
                 correction=CorrectionSpec(
                     seg_path=seg.path,
                     seg_sop_instance_uid=seg.sop_instance_uid,

@@ -29,25 +29,37 @@ the job store. Every call opens a short-lived connection, so one store object
 can be shared by threads and the CLI can change a baseline while the worker
 runs; writes take the lock up front (``BEGIN IMMEDIATE``) and wait up to
 ``busy_timeout_s`` for it.
+
+Behind a protocol
+-----------------
+Processing one exam needs only :class:`ExamHistory` (its priors, its
+baseline, recording the processed exam and the PACS lookups). The node's
+workers use the :class:`HistoryStore` itself. A worker on another host
+(issue 15) writes no local database: it gets a :class:`HistorySnapshot` of
+the patient's exams, whose writes are kept in memory and returned with the
+result; the receiver applies them to its store (:meth:`HistorySnapshot.replay`).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
+from typing import Protocol
 
 from processing.exam_summary import ExamSummary, chronological_key, exam_sort_key
 from service.errors import HistoryError, UnknownExamError
 
 __all__ = [
     "HISTORY_FILE",
+    "ExamHistory",
     "HistoryEntry",
+    "HistorySnapshot",
     "HistoryStore",
     "PatientKey",
     "SummarySource",
@@ -120,6 +132,61 @@ class HistoryEntry:
     def study_instance_uid(self) -> str:
         """The exam's Study Instance UID."""
         return self.summary.study_instance_uid
+
+
+class ExamHistory(Protocol):
+    """What processing one exam needs from the patients' history."""
+
+    def priors(
+        self, patient: PatientKey, *, study_date: str, study_time: str = "", study_uid: str = ""
+    ) -> list[HistoryEntry]:
+        """The patient's exams strictly earlier than the given one, oldest first."""
+        ...
+
+    def baseline_for(
+        self, patient: PatientKey, *, study_date: str, study_time: str = "", study_uid: str = ""
+    ) -> HistoryEntry | None:
+        """The baseline in force for the given exam."""
+        ...
+
+    def record_exam(
+        self, summary: ExamSummary, *, source: SummarySource = SummarySource.LOCAL
+    ) -> None:
+        """Record an exam's summary (a local one is never replaced by one from PACS)."""
+        ...
+
+    def record_pacs_lookup(self, patient: PatientKey, peer: str) -> None:
+        """Note that the patient's reports were fetched from ``peer``."""
+        ...
+
+    def pacs_looked_up(self, patient: PatientKey, peer: str) -> bool:
+        """True when the patient's reports were fetched from ``peer`` before."""
+        ...
+
+
+def _priors_among(
+    entries: Sequence[HistoryEntry], study_date: str, study_time: str, study_uid: str
+) -> list[HistoryEntry]:
+    """The entries (oldest first) strictly earlier than the given exam, never the exam itself."""
+    key = chronological_key(study_date, study_time, study_uid)
+    return [
+        entry
+        for entry in entries
+        if exam_sort_key(entry.summary) < key and entry.study_instance_uid != study_uid
+    ]
+
+
+def _baseline_among(
+    entries: Sequence[HistoryEntry], study_date: str, study_time: str, study_uid: str
+) -> HistoryEntry | None:
+    """The latest flagged entry at or before the exam, else the first earlier one, else ``None``."""
+    key = chronological_key(study_date, study_time, study_uid)
+    candidates = [entry for entry in entries if exam_sort_key(entry.summary) <= key]
+    flagged = [entry for entry in candidates if entry.is_baseline]
+    if flagged:
+        return flagged[-1]
+    earlier = [e for e in candidates if e.study_instance_uid != study_uid]
+    return earlier[0] if earlier else None
 
 
 class HistoryStore:
@@ -233,12 +300,7 @@ class HistoryStore:
         :func:`~processing.exam_summary.exam_sort_key`; an entry with
         ``study_uid`` itself is never a prior.
         """
-        key = chronological_key(study_date, study_time, study_uid)
-        return [
-            entry
-            for entry in self.exams(patient)
-            if exam_sort_key(entry.summary) < key and entry.study_instance_uid != study_uid
-        ]
+        return _priors_among(self.exams(patient), study_date, study_time, study_uid)
 
     def set_baseline(self, patient: PatientKey, study_instance_uid: str) -> None:
         """Mark an exam as a baseline (for it and the exams after it)."""
@@ -257,13 +319,7 @@ class HistoryStore:
         recorded and flagged); with none flagged, the patient's first exam when
         it is earlier; ``None`` when the given exam is the first.
         """
-        key = chronological_key(study_date, study_time, study_uid)
-        candidates = [entry for entry in self.exams(patient) if exam_sort_key(entry.summary) <= key]
-        flagged = [entry for entry in candidates if entry.is_baseline]
-        if flagged:
-            return flagged[-1]
-        earlier = [e for e in candidates if e.study_instance_uid != study_uid]
-        return earlier[0] if earlier else None
+        return _baseline_among(self.exams(patient), study_date, study_time, study_uid)
 
     def record_pacs_lookup(self, patient: PatientKey, peer: str) -> None:
         """Note that the patient's reports were fetched from ``peer`` (``AET@HOST:PORT``)."""
@@ -338,3 +394,85 @@ class HistoryStore:
 
 
 _COLUMNS = "summary_json, is_baseline, source, updated_at"
+
+
+class HistorySnapshot:
+    """One patient's history in memory, for a worker that writes no database (issue 15).
+
+    Reads answer as :class:`HistoryStore` would from the same rows; writes
+    change the snapshot and are kept in order (:attr:`recorded`,
+    :attr:`lookups`) for the receiver to apply to its store (:meth:`replay`).
+
+    Parameters
+    ----------
+    entries
+        The patient's recorded exams (``HistoryStore.exams``).
+    looked_up
+        ``(patient, peer)`` pairs whose PACS lookup is already recorded.
+    """
+
+    def __init__(
+        self,
+        entries: Iterable[HistoryEntry],
+        looked_up: Iterable[tuple[PatientKey, str]] = (),
+    ) -> None:
+        self._entries = {
+            (PatientKey.of(entry.summary), entry.study_instance_uid): entry for entry in entries
+        }
+        self._looked_up = set(looked_up)
+        self.recorded: list[tuple[ExamSummary, SummarySource]] = []
+        self.lookups: list[tuple[PatientKey, str]] = []
+
+    def exams(self, patient: PatientKey) -> list[HistoryEntry]:
+        """The patient's exams in the snapshot, oldest first."""
+        entries = [entry for (who, _), entry in self._entries.items() if who == patient]
+        return sorted(entries, key=lambda e: exam_sort_key(e.summary))
+
+    def priors(
+        self, patient: PatientKey, *, study_date: str, study_time: str = "", study_uid: str = ""
+    ) -> list[HistoryEntry]:
+        """As :meth:`HistoryStore.priors`."""
+        return _priors_among(self.exams(patient), study_date, study_time, study_uid)
+
+    def baseline_for(
+        self, patient: PatientKey, *, study_date: str, study_time: str = "", study_uid: str = ""
+    ) -> HistoryEntry | None:
+        """As :meth:`HistoryStore.baseline_for`."""
+        return _baseline_among(self.exams(patient), study_date, study_time, study_uid)
+
+    def record_exam(
+        self, summary: ExamSummary, *, source: SummarySource = SummarySource.LOCAL
+    ) -> None:
+        """As :meth:`HistoryStore.record_exam`, in memory; kept for :meth:`replay`."""
+        key = (PatientKey.of(summary), summary.study_instance_uid)
+        old = self._entries.get(key)
+        if old is not None and old.source is SummarySource.LOCAL and source is SummarySource.PACS:
+            return
+        self._entries[key] = HistoryEntry(
+            summary=summary,
+            is_baseline=False if old is None else old.is_baseline,
+            source=source,
+            updated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        self.recorded.append((summary, source))
+
+    def record_pacs_lookup(self, patient: PatientKey, peer: str) -> None:
+        """As :meth:`HistoryStore.record_pacs_lookup`, in memory; kept for :meth:`replay`."""
+        self._looked_up.add((patient, peer))
+        self.lookups.append((patient, peer))
+
+    def pacs_looked_up(self, patient: PatientKey, peer: str) -> bool:
+        """As :meth:`HistoryStore.pacs_looked_up`."""
+        return (patient, peer) in self._looked_up
+
+    def replay(self, store: ExamHistory) -> None:
+        """Apply the snapshot's writes, in order, to ``store`` (the receiver's history)."""
+        for summary, source in self.recorded:
+            store.record_exam(summary, source=source)
+        for patient, peer in self.lookups:
+            store.record_pacs_lookup(patient, peer)
+
+
+def _conforms(store: HistoryStore, snapshot: HistorySnapshot) -> tuple[ExamHistory, ExamHistory]:
+    """mypy checks here that both histories implement :class:`ExamHistory`."""
+    return (store, snapshot)

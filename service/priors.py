@@ -85,7 +85,7 @@ from processing.response import ResponseSettings
 from processing.results import Histogram
 from processing.settings import ProcessingSettings
 from service.errors import PriorLoadError, PriorsUnavailableError
-from service.history import HistoryStore, PatientKey, SummarySource
+from service.history import ExamHistory, HistoryStore, PatientKey, SummarySource
 from service.jobs import ClientTlsSpec, PriorsSpec
 from service.settings import parse_destination
 
@@ -124,7 +124,7 @@ class ExamPriors:
     """
 
     prepared: PreparedPriors | None
-    history: HistoryStore | None
+    history: ExamHistory | None
     when: StudyDateTime | None
     warnings: tuple[str, ...] = ()
     pacs_asked: str = ""
@@ -137,16 +137,20 @@ class ExamPriors:
 
 @dataclass(frozen=True, slots=True)
 class HistoryPriors:
-    """The node's priors source: its history store, and the priors peer of ``spec``.
+    """The node's priors source: its history, and the priors peer of ``spec``.
 
     ``spec`` ``None``: priors are off (no comparison, nothing recorded).
+    ``history`` ``None``: the history store at ``spec.history_path`` (the
+    node's workers); a worker on another host passes a
+    :class:`~service.history.HistorySnapshot` and writes no database.
     """
 
     spec: PriorsSpec | None
+    history: ExamHistory | None = None
 
     def find(self, exam: DwiExam) -> ExamPriors:
         """The exam's priors (:func:`find_priors`; raises :class:`PriorsUnavailableError`)."""
-        return find_priors(self.spec, exam)
+        return find_priors(self.spec, exam, history=self.history)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,8 +258,13 @@ def priors_peer(spec: PriorsSpec) -> Destination:
     )
 
 
-def find_priors(spec: PriorsSpec | None, exam: DwiExam) -> ExamPriors:
+def find_priors(
+    spec: PriorsSpec | None, exam: DwiExam, *, history: ExamHistory | None = None
+) -> ExamPriors:
     """The exam's priors (see the module docstring).
+
+    ``history`` is where the patient's exams are read and the processed exam
+    recorded; ``None``: the history store at ``spec.history_path``.
 
     Raises
     ------
@@ -286,7 +295,8 @@ def find_priors(spec: PriorsSpec | None, exam: DwiExam) -> ExamPriors:
             when=None,
             warnings=(f"not compared with earlier exams: {error}",),
         )
-    history = HistoryStore(spec.history_path)
+    if history is None:
+        history = HistoryStore(spec.history_path)
     patient = PatientKey(exam.patient_id, exam.issuer_of_patient_id)
     ask_pacs = bool(spec.pacs) and not history.pacs_looked_up(patient, spec.pacs)
 
@@ -433,7 +443,7 @@ class PacsLookup:
 
 
 def prepare_priors(
-    history: HistoryStore,
+    history: ExamHistory,
     patient_id: str,
     issuer_of_patient_id: str,
     study_uid: str,
@@ -532,7 +542,7 @@ def compare_with_priors(
 
 
 def record_processed_exam(
-    history: HistoryStore, summary: ExamSummary, written: Sequence[Path]
+    history: ExamHistory, summary: ExamSummary, written: Sequence[Path]
 ) -> ExamSummary:
     """Record the processed exam with the SR and SEG UIDs of the files written.
 

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import structlog
 
+from processing.backend import use_gpu_index
 from processing.quality import QualityAssessment
 from service.errors import InputsMissingError, JobRefusedError
 from service.jobs import JobSpec, JobState
@@ -111,3 +113,16 @@ def test_each_worker_of_the_sqlite_store_has_its_own_state(tmp_path: Path) -> No
         assert (second.name, second.gpu_index) == ("worker-2", 1)
     finally:
         store.close()
+
+
+def test_a_gpu_that_does_not_exist_is_named() -> None:
+    reason = use_gpu_index(10_000)
+    assert reason is not None and reason.startswith("GPU 10000 ")
+
+
+def test_a_worker_without_its_gpu_logs_why_and_goes_on() -> None:
+    worker = Worker(RecordedEvents(), _missing_inputs, identity=WorkerIdentity(gpu_index=10_000))
+    with structlog.testing.capture_logs() as logs:
+        worker.select_gpu()
+    assert [entry["event"] for entry in logs] == ["worker_gpu_unavailable"]
+    assert logs[0]["reason"].startswith("GPU 10000 ")

@@ -23,6 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.status import code_to_category
@@ -100,13 +103,11 @@ def store_results(
                     StoreOutcome(result.path, result.sop_instance_uid, None, "association lost")
                 )
                 continue
+            exact_ok = (result.sop_class_uid, result.transfer_syntax) in accepted
             uncompressed_ok = result.transfer_syntax in _UNCOMPRESSED and any(
                 (result.sop_class_uid, syntax) in accepted for syntax in _UNCOMPRESSED
             )
-            if (
-                result.sop_class_uid,
-                result.transfer_syntax,
-            ) not in accepted and not uncompressed_ok:
+            if not exact_ok and not uncompressed_ok:
                 on_outcome(
                     StoreOutcome(
                         result.path,
@@ -117,8 +118,25 @@ def store_results(
                     )
                 )
                 continue
+            # As stored when the peer accepted the file's own syntax (the bytes of the file,
+            # send_files_as_stored); else as a dataset that pynetdicom converts to the other
+            # uncompressed syntax.
+            payload: str | Dataset = result.path
+            if not exact_ok:
+                try:
+                    payload = dcmread(result.path)
+                except (OSError, ValueError, InvalidDicomError) as error:
+                    on_outcome(
+                        StoreOutcome(
+                            result.path,
+                            result.sop_instance_uid,
+                            None,
+                            f"result file could not be read: {error}",
+                        )
+                    )
+                    continue
             with reactor_paused(association):
-                response = association.send_c_store(result.path)
+                response = association.send_c_store(payload)
             if "Status" not in response:
                 on_outcome(
                     StoreOutcome(

@@ -23,6 +23,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.association import Association
 from pynetdicom.status import code_to_category
 
@@ -41,6 +42,25 @@ __all__ = [
 LOGGER = logging.getLogger(__name__)
 
 _UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+
+def send_files_as_stored() -> None:
+    """Make pynetdicom send a file given by path as its stored bytes.
+
+    By default pynetdicom reads the whole file into a dataset and encodes it
+    again for every C-STORE; with ``STORE_SEND_CHUNKED_DATASET`` it sends the
+    bytes after the file meta as they are, read in chunks (several ms less per
+    file, and the peer gets exactly the bytes written). Then a path is sent only
+    in a presentation context with the file's own transfer syntax: the senders
+    here pass a path only when the peer accepted that context, and a dataset
+    otherwise (converted by pynetdicom). A process-wide pynetdicom setting, set
+    when this module is imported; nothing else in the node sends a path.
+    """
+    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
+
+
+send_files_as_stored()
+
 _MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: presentation context IDs are odd numbers 1..255
 
 
@@ -157,9 +177,18 @@ def _send_one(assoc: Association, header: _FileHeader) -> StoreOutcome:
     accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
     uncompressed_ok = any((header.sop_class_uid, ts) in accepted for ts in _UNCOMPRESSED)
     exact_ok = (header.sop_class_uid, header.transfer_syntax) in accepted
-    if exact_ok or (header.transfer_syntax in _UNCOMPRESSED and uncompressed_ok):
-        payload: str | Dataset = header.path
-        detail = ""
+    detail = ""
+    if exact_ok:
+        payload: str | Dataset = header.path  # sent as stored (see send_files_as_stored)
+    elif header.transfer_syntax in _UNCOMPRESSED and uncompressed_ok:
+        try:
+            # the other uncompressed syntax: pynetdicom converts a dataset, not a file
+            payload = dcmread(header.path)
+        except Exception as exc:
+            # Any parse failure means this one file cannot be sent; it is reported, not hidden.
+            return StoreOutcome(
+                header.path, header.sop_instance_uid, None, f"not a readable DICOM file: {exc}"
+            )
     elif uncompressed_ok:
         try:
             payload = dcmread(header.path)

@@ -45,12 +45,15 @@ descriptions end in "(reader-corrected)".
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import platform
+import select
+import signal
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -145,8 +148,15 @@ def build_result_objects(  # noqa: PLR0913
     report_notes: Sequence[str] = (),
     correction: ReaderCorrection | None = None,
     earlier_reports: Sequence[Dataset] = (),
+    on_derived_series: Callable[[dict[str, tuple[Dataset, ...]]], None] | None = None,
 ) -> ResultObjects:
-    """Build every result dataset in memory (see :func:`write_results`)."""
+    """Build every result dataset in memory (see :func:`write_results`).
+
+    ``on_derived_series``, when given, is called with the derived MR series
+    (ADC and computed-b, by folder) as soon as they are built, before the
+    Parametric Map, SEG, SR and key images (not for a reader correction, which
+    writes no derived series). :func:`write_results` starts writing them there.
+    """
     identity = WriterIdentity(
         software_version=version_label or installed_version(),
         device_serial_number=device_serial_number or platform.node() or "unknown",
@@ -169,6 +179,11 @@ def build_result_objects(  # noqa: PLR0913
         report_notes = [correction.note(), *report_notes]
     adc = build_adc_series(ctx, result)
     computed = [build_computed_b_series(ctx, image, result.body_mask) for image in result.computed]
+    if on_derived_series is not None and correction is None:
+        derived_series = {"adc": adc.datasets}
+        for series, image in zip(computed, result.computed, strict=True):
+            derived_series[f"b{image.b_value:g}"] = series.datasets
+        on_derived_series(derived_series)
     geometric_source = list(computed[0].datasets if computed else adc.datasets)
     parametric_map = build_parametric_map(ctx, result, geometric_source)
     segmentation = (
@@ -369,35 +384,197 @@ def write_results(  # noqa: PLR0913
         When the inputs cannot make valid objects (geometry mismatch, missing
         or unreadable sources, ...); nothing is written in that case.
     """
-    objects = build_result_objects(
-        exam,
-        result,
-        version_label=version_label,
-        device_serial_number=device_serial_number,
-        institution_name=institution_name,
-        content_datetime=content_datetime,
-        prior_histograms=prior_histograms,
-        comparison=comparison,
-        report_notes=report_notes,
-        correction=correction,
-        earlier_reports=earlier_reports,
-    )
     root = Path(out_dir)
-    written: list[Path] = []
-    for folder, datasets in objects.by_folder.items():
-        target = root / folder
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise WriterError(f"cannot create result folder {target}: {exc}") from exc
-        contents: Iterable[Dataset | bytes] = (
-            encode_series(datasets) if folder in objects.derived_series_folders else datasets
+    derived = _DerivedSeriesWriter(root)
+    try:
+        objects = build_result_objects(
+            exam,
+            result,
+            version_label=version_label,
+            device_serial_number=device_serial_number,
+            institution_name=institution_name,
+            content_datetime=content_datetime,
+            prior_histograms=prior_histograms,
+            comparison=comparison,
+            report_notes=report_notes,
+            correction=correction,
+            earlier_reports=earlier_reports,
+            on_derived_series=derived.start,
         )
-        for dataset, content in zip(datasets, contents, strict=True):
-            path = target / f"{dataset.SOPInstanceUID}.dcm"
-            try:
-                _write_atomically(content, path)
-            except OSError as exc:
-                raise WriterError(f"cannot write {path}: {exc}") from exc
-            written.append(path)
+        written: list[Path] = []
+        for folder, datasets in objects.by_folder.items():
+            if folder in derived.folders:
+                written += derived.paths(folder)
+                continue
+            contents: Iterable[Dataset | bytes] = (
+                encode_series(datasets) if folder in objects.derived_series_folders else datasets
+            )
+            written += _write_folder(root / folder, datasets, contents, part=False)
+        derived.finish()
+    except BaseException:
+        derived.abandon()
+        raise
     return written
+
+
+def _make_folder(target: Path) -> None:
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriterError(f"cannot create result folder {target}: {exc}") from exc
+
+
+def _part_path(path: Path) -> Path:
+    """Where the child process writes ``path`` before the parent renames it."""
+    return path.with_name(f".{path.name}.part")
+
+
+def _write_folder(
+    target: Path, datasets: Sequence[Dataset], contents: Iterable[Dataset | bytes], *, part: bool
+) -> list[Path]:
+    """Write ``contents`` (one per dataset) as ``<SOPInstanceUID>.dcm`` in ``target``.
+
+    With ``part``, each encoded file (bytes) is written under its
+    :func:`_part_path` name instead (renamed by :meth:`_DerivedSeriesWriter.finish`).
+    """
+    _make_folder(target)
+    written: list[Path] = []
+    for dataset, content in zip(datasets, contents, strict=True):
+        path = target / f"{dataset.SOPInstanceUID}.dcm"
+        try:
+            if part and isinstance(content, bytes):
+                _part_path(path).write_bytes(content)
+            else:
+                _write_atomically(content, path)
+        except OSError as exc:
+            raise WriterError(f"cannot write {path}: {exc}") from exc
+        written.append(path)
+    return written
+
+
+#: How long the parent waits for the child writing the derived series.
+_DERIVED_TIMEOUT_S = 600.0
+
+
+class _DerivedSeriesWriter:
+    """Encodes and writes the derived MR series in a forked child process.
+
+    The derived series (about 470 single-frame files on the reference exam)
+    are most of the encoding work; a child process writes them while the
+    parent builds and writes the Parametric Map, SEG, SR and key images, so
+    that the two run on two cores. The child writes each file under a hidden
+    ``.part`` name; the parent renames them only when every object was built
+    and written, so that a failure still leaves no result file (a killed child
+    or a failed build removes the ``.part`` files). The bytes are those of
+    :func:`~dicom_node.writers.encoding.encode_series` in either process.
+    Without ``os.fork`` (not POSIX) the series are written in this process.
+
+    The child only encodes and writes files: it does no logging, takes no
+    lock of the node's threads, and leaves with ``os._exit`` (no cleanup of
+    the parent's state runs twice).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.folders: dict[str, list[Path]] = {}
+        self._pid: int | None = None
+        self._pipe: int | None = None
+        self._created: list[Path] = []  # folders made here, removed again on failure
+
+    def paths(self, folder: str) -> list[Path]:
+        """The files of ``folder``, in dataset order."""
+        return list(self.folders[folder])
+
+    def start(self, series: dict[str, tuple[Dataset, ...]]) -> None:
+        """Begin writing ``series`` (folder -> datasets)."""
+        self.folders = {
+            folder: [self.root / folder / f"{d.SOPInstanceUID}.dcm" for d in datasets]
+            for folder, datasets in series.items()
+        }
+        for folder in series:
+            missing = self.root / folder
+            while not missing.exists() and missing not in self._created:
+                self._created.append(missing)
+                missing = missing.parent
+            _make_folder(self.root / folder)
+        if not hasattr(os, "fork"):
+            for folder, datasets in series.items():
+                _write_folder(self.root / folder, datasets, encode_series(datasets), part=True)
+            return
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: encode and write, report in the pipe, leave
+            os.close(read_end)
+            message = b"ok"
+            code = 0
+            try:
+                for name in ("SIGTERM", "SIGINT"):
+                    signal.signal(getattr(signal, name), signal.SIG_DFL)
+                for folder, datasets in series.items():
+                    _write_folder(self.root / folder, datasets, encode_series(datasets), part=True)
+            except BaseException as exc:  # every failure goes to the parent
+                message = (str(exc) or type(exc).__name__).encode("utf-8", "replace")[:4000]
+                code = 1
+            finally:
+                try:
+                    os.write(write_end, message)
+                finally:
+                    os._exit(code)
+        os.close(write_end)
+        self._pid, self._pipe = pid, read_end
+
+    def _reap(self, *, kill: bool) -> tuple[int, bytes]:
+        """Wait for the child; its exit status and its message."""
+        pid, pipe = self._pid, self._pipe
+        self._pid = self._pipe = None
+        if pid is None or pipe is None:
+            return 0, b"ok"
+        try:
+            message = b""
+            if kill:
+                os.kill(pid, signal.SIGKILL)
+            else:
+                ready, _, _ = select.select([pipe], [], [], _DERIVED_TIMEOUT_S)
+                if ready:
+                    message = os.read(pipe, 4096)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+                    message = f"not written within {_DERIVED_TIMEOUT_S:.0f} s".encode()
+        finally:
+            os.close(pipe)
+            _, status = os.waitpid(pid, 0)
+        return status, message
+
+    def finish(self) -> None:
+        """Wait for the child and rename its files into place.
+
+        Raises
+        ------
+        WriterError
+            When the child failed (its message), or did not finish in time.
+        """
+        status, message = self._reap(kill=False)
+        if status != 0 or message != b"ok":
+            self._remove_parts()
+            text = message.decode("utf-8", "replace") or f"child process status {status}"
+            raise WriterError(f"cannot write the derived MR series: {text}")
+        for paths in self.folders.values():
+            for path in paths:
+                try:
+                    os.replace(_part_path(path), path)
+                except OSError as exc:
+                    self._remove_parts()
+                    raise WriterError(f"cannot write {path}: {exc}") from exc
+
+    def abandon(self) -> None:
+        """Stop the child (if running) and remove what it wrote."""
+        self._reap(kill=True)
+        self._remove_parts()
+
+    def _remove_parts(self) -> None:
+        for paths in self.folders.values():
+            for path in paths:
+                _part_path(path).unlink(missing_ok=True)
+        for folder in sorted(self._created, key=lambda path: len(path.parts), reverse=True):
+            with contextlib.suppress(OSError):  # not empty: another object was written there
+                folder.rmdir()

@@ -43,6 +43,7 @@ from service.errors import (
     PriorsUnavailableError,
 )
 from service.exam_run import MEASUREMENTS_FILE, ExamRequest, describe_failure, run_exam
+from service.history import ExamHistory
 from service.jobs import JobSpec, JobState, check_spec_compatible, results_folder
 from service.priors import HistoryPriors, comparison_block
 from service.queue_protocols import JobEvents, JobSource
@@ -86,7 +87,7 @@ class PriorsWait:
     max_wait_seconds: float = 1800.0
 
 
-def run_job(spec: JobSpec) -> JobOutcome:
+def run_job(spec: JobSpec, *, history: ExamHistory | None = None) -> JobOutcome:
     """Assemble, compare with priors, process and write the results of one exam.
 
     The job spec turned into :func:`service.exam_run.run_exam`'s arguments,
@@ -95,7 +96,9 @@ def run_job(spec: JobSpec) -> JobOutcome:
     :mod:`service.priors`): the baseline's 95th ADC centile bounds the
     yellow class, the comparison goes into the SR, the key images and
     ``measurements.json``, and the exam is recorded in the history with the
-    UIDs of its SR and SEG.
+    UIDs of its SR and SEG: in ``history`` when given (a worker on another
+    host: a :class:`~service.history.HistorySnapshot`, whose writes the
+    receiver replays), else in the store at ``spec.priors.history_path``.
 
     Raises whatever the stages raise: :class:`dicom_node.errors.AssemblyError` for
     bad input, :class:`processing.errors.ProcessingError`,
@@ -133,7 +136,7 @@ def run_job(spec: JobSpec) -> JobOutcome:
     )
     run = run_exam(
         request,
-        HistoryPriors(spec.priors),
+        HistoryPriors(spec.priors, history=history),
         None if spec.correction is None else partial(prepare_correction, spec),
     )
     result = run.result

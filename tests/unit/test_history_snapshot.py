@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from service.history import HistorySnapshot, HistoryStore, SummarySource
+from processing.exam_summary import summarize_exam
+from service.history import HistorySnapshot, HistoryStore, PatientKey, SummarySource
+from service.jobs import PriorsSpec
+from service.priors import find_priors
+from tests.helpers.writer_fixtures import make_result, write_synthetic_exam
 from tests.unit.test_history import PATIENT, _exam
 
 
@@ -48,3 +52,22 @@ def test_a_snapshot_answers_as_the_store_and_replays_its_writes(tmp_path: Path) 
     assert store.get(PATIENT, "1.9.4").source is SummarySource.LOCAL
     assert store.pacs_looked_up(PATIENT, "OTHER@pacs:104")
     assert store.get(PATIENT, "1.9.3").is_baseline  # the flag survives the replay
+
+
+def test_a_worker_with_a_snapshot_finds_the_same_priors_and_writes_no_database(
+    tmp_path: Path,
+) -> None:
+    synthetic = write_synthetic_exam(tmp_path / "input")
+    store = HistoryStore(tmp_path / "receiver" / "history.sqlite3")
+    result = make_result(synthetic)
+    earlier = replace(synthetic.exam, study_instance_uid="1.2.826.0.1.99")
+    store.record_exam(summarize_exam(earlier, result.stats, study_date="20000101"))
+    patient = PatientKey(synthetic.exam.patient_id, synthetic.exam.issuer_of_patient_id)
+
+    worker_path = tmp_path / "worker" / "history.sqlite3"  # what the spec names, on the worker
+    snapshot = HistorySnapshot(store.exams(patient))
+    found = find_priors(PriorsSpec(history_path=str(worker_path)), synthetic.exam, history=snapshot)
+    expected = find_priors(PriorsSpec(history_path=str(store.path)), synthetic.exam)
+    assert found.prepared == expected.prepared
+    assert found.history is snapshot
+    assert not worker_path.parent.exists()  # nothing written on the worker

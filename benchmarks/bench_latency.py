@@ -13,8 +13,9 @@ Printed per device (CPU; and GPU when :func:`processing.backend.gpu_status`
 says yes): the total, the node's own stages from its job summary
 (``assemble``, ``process`` and its sub-stages, ``write``), and from the node's
 log the wait until the exam is ready (MPPS grace), until the worker starts it,
-the job itself and the sending after it is processed, with the GPU/CPU ratio
-of each. Target (issue 13): <= 5 s on the 2-core development
+the job itself and the sending after it is processed (of which the time in
+the exporter's C-STORE rounds, each acknowledgement recorded in the ledger
+included), with the GPU/CPU ratio of each. Target (issue 13): <= 5 s on the 2-core development
 machine's CPU, <= 2 s on a GPU host.
 
 ``python -m benchmarks latency`` (needs dcmtk: ``make tools``).
@@ -77,6 +78,21 @@ def _event_times(log: str) -> dict[str, float]:
     return times
 
 
+def _export_seconds(log: str) -> float:
+    """Seconds the exporter spent in C-STORE rounds (``export_round`` events), ledger included."""
+    total = 0.0
+    for line in log.splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event") == "export_round":
+            total += float(entry.get("seconds", 0.0))
+    return total
+
+
 def measure_latency(device: str, workdir: Path, exam_dir: Path) -> dict[str, Any]:
     """One exam through a fresh node on ``device``; seconds per stage and in total."""
     sys.path.insert(0, str(_ROOT))
@@ -120,6 +136,7 @@ def measure_latency(device: str, workdir: Path, exam_dir: Path) -> dict[str, Any
                 time.sleep(0.02)
             total = time.perf_counter() - started
             events = _event_times(node.log())
+            exporting = _export_seconds(node.log())
             if state != "done":
                 raise RuntimeError(f"the job failed: {node.log()[-1500:]}")
             [summary_path] = list((node.data_dir / "results").glob("*/v1/job.json"))
@@ -145,6 +162,7 @@ def measure_latency(device: str, workdir: Path, exam_dir: Path) -> dict[str, Any
         "wait: ready to start": begun - ready,
         "job (start to processed)": processed - begun,
         "send (processed to done)": total - processed,
+        "send: C-STORE rounds": exporting,
         "unaccounted in job": (processed - begun) - job,
         "result_files": len(summary["result_files"]),
         "peer_received": received,

@@ -35,13 +35,19 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
+from pydicom.uid import ParametricMapStorage
 
 from dicom_node.writers.common import WriterContext, check_on_grid, set_dimension_organization_uid
 from dicom_node.writers.derived_mr import ADC_WINDOW, adc_real_world_value_mapping
 from dicom_node.writers.errors import ResultGeometryError, WriterError
 from processing.results import ProcessingResult
 
-__all__ = ["PM_SERIES_DESCRIPTION", "build_parametric_map"]
+__all__ = [
+    "PM_SERIES_DESCRIPTION",
+    "build_parametric_map",
+    "check_parametric_map_inputs",
+    "parametric_map_reference",
+]
 
 PM_SERIES_DESCRIPTION = "ADC map (float, 10^-6 mm2/s) wbdwi"
 
@@ -76,6 +82,38 @@ def _adc_mapping(adc: np.ndarray, b_values: Sequence[float]) -> hd.pm.RealWorldV
     return mapping
 
 
+def check_parametric_map_inputs(
+    ctx: WriterContext,
+    result: ProcessingResult,
+    geometric_source: Sequence[Dataset],
+) -> np.ndarray:
+    """The ADC map, after the checks of :func:`build_parametric_map` (same errors)."""
+    adc = np.asarray(result.adc)
+    check_on_grid("ADC map", adc, ctx.grid)
+    if len(geometric_source) != ctx.grid.slices:
+        raise ResultGeometryError(
+            f"Parametric Map needs one source image per slice ({ctx.grid.slices}), "
+            f"got {len(geometric_source)}"
+        )
+    if not np.all(np.isfinite(adc)):
+        raise ResultGeometryError("ADC map holds NaN or infinite values; expected 0 if invalid")
+    return adc
+
+
+def parametric_map_reference(ctx: WriterContext, geometric_source: Sequence[Dataset]) -> Dataset:
+    """What other objects cite of the Parametric Map, before it is built.
+
+    The SOP Class, SOP Instance, Study and Series Instance UIDs that
+    :func:`build_parametric_map` gives it (the SR's evidence and references).
+    """
+    reference = Dataset()
+    reference.SOPClassUID = ParametricMapStorage
+    reference.SOPInstanceUID = ctx.uids.uid("adc-pm", "instance")
+    reference.StudyInstanceUID = geometric_source[0].StudyInstanceUID
+    reference.SeriesInstanceUID = ctx.uids.uid("adc-pm", "series")
+    return reference
+
+
 def build_parametric_map(
     ctx: WriterContext,
     result: ProcessingResult,
@@ -99,15 +137,7 @@ def build_parametric_map(
         When the ADC map is not on the exam grid or the geometric source does
         not have one image per slice.
     """
-    adc = np.asarray(result.adc)
-    check_on_grid("ADC map", adc, ctx.grid)
-    if len(geometric_source) != ctx.grid.slices:
-        raise ResultGeometryError(
-            f"Parametric Map needs one source image per slice ({ctx.grid.slices}), "
-            f"got {len(geometric_source)}"
-        )
-    if not np.all(np.isfinite(adc)):
-        raise ResultGeometryError("ADC map holds NaN or infinite values; expected 0 if invalid")
+    adc = check_parametric_map_inputs(ctx, result, geometric_source)
     valid = np.asarray(result.adc_valid, dtype=bool)
     pixels = np.where(valid, adc, 0.0).astype(np.float32)
     b_used = [b for b in ctx.exam.b_values]

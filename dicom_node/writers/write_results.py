@@ -47,7 +47,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
+import io
 import os
 import platform
 import select
@@ -75,6 +77,10 @@ from dicom_node.writers.common import UidFactory
 from dicom_node.writers.encoding import encode_series
 from dicom_node.writers.errors import WriterError
 from dicom_node.writers.key_images import trend_samples
+from dicom_node.writers.parametric_map import (
+    check_parametric_map_inputs,
+    parametric_map_reference,
+)
 from dicom_node.writers.sr import report_reference
 from processing.comparison import Comparison
 from processing.exam import DwiExam
@@ -148,14 +154,22 @@ def build_result_objects(  # noqa: PLR0913
     report_notes: Sequence[str] = (),
     correction: ReaderCorrection | None = None,
     earlier_reports: Sequence[Dataset] = (),
-    on_derived_series: Callable[[dict[str, tuple[Dataset, ...]]], None] | None = None,
+    on_derived_series: Callable[
+        [dict[str, tuple[Dataset, ...]], tuple[Dataset, Callable[[], Dataset]] | None], None
+    ]
+    | None = None,
 ) -> ResultObjects:
     """Build every result dataset in memory (see :func:`write_results`).
 
     ``on_derived_series``, when given, is called with the derived MR series
     (ADC and computed-b, by folder) as soon as they are built, before the
-    Parametric Map, SEG, SR and key images (not for a reader correction, which
-    writes no derived series). :func:`write_results` starts writing them there.
+    SEG, SR and key images (not for a reader correction, which writes no
+    derived series); :func:`write_results` writes them there, in another
+    process. When a SEG will be made, it is also given
+    ``(parametric_map_reference(...), build the Parametric Map)`` and
+    ``adc_map`` then holds that reference (what the SR cites of the map: the
+    same UIDs; the SR takes patient and study from the SEG) instead of the
+    map, after the same input checks; without a SEG the map is built here.
     """
     identity = WriterIdentity(
         software_version=version_label or installed_version(),
@@ -179,13 +193,25 @@ def build_result_objects(  # noqa: PLR0913
         report_notes = [correction.note(), *report_notes]
     adc = build_adc_series(ctx, result)
     computed = [build_computed_b_series(ctx, image, result.body_mask) for image in result.computed]
+    geometric_source = list(computed[0].datasets if computed else adc.datasets)
+    parametric_map: Dataset
     if on_derived_series is not None and correction is None:
         derived_series = {"adc": adc.datasets}
         for series, image in zip(computed, result.computed, strict=True):
             derived_series[f"b{image.b_value:g}"] = series.datasets
-        on_derived_series(derived_series)
-    geometric_source = list(computed[0].datasets if computed else adc.datasets)
-    parametric_map = build_parametric_map(ctx, result, geometric_source)
+        check_parametric_map_inputs(ctx, result, geometric_source)  # its errors here
+        parametric_map_job: tuple[Dataset, Callable[[], Dataset]] | None = None
+        if result.tumour_mask.any():  # a SEG, first in the SR's evidence
+            parametric_map = parametric_map_reference(ctx, geometric_source)
+            parametric_map_job = (
+                parametric_map,
+                functools.partial(build_parametric_map, ctx, result, geometric_source),
+            )
+        else:
+            parametric_map = build_parametric_map(ctx, result, geometric_source)
+        on_derived_series(derived_series, parametric_map_job)
+    else:
+        parametric_map = build_parametric_map(ctx, result, geometric_source)
     segmentation = (
         build_segmentation(dependent, result, geometric_source)
         if result.tumour_mask.any()
@@ -457,12 +483,12 @@ _DERIVED_TIMEOUT_S = 600.0
 
 
 class _DerivedSeriesWriter:
-    """Encodes and writes the derived MR series in a forked child process.
+    """Encodes and writes the derived MR series and the Parametric Map in a forked child.
 
     The derived series (about 470 single-frame files on the reference exam)
-    are most of the encoding work; a child process writes them while the
-    parent builds and writes the Parametric Map, SEG, SR and key images, so
-    that the two run on two cores. The child writes each file under a hidden
+    and the Parametric Map are about half of the work; a child process builds
+    and writes them while the parent builds and writes the SEG, SR and key
+    images, so that the two run on two cores. The child writes each file under a hidden
     ``.part`` name; the parent renames them only when every object was built
     and written, so that a failure still leaves no result file (a killed child
     or a failed build removes the ``.part`` files). The bytes are those of
@@ -480,26 +506,38 @@ class _DerivedSeriesWriter:
         self._pid: int | None = None
         self._pipe: int | None = None
         self._created: list[Path] = []  # folders made here, removed again on failure
+        self._parametric_map: Callable[[], Dataset] | None = None
 
     def paths(self, folder: str) -> list[Path]:
         """The files of ``folder``, in dataset order."""
         return list(self.folders[folder])
 
-    def start(self, series: dict[str, tuple[Dataset, ...]]) -> None:
-        """Begin writing ``series`` (folder -> datasets)."""
+    def start(
+        self,
+        series: dict[str, tuple[Dataset, ...]],
+        parametric_map: tuple[Dataset, Callable[[], Dataset]] | None,
+    ) -> None:
+        """Begin writing ``series`` (folder -> datasets) and the Parametric Map.
+
+        ``parametric_map``: its reference (with its SOP Instance UID) and the
+        function that builds it; ``None`` when the caller writes it.
+        """
+        folders = list(series.items())
+        if parametric_map is not None:
+            folders.append(("adc_map", (parametric_map[0],)))
+            self._parametric_map = parametric_map[1]
         self.folders = {
             folder: [self.root / folder / f"{d.SOPInstanceUID}.dcm" for d in datasets]
-            for folder, datasets in series.items()
+            for folder, datasets in folders
         }
-        for folder in series:
+        for folder in self.folders:
             missing = self.root / folder
             while not missing.exists() and missing not in self._created:
                 self._created.append(missing)
                 missing = missing.parent
             _make_folder(self.root / folder)
         if not hasattr(os, "fork"):
-            for folder, datasets in series.items():
-                _write_folder(self.root / folder, datasets, encode_series(datasets), part=True)
+            self._write(series)
             return
         read_end, write_end = os.pipe()
         pid = os.fork()
@@ -510,8 +548,7 @@ class _DerivedSeriesWriter:
             try:
                 for name in ("SIGTERM", "SIGINT"):
                     signal.signal(getattr(signal, name), signal.SIG_DFL)
-                for folder, datasets in series.items():
-                    _write_folder(self.root / folder, datasets, encode_series(datasets), part=True)
+                self._write(series)
             except BaseException as exc:  # every failure goes to the parent
                 message = (str(exc) or type(exc).__name__).encode("utf-8", "replace")[:4000]
                 code = 1
@@ -522,6 +559,21 @@ class _DerivedSeriesWriter:
                     os._exit(code)
         os.close(write_end)
         self._pid, self._pipe = pid, read_end
+
+    def _write(self, series: dict[str, tuple[Dataset, ...]]) -> None:
+        for folder, datasets in series.items():
+            _write_folder(self.root / folder, datasets, encode_series(datasets), part=True)
+        if self._parametric_map is None:
+            return
+        built = self._parametric_map()
+        if [self.root / "adc_map" / f"{built.SOPInstanceUID}.dcm"] != self.folders["adc_map"]:
+            raise WriterError(
+                f"the Parametric Map was built as {built.SOPInstanceUID}, "
+                f"not as the instance the report cites ({self.folders['adc_map']})"
+            )
+        buffer = io.BytesIO()
+        built.save_as(buffer, enforce_file_format=True)  # the bytes of save_as to a file
+        _write_folder(self.root / "adc_map", (built,), (buffer.getvalue(),), part=True)
 
     def _reap(self, *, kill: bool) -> tuple[int, bytes]:
         """Wait for the child; its exit status and its message."""

@@ -42,6 +42,7 @@ import fnmatch
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 
@@ -68,8 +69,10 @@ from service.settings import Settings, parse_destination, processing_settings_to
 
 __all__ = [
     "CompletionDetector",
+    "ReadyEstimate",
     "completion_reason",
     "priors_spec",
+    "ready_estimate",
     "select_inputs",
 ]
 
@@ -92,6 +95,55 @@ def completion_reason(study: ReceivingStudy, settings: Settings, now: float) -> 
     if now - study.last_instance_at >= quiet:
         return f"no new instance for {quiet:g} s"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyEstimate:
+    """When a receiving study becomes ready and by which rule (``wbdwi status``, dashboard).
+
+    ``at`` is the earliest time the rule lets the study be queued (``now`` when
+    it is complete already); more instances arriving move it later.
+    """
+
+    at: float
+    rule: str
+
+    def as_dict(self) -> dict[str, float | str]:
+        """JSON values."""
+        return {"at": self.at, "rule": self.rule}
+
+
+def ready_estimate(study: ReceivingStudy, settings: Settings, now: float) -> ReadyEstimate:
+    """When ``study`` becomes ready, by the rules :class:`CompletionDetector` applies.
+
+    Held for incomplete coverage (and nothing arrived since the hold began):
+    the end of the hold. Complete now: ``now``. A COMPLETED MPPS without a
+    list of instances: the grace period after the later of the N-SET and the
+    last instance. Otherwise the quiet period after the last instance (with an
+    MPPS whose listed instances have not all arrived, said so).
+    """
+    completion = settings.completion
+    if study.held_since is not None and study.last_instance_at <= study.held_since:
+        return ReadyEstimate(
+            study.held_since + completion.incomplete_extra_wait_seconds,
+            f"held {completion.incomplete_extra_wait_seconds:g} s for incomplete coverage",
+        )
+    reason = completion_reason(study, settings, now)
+    if reason is not None:
+        return ReadyEstimate(now, f"complete: {reason}")
+    quiet = settings.quiet_seconds_for(study.calling_ae)
+    completed_at = study.mpps_completed_at
+    if _mpps_applies(study) and completed_at is not None and study.mpps_instances_missing is None:
+        settled = max(completed_at, study.last_instance_at)
+        return ReadyEstimate(
+            settled + completion.mpps_grace_seconds,
+            f"MPPS COMPLETED: grace period of {completion.mpps_grace_seconds:g} s "
+            "after the last instance",
+        )
+    rule = f"quiet period of {quiet:g} s after the last instance"
+    if _mpps_applies(study) and study.mpps_instances_missing:
+        rule += f" (MPPS lists {study.mpps_instances_missing} instance(s) not received)"
+    return ReadyEstimate(study.last_instance_at + quiet, rule)
 
 
 def _mpps_applies(study: ReceivingStudy) -> bool:

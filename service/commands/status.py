@@ -18,6 +18,7 @@ from typing import Any
 
 from processing.quality import QualityAssessment, Verdict
 from service.commands.serve import add_config_argument, open_node_job_store
+from service.completion import ReadyEstimate, ready_estimate
 from service.corrections import CORRECTION_JOB_PREFIX
 from service.data_dir_lock import LOCK_FILE, running_node_pid
 from service.disk import room_problem
@@ -46,7 +47,16 @@ def _time(value: float) -> str:
     return dt.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _job_line(job: JobRecord, priors: dict[str, Any] | None) -> str:
+def _ready_line(estimate: ReadyEstimate, now: float) -> str:
+    """When a receiving job becomes ready, and by which rule."""
+    delay = estimate.at - now
+    when = "now" if delay <= 0 else f"in {delay:.0f} s"
+    return f"\n       ready {when} ({_time(estimate.at)}): {estimate.rule}"
+
+
+def _job_line(
+    job: JobRecord, priors: dict[str, Any] | None, estimate: ReadyEstimate | None, now: float
+) -> str:
     seconds = "" if job.processing_seconds is None else f"{job.processing_seconds:.1f}s"
     line = (
         f"{job.job_id:>5}  {job.state.value:<10} v{job.version:<2} {job.instance_count:>5} inst  "
@@ -56,6 +66,8 @@ def _job_line(job: JobRecord, priors: dict[str, Any] | None) -> str:
         line += f"\n       reader's correction: SEG {job.job_key[len(CORRECTION_JOB_PREFIX) :]}"
     if job.reason:
         line += f"\n       reason: {job.reason}"
+    if estimate is not None:
+        line += _ready_line(estimate, now)
     if job.quality is not None:
         line += _verdict_lines(job.quality)
     if priors and priors.get("unreadable"):
@@ -240,6 +252,8 @@ class _Snapshot:
     node_pid: int | None
     waiting: dict[str, DestinationWait]
     disk_problem: str | None
+    now: float
+    ready: dict[int, ReadyEstimate]  # receiving jobs: when they become ready, by which rule
 
 
 def run(args: argparse.Namespace) -> int:
@@ -257,7 +271,12 @@ def run(args: argparse.Namespace) -> int:
         waiting = destination_waits(store.outbox(state=OutboxState.PENDING, limit=None))
         failed = [job for job in store.jobs(limit=100000) if job.state is JobState.FAILED]
         deliveries = store.job_deliveries()
-        plan = plan_retention(deliveries, store.spooled_studies(), settings.retention, time.time())
+        now = time.time()
+        plan = plan_retention(deliveries, store.spooled_studies(), settings.retention, now)
+        ready = {
+            study.job_id: ready_estimate(study, settings, now)
+            for study in store.receiving_studies()
+        }
     finally:
         store.close()
     output_dirs = {d.job_id: d.output_dir for d in deliveries}
@@ -275,6 +294,8 @@ def run(args: argparse.Namespace) -> int:
         node_pid=running_node_pid(settings.node.data_dir.resolve()),
         waiting=waiting,
         disk_problem=room_problem(settings.node.data_dir.resolve(), settings.node.min_free_disk_mb),
+        now=now,
+        ready=ready,
     )
     if args.json:
         print(json.dumps(_json_payload(snapshot), indent=2))
@@ -305,6 +326,9 @@ def _json_payload(snapshot: _Snapshot) -> dict[str, Any]:
                 "priors": snapshot.priors[j.job_id],
                 "quality": None if j.quality is None else j.quality.as_dict(),
                 "held_since": j.held_since,
+                "ready_estimate": None
+                if j.job_id not in snapshot.ready
+                else snapshot.ready[j.job_id].as_dict(),
             }
             for j in snapshot.jobs
         ],
@@ -361,7 +385,10 @@ def _text_lines(snapshot: _Snapshot, limit: int) -> list[str]:
     if any(verdicts.values()):
         lines.append("results: " + ", ".join(f"{v.value} {n}" for v, n in verdicts.items()))
     lines.append("   id  state      ver  inputs   proc.  updated              study")
-    lines.extend(_job_line(job, snapshot.priors[job.job_id]) for job in snapshot.jobs)
+    lines.extend(
+        _job_line(job, snapshot.priors[job.job_id], snapshot.ready.get(job.job_id), snapshot.now)
+        for job in snapshot.jobs
+    )
     lines.append("outbox:")
     destinations = sorted({d for d, _ in outbox})
     for destination in destinations:

@@ -242,7 +242,12 @@ class JobQueueRecords(StoreConnection):
         return records[0]
 
     def jobs(self, *, job_id: int | None = None, limit: int = 1000) -> list[JobRecord]:
-        """Job records, newest first (or the one ``job_id``)."""
+        """Job records, newest first (or the one ``job_id``).
+
+        ``instance_count`` is the job's own inputs once they are frozen into its
+        spec (each version keeps its count when a later one arrives), and the
+        study's stored instances while it is receiving (or has no spec yet).
+        """
         query = (
             "SELECT j.*, (SELECT COUNT(*) FROM instances i WHERE i.study_uid = j.study_uid) "
             "AS instance_count FROM jobs j"
@@ -266,7 +271,7 @@ class JobQueueRecords(StoreConnection):
                 created_at=row["created_at"],
                 updated_at=row["updated_at"],
                 last_instance_at=row["last_instance_at"],
-                instance_count=row["instance_count"],
+                instance_count=_input_count(row["state"], row["spec"], row["instance_count"]),
                 attempts=row["attempts"],
                 processing_seconds=row["processing_seconds"],
                 not_before=row["not_before"],
@@ -346,3 +351,11 @@ def _quality(text: str | None) -> QualityAssessment | None:
     if text is None:
         return None
     return QualityAssessment.from_dict(json.loads(text))
+
+
+def _input_count(state: str, spec: str | None, study_instances: int) -> int:
+    """The job's frozen inputs (its spec's input paths), or the study's count while receiving."""
+    if state == JobState.RECEIVING.value or not spec:
+        return study_instances
+    paths = json.loads(spec).get("input_paths")
+    return len(paths) if isinstance(paths, list) else study_instances

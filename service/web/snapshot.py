@@ -13,11 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.completion import completion_reason
+from service.completion import ready_estimate
 from service.jobs import JobRecord, JobState, OutboxRecord, OutboxState
 from service.jobstore.records import ReceivingStudy
 from service.retention import RetentionPlan, plan_retention
-from service.settings import Settings
 from service.web.view import NodeView
 
 __all__ = [
@@ -29,7 +28,6 @@ __all__ = [
     "Snapshot",
     "ThreadRow",
     "read_snapshot",
-    "receiving_eta",
 ]
 
 RECENT_JOBS = 50
@@ -141,27 +139,6 @@ class Snapshot:
     plan: RetentionPlan
 
 
-def receiving_eta(study: ReceivingStudy, settings: Settings, now: float) -> tuple[float, str]:
-    """When ``study`` should become ready (an estimate) and on what rule."""
-    completion = settings.completion
-    if study.held_since is not None:
-        return (
-            study.held_since + completion.incomplete_extra_wait_seconds,
-            "held for incomplete coverage",
-        )
-    reason = completion_reason(study, settings, now)
-    if reason is not None:
-        return now, f"complete: {reason}"
-    if study.mpps_completed_at is not None and study.mpps_instances_missing is None:
-        settled = max(study.mpps_completed_at, study.last_instance_at)
-        return settled + completion.mpps_grace_seconds, "MPPS COMPLETED, grace period"
-    if study.mpps_instances_missing:
-        why = f"MPPS lists {study.mpps_instances_missing} instance(s) not received yet"
-    else:
-        why = "quiet period after the last instance"
-    return study.last_instance_at + settings.quiet_seconds_for(study.calling_ae), why
-
-
 def _destinations(
     rows: list[OutboxRecord], counts: dict[tuple[str, OutboxState], int], configured: set[str]
 ) -> list[DestinationRow]:
@@ -221,8 +198,8 @@ def read_snapshot(node: NodeView) -> Snapshot:
     ]
     receiving = []
     for study in store.receiving_studies():
-        eta, why = receiving_eta(study, settings, now)
-        receiving.append(ReceivingRow(study, eta, why))
+        estimate = ready_estimate(study, settings, now)
+        receiving.append(ReceivingRow(study, estimate.at, estimate.rule))
     return Snapshot(
         now=now,
         version=node.version,

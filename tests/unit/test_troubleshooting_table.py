@@ -56,14 +56,8 @@ _MIN_ASSERTED_WORDS = 3
 # Quoted in the table and emitted by the code, but no test asserts them yet. Each entry
 # must stay true: when a test starts asserting one, this check fails until the entry
 # is removed, so the list only shrinks.
-NOT_YET_ASSERTED: frozenset[str] = frozenset(
-    {
-        "export_configuration_problem",
-        "export_dead_lettered",
-        "job_ready",
-        "not ready: DICOM listener not running",
-    }
-)
+# (tests/unit/test_ops_troubleshooting_messages.py asserts the last four it listed.)
+NOT_YET_ASSERTED: frozenset[str] = frozenset()
 
 
 def troubleshooting_rows(text: str) -> list[tuple[str, str]]:

@@ -57,7 +57,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -635,6 +636,24 @@ def _replacement_note(predecessor: Dataset) -> str:
     )
 
 
+@contextmanager
+def _handed_over(report: hd.sr.MeasurementReport) -> Iterator[None]:
+    """Let highdicom use the report's content tree without deep-copying it.
+
+    ``hd.sr.Comprehensive3DSR`` deep-copies its ``content`` (about 200,000
+    elements on the reference exam: the largest part of the report's build
+    time) to keep a typed copy of the tree, while the SR's own elements come
+    from the original. The tree is built here for this one SR and nothing else
+    holds it, so the copy is the tree itself; the written bytes are the same.
+    """
+    root = report[0]
+    object.__setattr__(root, "__deepcopy__", lambda memo: root)
+    try:
+        yield
+    finally:
+        object.__delattr__(root, "__deepcopy__")
+
+
 def build_measurement_report(  # noqa: PLR0913 - keyword-only: each object the report cites
     ctx: WriterContext,
     result: ProcessingResult,
@@ -729,28 +748,29 @@ def build_measurement_report(  # noqa: PLR0913 - keyword-only: each object the r
         referenced_images=[builder.located[z] for z in sorted(builder.located)],
     )
     try:
-        sr = hd.sr.Comprehensive3DSR(
-            evidence=[*first_evidence, parametric_map, *evidence],
-            content=report,
-            series_instance_uid=ctx.uids.uid("sr", "series"),
-            series_number=ctx.series_number("sr"),
-            # Other notes, predecessors, observer or reasons for doubt: another instance
-            # (none of them: the UID as before).
-            sop_instance_uid=ctx.uids.uid(
-                "sr", "instance", *_instance_seed(notes, predecessors, person_observer, result)
-            ),
-            # a report that replaces others sorts after them in a viewer
-            instance_number=1 + len(predecessors),
-            manufacturer=ctx.identity.manufacturer,
-            is_complete=True,
-            is_final=False,
-            is_verified=False,
-            institution_name=ctx.identity.institution_name or None,
-            contributing_equipment=ctx.contributing_equipment(
-                "Measurements of the tumour load, ADC statistics and lesions"
-            ),
-            previous_versions=list(predecessors) or None,
-        )
+        with _handed_over(report):
+            sr = hd.sr.Comprehensive3DSR(
+                evidence=[*first_evidence, parametric_map, *evidence],
+                content=report,
+                series_instance_uid=ctx.uids.uid("sr", "series"),
+                series_number=ctx.series_number("sr"),
+                # Other notes, predecessors, observer or reasons for doubt: another instance
+                # (none of them: the UID as before).
+                sop_instance_uid=ctx.uids.uid(
+                    "sr", "instance", *_instance_seed(notes, predecessors, person_observer, result)
+                ),
+                # a report that replaces others sorts after them in a viewer
+                instance_number=1 + len(predecessors),
+                manufacturer=ctx.identity.manufacturer,
+                is_complete=True,
+                is_final=False,
+                is_verified=False,
+                institution_name=ctx.identity.institution_name or None,
+                contributing_equipment=ctx.contributing_equipment(
+                    "Measurements of the tumour load, ADC statistics and lesions"
+                ),
+                previous_versions=list(predecessors) or None,
+            )
     except ValueError as exc:
         raise WriterError(f"Measurement Report could not be built: {exc}") from exc
     revised = " (revised)" if predecessors else ""

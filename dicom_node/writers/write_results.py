@@ -16,7 +16,10 @@ Each file is named ``<SOPInstanceUID>.dcm`` and written atomically (temporary
 name, then rename), so a reader never sees half a file and writing the same
 exam again replaces files with identical UIDs. The derived MR series are
 encoded with :func:`dicom_node.writers.encoding.encode_series` (shared elements
-encoded once; the same bytes as pydicom writes).
+encoded once; the same bytes as pydicom writes). They and the Parametric Map
+are written by a forked child process while this one builds the SEG, SR and
+key images; every file is renamed into place only when all were written, so
+a failure leaves none (``_ResultWriter``).
 
 The derived computed-b series (or the ADC series when no computed-b image
 exists) is the *geometric source* of the Parametric Map and the SEG: one
@@ -54,7 +57,6 @@ import os
 import platform
 import select
 import signal
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -329,21 +331,6 @@ def written_instance_uid(written: Sequence[Path], folder: str) -> str:
     return found[0] if found else ""
 
 
-def _write_atomically(content: Dataset | bytes, path: Path) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=".", suffix=".part", dir=path.parent)
-    try:
-        if isinstance(content, bytes):
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(content)
-        else:
-            os.close(handle)
-            content.save_as(temporary, enforce_file_format=True)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 # Each keyword is one optional input of the results (identity, priors, comparison,
 # reader correction), passed by name by the worker and `wbdwi process`.
 def write_results(  # noqa: PLR0913
@@ -411,7 +398,7 @@ def write_results(  # noqa: PLR0913
         or unreadable sources, ...); nothing is written in that case.
     """
     root = Path(out_dir)
-    derived = _DerivedSeriesWriter(root)
+    derived = _ResultWriter(root)
     try:
         objects = build_result_objects(
             exam,
@@ -435,7 +422,7 @@ def write_results(  # noqa: PLR0913
             contents: Iterable[Dataset | bytes] = (
                 encode_series(datasets) if folder in objects.derived_series_folders else datasets
             )
-            written += _write_folder(root / folder, datasets, contents, part=False)
+            written += derived.add(folder, datasets, contents)
         derived.finish()
     except BaseException:
         derived.abandon()
@@ -455,23 +442,29 @@ def _part_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.part")
 
 
-def _write_folder(
-    target: Path, datasets: Sequence[Dataset], contents: Iterable[Dataset | bytes], *, part: bool
-) -> list[Path]:
-    """Write ``contents`` (one per dataset) as ``<SOPInstanceUID>.dcm`` in ``target``.
+def _file_bytes(content: Dataset | bytes) -> bytes:
+    """The Part 10 file of ``content`` (the bytes ``save_as`` writes to a file)."""
+    if isinstance(content, bytes):
+        return content
+    buffer = io.BytesIO()
+    content.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
-    With ``part``, each encoded file (bytes) is written under its
-    :func:`_part_path` name instead (renamed by :meth:`_DerivedSeriesWriter.finish`).
+
+def _write_folder(
+    target: Path, datasets: Sequence[Dataset], contents: Iterable[Dataset | bytes]
+) -> list[Path]:
+    """Write ``contents`` (one per dataset) for ``<SOPInstanceUID>.dcm`` in ``target``.
+
+    Each file is written under its :func:`_part_path` name, renamed by
+    :meth:`_ResultWriter.finish` when every object was written.
     """
     _make_folder(target)
     written: list[Path] = []
     for dataset, content in zip(datasets, contents, strict=True):
         path = target / f"{dataset.SOPInstanceUID}.dcm"
         try:
-            if part and isinstance(content, bytes):
-                _part_path(path).write_bytes(content)
-            else:
-                _write_atomically(content, path)
+            _part_path(path).write_bytes(_file_bytes(content))
         except OSError as exc:
             raise WriterError(f"cannot write {path}: {exc}") from exc
         written.append(path)
@@ -482,18 +475,20 @@ def _write_folder(
 _DERIVED_TIMEOUT_S = 600.0
 
 
-class _DerivedSeriesWriter:
-    """Encodes and writes the derived MR series and the Parametric Map in a forked child.
+class _ResultWriter:
+    """Writes the result files of one exam, part of them in a forked child process.
 
     The derived series (about 470 single-frame files on the reference exam)
     and the Parametric Map are about half of the work; a child process builds
-    and writes them while the parent builds and writes the SEG, SR and key
-    images, so that the two run on two cores. The child writes each file under a hidden
-    ``.part`` name; the parent renames them only when every object was built
-    and written, so that a failure still leaves no result file (a killed child
-    or a failed build removes the ``.part`` files). The bytes are those of
-    :func:`~dicom_node.writers.encoding.encode_series` in either process.
-    Without ``os.fork`` (not POSIX) the series are written in this process.
+    and writes them (:meth:`start`) while the parent builds and writes the
+    SEG, SR and key images (:meth:`add`), so that the two run on two cores.
+    Every file is written under a hidden ``.part`` name and renamed only when
+    every object was built and written (:meth:`finish`), so that a failure
+    leaves no result file: a failed build, write or child removes the
+    ``.part`` files and the folders made for them (:meth:`abandon`). The
+    bytes are those of :func:`~dicom_node.writers.encoding.encode_series` and
+    ``save_as`` in either process. Without ``os.fork`` (not POSIX) the child's
+    part is written in this process.
 
     The child only encodes and writes files: it does no logging, takes no
     lock of the node's threads, and leaves with ``os._exit`` (no cleanup of
@@ -507,6 +502,21 @@ class _DerivedSeriesWriter:
         self._pipe: int | None = None
         self._created: list[Path] = []  # folders made here, removed again on failure
         self._parametric_map: Callable[[], Dataset] | None = None
+
+    def add(
+        self, folder: str, datasets: Sequence[Dataset], contents: Iterable[Dataset | bytes]
+    ) -> list[Path]:
+        """Write ``contents`` into ``folder`` in this process (renamed by :meth:`finish`)."""
+        self._note_missing(self.root / folder)
+        written = _write_folder(self.root / folder, datasets, contents)
+        self.folders.setdefault(folder, []).extend(written)
+        return written
+
+    def _note_missing(self, folder: Path) -> None:
+        missing = folder
+        while not missing.exists() and missing not in self._created:
+            self._created.append(missing)
+            missing = missing.parent
 
     def paths(self, folder: str) -> list[Path]:
         """The files of ``folder``, in dataset order."""
@@ -531,10 +541,7 @@ class _DerivedSeriesWriter:
             for folder, datasets in folders
         }
         for folder in self.folders:
-            missing = self.root / folder
-            while not missing.exists() and missing not in self._created:
-                self._created.append(missing)
-                missing = missing.parent
+            self._note_missing(self.root / folder)
             _make_folder(self.root / folder)
         if not hasattr(os, "fork"):
             self._write(series)
@@ -562,7 +569,7 @@ class _DerivedSeriesWriter:
 
     def _write(self, series: dict[str, tuple[Dataset, ...]]) -> None:
         for folder, datasets in series.items():
-            _write_folder(self.root / folder, datasets, encode_series(datasets), part=True)
+            _write_folder(self.root / folder, datasets, encode_series(datasets))
         if self._parametric_map is None:
             return
         built = self._parametric_map()
@@ -571,9 +578,7 @@ class _DerivedSeriesWriter:
                 f"the Parametric Map was built as {built.SOPInstanceUID}, "
                 f"not as the instance the report cites ({self.folders['adc_map']})"
             )
-        buffer = io.BytesIO()
-        built.save_as(buffer, enforce_file_format=True)  # the bytes of save_as to a file
-        _write_folder(self.root / "adc_map", (built,), (buffer.getvalue(),), part=True)
+        _write_folder(self.root / "adc_map", (built,), (built,))
 
     def _reap(self, *, kill: bool) -> tuple[int, bytes]:
         """Wait for the child; its exit status and its message."""

@@ -9,7 +9,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_node.writers import ResultGeometryError
+import dicom_node.writers.write_results as write_results_module
+from dicom_node.writers import ResultGeometryError, WriterError
 from dicom_node.writers.write_results import (
     build_result_objects,
     earlier_version_reports,
@@ -126,6 +127,23 @@ def test_geometry_mismatch_writes_nothing(
     cropped = dataclasses.replace(result, tumour_mask=result.tumour_mask[:, :, :-1])
     with pytest.raises(ResultGeometryError, match="tumour mask has shape"):
         write_results(exam, cropped, tmp_path / "out", version_label="1.0.0")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failure_in_the_child_writing_the_derived_series_writes_nothing(
+    phantom_case: tuple[DwiExam, ProcessingResult],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The forked child's error reaches the caller; no file, part file or folder is left."""
+    exam, result = phantom_case
+
+    def broken(datasets: object) -> object:
+        raise OSError("no space left on device (injected)")
+
+    monkeypatch.setattr(write_results_module, "encode_series", broken)
+    with pytest.raises(WriterError, match=r"derived MR series: no space left on device"):
+        write_results(exam, result, tmp_path / "out", version_label="1.0.0")
     assert not (tmp_path / "out").exists()
 
 

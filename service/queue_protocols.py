@@ -11,7 +11,7 @@ default) only has to provide what is used:
                        the SQLite store, which the worker pulls from)
 :class:`JobSource`     the pull side: claim the next ready job
 :class:`JobQueue`      the operator side: submit (idempotent by ``job_key``),
-                       status, jobs, retry (requeue), dead letters
+                       status, jobs, cancel, retry (requeue), dead letters
 :class:`Intake`        what completion detection needs: receiving studies, their
                        instances, queueing a complete study
 :class:`Outbox`        result files per destination, sent / failed, the ledger
@@ -117,6 +117,12 @@ class JobQueue(Protocol):
 
     def retry(self, job_id: int) -> JobRecord:
         """Requeue a failed job or its dead-lettered deliveries."""
+        ...
+
+    def cancel(self, job_id: int, who: str) -> JobRecord:
+        """Cancel a job no worker has started (``receiving`` or ``ready``): it becomes
+        ``failed`` with the reason ``cancelled by <who>`` and can be retried; ``ValueError``
+        for a job that is processing or has ended, ``KeyError`` when unknown."""
         ...
 
     def dead_letters(self) -> list[OutboxRecord]:

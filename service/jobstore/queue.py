@@ -205,6 +205,41 @@ class JobQueueRecords(StoreConnection):
                 (JobState.FAILED.value, reason, time.time(), job_id),
             )
 
+    def cancel(self, job_id: int, who: str) -> JobRecord:
+        """Cancel a job no worker has started: ``receiving`` or ``ready`` becomes ``failed``.
+
+        The reason reads ``cancelled by <who>``; the inputs stay in the spool, so
+        ``wbdwi retry`` queues a cancelled ready job again (a cancelled receiving
+        job had no input list yet: sending the study again makes a new version).
+        The check and the change are one transaction, so a worker cannot claim
+        the job in between.
+
+        Raises ``KeyError`` for an unknown job and ``ValueError`` for a job that is
+        processing or has ended (a running job is not interrupted).
+        """
+        self.status(job_id)  # KeyError for an unknown job
+        now = time.time()
+        with self._transaction() as db:
+            updated = db.execute(
+                "UPDATE jobs SET state = ?, reason = ?, updated_at = ?, not_before = 0, "
+                "deferred_since = NULL, held_since = NULL WHERE job_id = ? AND state IN (?, ?)",
+                (
+                    JobState.FAILED.value,
+                    f"cancelled by {who}",
+                    now,
+                    job_id,
+                    JobState.RECEIVING.value,
+                    JobState.READY.value,
+                ),
+            ).rowcount
+        if updated == 0:
+            state = self.status(job_id).state
+            raise ValueError(
+                f"job {job_id} is {state.value}; only a receiving or ready job can be "
+                "cancelled (a running job is not interrupted)"
+            )
+        return self.status(job_id)
+
     def defer(self, job_id: int, until: float, reason: str, *, now: float | None = None) -> None:
         """Put a claimed job back to ``ready``, not to be claimed before ``until``.
 

@@ -1,8 +1,9 @@
 """The celery backend behind the job-queue operations the node and its commands use.
 
-:class:`CeleryJobQueue` answers ``submit``, ``status``, ``retry`` and
-``dead_letters`` from the receiver's ledger (the SQLite job store), as the
-``sqlite`` backend does, and starts the jobs on RabbitMQ through a
+:class:`CeleryJobQueue` answers ``submit``, ``status``, ``jobs``, ``cancel``,
+``retry`` and ``dead_letters`` (:class:`service.queue_protocols.JobQueue`) from
+the receiver's ledger (the SQLite job store), as the ``sqlite`` backend does,
+and starts the jobs on RabbitMQ through a
 :class:`~service.queue_celery.receiver.CeleryReceiver` instead of local worker
 threads. ``submit`` is idempotent by ``job_key``: the ledger records the key
 before anything is published, and a key it knows is not published again.
@@ -15,8 +16,9 @@ import threading
 from service.jobs import JobRecord, JobSpec, OutboxRecord
 from service.jobstore import SqliteJobStore
 from service.queue_celery.receiver import CeleryReceiver
+from service.queue_protocols import JobQueue
 
-__all__ = ["CeleryJobQueue"]
+__all__ = ["CeleryJobQueue", "celery_conforms"]
 
 
 class CeleryJobQueue:
@@ -65,6 +67,16 @@ class CeleryJobQueue:
         """The job's record in the ledger; ``KeyError`` when unknown."""
         return self.ledger.status(job_id)
 
+    def jobs(self, *, job_id: int | None = None, limit: int = 1000) -> list[JobRecord]:
+        """Job records in the ledger, newest first."""
+        return self.ledger.jobs(job_id=job_id, limit=limit)
+
+    def cancel(self, job_id: int, who: str) -> JobRecord:
+        """Cancel a job not yet published (``receiving`` or ``ready``); see
+        :meth:`service.jobstore.SqliteJobStore.cancel`. A published job (``processing``)
+        is already in RabbitMQ and is not interrupted: ``ValueError``."""
+        return self.ledger.cancel(job_id, who)
+
     def retry(self, job_id: int) -> JobRecord:
         """Make a failed job ready again (it is published again) or requeue its dead deliveries."""
         record = self.ledger.retry(job_id)
@@ -78,3 +90,8 @@ class CeleryJobQueue:
     def dead_letters(self) -> list[OutboxRecord]:
         """Deliveries that were given up (the ledger's outbox)."""
         return self.ledger.dead_letters()
+
+
+def celery_conforms(queue: CeleryJobQueue) -> JobQueue:
+    """The celery backend as the job-queue seam: mypy fails here when it stops conforming."""
+    return queue

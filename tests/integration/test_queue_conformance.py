@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,12 +40,19 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
 
 @dataclass
 class Backend:
-    """A backend's queue object, its ledger, and how to stop what runs it."""
+    """A backend's queue object, its ledger, and what runs its jobs (started by :meth:`start`)."""
 
     name: str
-    queue: Any  # submit / status / retry / dead_letters
+    queue: Any  # the service.queue_protocols.JobQueue seam
     ledger: SqliteJobStore
-    stops: list[Any] = field(default_factory=list)
+    starts: list[Callable[[], None]] = field(default_factory=list)
+
+    def start(self) -> Backend:
+        """Start the workers (and, on celery, the dispatcher)."""
+        for start in self.starts:
+            start()
+        self.starts.clear()
+        return self
 
     def job_id(self, job_key: str) -> int:
         [record] = [r for r in self.ledger.jobs() if r.job_key == job_key]
@@ -64,16 +71,17 @@ class Backend:
 
 
 @pytest.fixture(params=["sqlite", "celery"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+def idle_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """A backend whose workers have not started yet (``backend.start()`` starts them)."""
     ledger = SqliteJobStore(tmp_path / "jobs.sqlite")
     if request.param == "sqlite":
         worker = Worker(ledger)
         stop = threading.Event()
         thread = threading.Thread(target=worker.run, args=(stop, 0.05), daemon=True)
-        thread.start()
-        yield Backend("sqlite", ledger, ledger)
+        yield Backend("sqlite", ledger, ledger, [thread.start])
         stop.set()
-        thread.join(timeout=60)
+        if thread.is_alive():
+            thread.join(timeout=60)
     else:
         from service.queue_celery.queue import CeleryJobQueue
         from service.queue_celery.receiver import CeleryReceiver
@@ -88,14 +96,23 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
             software_version=installed_version(),
         )
         queue = CeleryJobQueue(ledger, receiver)
-        queue.start()
-        process = WorkerProcess(tmp_path, url, "conformance", 3).start()
+        process = WorkerProcess(tmp_path, url, "conformance", 3)
+        started: list[WorkerProcess] = []
         try:
-            yield Backend("celery", queue, ledger)
+            yield Backend(
+                "celery", queue, ledger, [queue.start, lambda: started.append(process.start())]
+            )
         finally:
-            process.stop()
+            for running in started:
+                running.stop()
             queue.stop()
     ledger.close()
+
+
+@pytest.fixture
+def backend(idle_backend: Backend) -> Backend:
+    """A backend with its workers running."""
+    return idle_backend.start()
 
 
 def _spec(tmp_path: Path, inputs: list[Path] | None = None, study_uid: str = "") -> JobSpec:
@@ -162,3 +179,38 @@ def test_an_exam_runs_to_done_with_results_and_no_dead_letters(
     assert record.processing_seconds < time.monotonic() - started
     assert list(Path(spec.output_dir).rglob("*.dcm"))  # result files written
     assert backend.queue.dead_letters() == []
+
+
+def test_cancel_fails_a_queued_job_with_who_cancelled_it_and_retry_brings_it_back(
+    idle_backend: Backend, tmp_path: Path
+) -> None:
+    queue = idle_backend.queue
+    cancelled, other = _spec(tmp_path), _spec(tmp_path)
+    assert queue.submit(cancelled) and queue.submit(other)
+    job_id = idle_backend.job_id(cancelled.job_key)
+    record = queue.cancel(job_id, "operator alice")
+    assert (record.state, record.reason, record.attempts) == (
+        JobState.FAILED,
+        "cancelled by operator alice",
+        0,
+    )
+    with pytest.raises(ValueError, match=f"job {job_id} is failed; only a receiving or ready"):
+        queue.cancel(job_id, "operator alice")
+    with pytest.raises(KeyError):
+        queue.cancel(999_999, "operator alice")
+
+    idle_backend.start()
+    other_id = idle_backend.job_id(other.job_key)
+    assert idle_backend.settled(other_id).attempts == 1  # the workers run
+    after = queue.status(job_id)
+    assert (after.state, after.reason, after.attempts) == (
+        JobState.FAILED,
+        "cancelled by operator alice",
+        0,
+    )  # never handed to a worker
+    assert [r.job_id for r in queue.jobs(job_id=job_id)] == [job_id]
+
+    assert queue.retry(job_id).state in {JobState.READY, JobState.PROCESSING}
+    assert idle_backend.settled(job_id).attempts == 1  # it runs once retried
+    with pytest.raises(ValueError, match=f"job {other_id} is failed; only a receiving or ready"):
+        queue.cancel(other_id, "operator alice")  # ended: nothing to cancel

@@ -1,10 +1,14 @@
 """The dashboard's actions, each calling what the matching ``wbdwi`` command calls.
 
-Every function returns the sentence shown to the user and raises
-:class:`ActionError` with the reason when the action cannot be done.
+Every function returns the sentence shown to the user (a :class:`Done` when
+the log must get another sentence: the Patient ID is shown to the logged-in
+user, never logged) and raises :class:`ActionError` with the reason when the
+action cannot be done.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from dicom_node.errors import (
     AssociationFailedError,
@@ -20,6 +24,7 @@ from service.web.view import NodeView
 __all__ = [
     "ECHO_TIMEOUT_SECONDS",
     "ActionError",
+    "Done",
     "cancel_deliveries",
     "echo_destination",
     "mark_baseline",
@@ -32,6 +37,14 @@ ECHO_TIMEOUT_SECONDS = 10.0
 
 class ActionError(Exception):
     """An action refused or failed; the message says why in plain words."""
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """An action's result: the sentence shown on the page and the one logged."""
+
+    shown: str
+    logged: str
 
 
 def retry_job(node: NodeView, job_id: int) -> str:
@@ -84,8 +97,13 @@ def echo_destination(node: NodeView, destination: str) -> str:
     return f"echo {destination}: ok"
 
 
-def mark_baseline(node: NodeView, patient_id: str, issuer: str, study_uid: str, clear: bool) -> str:
-    """Mark (or unmark) an exam as the patient's baseline (``wbdwi baseline``)."""
+def mark_baseline(
+    node: NodeView, patient_id: str, issuer: str, study_uid: str, clear: bool
+) -> Done:
+    """Mark (or unmark) an exam as the patient's baseline (``wbdwi baseline``).
+
+    The page names the patient; the sentence logged does not.
+    """
     if not patient_id.strip() or not study_uid.strip():
         raise ActionError("give the Patient ID and the Study Instance UID")
     path = node.data_dir / HISTORY_FILE
@@ -101,7 +119,10 @@ def mark_baseline(node: NodeView, patient_id: str, issuer: str, study_uid: str, 
     except HistoryError as error:
         raise ActionError(str(error)) from error
     action = "is no longer a baseline" if clear else "is marked as the baseline"
-    return f"study {study_uid.strip()} of patient {patient_id.strip()} {action}"
+    return Done(
+        shown=f"study {study_uid.strip()} of patient {patient_id.strip()} {action}",
+        logged=f"study {study_uid.strip()} {action}",
+    )
 
 
 def retry_deliveries(node: NodeView, destination: str) -> str:

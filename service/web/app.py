@@ -10,7 +10,8 @@ Access (``deploy/README.md``, "Dashboard"):
 - The dashboard pages need a login (session cookie, basic auth or the token);
   with no credentials configured they are refused with how to configure them.
 - Actions are POST forms with the session's CSRF token, from a page of this
-  node (``Origin``); each is logged (``dashboard_action``) with who did it.
+  node (``Origin``); each is logged (``dashboard_action``) with who did it
+  (the form's fields, less the Patient ID and its issuer: never logged).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from flask import Flask, Response, abort, flash, g, redirect, render_template, r
 
 from service.http import render_metrics
 from service.jobs import JobState, OutboxState
+from service.logging import PATIENT_KEYS
 from service.web import actions
 from service.web.auth import Authenticator, Principal, csrf_problem, new_csrf_token
 from service.web.snapshot import read_snapshot
@@ -43,6 +45,8 @@ NO_CREDENTIALS = (
     "Dashboard)."
 )
 _PLAIN = "text/plain; charset=utf-8"
+# Form fields never logged with a dashboard action (the baseline form's patient).
+_UNLOGGED_FIELDS = PATIENT_KEYS | {"csrf", "issuer"}
 _TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -239,25 +243,26 @@ def _check_csrf() -> None:
         abort(Response(f"refused: {problem}\n", status=403, content_type=_PLAIN))
 
 
-def _action(app: Flask, path: str) -> Callable[[Callable[[], str]], None]:
+def _action(app: Flask, path: str) -> Callable[[Callable[[], str | actions.Done]], None]:
     """Register ``path`` as a CSRF-checked, logged POST action that reports back on the page."""
 
-    def register(run: Callable[[], str]) -> None:
+    def register(run: Callable[[], str | actions.Done]) -> None:
         @wraps(run)
         def view() -> Any:
             _check_csrf()
             user = g.principal.name
-            fields = {k: v for k, v in request.form.items() if k != "csrf"}
+            fields = {k: v for k, v in request.form.items() if k not in _UNLOGGED_FIELDS}
             try:
-                message = run()
+                result = run()
             except actions.ActionError as error:
                 LOGGER.warning("dashboard_action", action=path, user=user, ok=False,
                                reason=str(error), remote=request.remote_addr, **fields)  # fmt: skip
                 flash(str(error), "error")
             else:
+                done = result if isinstance(result, actions.Done) else actions.Done(result, result)
                 LOGGER.info("dashboard_action", action=path, user=user, ok=True,
-                            result=message, remote=request.remote_addr, **fields)  # fmt: skip
-                flash(message, "ok")
+                            result=done.logged, remote=request.remote_addr, **fields)  # fmt: skip
+                flash(done.shown, "ok")
             return redirect("/", code=303)
 
         app.add_url_rule(f"/actions/{path}", endpoint=f"action_{path}", view_func=view,
@@ -292,7 +297,7 @@ def _register_actions(app: Flask, node: NodeView) -> None:
         return actions.echo_destination(node, request.form.get("destination", "").strip())
 
     @_action(app, "baseline")
-    def baseline() -> str:
+    def baseline() -> actions.Done:
         form = request.form
         return actions.mark_baseline(
             node,

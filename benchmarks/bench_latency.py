@@ -136,7 +136,10 @@ def measure_latency(device: str, workdir: Path, exam_dir: Path) -> dict[str, Any
                 time.sleep(0.02)
             total = time.perf_counter() - started
             events = _event_times(node.log())
-            exporting = _export_seconds(node.log())
+            # the round is logged after its last acknowledgement (which ended the job)
+            settle = time.monotonic() + 5
+            while not (exporting := _export_seconds(node.log())) and time.monotonic() < settle:
+                time.sleep(0.05)
             if state != "done":
                 raise RuntimeError(f"the job failed: {node.log()[-1500:]}")
             [summary_path] = list((node.data_dir / "results").glob("*/v1/job.json"))

@@ -89,8 +89,10 @@ def create_app(node: NodeView) -> Flask:
     app.jinja_env.filters.update(time=_time, bytes=_bytes, eta=_in)
     app.jinja_env.globals.update(OutboxState=OutboxState, JobState=JobState)
     auth = Authenticator(http)
-    if not auth.configured:
-        LOGGER.warning("dashboard_off", reason=NO_CREDENTIALS)
+    # Logged when the server starts serving (not when the port turns out to be taken).
+    app.config["WBDWI_START_WARNINGS"] = (
+        [] if auth.configured else [("dashboard_off", {"reason": NO_CREDENTIALS})]
+    )
     _register_probes(app, node, auth)
     _register_pages(app, node, auth)
     _register_actions(app, node)

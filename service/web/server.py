@@ -1,8 +1,9 @@
 """The web application served by waitress in a daemon thread of the node.
 
 The port is bound when the object is made (``OSError`` when it cannot be), so
-that a port in use stops the node's start before anything runs;
-:meth:`WebServer.start` serves it.
+that a port in use stops the node's start before anything runs or is logged;
+:meth:`WebServer.start` serves it and logs the application's start warnings
+(``dashboard_off``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class WebServer:
             channel_timeout=30,
         )
         self.bind_address = bind_address
+        self._app = app
         self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
 
     @property
@@ -60,6 +62,11 @@ class WebServer:
             port=self.port,
             endpoints=["/ (dashboard)", "/healthz", "/readyz", "/metrics"],
         )
+        # What the application found wrong with its settings (``dashboard_off``), logged
+        # only now: a node that cannot bind its ports stops with one line.
+        config = getattr(self._app, "config", {})
+        for event, fields in config.get("WBDWI_START_WARNINGS", ()):
+            LOGGER.warning(event, **fields)
 
     def stop(self) -> None:
         """Stop serving: close the listening socket and open connections, end the threads."""

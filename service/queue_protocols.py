@@ -192,8 +192,8 @@ class Outbox(Protocol):
         """Whether the destination already acknowledged this instance (the ledger)."""
         ...
 
-    def mark_sent(self, outbox_id: int) -> None:
-        """The destination acknowledged the file."""
+    def mark_sent(self, outbox_id: int, *, durable: bool = True) -> None:
+        """The destination acknowledged the file (``durable=False``: not forced to disk yet)."""
         ...
 
     def mark_attempt_failed(

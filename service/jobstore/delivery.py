@@ -74,10 +74,17 @@ class DeliveryRecords(StoreConnection):
             ).fetchone()
         return row is not None
 
-    def mark_sent(self, outbox_id: int) -> None:
-        """Record the destination's acknowledgement in the ledger; finish the job if complete."""
+    def mark_sent(self, outbox_id: int, *, durable: bool = True) -> None:
+        """Record the destination's acknowledgement in the ledger; finish the job if complete.
+
+        With ``durable=False`` the commit survives a crash of the process but
+        is not forced to disk: the next durable transaction (the exporter makes
+        the last acknowledgement of each C-STORE round durable) forces it with
+        every earlier one (write-ahead log order). A power cut before that only
+        sends the file again (same SOP Instance UID: the peer replaces it).
+        """
         now = time.time()
-        with self._transaction() as db:
+        with self._transaction(durable=durable) as db:
             row = db.execute(
                 "SELECT job_id, destination, sop_instance_uid FROM outbox WHERE outbox_id = ?",
                 (outbox_id,),

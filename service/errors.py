@@ -22,11 +22,15 @@ Hierarchy
     |   +-- UnknownExamError       no such exam recorded for the patient (a KeyError)
     +-- NothingToCorrectError      a received SEG corrects no exam of this node
     +-- PriorLoadError             ``wbdwi process --prior``: a prior cannot be used
+    +-- JobRefusedError            a worker of another software version was given the job
+    +-- StorageKeyError            a storage key that cannot name a file (a ValueError)
+    +-- ActionError                a dashboard action refused or failed (the message says why)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ActionError",
     "DataDirLockedError",
     "HistoryError",
     "InputsMissingError",
@@ -102,3 +106,7 @@ class JobRefusedError(NodeError):
 
 class StorageKeyError(NodeError, ValueError):
     """A storage key that cannot name a file (``..``, or a path outside the storage folder)."""
+
+
+class ActionError(NodeError):
+    """A dashboard action refused or failed; the message says why in plain words."""

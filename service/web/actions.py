@@ -17,7 +17,7 @@ from dicom_node.errors import (
 )
 from dicom_node.receive.scp import VERIFICATION
 from dicom_node.scu.association import Peer, associate, reactor_paused
-from service.errors import HistoryError
+from service.errors import ActionError, HistoryError
 from service.history import HISTORY_FILE, HistoryStore, PatientKey
 from service.web.view import NodeView
 
@@ -33,10 +33,6 @@ __all__ = [
 ]
 
 ECHO_TIMEOUT_SECONDS = 10.0
-
-
-class ActionError(Exception):
-    """An action refused or failed; the message says why in plain words."""
 
 
 @dataclass(frozen=True, slots=True)

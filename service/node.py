@@ -43,6 +43,7 @@ from service.jobs import JobSpec, JobState, OutboxState
 from service.jobstore import SqliteJobStore
 from service.retention import RetentionCleaner, RetentionKind
 from service.settings import OtherStoragePolicy, Settings
+from service.storage import LocalStorage
 from service.web.app import create_app
 from service.web.server import WebServer
 from service.worker import JobOutcome, PriorsWait, Worker, WorkerIdentity, warm_up_gpu
@@ -406,6 +407,7 @@ class Node:
             software_version=self.version,
             on_finished=finished,
             priors_wait=self.worker.priors_wait,
+            storage=None if queue.storage_root is None else LocalStorage(queue.storage_root),
         )
 
     def _job_finished(self, spec: JobSpec, outcome: JobOutcome | None, seconds: float) -> None:

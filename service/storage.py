@@ -17,12 +17,13 @@ resolves to itself, so they still load and run on the host that wrote them.
 
 The SQLite ledger keeps specs with the receiver's local paths (as before). Only
 what crosses hosts carries keys: the celery receiver turns a spec's paths into
-keys of its storage (:func:`spec_to_keys`) before it publishes the job, the
-worker resolves them under its own mount point (:func:`spec_from_keys`,
+keys of its storage (:func:`portable_spec`) before it publishes the job, the
+worker resolves them under its own mount point (:func:`localize_spec`,
 ``[queue] storage_root``) and reports its result files as keys, which the
-receiver resolves again. A path outside the storage folder stays absolute:
-such a job only runs where that path exists (the folder mounted at the same
-path on every host, as before keys). Results are byte-identical wherever the
+receiver resolves again. A job with a file outside the storage folder is
+failed by the receiver with the reason (no other host could find it); with
+``storage_root`` unset, specs travel with the receiver's absolute paths (the
+share mounted at the same path on every host). Results are byte-identical wherever the
 share is mounted: result UIDs derive from the input instance UIDs, the
 software version, the settings and the device, never from a path
 (:class:`dicom_node.writers.UidFactory`).
@@ -144,61 +145,3 @@ def localize_spec(spec: JobSpec, storage: Storage) -> JobSpec:
     """``spec`` naming its files by local paths of this host (the worker, before
     :func:`service.worker.run_job`); absolute paths stay as they are."""
     return _map_files(spec, lambda key: str(storage.path(key)))
-
-
-def key_or_path(storage: Storage, path: str) -> str:
-    """The key of ``path`` when it lies in ``storage``; else ``path`` unchanged (absolute)."""
-    if not path or not PurePosixPath(path).is_absolute():
-        return path
-    try:
-        return storage.key(Path(path))
-    except StorageKeyError:
-        return path
-
-
-def spec_to_keys(spec: JobSpec, storage: Storage) -> JobSpec:
-    """``spec`` with its inputs, results folder and corrected SEG named by keys of ``storage``.
-
-    Paths outside the storage stay absolute (:func:`key_or_path`); the priors'
-    history path and the TLS files are this host's own and are not changed.
-    """
-    correction = spec.correction
-    if correction is not None:
-        correction = replace(
-            correction,
-            seg_path=key_or_path(storage, correction.seg_path),
-            corrected_output_dir=key_or_path(storage, correction.corrected_output_dir),
-        )
-    return replace(
-        spec,
-        input_paths=tuple(key_or_path(storage, path) for path in spec.input_paths),
-        output_dir=key_or_path(storage, spec.output_dir),
-        correction=correction,
-    )
-
-
-def spec_from_keys(spec: JobSpec, storage: Storage) -> JobSpec:
-    """``spec`` with every key of :func:`spec_to_keys` resolved to a local path of ``storage``.
-
-    Raises
-    ------
-    StorageKeyError
-        A key is malformed (``..``); the message names it.
-    """
-
-    def local(key: str) -> str:
-        return str(storage.path(key)) if key else key
-
-    correction = spec.correction
-    if correction is not None:
-        correction = replace(
-            correction,
-            seg_path=local(correction.seg_path),
-            corrected_output_dir=local(correction.corrected_output_dir),
-        )
-    return replace(
-        spec,
-        input_paths=tuple(local(key) for key in spec.input_paths),
-        output_dir=local(spec.output_dir),
-        correction=correction,
-    )

@@ -4,8 +4,9 @@ The worker takes jobs from RabbitMQ (``[queue] broker_url``), one at a time,
 from the queue of its device class (``--queue gpu`` or ``cpu``), runs each on
 its device (``--device``, ``--gpu N`` for one GPU of a multi-GPU host) and
 reports the outcome to the receiver, which sends the results to the PACS.
-Inputs and results are read and written on the shared storage
-(``[queue] storage_root``), mounted at the same path as on the receiver.
+Inputs and results are read and written on the shared storage: set
+``[queue] storage_root`` to where this host mounts it (jobs name their files
+relative to the share), or mount it at the same path as on the receiver.
 Run one worker per GPU. SIGTERM finishes the current job, then stops; a
 worker that dies mid-job leaves its job to another worker.
 """
@@ -31,7 +32,8 @@ _DESCRIPTION = (
     "of its device class (--queue gpu or cpu), runs each on its device (--device; --gpu "
     "N for one GPU of a multi-GPU host) and reports the outcome to the receiver, which "
     "sends the results to the PACS. Inputs and results are read and written on the "
-    "shared storage (queue.storage_root), mounted at the same path as on the receiver. "
+    "shared storage: queue.storage_root is where this host mounts it (or mount it at the "
+    "same path as on the receiver and leave storage_root unset). "
     "Run one worker per GPU. SIGTERM finishes the current job, then stops; a worker "
     "that dies mid-job leaves its job to another worker."
 )
@@ -93,6 +95,7 @@ def worker_options(args: argparse.Namespace, settings: Settings) -> Any:
         software_version=installed_version(),
         gpu=args.gpu,
         name=args.name,
+        storage_root=str(settings.queue.storage_root or ""),
     )
 
 

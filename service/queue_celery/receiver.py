@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import structlog
 
+from service.errors import StorageKeyError
 from service.jobs import JobSpec, JobState
 from service.jobstore import SqliteJobStore
 from service.queue_celery.config import (
@@ -46,6 +47,7 @@ from service.queue_celery.config import (
     make_app,
 )
 from service.queue_celery.messages import JobEnvelope, JobEvent
+from service.storage import Storage, portable_spec
 from service.worker import PriorsWait
 
 __all__ = ["BROKER_RETRY_SECONDS", "CeleryReceiver", "device_class_for"]
@@ -80,9 +82,14 @@ class CeleryReceiver:
         node wakes its exporter and counts jobs).
     priors_wait
         How long a job waits for an unreachable priors peer.
+    storage
+        The shared storage as this host mounts it (``[queue] storage_root``):
+        published specs name their files by keys of it and the workers'
+        result keys are resolved in it (:mod:`service.storage`); ``None``
+        (unset): absolute paths, the share mounted at the same path on every host.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only: each is one [queue] or node setting
         self,
         store: SqliteJobStore,
         *,
@@ -93,8 +100,10 @@ class CeleryReceiver:
         on_finished: Callable[[int, bool, float], None] | None = None,
         priors_wait: PriorsWait | None = None,
         clock: Callable[[], float] = time.time,
+        storage: Storage | None = None,
     ) -> None:
         self.store = store
+        self.storage = storage
         self.app = make_app(broker_url, delivery_limit)
         self.delivery_limit = delivery_limit
         self.queue_name = job_queue_name(device_class)
@@ -143,7 +152,16 @@ class CeleryReceiver:
     def publish(self, spec: JobSpec) -> bool:
         """Publish one claimed job; on a broker error put it back and return ``False``."""
         spec = self._after_priors_wait(spec)
-        envelope = JobEnvelope.for_spec(spec, self.software_version)
+        try:
+            wire = spec if self.storage is None else portable_spec(spec, self.storage)
+        except StorageKeyError as outside:
+            # No worker could find the file: the job fails with the reason, nothing is published.
+            self.store.fail(spec.job_id, f"not published to the workers: {outside}")
+            LOGGER.error("job_not_portable", job_id=spec.job_id, reason=str(outside))
+            if self._on_finished is not None:
+                self._on_finished(spec.job_id, False, 0.0)
+            return True
+        envelope = JobEnvelope.for_spec(wire, self.software_version)
         with self._lock:
             self._published[spec.job_id] = spec
         try:
@@ -251,7 +269,7 @@ class CeleryReceiver:
                 spec = self._spec(job_id)
                 self.store.finish_processing(
                     job_id,
-                    event.results,
+                    self._local_results(event.results),
                     spec.destinations,
                     event.seconds,
                     quality=event.assessment(),
@@ -306,6 +324,12 @@ class CeleryReceiver:
         if self._on_finished is not None:
             self._on_finished(job_id, False, 0.0)
         return True
+
+    def _local_results(self, results: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The workers' result keys as paths of this host (absolute paths stay)."""
+        if self.storage is None:
+            return list(results)
+        return [(str(self.storage.path(key)), uid) for key, uid in results]
 
     def _spec(self, job_id: int) -> JobSpec:
         """The spec this receiver published (a job is ``processing`` only after that)."""

@@ -30,6 +30,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import structlog
@@ -42,6 +43,7 @@ from service.exam_run import describe_failure
 from service.jobs import JobSpec
 from service.queue_celery.config import TASK_NAME, events_queue, job_queue_name, make_app
 from service.queue_celery.messages import JobEnvelope, JobEvent
+from service.storage import LocalStorage, Storage, localize_spec
 from service.worker import JobOutcome, run_job
 
 __all__ = ["WorkerOptions", "register_task", "run_worker", "worker_argv"]
@@ -74,6 +76,12 @@ class WorkerOptions:
         Worker name (default ``wbdwi-QUEUE[GPU]@HOST-PID``).
     software_version
         This worker's version (the installed package's).
+    storage_root
+        Where this host mounts the shared storage (``[queue] storage_root``):
+        the spec's keys are resolved under it and the result files are
+        reported as keys of it; empty: the spec's paths are used as they are
+        (absolute paths of the receiver), and a spec naming its files by keys
+        is refused (left to a worker that has the share).
     """
 
     broker_url: str
@@ -83,6 +91,11 @@ class WorkerOptions:
     software_version: str
     gpu: int | None = None
     name: str = ""
+    storage_root: str = ""
+
+    def storage(self) -> Storage | None:
+        """The shared storage as this host mounts it, or ``None``."""
+        return LocalStorage(Path(self.storage_root)) if self.storage_root else None
 
     def worker_name(self) -> str:
         """The Celery node name (unique per process)."""
@@ -107,14 +120,33 @@ def _publish_event(app: Any, event: JobEvent) -> None:
         )
 
 
-def _results(outcome: JobOutcome) -> tuple[tuple[str, str], ...]:
+def _results(outcome: JobOutcome, storage: Storage | None) -> tuple[tuple[str, str], ...]:
     return tuple(
-        (path, read_result_identity(path).sop_instance_uid) for path in outcome.result_files
+        (
+            path if storage is None else storage.key(Path(path)),
+            read_result_identity(path).sop_instance_uid,
+        )
+        for path in outcome.result_files
     )
 
 
-def _run(spec: JobSpec, runner: Callable[[JobSpec], JobOutcome], worker: str) -> JobEvent:
-    """Run the job; the event that reports how it ended."""
+def _storage_refusal(spec: JobSpec, storage: Storage | None) -> str | None:
+    """Why a worker without shared storage must leave ``spec`` to others, or ``None``."""
+    if storage is not None or all(PurePosixPath(p).is_absolute() for p in spec.input_paths):
+        return None
+    return (
+        f"job {spec.job_key} names its files relative to the shared storage and this worker "
+        "has no [queue] storage_root (where this host mounts the share)"
+    )
+
+
+def _run(
+    spec: JobSpec,
+    runner: Callable[[JobSpec], JobOutcome],
+    worker: str,
+    storage: Storage | None = None,
+) -> JobEvent:
+    """Run the job (its keys resolved in ``storage``); the event that reports how it ended."""
     started = time.perf_counter()
 
     def event(kind: str, **fields: Any) -> JobEvent:
@@ -122,8 +154,8 @@ def _run(spec: JobSpec, runner: Callable[[JobSpec], JobOutcome], worker: str) ->
         return JobEvent(kind, spec.job_key, spec.job_id, worker, seconds=seconds, **fields)
 
     try:
-        outcome = runner(spec)
-        results = _results(outcome)
+        outcome = runner(spec if storage is None else localize_spec(spec, storage))
+        results = _results(outcome, storage)
     except PriorsUnavailableError as error:
         return event("waiting", reason=str(error))
     except NothingToCorrectError as nothing:
@@ -157,6 +189,7 @@ def register_task(
             # Not a job this software can read: refuse it (dead-lettered after the limit).
             LOGGER.error("job_unreadable", reason=str(error))
             raise Reject(f"unreadable job message: {error}", requeue=True) from None
+        refusal = refusal or _storage_refusal(spec, options.storage()) or ""
         if refusal:
             LOGGER.warning("job_refused", job_id=job.job_id, reason=refusal)
             _publish_event(
@@ -178,7 +211,7 @@ def register_task(
                 app,
                 JobEvent(kind="started", job_key=spec.job_key, job_id=spec.job_id, worker=worker),
             )
-            event = _run(spec, runner, worker)
+            event = _run(spec, runner, worker, options.storage())
             _publish_event(app, event)
             LOGGER.info("job_reported", kind=event.kind, seconds=round(event.seconds, 3))
 

@@ -707,9 +707,10 @@ class QueueSettings:
     storage_root: Path | None = field(
         default=None,
         metadata=doc(
-            "celery: the shared folder (NFS, ...) mounted at the same path on the receiver and "
-            "every worker; data_dir and the results folder must lie under it. Unset: data_dir "
-            "(every worker on this host)."
+            "celery: where this host mounts the shared folder (NFS, ...) holding data_dir and "
+            "the results folder; each host sets its own mount point and jobs name their files "
+            "relative to it. Unset: jobs carry the receiver's absolute paths (the share mounted "
+            "at the same path on every host)."
         ),
     )
 

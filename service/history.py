@@ -44,13 +44,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from processing.exam_summary import ExamSummary, chronological_key, exam_sort_key
 from service.errors import HistoryError, UnknownExamError
@@ -63,6 +63,7 @@ __all__ = [
     "HistoryStore",
     "PatientKey",
     "SummarySource",
+    "replay_writes",
 ]
 
 #: File name of the history store in the node's data folder (``<data_dir>/history.sqlite3``).
@@ -471,6 +472,74 @@ class HistorySnapshot:
             store.record_exam(summary, source=source)
         for patient, peer in self.lookups:
             store.record_pacs_lookup(patient, peer)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The snapshot's exams and PACS lookups as JSON values (sent to a worker)."""
+        return {
+            "entries": [
+                {
+                    "summary": entry.summary.to_dict(),
+                    "is_baseline": entry.is_baseline,
+                    "source": entry.source.value,
+                    "updated_at": entry.updated_at,
+                }
+                for entry in self._entries.values()
+            ],
+            "looked_up": [
+                [p.patient_id, p.issuer_of_patient_id, peer] for p, peer in self._looked_up
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> HistorySnapshot:
+        """Parse :meth:`to_dict` output; ``ValueError`` naming what is wrong."""
+        try:
+            entries = [
+                HistoryEntry(
+                    summary=ExamSummary.from_dict(item["summary"]),
+                    is_baseline=bool(item["is_baseline"]),
+                    source=SummarySource(item["source"]),
+                    updated_at=str(item["updated_at"]),
+                )
+                for item in payload.get("entries", ())
+            ]
+            looked_up = [
+                (PatientKey(str(pid), str(issuer)), str(peer))
+                for pid, issuer, peer in payload.get("looked_up", ())
+            ]
+        except (KeyError, TypeError, ValueError, HistoryError) as error:
+            raise ValueError(f"history snapshot is not readable: {error!r}") from None
+        return cls(entries, looked_up)
+
+    def writes(self) -> dict[str, Any]:
+        """What :meth:`replay` would apply, as JSON values (returned by a worker)."""
+        return {
+            "recorded": [[summary.to_dict(), source.value] for summary, source in self.recorded],
+            "lookups": [[p.patient_id, p.issuer_of_patient_id, peer] for p, peer in self.lookups],
+        }
+
+
+def replay_writes(payload: Mapping[str, Any], store: ExamHistory) -> int:
+    """Apply :meth:`HistorySnapshot.writes` output to ``store``; how many exams it recorded.
+
+    Raises ``ValueError`` naming what is wrong (nothing is applied then).
+    """
+    try:
+        recorded = [
+            (ExamSummary.from_dict(summary), SummarySource(source))
+            for summary, source in payload.get("recorded", ())
+        ]
+        lookups = [
+            (PatientKey(str(pid), str(issuer)), str(peer))
+            for pid, issuer, peer in payload.get("lookups", ())
+        ]
+    except (KeyError, TypeError, ValueError, HistoryError) as error:
+        raise ValueError(f"history writes are not readable: {error!r}") from None
+    for summary, source in recorded:
+        store.record_exam(summary, source=source)
+    for patient, peer in lookups:
+        store.record_pacs_lookup(patient, peer)
+    return len(recorded)
 
 
 def _conforms(store: HistoryStore, snapshot: HistorySnapshot) -> tuple[ExamHistory, ExamHistory]:

@@ -50,6 +50,10 @@ class JobEnvelope:
         :func:`settings_digest` of the spec's processing settings; a worker
         refuses a spec whose settings do not match it (damaged in transit or
         edited by hand).
+    history
+        The patient's exam history for a job with priors
+        (:meth:`service.history.HistorySnapshot.to_dict`): the worker reads its
+        priors from it and writes no database; ``None``: no priors.
     """
 
     spec: str
@@ -57,9 +61,12 @@ class JobEnvelope:
     job_id: int
     software_version: str
     settings_digest: str
+    history: Mapping[str, Any] | None = None
 
     @classmethod
-    def for_spec(cls, spec: JobSpec, software_version: str) -> JobEnvelope:
+    def for_spec(
+        cls, spec: JobSpec, software_version: str, history: Mapping[str, Any] | None = None
+    ) -> JobEnvelope:
         """The envelope of ``spec`` published by a receiver of ``software_version``."""
         return cls(
             spec=spec.to_json(),
@@ -67,6 +74,7 @@ class JobEnvelope:
             job_id=spec.job_id,
             software_version=software_version,
             settings_digest=settings_digest(spec.processing),
+            history=history,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,6 +85,7 @@ class JobEnvelope:
             "job_id": self.job_id,
             "software_version": self.software_version,
             "settings_digest": self.settings_digest,
+            "history": None if self.history is None else dict(self.history),
         }
 
     @classmethod
@@ -84,6 +93,9 @@ class JobEnvelope:
         """Parse :meth:`to_dict` output; ``ValueError`` naming what is wrong."""
         if not isinstance(payload, Mapping):
             raise ValueError("a job envelope must be a JSON object")
+        history = payload.get("history")
+        if history is not None and not isinstance(history, Mapping):
+            raise ValueError("job envelope history must be a JSON object or null")
         try:
             return cls(
                 spec=str(payload["spec"]),
@@ -91,6 +103,7 @@ class JobEnvelope:
                 job_id=int(payload["job_id"]),
                 software_version=str(payload["software_version"]),
                 settings_digest=str(payload["settings_digest"]),
+                history=None if history is None else dict(history),
             )
         except KeyError as missing:
             raise ValueError(f"job envelope lacks the field {missing}") from None
@@ -134,6 +147,10 @@ class JobEvent:
         ``failed``/``refused``/``waiting``/``no_results``: why, in plain words.
     device
         ``finished``: the device the job ran on.
+    history
+        ``finished``: what the job wrote to the patient's history
+        (:meth:`service.history.HistorySnapshot.writes`), for the receiver to
+        record; ``None``: nothing.
     """
 
     kind: str
@@ -145,6 +162,7 @@ class JobEvent:
     seconds: float = 0.0
     reason: str = ""
     device: str = ""
+    history: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in EVENT_KINDS:
@@ -162,6 +180,7 @@ class JobEvent:
             "seconds": self.seconds,
             "reason": self.reason,
             "device": self.device,
+            "history": None if self.history is None else dict(self.history),
         }
 
     @classmethod
@@ -172,6 +191,9 @@ class JobEvent:
         quality = payload.get("quality")
         if quality is not None and not isinstance(quality, Mapping):
             raise ValueError("job event quality must be a JSON object or null")
+        history = payload.get("history")
+        if history is not None and not isinstance(history, Mapping):
+            raise ValueError("job event history must be a JSON object or null")
         try:
             return cls(
                 kind=str(payload["kind"]),
@@ -183,6 +205,7 @@ class JobEvent:
                 seconds=float(payload.get("seconds", 0.0)),
                 reason=str(payload.get("reason", "")),
                 device=str(payload.get("device", "")),
+                history=None if history is None else dict(history),
             )
         except KeyError as missing:
             raise ValueError(f"job event lacks the field {missing}") from None

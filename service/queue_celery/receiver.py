@@ -33,9 +33,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+import pydicom
 import structlog
+from pydicom.errors import InvalidDicomError
 
-from service.errors import StorageKeyError
+from service.errors import HistoryError, StorageKeyError
+from service.history import HistorySnapshot, HistoryStore, PatientKey, replay_writes
 from service.jobs import JobSpec, JobState
 from service.jobstore import SqliteJobStore
 from service.queue_celery.config import (
@@ -161,7 +164,7 @@ class CeleryReceiver:
             if self._on_finished is not None:
                 self._on_finished(spec.job_id, False, 0.0)
             return True
-        envelope = JobEnvelope.for_spec(wire, self.software_version)
+        envelope = JobEnvelope.for_spec(wire, self.software_version, self._history(spec))
         with self._lock:
             self._published[spec.job_id] = spec
         try:
@@ -267,6 +270,7 @@ class CeleryReceiver:
                 return False
             if event.kind == "finished":
                 spec = self._spec(job_id)
+                self._record_history(spec, event)
                 self.store.finish_processing(
                     job_id,
                     self._local_results(event.results),
@@ -325,6 +329,33 @@ class CeleryReceiver:
             self._on_finished(job_id, False, 0.0)
         return True
 
+    def _history(self, spec: JobSpec) -> dict[str, Any] | None:
+        """The patient's exams for a job with priors (the worker writes no database)."""
+        if spec.priors is None:
+            return None
+        patient = _patient_of(spec.input_paths)
+        if patient is None:  # no patient ID (or no readable input): no comparison
+            return HistorySnapshot([]).to_dict()
+        store = HistoryStore(spec.priors.history_path)
+        looked_up = [
+            (patient, peer)
+            for peer in (spec.priors.pacs,)
+            if peer and store.pacs_looked_up(patient, peer)
+        ]
+        return HistorySnapshot(store.exams(patient), looked_up).to_dict()
+
+    def _record_history(self, spec: JobSpec, event: JobEvent) -> None:
+        """Record in the receiver's history what the worker's job wrote to its snapshot."""
+        if spec.priors is None or event.history is None:
+            return
+        try:
+            count = replay_writes(event.history, HistoryStore(spec.priors.history_path))
+        except (ValueError, HistoryError) as error:
+            # The results still go out; the exam is missing from later comparisons.
+            LOGGER.error("history_not_recorded", job_id=spec.job_id, reason=str(error))
+            return
+        LOGGER.info("history_recorded", job_id=spec.job_id, exams=count)
+
     def _local_results(self, results: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         """The workers' result keys as paths of this host (absolute paths stay)."""
         if self.storage is None:
@@ -342,3 +373,18 @@ class CeleryReceiver:
         self._refusals.pop(job_id, None)
         self._started_by.pop(job_id, None)
         self._published.pop(job_id, None)
+
+
+def _patient_of(paths: Sequence[str]) -> PatientKey | None:
+    """Patient ID and issuer of the first readable input, or ``None`` (no ID, nothing readable)."""
+    for path in paths:
+        try:
+            header = pydicom.dcmread(
+                path, stop_before_pixels=True, specific_tags=["PatientID", "IssuerOfPatientID"]
+            )
+        except (OSError, InvalidDicomError):
+            continue
+        patient_id = str(header.get("PatientID", "") or "").strip()
+        issuer = str(header.get("IssuerOfPatientID", "") or "").strip()
+        return PatientKey(patient_id, issuer) if patient_id else None
+    return None

@@ -28,10 +28,10 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -40,19 +40,28 @@ from dicom_node.scu.export import read_result_identity
 from processing.errors import ProcessingError
 from service.errors import InputsMissingError, NothingToCorrectError, PriorsUnavailableError
 from service.exam_run import describe_failure
+from service.history import ExamHistory, HistorySnapshot
 from service.jobs import JobSpec
 from service.queue_celery.config import TASK_NAME, events_queue, job_queue_name, make_app
 from service.queue_celery.messages import JobEnvelope, JobEvent
 from service.storage import LocalStorage, Storage, localize_spec
 from service.worker import JobOutcome, run_job
 
-__all__ = ["WorkerOptions", "register_task", "run_worker", "worker_argv"]
+__all__ = ["JobRunner", "WorkerOptions", "register_task", "run_worker", "worker_argv"]
 
 LOGGER = structlog.get_logger(__name__)
 
 # Retry a report while the broker is away (restart, network): the job's result
 # must not be lost because the events queue could not be reached for a while.
 _PUBLISH_RETRY = {"max_retries": None, "interval_start": 1, "interval_step": 2, "interval_max": 10}
+
+
+class JobRunner(Protocol):
+    """What runs one job (:func:`service.worker.run_job`; tests inject their own)."""
+
+    def __call__(self, spec: JobSpec, /, *, history: ExamHistory | None = None) -> JobOutcome:
+        """Run ``spec``; priors are read from and the exam recorded in ``history``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +151,13 @@ def _storage_refusal(spec: JobSpec, storage: Storage | None) -> str | None:
 
 def _run(
     spec: JobSpec,
-    runner: Callable[[JobSpec], JobOutcome],
+    runner: JobRunner,
     worker: str,
     storage: Storage | None = None,
+    history: HistorySnapshot | None = None,
 ) -> JobEvent:
-    """Run the job (its keys resolved in ``storage``); the event that reports how it ended."""
+    """Run the job (its keys resolved in ``storage``, its priors in ``history``); the event
+    that reports how it ended (with the history's writes for the receiver to record)."""
     started = time.perf_counter()
 
     def event(kind: str, **fields: Any) -> JobEvent:
@@ -154,7 +165,8 @@ def _run(
         return JobEvent(kind, spec.job_key, spec.job_id, worker, seconds=seconds, **fields)
 
     try:
-        outcome = runner(spec if storage is None else localize_spec(spec, storage))
+        local = spec if storage is None else localize_spec(spec, storage)
+        outcome = runner(local, history=history)
         results = _results(outcome, storage)
     except PriorsUnavailableError as error:
         return event("waiting", reason=str(error))
@@ -166,14 +178,18 @@ def _run(
         LOGGER.error("job_failed", reason=describe_failure(error), exc_info=not expected)
         return event("failed", reason=describe_failure(error))
     return event(
-        "finished", results=results, quality=outcome.quality.as_dict(), device=outcome.device
+        "finished",
+        results=results,
+        quality=outcome.quality.as_dict(),
+        device=outcome.device,
+        history=None if history is None else history.writes(),
     )
 
 
 def register_task(
     app: Any,
     options: WorkerOptions,
-    runner: Callable[[JobSpec], JobOutcome] = run_job,
+    runner: JobRunner = run_job,
 ) -> Any:
     """Register :data:`~service.queue_celery.config.TASK_NAME` on ``app`` for this worker."""
     from celery.exceptions import Reject
@@ -185,6 +201,14 @@ def register_task(
             job = JobEnvelope.from_dict(envelope)
             refusal = job.refusal(options.software_version)
             spec = JobSpec.from_json(job.spec)
+            # A job with priors reads the patient's history from the envelope: no local database.
+            history = None
+            if spec.priors is not None:
+                history = (
+                    HistorySnapshot([])
+                    if job.history is None
+                    else HistorySnapshot.from_dict(job.history)
+                )
         except ValueError as error:
             # Not a job this software can read: refuse it (dead-lettered after the limit).
             LOGGER.error("job_unreadable", reason=str(error))
@@ -211,7 +235,7 @@ def register_task(
                 app,
                 JobEvent(kind="started", job_key=spec.job_key, job_id=spec.job_id, worker=worker),
             )
-            event = _run(spec, runner, worker, options.storage())
+            event = _run(spec, runner, worker, options.storage(), history)
             _publish_event(app, event)
             LOGGER.info("job_reported", kind=event.kind, seconds=round(event.seconds, 3))
 
@@ -235,7 +259,7 @@ def worker_argv(options: WorkerOptions, loglevel: str = "INFO") -> list[str]:
 
 def run_worker(
     options: WorkerOptions,
-    runner: Callable[[JobSpec], JobOutcome] = run_job,
+    runner: JobRunner = run_job,
     extra_argv: Sequence[str] = (),
 ) -> None:
     """Run one worker until SIGTERM (a warm shutdown: the current job finishes first)."""

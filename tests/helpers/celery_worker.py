@@ -129,6 +129,7 @@ class WorkerProcess:
 def main() -> None:
     """Run one worker with the test knobs (see the module docstring)."""
     from dicom_node.package_version import installed_version
+    from service.history import ExamHistory
     from service.jobs import JobSpec
     from service.logging import configure_logging
     from service.queue_celery.worker import WorkerOptions, run_worker
@@ -148,14 +149,14 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging(load_settings(None).logging)
 
-    def runner(spec: JobSpec) -> JobOutcome:
+    def runner(spec: JobSpec, *, history: ExamHistory | None = None) -> JobOutcome:
         (args.started_dir / f"{spec.job_id}-{os.getpid()}").write_text(args.name)
         if args.noop:
             return JobOutcome(result_files=(), device="cpu")
         if spec.study_uid == args.crash_study:
             os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(args.hold_seconds)
-        return run_job(spec)
+        return run_job(spec, history=history)
 
     options = WorkerOptions(
         broker_url=args.broker,

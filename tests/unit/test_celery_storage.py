@@ -14,6 +14,7 @@ import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
+from service.history import ExamHistory
 from service.jobs import JobSpec, JobState, make_job_key
 from service.jobstore import SqliteJobStore
 from service.queue_celery.messages import JobEvent
@@ -78,7 +79,8 @@ def test_a_worker_on_another_mount_runs_the_keys_and_reports_result_keys(tmp_pat
     assert keyed.output_dir == f"results/{STUDY}/v1"
     seen: list[JobSpec] = []
 
-    def runner(local: JobSpec) -> JobOutcome:
+    def runner(local: JobSpec, *, history: ExamHistory | None = None) -> JobOutcome:
+        assert history is None  # no priors
         seen.append(local)
         result = Path(local.output_dir) / "sr.dcm"
         _write_result(result)

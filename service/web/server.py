@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 import structlog
+from waitress import wasyncore
 from waitress.server import create_server
 
 __all__ = ["WebServer"]
@@ -21,6 +22,8 @@ LOGGER = structlog.get_logger(__name__)
 
 #: Requests served at once (an echo of a slow destination holds one for up to 10 s).
 THREADS = 4
+#: How long the serving loop waits for a socket event before it looks whether to stop.
+_LOOP_SECONDS = 0.2
 
 
 class WebServer:
@@ -46,7 +49,25 @@ class WebServer:
         )
         self.bind_address = bind_address
         self._app = app
-        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
+
+    def _serve(self) -> None:
+        """Waitress's event loop until :meth:`stop`; then the sockets are closed here.
+
+        Closing them from another thread while the loop polls them fails the
+        loop with ``EBADF`` (seen under load), so the loop's own thread closes them.
+        """
+        try:
+            while not self._stopping.is_set():
+                wasyncore.loop(
+                    timeout=_LOOP_SECONDS,
+                    map=self._server._map,
+                    use_poll=self._server.adj.asyncore_use_poll,
+                    count=1,
+                )
+        finally:
+            self.close()
 
     @property
     def port(self) -> int:
@@ -70,9 +91,11 @@ class WebServer:
 
     def stop(self) -> None:
         """Stop serving: close the listening socket and open connections, end the threads."""
-        self.close()
-        if self._thread.ident is not None:  # the loop sees the empty map within a second
+        self._stopping.set()
+        if self._thread.ident is not None:  # the loop closes the sockets within _LOOP_SECONDS
             self._thread.join(timeout=5)
+        else:  # bound, never served
+            self.close()
         self._server.task_dispatcher.shutdown(timeout=5)
 
     def close(self) -> None:

@@ -12,6 +12,9 @@ default) only has to provide what is used:
 :class:`JobSource`     the pull side: claim the next ready job
 :class:`JobQueue`      the operator side: submit (idempotent by ``job_key``),
                        status, jobs, cancel, retry (requeue), dead letters
+:class:`Ledger`        a job queue the receiver dispatches from and applies
+                       workers' reports to, by job id (the celery backend's
+                       receiver keeps its jobs in one)
 :class:`Intake`        what completion detection needs: receiving studies, their
                        instances, queueing a complete study
 :class:`Outbox`        result files per destination, sent / failed, the ledger
@@ -46,6 +49,7 @@ __all__ = [
     "JobEvents",
     "JobQueue",
     "JobSource",
+    "Ledger",
     "Outbox",
     "RetentionRecords",
     "WorkerQueue",
@@ -127,6 +131,41 @@ class JobQueue(Protocol):
 
     def dead_letters(self) -> list[OutboxRecord]:
         """Deliveries that were given up."""
+        ...
+
+
+class Ledger(JobQueue, JobSource, Protocol):
+    """The receiver's job ledger of a push backend: it claims ready jobs to publish them
+    and applies the workers' reports by job id (``SqliteJobStore`` on the receiver)."""
+
+    def finish_processing(
+        self,
+        job_id: int,
+        results: Sequence[tuple[str, str]],
+        destinations: Sequence[str],
+        processing_seconds: float,
+        *,
+        quality: QualityAssessment | None = None,
+    ) -> None:
+        """Queue each result file ``(path, sop_instance_uid)`` for each destination."""
+        ...
+
+    def finish_without_results(
+        self, job_id: int, reason: str, processing_seconds: float, *, state: JobState = ...
+    ) -> None:
+        """The job ends with nothing to send (``done`` or ``ignored``) and a reason."""
+        ...
+
+    def fail(self, job_id: int, reason: str) -> None:
+        """Mark the job failed with its reason."""
+        ...
+
+    def defer(self, job_id: int, until: float, reason: str, *, now: float | None = None) -> None:
+        """Put a claimed job back to ``ready``, not before ``until``."""
+        ...
+
+    def deferred_since(self, job_id: int) -> float | None:
+        """When the job was first deferred (``None``: not since it last ran)."""
         ...
 
 
@@ -223,6 +262,6 @@ class RetentionRecords(Protocol):
 
 def sqlite_conforms(
     store: SqliteJobStore,
-) -> tuple[JobQueue, WorkerQueue, Intake, Outbox, RetentionRecords]:
+) -> tuple[JobQueue, WorkerQueue, Ledger, Intake, Outbox, RetentionRecords]:
     """The SQLite store as every seam: mypy fails here when it stops conforming."""
-    return (store, store, store, store, store)
+    return (store, store, store, store, store, store)

@@ -14,9 +14,8 @@ from __future__ import annotations
 import threading
 
 from service.jobs import JobRecord, JobSpec, OutboxRecord
-from service.jobstore import SqliteJobStore
 from service.queue_celery.receiver import CeleryReceiver
-from service.queue_protocols import JobQueue
+from service.queue_protocols import JobQueue, Ledger
 
 __all__ = ["CeleryJobQueue", "celery_conforms"]
 
@@ -27,12 +26,12 @@ class CeleryJobQueue:
     Parameters
     ----------
     ledger
-        The receiver's job store.
+        The receiver's job ledger (its SQLite job store).
     receiver
         Publishes the ledger's ready jobs and applies the workers' reports.
     """
 
-    def __init__(self, ledger: SqliteJobStore, receiver: CeleryReceiver) -> None:
+    def __init__(self, ledger: Ledger, receiver: CeleryReceiver) -> None:
         self.ledger = ledger
         self.receiver = receiver
         self._stop = threading.Event()
@@ -73,7 +72,7 @@ class CeleryJobQueue:
 
     def cancel(self, job_id: int, who: str) -> JobRecord:
         """Cancel a job not yet published (``receiving`` or ``ready``); see
-        :meth:`service.jobstore.SqliteJobStore.cancel`. A published job (``processing``)
+        :meth:`service.queue_protocols.JobQueue.cancel`. A published job (``processing``)
         is already in RabbitMQ and is not interrupted: ``ValueError``."""
         return self.ledger.cancel(job_id, who)
 

@@ -40,7 +40,6 @@ from pydicom.errors import InvalidDicomError
 from service.errors import HistoryError, StorageKeyError
 from service.history import HistorySnapshot, HistoryStore, PatientKey, replay_writes
 from service.jobs import JobSpec, JobState
-from service.jobstore import SqliteJobStore
 from service.queue_celery.config import (
     DEAD_LETTER_EXCHANGE,
     TASK_NAME,
@@ -50,6 +49,7 @@ from service.queue_celery.config import (
     make_app,
 )
 from service.queue_celery.messages import JobEnvelope, JobEvent
+from service.queue_protocols import Ledger
 from service.storage import Storage, portable_spec
 from service.worker import PriorsWait
 
@@ -94,7 +94,7 @@ class CeleryReceiver:
 
     def __init__(  # noqa: PLR0913 - keyword-only: each is one [queue] or node setting
         self,
-        store: SqliteJobStore,
+        store: Ledger,
         *,
         broker_url: str,
         delivery_limit: int,

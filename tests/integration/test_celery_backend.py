@@ -9,6 +9,7 @@ test has its own virtual host. The node runs with ``[queue] backend =
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,6 +116,13 @@ def test_two_workers_share_exams_and_a_killed_worker_s_job_reaches_the_pacs_once
         sent = node.query("SELECT COUNT(*), COUNT(DISTINCT sop_instance_uid) FROM ledger")
         total = sum(_result_count(node, s) for _, s in exams)
         assert sent == [(total, total)]  # each result stored in Orthanc exactly once
+    # The workers wrote no history database; the receiver recorded each exam from its report.
+    with sqlite3.connect(node.data_dir / "history.sqlite3") as history:
+        recorded = history.execute("SELECT patient_id, study_instance_uid FROM exam_history")
+        assert sorted(recorded.fetchall()) == [
+            (f"PHANTOM-{index:04d}", study_uid) for index, (_, study_uid) in enumerate(exams)
+        ]
+    assert node.log().count('"history_recorded"') == 3, node.log()[-3000:]
 
 
 def _status(node: NodeProcess) -> str:

@@ -11,25 +11,17 @@ version); the receiver applies it to its ledger, idempotently by ``job_key``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from processing.quality import QualityAssessment
-from service.jobs import JobSpec
+from service.jobs import JobSpec, settings_digest
 
 __all__ = ["EVENT_KINDS", "JobEnvelope", "JobEvent", "settings_digest"]
 
 #: Every kind of :class:`JobEvent`.
 EVENT_KINDS = ("started", "finished", "no_results", "failed", "waiting", "refused")
-
-
-def settings_digest(processing: Mapping[str, Any]) -> str:
-    """SHA-256 (first 16 hex digits) of the processing settings as canonical JSON."""
-    text = json.dumps(dict(processing), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)

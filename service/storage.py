@@ -23,10 +23,11 @@ worker resolves them under its own mount point (:func:`localize_spec`,
 receiver resolves again. A job with a file outside the storage folder is
 failed by the receiver with the reason (no other host could find it); with
 ``storage_root`` unset, specs travel with the receiver's absolute paths (the
-share mounted at the same path on every host). Results are byte-identical wherever the
-share is mounted: result UIDs derive from the input instance UIDs, the
-software version, the settings and the device, never from a path
-(:class:`dicom_node.writers.UidFactory`).
+share mounted at the same path on every host). Results are the same wherever
+the share is mounted (``tests/integration/test_storage_mounts.py``: file
+names, UIDs, every element but the run's date and time, pixel data): result
+UIDs derive from the input instance UIDs, the software version, the settings
+and the device, never from a path (:class:`dicom_node.writers.UidFactory`).
 """
 
 from __future__ import annotations

@@ -214,10 +214,16 @@ class DeliveryRecords(StoreConnection):
         return {(dest, OutboxState(state)): count for dest, state, count in rows}
 
     def job_deliveries(self) -> list[JobDelivery]:
-        """Every job with its results folder and how much of its outbox is acknowledged."""
+        """Every job with its results folder and how much of its outbox is acknowledged.
+
+        Cancelled rows (``wbdwi deliveries cancel``) do not count: a job whose other
+        deliveries are acknowledged is delivered, and one whose every delivery was
+        cancelled is treated as one without destinations (results kept).
+        """
         query = (
             "SELECT j.job_id, j.study_uid, j.version, j.state, j.updated_at, j.spec, "
-            "(SELECT COUNT(*) FROM outbox o WHERE o.job_id = j.job_id) AS outbox_rows, "
+            "(SELECT COUNT(*) FROM outbox o WHERE o.job_id = j.job_id AND o.state != ?) "
+            "AS outbox_rows, "
             "(SELECT COUNT(*) FROM outbox o JOIN ledger l ON l.destination = o.destination "
             " AND l.sop_instance_uid = o.sop_instance_uid "
             " WHERE o.job_id = j.job_id AND o.state = ?) AS acknowledged_rows, "
@@ -227,7 +233,9 @@ class DeliveryRecords(StoreConnection):
             "FROM jobs j ORDER BY j.job_id"
         )
         with self._lock:
-            rows = self._db.execute(query, (OutboxState.SENT.value,)).fetchall()
+            rows = self._db.execute(
+                query, (OutboxState.CANCELLED.value, OutboxState.SENT.value)
+            ).fetchall()
         return [
             JobDelivery(
                 job_id=row["job_id"],

@@ -123,6 +123,10 @@ def test_cancel_deliveries_lets_the_job_finish(
             store.mark_sent(row.outbox_id)
         finished = store.status(job_id)
         assert finished.state is JobState.DONE  # a cancelled delivery does not fail it
+        # nor does it hold retention: the job counts as delivered (PACS acknowledged all)
+        (delivery,) = store.job_deliveries()
+        assert delivery.delivered
+        assert delivery.outbox_rows == FILES
     finally:
         store.close()
     assert main(["deliveries", "cancel", OLD, "--data-dir", str(data_dir)]) == 1

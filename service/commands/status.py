@@ -21,12 +21,13 @@ from service.commands.serve import add_config_argument, open_node_job_store
 from service.completion import ReadyEstimate, ready_estimate
 from service.corrections import CORRECTION_JOB_PREFIX
 from service.data_dir_lock import LOCK_FILE, running_node_pid
+from service.dead_letters import summarise_dead_letters
 from service.disk import room_problem
 from service.jobs import JobRecord, JobState, OutboxRecord, OutboxState
 from service.retention import RetentionPlan, plan_retention
 from service.worker import JOB_SUMMARY_FILE
 
-__all__ = ["DeadLetterGroup", "register", "run", "summarise_dead_letters"]
+__all__ = ["register", "run"]
 
 
 def register(subparsers: Any) -> None:
@@ -117,54 +118,6 @@ def _retention_lines(plan: RetentionPlan, enabled: bool) -> list[str]:
     if next_due is not None:
         lines.append(f"  next removal after {_time(next_due)}")
     return lines
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterGroup:
-    """The dead-lettered files of one job for one destination."""
-
-    job_id: int
-    destination: str
-    files: int
-    max_attempts: int
-    first_error: str
-    last_error: str
-    distinct_errors: int
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON values."""
-        return {
-            "job_id": self.job_id,
-            "destination": self.destination,
-            "files": self.files,
-            "max_attempts": self.max_attempts,
-            "first_error": self.first_error,
-            "last_error": self.last_error,
-            "distinct_errors": self.distinct_errors,
-            "retry": f"wbdwi retry {self.job_id}",
-        }
-
-
-def summarise_dead_letters(dead: list[OutboxRecord]) -> list[DeadLetterGroup]:
-    """Group dead-lettered rows per job and destination, in outbox order.
-
-    The first and last error are those of the group's first and last outbox row.
-    """
-    groups: dict[tuple[int, str], list[OutboxRecord]] = {}
-    for row in dead:
-        groups.setdefault((row.job_id, row.destination), []).append(row)
-    return [
-        DeadLetterGroup(
-            job_id=job_id,
-            destination=destination,
-            files=len(rows),
-            max_attempts=max(row.attempts for row in rows),
-            first_error=rows[0].last_error,
-            last_error=rows[-1].last_error,
-            distinct_errors=len({row.last_error for row in rows}),
-        )
-        for (job_id, destination), rows in groups.items()
-    ]
 
 
 def _dead_letter_lines(dead: list[OutboxRecord], limit: int) -> list[str]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.completion import ready_estimate
+from service.dead_letters import DeadLetterGroup, summarise_dead_letters
 from service.jobs import JobRecord, JobState, OutboxRecord, OutboxState
 from service.jobstore.records import ReceivingStudy
 from service.retention import RetentionPlan, plan_retention
@@ -71,37 +72,6 @@ class DestinationRow:
     counts: dict[OutboxState, int]
     last_error: str
     next_try_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterGroup:
-    """The dead-lettered files of one job for one destination (as ``wbdwi status`` groups them)."""
-
-    job_id: int
-    destination: str
-    files: int
-    max_attempts: int
-    first_error: str
-    last_error: str
-    distinct_errors: int
-
-
-def _dead_letter_groups(dead: list[OutboxRecord]) -> list[DeadLetterGroup]:
-    groups: dict[tuple[int, str], list[OutboxRecord]] = {}
-    for row in dead:
-        groups.setdefault((row.job_id, row.destination), []).append(row)
-    return [
-        DeadLetterGroup(
-            job_id=job_id,
-            destination=destination,
-            files=len(rows),
-            max_attempts=max(row.attempts for row in rows),
-            first_error=rows[0].last_error,
-            last_error=rows[-1].last_error,
-            distinct_errors=len({row.last_error for row in rows}),
-        )
-        for (job_id, destination), rows in groups.items()
-    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +188,7 @@ def read_snapshot(node: NodeView) -> Snapshot:
         destinations=_destinations(
             unsent, outbox_counts, {str(d) for d in settings.export.destinations}
         ),
-        dead=_dead_letter_groups([r for r in unsent if r.state is OutboxState.DEAD]),
+        dead=summarise_dead_letters([r for r in unsent if r.state is OutboxState.DEAD]),
         disks=_disks(node),
         retention_enabled=settings.retention.enabled,
         plan=plan_retention(

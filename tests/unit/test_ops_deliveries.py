@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import structlog
 
-from dicom_node.receive.spool import SpooledInstance
 from service.cli import main
-from service.jobs import JobSpec, JobState, OutboxState, make_job_key
+from service.jobs import JobState, OutboxState
 from service.jobstore import SqliteJobStore
 from service.node import Node
 from service.settings import load_settings
+from tests.helpers.job_fixtures import exporting_job
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 STUDY = "1.2.3"
@@ -28,34 +28,7 @@ def _exporting_store(data_dir: Path, next_try_at: float) -> int:
     """One job exporting to two destinations; every delivery failed once and waits."""
     store = SqliteJobStore(data_dir / "jobs.sqlite")
     try:
-        store.record_instance(
-            SpooledInstance(
-                sop_instance_uid=f"{STUDY}.9.1",
-                sop_class_uid=MR,
-                study_uid=STUDY,
-                series_uid=f"{STUDY}.1",
-                series_description="DWI",
-                transfer_syntax_uid="1.2.840.10008.1.2.1",
-                calling_ae="SCANNER",
-                path=data_dir / "spool" / "1.dcm",
-                size_bytes=1000,
-                received_at=time.time(),
-            )
-        )
-        job_id = store.receiving_studies()[0].job_id
-        spec = JobSpec(
-            job_key=make_job_key(STUDY, "1.0", [f"{STUDY}.9.1"]),
-            job_id=job_id,
-            study_uid=STUDY,
-            version=1,
-            input_paths=(str(data_dir / "spool" / "1.dcm"),),
-            output_dir=str(data_dir / "results"),
-            destinations=(OLD, PACS),
-        )
-        assert store.submit(spec)
-        assert store.claim() is not None
-        results = [(f"/results/{n}.dcm", f"{STUDY}.8.{n}") for n in range(FILES)]
-        store.finish_processing(job_id, results, [OLD, PACS], 1.0)
+        job_id = exporting_job(store, data_dir, (OLD, PACS), FILES)
         for row in store.outbox(state=OutboxState.PENDING, limit=None):
             error = f"association rejected by {row.destination}: called AE title not recognised"
             store.mark_attempt_failed(row.outbox_id, error, next_try_at, max_attempts=20)

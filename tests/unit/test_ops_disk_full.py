@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import structlog
 
-from dicom_node.receive.spool import SpooledInstance
 from service.cli import main
 from service.disk import DiskGuard
-from service.jobs import JobSpec, JobState, make_job_key
+from service.jobs import JobSpec, JobState
 from service.jobstore import SqliteJobStore
 from service.node import Node
 from service.settings import load_settings
 from service.worker import JobOutcome, Worker
+from tests.helpers.job_fixtures import ready_job
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 STUDY = "1.2.3"
@@ -34,35 +34,6 @@ class _Disk:
 
     def __call__(self, _: Path) -> int:
         return self.free_mb * MB
-
-
-def _ready_job(store: SqliteJobStore, tmp_path: Path) -> int:
-    store.record_instance(
-        SpooledInstance(
-            sop_instance_uid=f"{STUDY}.9.1",
-            sop_class_uid=MR,
-            study_uid=STUDY,
-            series_uid=f"{STUDY}.1",
-            series_description="DWI",
-            transfer_syntax_uid="1.2.840.10008.1.2.1",
-            calling_ae="SCANNER",
-            path=tmp_path / "1.dcm",
-            size_bytes=1000,
-            received_at=time.time(),
-        )
-    )
-    job_id = store.receiving_studies()[0].job_id
-    assert store.submit(
-        JobSpec(
-            job_key=make_job_key(STUDY, "1.0", [f"{STUDY}.9.1"]),
-            job_id=job_id,
-            study_uid=STUDY,
-            version=1,
-            input_paths=(str(tmp_path / "1.dcm"),),
-            output_dir=str(tmp_path / "results"),
-        )
-    )
-    return job_id
 
 
 def _wait(condition: object, seconds: float = 10.0) -> None:
@@ -85,7 +56,7 @@ def test_no_job_starts_while_the_disk_is_short_and_work_resumes(tmp_path: Path) 
         return JobOutcome(result_files=(), device="cpu")
 
     worker = Worker(store, runner=runner, room=guard.check)
-    job_id = _ready_job(store, tmp_path)
+    job_id = ready_job(store, tmp_path)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop, 0.02))
     try:

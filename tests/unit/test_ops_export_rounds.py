@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from pathlib import Path
 
 import structlog
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from dicom_node.receive.spool import SpooledInstance
 from service.exporter import Exporter
-from service.jobs import JobSpec, OutboxState, make_job_key
+from service.jobs import OutboxState
 from service.jobstore import SqliteJobStore
 from service.settings import ExportSettings
+from tests.helpers.job_fixtures import exporting_job
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 STUDY = "1.2.3"
@@ -27,53 +24,6 @@ def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])  # nothing listens once it is closed
-
-
-def _exporting(store: SqliteJobStore, tmp_path: Path, destination: str) -> None:
-    store.record_instance(
-        SpooledInstance(
-            sop_instance_uid=f"{STUDY}.9.1",
-            sop_class_uid=MR,
-            study_uid=STUDY,
-            series_uid=f"{STUDY}.1",
-            series_description="DWI",
-            transfer_syntax_uid="1.2.840.10008.1.2.1",
-            calling_ae="SCANNER",
-            path=tmp_path / "1.dcm",
-            size_bytes=1000,
-            received_at=time.time(),
-        )
-    )
-    job_id = store.receiving_studies()[0].job_id
-    spec = JobSpec(
-        job_key=make_job_key(STUDY, "1.0", [f"{STUDY}.9.1"]),
-        job_id=job_id,
-        study_uid=STUDY,
-        version=1,
-        input_paths=(str(tmp_path / "1.dcm"),),
-        output_dir=str(tmp_path / "results"),
-        destinations=(destination,),
-    )
-    assert store.submit(spec)
-    assert store.claim() is not None
-    results = []
-    for number in range(FILES):
-        path = tmp_path / f"{number}.dcm"
-        _write_minimal_dicom(path, f"{STUDY}.8.{number}")
-        results.append((str(path), f"{STUDY}.8.{number}"))
-    store.finish_processing(job_id, results, [destination], 1.0)
-
-
-def _write_minimal_dicom(path: Path, uid: str) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(MR)
-    meta.MediaStorageSOPInstanceUID = UID(uid)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID = MR
-    dataset.SOPInstanceUID = uid
-    dataset.save_as(path, enforce_file_format=True)
 
 
 class _TickingClock:
@@ -94,7 +44,7 @@ def test_outage_logs_one_line_per_retry_round(tmp_path: Path) -> None:
     destination = f"PACS@127.0.0.1:{_closed_port()}"
     store = SqliteJobStore(tmp_path / "jobs.sqlite")
     try:
-        _exporting(store, tmp_path, destination)
+        exporting_job(store, tmp_path, [destination], FILES, write_files=True)
         clock = _TickingClock()
         settings = ExportSettings(backoff_initial_seconds=1.0, max_attempts=100)
         exporter = Exporter(store, settings, "WBDWI", clock=clock)

@@ -13,7 +13,8 @@ from service.exporter import Exporter
 from service.jobs import JobState, OutboxState
 from service.jobstore import SqliteJobStore
 from service.settings import ExportSettings
-from tests.unit.test_ops_export_rounds import FILES, _exporting
+from tests.helpers.job_fixtures import exporting_job
+from tests.unit.test_ops_export_rounds import FILES
 
 
 def _free_port() -> int:
@@ -39,7 +40,7 @@ def test_only_the_last_acknowledgement_of_a_round_is_forced(tmp_path: Path) -> N
     store = SqliteJobStore(tmp_path / "jobs.sqlite")
     try:
         destination = f"PACS@127.0.0.1:{port}"
-        _exporting(store, tmp_path, destination)
+        exporting_job(store, tmp_path, [destination], FILES, write_files=True)
         forced: list[bool] = []
         mark_sent = store.mark_sent
 

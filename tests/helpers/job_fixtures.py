@@ -74,19 +74,20 @@ def exporting_job(
     files: int,
     *,
     write_files: bool = False,
+    study: str = STUDY,
 ) -> int:
     """A processed job whose ``files`` result files wait for each destination; the job id.
 
     ``write_files``: the result files exist on disk (an exporter reads them); otherwise
     only their rows do.
     """
-    job_id = ready_job(store, folder, destinations)
+    job_id = ready_job(store, folder, destinations, study)
     assert store.claim() is not None
     results = []
     for number in range(files):
         path = folder / f"result{number}.dcm"
         if write_files:
-            write_result_file(path, f"{STUDY}.8.{number}")
-        results.append((str(path), f"{STUDY}.8.{number}"))
+            write_result_file(path, f"{study}.8.{number}")
+        results.append((str(path), f"{study}.8.{number}"))
     store.finish_processing(job_id, results, list(destinations), 1.0)
     return job_id

@@ -21,20 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts
 from structlog.testing import capture_logs
 
 from dicom_node.receive.spool import SpooledInstance
 from service.completion import CompletionDetector
 from service.exporter import Exporter
-from service.jobs import JobSpec, JobState, OutboxState, make_job_key
+from service.jobs import JobState, OutboxState
 from service.jobstore import SqliteJobStore
 from service.node import Node
 from service.settings import ExportSettings, load_settings
 from service.web.app import create_app
 from tests.conftest import free_port
+from tests.helpers.job_fixtures import exporting_job
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 STUDY = "1.2.826.0.1.3680043.8.498.41"
@@ -63,42 +62,6 @@ def _instance(folder: Path, received_at: float) -> SpooledInstance:
     )
 
 
-def _write_result(path: Path, uid: str) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(MR)
-    meta.MediaStorageSOPInstanceUID = UID(uid)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID = MR
-    dataset.SOPInstanceUID = uid
-    dataset.save_as(path, enforce_file_format=True)
-
-
-def _exporting(store: SqliteJobStore, folder: Path, destination: str) -> int:
-    """A processed job whose result files wait for ``destination``; its job id."""
-    store.record_instance(_instance(folder, time.time()))
-    job_id = store.receiving_studies()[0].job_id
-    spec = JobSpec(
-        job_key=make_job_key(STUDY, "1.0", [f"{STUDY}.9.1"]),
-        job_id=job_id,
-        study_uid=STUDY,
-        version=1,
-        input_paths=(str(folder / "1.dcm"),),
-        output_dir=str(folder / "results"),
-        destinations=(destination,),
-    )
-    assert store.submit(spec)
-    assert store.claim() is not None
-    results = []
-    for number in range(FILES):
-        path = folder / f"result{number}.dcm"
-        _write_result(path, f"{STUDY}.8.{number}")
-        results.append((str(path), f"{STUDY}.8.{number}"))
-    store.finish_processing(job_id, results, [destination], 1.0)
-    return job_id
-
-
 @contextmanager
 def _strict_peer(ae_title: str, allowed_callers: list[str] | None = None) -> Iterator[int]:
     """A storage SCP that answers only to ``ae_title`` (and, if given, only these callers)."""
@@ -123,7 +86,7 @@ def _deliver_once(
 ) -> list[MutableMapping[str, Any]]:
     store = SqliteJobStore(tmp_path / "jobs.sqlite")
     try:
-        _exporting(store, tmp_path, destination)
+        exporting_job(store, tmp_path, [destination], FILES, write_files=True, study=STUDY)
         exporter = Exporter(store, ExportSettings(**export), NODE_AET)  # type: ignore[arg-type]
         with capture_logs() as logs:
             exporter.deliver_due()

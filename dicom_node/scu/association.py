@@ -135,6 +135,9 @@ def pass_contextvars_to_association_threads() -> None:
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
+#: The idle sleep of the DUL thread of the associations we open (pynetdicom: 0.001 s).
+_DUL_LOOP_DELAY_S = 0.0001
+
 
 def _quick_ack(raw: socket.socket) -> None:
     """Acknowledge what arrives at once (Linux clears the flag again by itself)."""
@@ -239,6 +242,11 @@ def associate(
         if not opened:
             raise PeerUnreachableError(f"{what} (unreachable or refused)")
         raise AssociationAbortedError(f"{what} (aborted during the negotiation)")
+    # pynetdicom's DUL thread sleeps 1 ms whenever a loop found nothing to do, on the way
+    # out (our P-DATA) and on the way in (the peer's response): ~2.5 ms per C-STORE, 474
+    # result objects 1.8-2.5 s instead of 1.2-1.4 s. Our associations are short (one
+    # round of work, then released), so the faster polling costs little CPU.
+    association.dul._run_loop_delay = _DUL_LOOP_DELAY_S
     try:
         yield association
     finally:

@@ -90,6 +90,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     UNIQUE (job_id, destination, sop_instance_uid)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_try_at);
+CREATE INDEX IF NOT EXISTS outbox_job_state ON outbox (job_id, state);
 CREATE TABLE IF NOT EXISTS ledger (
     destination TEXT NOT NULL,
     sop_instance_uid TEXT NOT NULL,

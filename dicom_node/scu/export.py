@@ -11,8 +11,9 @@ different retry:
 - per file: a failure status from the peer, or the association lost mid-way
   (``status is None``). Retried with backoff, file by file.
 
-Each file's outcome is handed to ``on_outcome`` as soon as it is known, so the
-caller can record an acknowledgement before the next file is sent.
+Each file's outcome is handed to ``on_outcome`` before the next file is sent
+(the last one's before the association is released), so the caller can record
+an acknowledgement before anything else goes out.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -97,60 +99,67 @@ def store_results(
             (context.abstract_syntax, context.transfer_syntax[0])
             for context in association.accepted_contexts
         }
+        # The outcome of a file is handed over inside the pause for the next one (still
+        # before that file is sent): pausing right after pynetdicom lets the reactor go
+        # catches it still blocked, while pausing after the caller's bookkeeping finds it
+        # in its 1 ms sleep (474 files: ~0.5 s of waiting).
+        pending: StoreOutcome | None = None
         for result in files:
-            if not association.is_established:
-                on_outcome(
-                    StoreOutcome(result.path, result.sop_instance_uid, None, "association lost")
-                )
-                continue
-            exact_ok = (result.sop_class_uid, result.transfer_syntax) in accepted
-            uncompressed_ok = result.transfer_syntax in _UNCOMPRESSED and any(
-                (result.sop_class_uid, syntax) in accepted for syntax in _UNCOMPRESSED
-            )
-            if not exact_ok and not uncompressed_ok:
-                on_outcome(
-                    StoreOutcome(
-                        result.path,
-                        result.sop_instance_uid,
-                        None,
-                        f"{destination} accepted no context for {result.sop_class_uid.name} "
-                        f"in {result.transfer_syntax.name}",
-                    )
-                )
-                continue
-            # As stored when the peer accepted the file's own syntax (the bytes of the file,
-            # send_files_as_stored); else as a dataset that pynetdicom converts to the other
-            # uncompressed syntax.
-            payload: str | Dataset = result.path
-            if not exact_ok:
-                try:
-                    payload = dcmread(result.path)
-                except (OSError, ValueError, InvalidDicomError) as error:
-                    on_outcome(
-                        StoreOutcome(
-                            result.path,
-                            result.sop_instance_uid,
-                            None,
-                            f"result file could not be read: {error}",
-                        )
-                    )
-                    continue
             with reactor_paused(association):
-                response = association.send_c_store(payload)
-            if "Status" not in response:
-                on_outcome(
-                    StoreOutcome(
-                        result.path,
-                        result.sop_instance_uid,
-                        None,
-                        "no C-STORE response (association aborted or DIMSE timeout)",
-                    )
-                )
-                continue
-            status = int(response.Status)
-            detail = ""
-            if code_to_category(status) not in ("Success", "Warning"):
-                comment = str(response.get("ErrorComment", "") or "").strip()
-                detail = f"C-STORE status 0x{status:04X}" + (f": {comment}" if comment else "")
-            on_outcome(StoreOutcome(result.path, result.sop_instance_uid, status, detail))
+                if pending is not None:
+                    on_outcome(pending)
+                pending = _store_one(association, accepted, result, destination)
+        if pending is not None:
+            on_outcome(pending)
     return time.perf_counter() - started
+
+
+def _store_one(
+    association: Any,
+    accepted: set[tuple[str, str]],
+    result: ResultFile,
+    destination: Destination,
+) -> StoreOutcome:
+    """Send one file on ``association`` (its reactor paused); what became of it."""
+    if not association.is_established:
+        return StoreOutcome(result.path, result.sop_instance_uid, None, "association lost")
+    exact_ok = (result.sop_class_uid, result.transfer_syntax) in accepted
+    uncompressed_ok = result.transfer_syntax in _UNCOMPRESSED and any(
+        (result.sop_class_uid, syntax) in accepted for syntax in _UNCOMPRESSED
+    )
+    if not exact_ok and not uncompressed_ok:
+        return StoreOutcome(
+            result.path,
+            result.sop_instance_uid,
+            None,
+            f"{destination} accepted no context for {result.sop_class_uid.name} "
+            f"in {result.transfer_syntax.name}",
+        )
+    # As stored when the peer accepted the file's own syntax (the bytes of the file,
+    # send_files_as_stored); else as a dataset that pynetdicom converts to the other
+    # uncompressed syntax.
+    payload: str | Dataset = result.path
+    if not exact_ok:
+        try:
+            payload = dcmread(result.path)
+        except (OSError, ValueError, InvalidDicomError) as error:
+            return StoreOutcome(
+                result.path,
+                result.sop_instance_uid,
+                None,
+                f"result file could not be read: {error}",
+            )
+    response = association.send_c_store(payload)
+    if "Status" not in response:
+        return StoreOutcome(
+            result.path,
+            result.sop_instance_uid,
+            None,
+            "no C-STORE response (association aborted or DIMSE timeout)",
+        )
+    status = int(response.Status)
+    detail = ""
+    if code_to_category(status) not in ("Success", "Warning"):
+        comment = str(response.get("ErrorComment", "") or "").strip()
+        detail = f"C-STORE status 0x{status:04X}" + (f": {comment}" if comment else "")
+    return StoreOutcome(result.path, result.sop_instance_uid, status, detail)

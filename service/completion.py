@@ -431,14 +431,27 @@ class CompletionDetector:
                 fallback="quiet period",
             )
 
-    def run(self, stop: threading.Event, interval_seconds: float = 0.5) -> None:
-        """Check every ``interval_seconds`` (or at once when woken) until ``stop`` is set."""
+    def run(
+        self,
+        stop: threading.Event,
+        interval_seconds: float = 0.5,
+        *,
+        on_submitted: Callable[[], None] | None = None,
+    ) -> None:
+        """Check every ``interval_seconds`` (or at once when woken) until ``stop`` is set.
+
+        ``on_submitted`` is called after a check that queued jobs (the node wakes its
+        workers, which would otherwise find the job at their next look, up to 0.5 s later).
+        """
         while not stop.is_set():
+            submitted: list[int] = []
             try:
-                self.check()
+                submitted = self.check()
             except Exception:
                 # A database hiccup must not end completion detection; log and go on.
                 LOGGER.exception("completion_check_failed")
+            if submitted and on_submitted is not None:
+                on_submitted()
             self._wake.wait(interval_seconds)
             self._wake.clear()
 

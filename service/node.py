@@ -264,7 +264,10 @@ class Node:
         self.recover()
         self.warn_unconfigured_destinations()
         self.select_device()
-        self._spawn("completion", lambda: self.completion.run(self._stop))
+        self._spawn(
+            "completion",
+            lambda: self.completion.run(self._stop, on_submitted=self._wake_job_takers),
+        )
         if self.queue_receiver is None:
             for worker in self.workers:
                 self._spawn(worker.name, functools.partial(worker.run, self._worker_stop))
@@ -409,6 +412,13 @@ class Node:
             priors_wait=self.worker.priors_wait,
             storage=None if queue.storage_root is None else LocalStorage(queue.storage_root),
         )
+
+    def _wake_job_takers(self) -> None:
+        """A job was queued: the workers (or the queue dispatcher) look at once."""
+        for worker in self.workers:
+            worker.wake()
+        if self.queue_receiver is not None:
+            self.queue_receiver.wake()
 
     def _job_finished(self, spec: JobSpec, outcome: JobOutcome | None, seconds: float) -> None:
         self._processing_seconds_total += seconds

@@ -10,7 +10,8 @@ signal for the first pass and the fitted signal for the following passes
 (iteratively re-weighted linear least squares, Veraart et al., NeuroImage 2013,
 which removes most of the bias of weighting by noisy samples). The fit is the
 closed-form solution of the two-parameter problem, evaluated for all voxels at
-once with a loop over the few b-value planes only.
+once with a loop over the few b-value planes only (on the CPU, for the voxels that
+can be valid only: those of the body with signal at the lowest b).
 
 Noise floor
 -----------
@@ -47,6 +48,7 @@ __all__ = [
     "check_signal",
     "estimate_noise_sigma",
     "fit_adc",
+    "fit_slope",
     "fitted_b_indices",
     "lowest_fitted_b_below_minimum",
 ]
@@ -246,7 +248,35 @@ def fit_adc(
             settings=settings,
             xp=xp,
         )
-    logs = [xp.log(xp.maximum(signal[i], xp.float32(clip))) for i in used]
+    # Only voxels of the body with signal at the lowest b can be valid: fit those alone
+    # (a seventh of a whole-body grid). Every operation of the fit is element-wise, so a
+    # voxel's ADC does not depend on which other voxels are fitted with it.
+    fitted = xp.flatnonzero(body & (signal[0] > xp.float32(min_signal)))
+    planes = [signal[i].ravel()[fitted] for i in used]
+    slope = fit_slope(planes, b_scaled, clip=clip, settings=settings, xp=xp)
+    adc_fitted = slope
+    adc_fitted *= xp.float32(-_B_SCALE)  # 1e-3 mm2/s -> um2/s
+    valid_fitted = xp.isfinite(adc_fitted)
+    valid_fitted &= adc_fitted >= 0
+    valid_fitted &= adc_fitted <= xp.float32(settings.adc_max_um2s)
+    valid = xp.zeros(body.shape, dtype=bool)
+    valid.ravel()[fitted] = valid_fitted
+    adc = xp.zeros(body.shape, dtype=xp.float32)
+    adc.ravel()[fitted] = xp.where(valid_fitted, adc_fitted, xp.float32(0.0))
+    return AdcFit(adc=adc, valid=valid)
+
+
+def fit_slope(
+    planes: list[Any], b_scaled: list[float], *, clip: float, settings: ProcessingSettings, xp: Any
+) -> Any:
+    """Slope of ``ln S`` against ``b / 1000`` (float32, ``1e-3 mm2/s``, negative) per voxel.
+
+    ``planes`` are the signals at the fitted b-values (``b_scaled``, in units of
+    1000 s/mm2), float32 arrays of one shape; the result has that shape. The
+    reference fit: :func:`fit_adc` applies it to the voxels that can be valid,
+    and the fused CUDA kernel repeats its operations in the same order.
+    """
+    logs = [xp.log(xp.maximum(plane, xp.float32(clip))) for plane in planes]
 
     # Pass 1 weights: measured S_i^2, normalised by the first fitted plane's S^2.
     weights = [xp.exp(xp.float32(2.0) * (log - logs[0])) for log in logs]
@@ -256,15 +286,7 @@ def fit_adc(
         bounded = xp.clip(slope, xp.float32(-_max_slope(settings)), xp.float32(0.0))
         weights = [xp.exp(xp.float32(2.0 * (b - b_scaled[0])) * bounded) for b in b_scaled]
         slope = _weighted_slope(logs, weights, b_scaled, xp)
-    del logs, weights
-
-    adc = slope
-    adc *= xp.float32(-_B_SCALE)  # 1e-3 mm2/s -> um2/s
-    valid = body & (signal[0] > xp.float32(min_signal)) & xp.isfinite(adc)
-    valid &= adc >= 0
-    valid &= adc <= xp.float32(settings.adc_max_um2s)
-    adc = xp.where(valid, adc, xp.float32(0.0)).astype(xp.float32, copy=False)
-    return AdcFit(adc=adc, valid=valid)
+    return slope
 
 
 def _fit_fused(

@@ -21,6 +21,7 @@ from typing import Any
 
 from processing.adc import NoiseEstimate
 from processing.backend import Backend
+from processing.crop import mask_box, paste
 from processing.settings import ProcessingSettings
 
 __all__ = [
@@ -134,18 +135,26 @@ def body_mask(
         noise.floor,
     )
     mask = low_b > xp.float32(threshold)
-    plane = in_plane_structure(backend)
-    mask = ndimage.binary_closing(mask, structure=plane, iterations=1, border_value=0)
-    mask = _fill_holes_per_slice(mask, backend)
-    components = label_components(mask, backend)
-    if components.count == 0:
+    # Everything below happens within two voxels of the thresholded voxels: the closing
+    # grows the mask by one in-plane voxel, so the box's outer ring stays background, as
+    # on the whole volume, for the erosion, the hole filling (background touching the
+    # box's edge touches the slice's edge) and the labelling.
+    box = mask_box(mask, backend, margin=2)
+    if box is None:
         return mask
+    part = mask[box]
+    plane = in_plane_structure(backend)
+    part = ndimage.binary_closing(part, structure=plane, iterations=1, border_value=0)
+    part = _fill_holes_per_slice(part, backend)
+    components = label_components(part, backend)
+    if components.count == 0:
+        return paste(part, box, mask.shape, backend)
     sizes = components.sizes.copy()
     sizes[0] = 0
     largest = backend.scalar(sizes.max())
     keep = sizes >= max(1.0, settings.body_min_component_fraction * largest)
     keep[0] = False
-    return keep[components.labels]
+    return paste(keep[components.labels], box, mask.shape, backend)
 
 
 def _fill_holes_per_slice(mask: Any, backend: Backend) -> Any:

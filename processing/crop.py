@@ -20,7 +20,7 @@ import numpy as np
 
 from processing.backend import Backend
 
-__all__ = ["Box", "mask_box", "paste"]
+__all__ = ["Box", "box_or_whole", "mask_box", "paste"]
 
 Box = tuple[slice, ...]
 """One slice per axis: a box inside a volume."""
@@ -67,6 +67,14 @@ def mask_box(mask: Any, backend: Backend, *, margin: int) -> Box | None:
         slice(max(start - margin, 0), min(stop + margin + 1, size))
         for (start, stop), size in zip(ranges, mask.shape, strict=True)
     )
+
+
+def box_or_whole(mask: Any, backend: Backend, *, margin: int) -> Box:
+    """:func:`mask_box`, or the whole volume when ``mask`` holds no True voxel."""
+    box = mask_box(mask, backend, margin=margin)
+    if box is None:
+        return tuple(slice(0, size) for size in mask.shape)
+    return box
 
 
 def paste(part: Any, box: Box, shape: tuple[int, ...], backend: Backend) -> Any:

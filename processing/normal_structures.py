@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from processing.backend import Backend
+from processing.crop import mask_box, paste
 from processing.landmarks import BodyLandmarks
 from processing.segmentation import (
     Components,
@@ -106,22 +107,30 @@ def fluid_and_kidney(
     """
     xp = backend.xp
     ndimage = backend.ndimage
-    weight = candidates.astype(xp.float32)
+    # On the candidates' box grown by two voxels, exactly as on the whole volume: the
+    # filters' inputs are 0 outside the candidates, a uniform filter's running sum
+    # along a line is then exactly 0 up to two voxels before them (where each box line
+    # starts), and the dilation reaches one voxel out.
+    box = mask_box(candidates, backend, margin=2)
+    if box is None:
+        return xp.zeros_like(candidates)
+    inside = candidates[box]
+    weight = inside.astype(xp.float32)
     total = ndimage.uniform_filter(weight, size=3, mode="constant")
     summed = ndimage.uniform_filter(
-        xp.where(candidates, adc, xp.float32(0.0)), size=3, mode="constant"
+        xp.where(inside, adc[box], xp.float32(0.0)), size=3, mode="constant"
     )
     local = summed / xp.maximum(total, xp.float32(1e-6))
-    fluid = candidates & (local >= xp.float32(settings.fluid_adc_um2s))
+    fluid = inside & (local >= xp.float32(settings.fluid_adc_um2s))
     components = label_components(fluid, backend)
     if components.count == 0:
-        return fluid
+        return paste(fluid, box, candidates.shape, backend)
     voxel_ml = spacing_mm[0] * spacing_mm[1] * spacing_mm[2] / 1000.0
     keep = components.sizes >= max(1, math.ceil(settings.fluid_min_volume_ml / voxel_ml))
     keep[0] = False
     organ = keep[components.labels]
     organ = ndimage.binary_dilation(organ, structure=xp.ones((3, 3, 3), dtype=bool))
-    return organ & candidates
+    return paste(organ & inside, box, candidates.shape, backend)
 
 
 def spinal_cord(
@@ -144,7 +153,12 @@ def spinal_cord(
     xp = backend.xp
     ndimage = backend.ndimage
     dz, dy, dx = spacing_mm
-    blobs = label_components(candidates, backend, structure=in_plane_structure(backend))
+    # On the candidates' box grown by one voxel (the in-plane dilation's reach).
+    box = mask_box(candidates, backend, margin=1)
+    if box is None:
+        return xp.zeros_like(candidates)
+    inside = candidates[box]
+    blobs = label_components(inside, backend, structure=in_plane_structure(backend))
     if blobs.count == 0:
         return xp.zeros_like(candidates)
     thin = blobs.sizes <= settings.cord_max_area_mm2 / (dy * dx)
@@ -157,7 +171,7 @@ def spinal_cord(
     long_enough[0] = False
     cord = long_enough[chains.labels]
     cord = ndimage.binary_dilation(cord, structure=in_plane_structure(backend))
-    return cord & candidates
+    return paste(cord & inside, box, candidates.shape, backend)
 
 
 def marrow_like(
@@ -389,12 +403,17 @@ def component_rules(
     removed_no_bone = 0
     if settings.bone_contact_min_fraction > 0 and bool(keep.any()):
         kept = xp.where(keep[labels], labels, 0)
+        # The ring reaches one voxel out of the kept components: their box grown by one
+        # holds it (and the dilation's reflected border there reads that box's zeros).
+        near = mask_box(kept > 0, backend, margin=1)
+        assert near is not None  # at least one component is kept
+        kept = kept[near]
         grown = ndimage.grey_dilation(kept, size=(3, 3, 3))
-        ring = (grown > 0) & (kept == 0) & (labels == 0)
+        ring = (grown > 0) & (kept == 0) & (labels[near] == 0)
         ring_labels = grown[ring]
         ring_total = xp.bincount(ring_labels, minlength=count + 1)
         ring_marrow = xp.bincount(
-            ring_labels, weights=marrow[ring].astype(xp.float64), minlength=count + 1
+            ring_labels, weights=marrow[near][ring].astype(xp.float64), minlength=count + 1
         )
         fraction = ring_marrow / xp.maximum(ring_total, 1)
         no_bone = keep & (fraction < settings.bone_contact_min_fraction)

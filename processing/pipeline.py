@@ -27,6 +27,7 @@ from processing.adc import (
 )
 from processing.backend import Backend, Device, select_backend
 from processing.computed_b import compute_high_b
+from processing.crop import box_or_whole, paste
 from processing.exam import DwiExam, index_to_patient
 from processing.landmarks import BodyLandmarks, find_landmarks
 from processing.normal_structures import (
@@ -56,6 +57,7 @@ from processing.results import (
 from processing.segmentation import (
     body_mask,
     label_components,
+    label_components_boxed,
     reference_signal,
 )
 from processing.settings import ProcessingSettings, settings_digest
@@ -314,7 +316,9 @@ def _measure(  # noqa: PLR0913
     adc = maps.adc
     high_b = maps.images[settings.segmentation_b_value]
     with timer("segmentation"):
-        lesions = label_components(tumour, backend, structure=_connectivity(settings, backend))
+        lesions = label_components_boxed(
+            tumour, backend, structure=_connectivity(settings, backend)
+        )
     with timer("statistics"):
         values = adc[tumour]
         adc_stats = adc_statistics(values, backend)
@@ -448,9 +452,14 @@ def _segment(
     window_low, window_high = settings.adc_window_um2s
     candidates &= (adc >= xp.float32(window_low)) & (adc <= xp.float32(window_high))
     candidates &= ~spinal_cord(candidates, spacing, settings, backend)
-    components = label_components(candidates, backend, structure=_connectivity(settings, backend))
-    decision = component_rules(components, marrow, spacing, settings, backend)
-    tumour = decision.keep[components.labels]
+    # Labels and rules on the candidates' box grown by one voxel, which holds the reach
+    # of the rules' closing and bone-contact ring; labels keep their first-voxel order.
+    box = box_or_whole(candidates, backend, margin=1)
+    components = label_components(
+        candidates[box], backend, structure=_connectivity(settings, backend)
+    )
+    decision = component_rules(components, marrow[box], spacing, settings, backend)
+    tumour = paste(decision.keep[components.labels], box, candidates.shape, backend)
     signals = _image_signals(
         tumour=tumour,
         high_b=high_b,

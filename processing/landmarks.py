@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from processing.backend import Backend
+from processing.crop import mask_box, paste
 from processing.segmentation import in_plane_structure, label_components
 from processing.settings import ProcessingSettings
 
@@ -105,20 +106,31 @@ def find_landmarks(
     dz, dy, dx = spacing_mm
     nz = body.shape[0]
     pixel_mm2 = dy * dx
-    components = label_components(body, backend, structure=in_plane_structure(backend))
-    area = backend.to_host(body.sum(axis=(1, 2))).astype(np.float64) * pixel_mm2
     center = np.full((nz, 2), np.nan)
     box = np.full((nz, 4), np.nan)
+    # Labels, moments and the trunk on the body's bounding box (voxel indices are
+    # shifted back to the whole grid): the same components, in the same order.
+    body_box = mask_box(body, backend, margin=0)
+    if body_box is None:
+        area = np.zeros(nz, dtype=np.float64) * pixel_mm2
+        return BodyLandmarks(0, nz - 1, None, None, center, box, area, dz)
+    part = body[body_box]
+    components = label_components(part, backend, structure=in_plane_structure(backend))
+    counts = np.zeros(nz, dtype=np.int64)
+    counts[body_box[0]] = backend.to_host(part.sum(axis=(1, 2)))
+    area = counts.astype(np.float64) * pixel_mm2
     present = np.flatnonzero(area > 0)
     if components.count == 0 or present.size == 0:
         return BodyLandmarks(0, nz - 1, None, None, center, box, area, dz)
 
-    moments = _component_moments(components, body.shape, backend)
+    offset = (body_box[0].start, body_box[1].start, body_box[2].start)
+    moments = _component_moments(components, offset, backend)
     first, first_area, second_area = _two_largest_per_slice(moments, nz, pixel_mm2)
     has = first > 0
     center[has, 0] = moments.sum_y[first[has]] / moments.sizes[first[has]]
     center[has, 1] = moments.sum_x[first[has]] / moments.sizes[first[has]]
-    trunk = _trunk_and_boxes(components, first, box, backend)
+    trunk_part = _trunk_and_boxes(components, first, box, offset, backend)
+    trunk = paste(trunk_part, body_box, body.shape, backend)
 
     top = int(present[0])
     bottom = int(present[-1])
@@ -137,15 +149,19 @@ class _Moments:
     sum_x: NDArray[np.float64]
 
 
-def _component_moments(components: Any, shape: tuple[int, ...], backend: Backend) -> _Moments:
+def _component_moments(components: Any, offset: tuple[int, int, int], backend: Backend) -> _Moments:
+    """Moments of labels on a box whose first voxel is ``offset`` (z, y, x) of the grid."""
     xp = backend.xp
-    _, ny, nx = shape
+    _, ny, nx = components.labels.shape
     count = components.count
     flat = components.labels.ravel()
     where = xp.flatnonzero(flat)
     component = flat[where].astype(xp.int64)
     z_index, rest = xp.divmod(where, ny * nx)
     y_index, x_index = xp.divmod(rest, nx)
+    z_index += offset[0]
+    y_index += offset[1]
+    x_index += offset[2]
     sizes = components.sizes.astype(xp.float64)
     slice_of = xp.bincount(component, weights=z_index.astype(xp.float64), minlength=count + 1)
     slice_of[1:] /= sizes[1:]
@@ -179,10 +195,18 @@ def _two_largest_per_slice(
 
 
 def _trunk_and_boxes(
-    components: Any, first: NDArray[np.int64], box: NDArray[np.float64], backend: Backend
+    components: Any,
+    first: NDArray[np.int64],
+    box: NDArray[np.float64],
+    offset: tuple[int, int, int],
+    backend: Backend,
 ) -> Any:
-    """The trunk mask (each slice's largest component, on the device); fills ``box`` per slice."""
+    """The trunk mask on the labels' box (on the device); fills ``box`` per slice of the grid.
+
+    ``offset`` is the grid index (z, y, x) of the labels' first voxel.
+    """
     xp = backend.xp
+    z0, y0, x0 = offset
     has = first > 0
     is_trunk = xp.zeros(components.count + 1, dtype=bool)
     is_trunk[xp.asarray(first[has])] = True
@@ -190,8 +214,8 @@ def _trunk_and_boxes(
     rows = backend.to_host(trunk.any(axis=2))
     cols = backend.to_host(trunk.any(axis=1))
     for z in np.flatnonzero(has):
-        ys = np.flatnonzero(rows[z])
-        xs = np.flatnonzero(cols[z])
+        ys = np.flatnonzero(rows[z - z0]) + y0
+        xs = np.flatnonzero(cols[z - z0]) + x0
         box[z] = (ys[0], ys[-1], xs[0], xs[-1])
     return trunk
 

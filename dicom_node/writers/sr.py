@@ -57,8 +57,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +89,7 @@ from dicom_node.writers.seg import (
 )
 from dicom_node.writers.segment_references import SegmentReferences
 from dicom_node.writers.sr_comparison import comparison_groups, lesion_comparison_items
+from dicom_node.writers.sr_document import build_document, survey
 from dicom_node.writers.sr_quality import (
     description_suffix,
     reliability_evaluation,
@@ -636,24 +636,6 @@ def _replacement_note(predecessor: Dataset) -> str:
     )
 
 
-@contextmanager
-def _handed_over(report: hd.sr.MeasurementReport) -> Iterator[None]:
-    """Let highdicom use the report's content tree without deep-copying it.
-
-    ``hd.sr.Comprehensive3DSR`` deep-copies its ``content`` (about 200,000
-    elements on the reference exam: the largest part of the report's build
-    time) to keep a typed copy of the tree, while the SR's own elements come
-    from the original. The tree is built here for this one SR and nothing else
-    holds it, so the copy is the tree itself; the written bytes are the same.
-    """
-    root = report[0]
-    object.__setattr__(root, "__deepcopy__", lambda memo: root)
-    try:
-        yield
-    finally:
-        object.__delattr__(root, "__deepcopy__")
-
-
 def build_measurement_report(  # noqa: PLR0913 - keyword-only: each object the report cites
     ctx: WriterContext,
     result: ProcessingResult,
@@ -747,30 +729,38 @@ def build_measurement_report(  # noqa: PLR0913 - keyword-only: each object the r
         # TID 1600 Image Library: the computed-b images the locations are drawn on
         referenced_images=[builder.located[z] for z in sorted(builder.located)],
     )
+    root = report[0]
+    assert isinstance(root, hd.sr.ContainerContentItem)  # TID 1500's root container
+    tree = survey(root, LOCAL_CODING_SCHEME)
+
+    def build(content: Dataset, cited: Sequence[Dataset]) -> hd.sr.Comprehensive3DSR:
+        return hd.sr.Comprehensive3DSR(
+            evidence=cited,
+            content=content,
+            series_instance_uid=ctx.uids.uid("sr", "series"),
+            series_number=ctx.series_number("sr"),
+            # Other notes, predecessors, observer or reasons for doubt: another instance
+            # (none of them: the UID as before).
+            sop_instance_uid=ctx.uids.uid(
+                "sr", "instance", *_instance_seed(notes, predecessors, person_observer, result)
+            ),
+            # a report that replaces others sorts after them in a viewer
+            instance_number=1 + len(predecessors),
+            manufacturer=ctx.identity.manufacturer,
+            is_complete=True,
+            is_final=False,
+            is_verified=False,
+            institution_name=ctx.identity.institution_name or None,
+            contributing_equipment=ctx.contributing_equipment(
+                "Measurements of the tumour load, ADC statistics and lesions"
+            ),
+            previous_versions=list(predecessors) or None,
+        )
+
     try:
-        with _handed_over(report):
-            sr = hd.sr.Comprehensive3DSR(
-                evidence=[*first_evidence, parametric_map, *evidence],
-                content=report,
-                series_instance_uid=ctx.uids.uid("sr", "series"),
-                series_number=ctx.series_number("sr"),
-                # Other notes, predecessors, observer or reasons for doubt: another instance
-                # (none of them: the UID as before).
-                sop_instance_uid=ctx.uids.uid(
-                    "sr", "instance", *_instance_seed(notes, predecessors, person_observer, result)
-                ),
-                # a report that replaces others sorts after them in a viewer
-                instance_number=1 + len(predecessors),
-                manufacturer=ctx.identity.manufacturer,
-                is_complete=True,
-                is_final=False,
-                is_verified=False,
-                institution_name=ctx.identity.institution_name or None,
-                contributing_equipment=ctx.contributing_equipment(
-                    "Measurements of the tumour load, ADC statistics and lesions"
-                ),
-                previous_versions=list(predecessors) or None,
-            )
+        sr = build_document(
+            root, [*first_evidence, parametric_map, *evidence], tree.referenced, build
+        )
     except ValueError as exc:
         raise WriterError(f"Measurement Report could not be built: {exc}") from exc
     revised = " (revised)" if predecessors else ""
@@ -779,7 +769,7 @@ def build_measurement_report(  # noqa: PLR0913 - keyword-only: each object the r
     sr.ManufacturerModelName = ctx.identity.model_name
     sr.SoftwareVersions = ctx.identity.software_version
     sr.DeviceSerialNumber = ctx.identity.device_serial_number
-    if _uses_local_codes(sr):
+    if tree.uses_scheme:
         scheme = Dataset()  # declares the private scheme of the 99WBDWI codes
         scheme.CodingSchemeDesignator = LOCAL_CODING_SCHEME
         scheme.CodingSchemeName = "wbdwi-node local codes"
@@ -832,22 +822,3 @@ def report_reference(path: Path | str) -> Dataset:
         if keyword in header:
             reference[keyword] = header[keyword]
     return reference
-
-
-def _uses_local_codes(dataset: Dataset) -> bool:
-    """Whether any content item names or holds a code of the private scheme."""
-    stack = list(dataset.get("ContentSequence", []))
-    while stack:
-        item = stack.pop()
-        for keyword in (
-            "ConceptNameCodeSequence",
-            "ConceptCodeSequence",
-            "MeasurementUnitsCodeSequence",
-        ):
-            for code in item.get(keyword, []):
-                if code.get("CodingSchemeDesignator") == LOCAL_CODING_SCHEME:
-                    return True
-        for measured in item.get("MeasuredValueSequence", []):
-            stack.append(measured)
-        stack.extend(item.get("ContentSequence", []))
-    return False

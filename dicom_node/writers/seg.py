@@ -37,8 +37,10 @@ has loaded, so listing the original station series made it attach the SEG to
 a station and hang. The chain back to the acquisition goes through the
 computed-b images, whose Source Image Sequence names the original b-value
 images of each slice.
-Only the slices that hold tumour are passed to highdicom, which keeps memory
-to ``slices_with_tumour x rows x columns x segments`` booleans.
+Only the slices that hold tumour are passed to highdicom, as one label map
+per SEG (each voxel's segment number; the segments of a SEG never overlap):
+memory ``slices_with_tumour x rows x columns`` bytes whatever the number of
+segments, and voxel counts from one pass over the labels, not one per segment.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from dataclasses import dataclass
 
 import highdicom as hd
 import numpy as np
+from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
@@ -170,7 +173,7 @@ def _class_label(adc_class: AdcClass, yellow_lower: float, green_lower: float) -
 
 
 class _SegmentBuilder:
-    """Segments of one SEG: descriptions, planes (the tumour slices only) and infos."""
+    """Segments of one SEG: descriptions and infos; the pixels come as one label map."""
 
     def __init__(
         self,
@@ -185,23 +188,23 @@ class _SegmentBuilder:
         self.algorithm = algorithm
         self.sub = sub
         self.descriptions: list[hd.seg.SegmentDescription] = []
-        self.planes: list[np.ndarray] = []
 
     def add(
         self,
         label: str,
         tracking_id: str,
-        voxels: np.ndarray,
+        voxels: int,
         rgb: tuple[int, int, int],
         regions: list[Code] | None,
     ) -> SegmentInfo:
+        """Describe the next segment (number ``len(descriptions) + 1``) of ``voxels`` voxels."""
         number = len(self.descriptions) + 1
         info = SegmentInfo(
             number=number,
             label=label,
             tracking_uid=self.ctx.uids.uid("tracking", tracking_id),
             tracking_id=tracking_id,
-            voxels=int(voxels.sum()),
+            voxels=voxels,
             sop_instance_uid=self.sop_instance_uid,
         )
         self.descriptions.append(
@@ -218,22 +221,44 @@ class _SegmentBuilder:
                 display_color=hd.color.CIELabColor.from_rgb(*rgb),
             )
         )
-        self.planes.append(voxels[self.sub])
         return info
+
+    def label_map(
+        self,
+        numbers: NDArray[np.integer],
+        lookup: NDArray[np.integer],
+        inside: NDArray[np.bool_] | None = None,
+    ) -> NDArray[np.unsignedinteger]:
+        """``lookup[numbers]`` on the tumour slices: each voxel's segment number (0: none).
+
+        Voxels not ``inside`` (when given) are in no segment.
+
+        The segments of one SEG never overlap, so highdicom takes them as one
+        label map (uint8, or uint16 beyond 255 segments) instead of a stack of
+        one mask per segment: the same frames, without the stack's memory
+        (slices x rows x columns x segments) or its overlap check.
+        """
+        dtype = np.uint8 if len(self.descriptions) <= np.iinfo(np.uint8).max else np.uint16
+        labels: NDArray[np.unsignedinteger] = lookup.astype(dtype)[numbers[self.sub]]
+        if inside is not None:
+            labels[~inside[self.sub]] = 0
+        return labels
 
     def build(
         self,
         geometric_source: Sequence[Dataset],
+        labels: NDArray[np.unsignedinteger],
         *,
         content_label: str,
         content_description: str,
         series_description: str,
     ) -> hd.seg.Segmentation:
+        """The SEG of the described segments; ``labels`` from :meth:`label_map`."""
         ctx = self.ctx
         try:
             seg = hd.seg.Segmentation(
                 source_images=list(geometric_source[self.sub]),
-                pixel_array=np.stack(self.planes, axis=-1),
+                pixel_array=labels,
                 segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
                 segment_descriptions=self.descriptions,
                 series_instance_uid=ctx.uids.uid(self.kind, "series"),
@@ -258,6 +283,85 @@ class _SegmentBuilder:
         set_dimension_organization_uid(seg, ctx.uids.uid(self.kind, "dimension-organization"))
         ctx.stamp_series(seg)
         return seg
+
+
+def _check_labels(
+    mask: NDArray[np.bool_],
+    classes: NDArray[np.integer],
+    lesions: NDArray[np.integer],
+    lesion_stats: Sequence[LesionStats],
+) -> None:
+    """The checks of :func:`build_segmentation` on the tumour mask and its label maps."""
+    if not mask.any():
+        raise EmptySegmentationError(
+            "the tumour mask is empty: no SEG is written for an exam without segmented disease"
+        )
+    if np.any(classes[~mask]) or np.any(lesions[~mask]):
+        raise ResultGeometryError("ADC class or lesion labels lie outside the tumour mask")
+    class_values = {adc_class.value for adc_class in AdcClass}
+    if not np.isin(classes[mask], list(class_values)).all():
+        raise ResultGeometryError(
+            "tumour voxels without an ADC class: the class SEG must cover the tumour mask"
+        )
+    labels_present = set(np.unique(lesions[mask]).tolist()) - {0}
+    labels_reported = {lesion.label for lesion in lesion_stats}
+    if any(label <= 0 for label in labels_reported):
+        raise ResultGeometryError(
+            f"lesion labels must be positive (0 is no lesion), got {sorted(labels_reported)[:10]}"
+        )
+    if labels_present != labels_reported:
+        raise ResultGeometryError(
+            f"lesion labels in the map {sorted(labels_present)[:10]} differ from the lesions "
+            f"reported in the statistics {sorted(labels_reported)[:10]}"
+        )
+
+
+def _lesion_segmentation(
+    by_lesion: _SegmentBuilder,
+    result: ProcessingResult,
+    geometric_source: Sequence[Dataset],
+    lesion_counts: NDArray[np.integer],
+) -> tuple[hd.seg.Segmentation | None, dict[int, SegmentInfo], SegmentInfo | None]:
+    """The lesion SEG (lesions, then other foci), its lesion segments and other foci.
+
+    ``lesion_counts[label]``: tumour voxels of each lesion label (0: of no lesion).
+    """
+    lesion_infos: dict[int, SegmentInfo] = {}
+    lesion_numbers = np.zeros(len(lesion_counts), dtype=np.intp)
+    for index, lesion in enumerate(result.stats.lesions, start=1):
+        code = region_code(lesion.region)
+        info = by_lesion.add(
+            lesion_label(index, lesion),
+            f"lesion-{index}",
+            int(lesion_counts[lesion.label]),
+            LESION_PALETTE[(index - 1) % len(LESION_PALETTE)],
+            [code] if code is not None else None,
+        )
+        lesion_infos[lesion.label] = info
+        lesion_numbers[lesion.label] = info.number
+    other_info: SegmentInfo | None = None
+    rest = int(lesion_counts[0])  # tumour voxels of no lesion
+    if rest:
+        count, volume = other_foci(result.stats)
+        volume = volume or float(rest) * by_lesion.ctx.exam.voxel_volume_ml
+        counted = f" ({count})" if count else ""
+        label = f"Other foci{counted}, {volume:.1f} ml"
+        other_info = by_lesion.add(label, "other-foci", rest, OTHER_FOCI_RGB, [codes.SCT.Bone])
+        lesion_numbers[0] = other_info.number
+    lesion_seg = None
+    if by_lesion.descriptions:
+        lesion_seg = by_lesion.build(
+            geometric_source,
+            by_lesion.label_map(
+                np.asarray(result.lesion_labels),
+                lesion_numbers,
+                inside=np.asarray(result.tumour_mask, dtype=bool),
+            ),
+            content_label="LESIONS",
+            content_description="Lesions of the tumour load, numbered as in the report",
+            series_description="Tumour load lesions (SEG) wbdwi",
+        )
+    return lesion_seg, lesion_infos, other_info
 
 
 def build_segmentation(
@@ -291,25 +395,9 @@ def build_segmentation(
         raise ResultGeometryError(
             f"SEG needs one source image per slice ({grid.slices}), got {len(geometric_source)}"
         )
-    if not mask.any():
-        raise EmptySegmentationError(
-            "the tumour mask is empty: no SEG is written for an exam without segmented disease"
-        )
-    if np.any(classes[~mask]) or np.any(lesions[~mask]):
-        raise ResultGeometryError("ADC class or lesion labels lie outside the tumour mask")
-    class_values = {adc_class.value for adc_class in AdcClass}
-    if not np.isin(classes[mask], list(class_values)).all():
-        raise ResultGeometryError(
-            "tumour voxels without an ADC class: the class SEG must cover the tumour mask"
-        )
-    lesion_stats = result.stats.lesions
-    labels_present = set(np.unique(lesions[mask]).tolist()) - {0}
-    labels_reported = {lesion.label for lesion in lesion_stats}
-    if labels_present != labels_reported:
-        raise ResultGeometryError(
-            f"lesion labels in the map {sorted(labels_present)[:10]} differ from the lesions "
-            f"reported in the statistics {sorted(labels_reported)[:10]}"
-        )
+    _check_labels(mask, classes, lesions, result.stats.lesions)
+    labels_reported = {lesion.label for lesion in result.stats.lesions}
+    class_values = [adc_class.value for adc_class in AdcClass]
 
     occupied = np.flatnonzero(mask.any(axis=(1, 2)))
     sub = slice(int(occupied[0]), int(occupied[-1]) + 1)
@@ -322,59 +410,46 @@ def build_segmentation(
     class_volumes = result.stats.classes
     bone = [codes.SCT.Bone]
 
+    # voxels per class and per lesion label (checked above: classes 1-3, lesions > 0)
+    class_counts = np.bincount(classes[mask], minlength=max(class_values) + 1)
+    lesion_counts = np.bincount(lesions[mask], minlength=max(labels_reported, default=0) + 1)
+
     by_class = _SegmentBuilder(ctx, "seg", algorithm, sub)
     class_infos: dict[AdcClass, SegmentInfo] = {}
+    class_numbers = np.zeros(len(class_counts), dtype=np.intp)
     for adc_class in AdcClass:
         label = _class_label(
             adc_class, class_volumes.yellow_lower_um2s, class_volumes.green_lower_um2s
         )
-        class_infos[adc_class] = by_class.add(
+        info = by_class.add(
             label,
             f"adc-class-{adc_class.name.lower()}",
-            classes == adc_class.value,
+            int(class_counts[adc_class.value]),
             ADC_CLASS_RGB[adc_class],
             bone,
         )
+        class_infos[adc_class] = info
+        class_numbers[adc_class.value] = info.number
     class_seg = by_class.build(
         geometric_source,
+        by_class.label_map(classes, class_numbers),
         content_label="ADCCLASSES",
         content_description="Tumour load by ADC class (red, yellow, green)",
         series_description="Tumour load by ADC class (SEG) wbdwi",
     )
 
-    by_lesion = _SegmentBuilder(ctx, "seg-lesions", algorithm, sub)
-    lesion_infos: dict[int, SegmentInfo] = {}
-    for index, lesion in enumerate(lesion_stats, start=1):
-        code = region_code(lesion.region)
-        lesion_infos[lesion.label] = by_lesion.add(
-            lesion_label(index, lesion),
-            f"lesion-{index}",
-            lesions == lesion.label,
-            LESION_PALETTE[(index - 1) % len(LESION_PALETTE)],
-            [code] if code is not None else None,
-        )
-    other_info: SegmentInfo | None = None
-    rest = mask & (lesions == 0)
-    if rest.any():
-        count, volume = other_foci(result.stats)
-        volume = volume or float(rest.sum()) * ctx.exam.voxel_volume_ml
-        counted = f" ({count})" if count else ""
-        label = f"Other foci{counted}, {volume:.1f} ml"
-        other_info = by_lesion.add(label, "other-foci", rest, OTHER_FOCI_RGB, bone)
-    lesion_seg = None
-    if by_lesion.descriptions:
-        lesion_seg = by_lesion.build(
-            geometric_source,
-            content_label="LESIONS",
-            content_description="Lesions of the tumour load, numbered as in the report",
-            series_description="Tumour load lesions (SEG) wbdwi",
-        )
+    lesion_seg, lesion_infos, other_info = _lesion_segmentation(
+        _SegmentBuilder(ctx, "seg-lesions", algorithm, sub),
+        result,
+        geometric_source,
+        lesion_counts,
+    )
     total = SegmentInfo(
         number=0,
         label="Total tumour load",
         tracking_uid=ctx.uids.uid("tracking", "total-tumour-load"),
         tracking_id="total-tumour-load",
-        voxels=int(mask.sum()),
+        voxels=int(class_counts.sum()),
     )
     return SegmentationOutput(
         dataset=class_seg,

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from processing.backend import Backend
-from processing.crop import mask_box, paste
+from processing.crop import box_or_whole, mask_box, paste
 from processing.landmarks import BodyLandmarks
 from processing.segmentation import (
     Components,
@@ -82,11 +82,19 @@ def head_exclusion(
     vault_end = landmarks.top + math.floor(settings.skull_vault_fraction * (neck - landmarks.top))
     if vault_end < landmarks.top:
         return excluded
-    # Depth below the skin in 3-D (anisotropic spacing); slices above the vault end only.
+    # Depth below the skin in 3-D (anisotropic spacing); slices above the vault end only,
+    # on the head's box grown by one voxel. The nearest background voxel of a head voxel
+    # is never outside that box (the box's outer layer is background and nearer), and the
+    # exact feature transform then picks the same one on the box as on the whole volume.
     head = body[: vault_end + 1]
-    depth = backend.ndimage.distance_transform_edt(head, sampling=spacing_mm)
-    shell = head & (depth <= xp.float32(settings.skull_shell_mm))
-    excluded[: vault_end + 1] = ~shell
+    box = mask_box(head, backend, margin=1)
+    if box is None:  # no head voxel above the vault end: all of it is excluded
+        excluded[: vault_end + 1] = True
+        return excluded
+    part = head[box]
+    depth = backend.ndimage.distance_transform_edt(part, sampling=spacing_mm)
+    shell = part & (depth <= xp.float32(settings.skull_shell_mm))
+    excluded[: vault_end + 1] = ~paste(shell, box, head.shape, backend)
     return excluded
 
 
@@ -107,11 +115,12 @@ def fluid_and_kidney(
     """
     xp = backend.xp
     ndimage = backend.ndimage
-    # On the candidates' box grown by two voxels, exactly as on the whole volume: the
-    # filters' inputs are 0 outside the candidates, a uniform filter's running sum
-    # along a line is then exactly 0 up to two voxels before them (where each box line
-    # starts), and the dilation reaches one voxel out.
-    box = mask_box(candidates, backend, margin=2)
+    # On the candidates' box grown by one voxel, exactly as on the whole volume: the
+    # filters' inputs are 0 outside the candidates, so a uniform filter's running sum
+    # along a line is exactly 0 one voxel before them, where each line of the box starts
+    # (its first window sums 0 + 0 + x as the whole line's running sum adds x to 0).
+    # The dilation's result is only kept on candidates, all inside the box.
+    box = mask_box(candidates, backend, margin=1)
     if box is None:
         return xp.zeros_like(candidates)
     inside = candidates[box]
@@ -129,8 +138,11 @@ def fluid_and_kidney(
     keep = components.sizes >= max(1, math.ceil(settings.fluid_min_volume_ml / voxel_ml))
     keep[0] = False
     organ = keep[components.labels]
-    organ = ndimage.binary_dilation(organ, structure=xp.ones((3, 3, 3), dtype=bool))
-    return paste(organ & inside, box, candidates.shape, backend)
+    near = box_or_whole(organ, backend, margin=1)  # the dilation's reach
+    grown = ndimage.binary_dilation(organ[near], structure=xp.ones((3, 3, 3), dtype=bool))
+    removed = xp.zeros_like(inside)
+    removed[near] = grown & inside[near]
+    return paste(removed, box, candidates.shape, backend)
 
 
 def spinal_cord(
@@ -170,8 +182,11 @@ def spinal_cord(
     long_enough = (last - first + 1) * dz >= settings.cord_min_length_mm
     long_enough[0] = False
     cord = long_enough[chains.labels]
-    cord = ndimage.binary_dilation(cord, structure=in_plane_structure(backend))
-    return paste(cord & inside, box, candidates.shape, backend)
+    near = box_or_whole(cord, backend, margin=1)  # the dilation's reach
+    grown = ndimage.binary_dilation(cord[near], structure=in_plane_structure(backend))
+    removed = xp.zeros_like(inside)
+    removed[near] = grown & inside[near]
+    return paste(removed, box, candidates.shape, backend)
 
 
 def marrow_like(

@@ -27,7 +27,7 @@ from processing.adc import (
 )
 from processing.backend import Backend, Device, select_backend
 from processing.computed_b import compute_high_b
-from processing.crop import box_or_whole, paste
+from processing.crop import box_or_whole, mask_box, paste
 from processing.exam import DwiExam, index_to_patient
 from processing.landmarks import BodyLandmarks, find_landmarks
 from processing.normal_structures import (
@@ -432,7 +432,7 @@ def _segment(
     if settings.threshold_smoothing_mm > 0:
         _, dy, dx = spacing
         sigma = (0.0, settings.threshold_smoothing_mm / dy, settings.threshold_smoothing_mm / dx)
-        smoothed = backend.ndimage.gaussian_filter(high_b, sigma=sigma, mode="constant")
+        smoothed = _smooth_in_body(high_b, body, sigma, backend)
     marrow = marrow_like(adc, valid, low_b, low_reference, settings=settings, backend=backend)
     marrow_ref = marrow_reference(smoothed, adc, marrow & body, backend)
     candidates = tissue & (smoothed >= xp.float32(threshold))
@@ -554,6 +554,24 @@ def _image_signals(  # noqa: PLR0913
         neck_found=landmarks.neck is not None,
         crotch_found=landmarks.crotch is not None,
     )
+
+
+def _smooth_in_body(
+    image: Any, body: Any, sigma: tuple[float, float, float], backend: Backend
+) -> Any:
+    """``gaussian_filter(image, sigma, mode="constant")`` inside the body's bounding box, 0 outside.
+
+    Only voxels of the body are read from the smoothed image. ``image`` (a
+    computed-b image) is 0 outside the body, the value the constant mode puts
+    beyond the box's edges, and each smoothed voxel is a weighted sum over its
+    own window (no running sum): inside the box the result equals the
+    whole-volume filter's bit for bit.
+    """
+    box = mask_box(body, backend, margin=0)
+    if box is None:
+        return backend.ndimage.gaussian_filter(image, sigma=sigma, mode="constant")
+    part = backend.ndimage.gaussian_filter(image[box], sigma=sigma, mode="constant")
+    return paste(part, box, image.shape, backend)
 
 
 def _marrow_gap_mm(

@@ -34,6 +34,8 @@ import structlog
 
 from dicom_node.assembly.assemble import AssembledExam, assemble_exam
 from dicom_node.assembly.coverage import CoverageExpectation, with_coverage_findings
+from dicom_node.assembly.dwi_frames import read_instance
+from dicom_node.assembly.read_ahead import InstanceCache, ReadResult
 from dicom_node.package_version import installed_version
 from dicom_node.writers.write_results import earlier_version_reports, write_results
 from processing.backend import Device, is_device_error, recheck_gpu, select_backend
@@ -168,6 +170,8 @@ def run_exam(
     request: ExamRequest,
     priors: PriorsSource,
     correction: CorrectionReader | None = None,
+    *,
+    instances: InstanceCache | None = None,
 ) -> ExamRun:
     """Assemble, compare with priors, process and write the results of one exam.
 
@@ -182,6 +186,10 @@ def run_exam(
         Reads a reader's SEG onto the exam: its mask is measured instead of
         the segmentation (no GPU fallback), and the reader-corrected SEG, SR
         and key images are written. ``None``: the automatic run.
+    instances
+        The node's read-ahead cache: the input files it read while they arrived
+        are taken from it (and dropped from it once assembled); ``None``: every
+        file is read now.
 
     Raises
     ------
@@ -197,7 +205,30 @@ def run_exam(
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    assembled = assemble_exam(request.inputs)
+    read_before = 0
+    if instances is None:
+        assembled = assemble_exam(request.inputs)
+    else:
+        cache = instances
+
+        def read(path: str) -> ReadResult:
+            nonlocal read_before
+            found = cache.lookup(path)
+            if found is None:
+                return read_instance(path)
+            read_before += 1
+            return found
+
+        try:
+            assembled = assemble_exam(request.inputs, read=read)
+        finally:
+            cache.discard(request.inputs)
+    LOGGER.info(
+        "exam_assembled",
+        instances=len(request.inputs),
+        read_ahead=read_before,  # of them read while they arrived
+        seconds=round(time.perf_counter() - started, 3),
+    )
     exam = assembled.exam
     prepared_correction = None if correction is None else correction(exam)
     timings["assemble"] = time.perf_counter() - started

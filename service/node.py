@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from dicom_node.assembly.read_ahead import InstanceCache, ReadAhead
 from dicom_node.errors import InvalidInstanceError
 from dicom_node.package_version import installed_version
 from dicom_node.receive.scp import DicomReceiver, ReceiverConfig
@@ -46,7 +47,14 @@ from service.settings import OtherStoragePolicy, Settings
 from service.storage import LocalStorage
 from service.web.app import create_app
 from service.web.server import WebServer
-from service.worker import JobOutcome, PriorsWait, Worker, WorkerIdentity, warm_up_gpu
+from service.worker import (
+    JobOutcome,
+    PriorsWait,
+    Worker,
+    WorkerIdentity,
+    run_job,
+    warm_up_gpu,
+)
 
 if TYPE_CHECKING:
     from service.queue_celery.receiver import CeleryReceiver
@@ -54,6 +62,9 @@ if TYPE_CHECKING:
 __all__ = ["Node", "PortUnavailableError", "RecoveryReport", "check_port_free"]
 
 LOGGER = structlog.get_logger(__name__)
+
+# What is read ahead: the images assembly reads (MR Image, Enhanced MR Image Storage).
+_READ_AHEAD_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1"})
 
 JOB_STORE_FILE = "jobs.sqlite"
 
@@ -128,10 +139,22 @@ class Node:
             self.store, settings.export, settings.node.ae_title, tls=settings.tls.export_context()
         )
         self.disk = DiskGuard(self.data_dir, settings.node.min_free_disk_mb)
+        # Input images are read as they arrive when this process runs the jobs.
+        self.read_ahead = (
+            ReadAhead(InstanceCache(settings.node.read_ahead_mb * 1024 * 1024))
+            if settings.node.read_ahead_mb > 0 and settings.queue.backend != "celery"
+            else None
+        )
+        runner = (
+            run_job
+            if self.read_ahead is None
+            else functools.partial(run_job, instances=self.read_ahead.cache)
+        )
         # One Worker per thread (node.workers), each with its own current job and counters.
         self.workers = [
             Worker(
                 self.store,
+                runner=runner,
                 on_finished=self._job_finished,
                 priors_wait=PriorsWait(
                     retry_seconds=settings.priors.retry_seconds,
@@ -174,6 +197,7 @@ class Node:
             ),
             self.spool,
             self.store,
+            on_stored=self._stored,
             on_mpps_completed=self.completion.wake,
         )
         self.http: WebServer | None = None
@@ -276,6 +300,9 @@ class Node:
             self._spawn("dispatcher", lambda: receiver.run_dispatcher(self._worker_stop))
             self._spawn("queue-events", lambda: receiver.run_events(self._worker_stop))
         self._spawn("exporter", lambda: self.exporter.run(self._stop))
+        if self.read_ahead is not None:
+            read_ahead = self.read_ahead
+            self._spawn("read-ahead", lambda: read_ahead.run(self._stop))
         if self.settings.retention.enabled:
             self._spawn("retention", lambda: self.retention.run(self._stop))
         if self.http is not None:
@@ -341,6 +368,8 @@ class Node:
         self.spool.close()
         self._stop.set()
         self._worker_stop.set()
+        if self.read_ahead is not None:
+            self.read_ahead.stop()
         self.completion.wake()
         for worker in self.workers:
             worker.wake()
@@ -412,6 +441,11 @@ class Node:
             priors_wait=self.worker.priors_wait,
             storage=None if queue.storage_root is None else LocalStorage(queue.storage_root),
         )
+
+    def _stored(self, instance: SpooledInstance) -> None:
+        """An instance was stored: an MR image is read ahead for its exam's assembly."""
+        if self.read_ahead is not None and instance.sop_class_uid in _READ_AHEAD_CLASSES:
+            self.read_ahead.offer(instance.path)
 
     def _wake_job_takers(self) -> None:
         """A job was queued: the workers (or the queue dispatcher) look at once."""

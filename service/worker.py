@@ -27,6 +27,7 @@ from pathlib import Path
 
 import structlog
 
+from dicom_node.assembly.read_ahead import InstanceCache
 from dicom_node.errors import DicomNodeError, NoDiffusionSeriesError
 from dicom_node.scu.export import read_result_identity
 from processing.backend import Device, disable_gpu, is_device_error, use_gpu_index
@@ -87,7 +88,12 @@ class PriorsWait:
     max_wait_seconds: float = 1800.0
 
 
-def run_job(spec: JobSpec, *, history: ExamHistory | None = None) -> JobOutcome:
+def run_job(
+    spec: JobSpec,
+    *,
+    history: ExamHistory | None = None,
+    instances: InstanceCache | None = None,
+) -> JobOutcome:
     """Assemble, compare with priors, process and write the results of one exam.
 
     The job spec turned into :func:`service.exam_run.run_exam`'s arguments,
@@ -106,6 +112,9 @@ def run_job(spec: JobSpec, *, history: ExamHistory | None = None) -> JobOutcome:
     :class:`~service.errors.InputsMissingError` when spooled inputs are gone;
     :class:`~service.errors.PriorsUnavailableError` when the priors peer
     cannot be asked and ``spec.priors.continue_without_pacs`` is off.
+
+    ``instances``: the node's read-ahead cache (:mod:`dicom_node.assembly.read_ahead`),
+    which holds the input files read while they arrived.
     """
     if spec.correction is not None:
         check_correction_target(spec.correction)
@@ -138,6 +147,7 @@ def run_job(spec: JobSpec, *, history: ExamHistory | None = None) -> JobOutcome:
         request,
         HistoryPriors(spec.priors, history=history),
         None if spec.correction is None else partial(prepare_correction, spec),
+        instances=instances,
     )
     result = run.result
     warnings = (*run.notes, *([run.gpu_fallback] if run.gpu_fallback else []))

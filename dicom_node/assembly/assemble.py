@@ -25,7 +25,7 @@ to see whether a station or a b-value is missing
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,13 +144,21 @@ def _check_single_study(frames: list[DwiFrame]) -> SeriesHeader:
     return first
 
 
-def assemble_exam(paths: Iterable[Path | str]) -> AssembledExam:
+def assemble_exam(
+    paths: Iterable[Path | str],
+    *,
+    read: Callable[[str], DwiInstance | NotDwiInstance | SkippedFile] = read_instance,
+) -> AssembledExam:
     """Assemble the whole-body DWI exam from the files of one study.
 
     Parameters
     ----------
     paths
         The stored files (any order). Non-DICOM files are skipped and reported.
+    read
+        How a file is read: :func:`read_instance`, or the node's read-ahead cache
+        (:meth:`dicom_node.assembly.read_ahead.InstanceCache.read`), which gives
+        what it returned for the file as it is now.
 
     Returns
     -------
@@ -168,7 +176,7 @@ def assemble_exam(paths: Iterable[Path | str]) -> AssembledExam:
     skipped: list[SkippedFile] = []
     not_dwi: dict[str, tuple[SeriesHeader, Counter[str]]] = {}
     for path in sorted(str(p) for p in paths):
-        result = read_instance(path)
+        result = read(path)
         if isinstance(result, SkippedFile):
             skipped.append(result)
         elif isinstance(result, NotDwiInstance):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,7 @@ def store_results(
 
 def _store_one(
     association: Any,
-    accepted: set[tuple[str, str]],
+    accepted: AbstractSet[tuple[str | None, str]],
     result: ResultFile,
     destination: Destination,
 ) -> StoreOutcome:

@@ -1,0 +1,124 @@
+"""The read-ahead cache: what assembly gets from it is what reading the file now gives."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import dcmread
+
+from dicom_node.assembly.assemble import assemble_exam
+from dicom_node.assembly.dwi_frames import DwiInstance, read_instance
+from dicom_node.assembly.read_ahead import InstanceCache, ReadAhead
+from dicom_node.errors import UnreadableInstanceError
+from dicom_node.simulator.scanner import write_exam
+from processing.phantom import make_phantom
+
+
+@pytest.fixture(scope="module")
+def exam_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("read-ahead-exam")
+    return sorted(write_exam(make_phantom("small", seed=3), folder, distractors=True))
+
+
+def _dwi_files(files: list[Path]) -> list[Path]:
+    return [path for path in files if isinstance(read_instance(path), DwiInstance)]
+
+
+def test_assembly_from_the_cache_equals_assembly_from_the_files(exam_files: list[Path]) -> None:
+    cache = InstanceCache(max_bytes=1 << 30)
+    for path in exam_files:
+        cache.prefetch(path)
+    read_now = assemble_exam(exam_files)
+    from_cache = assemble_exam(exam_files, read=cache.read)
+    assert cache.hits == len(exam_files) and cache.misses == 0
+    assert np.array_equal(read_now.exam.signal, from_cache.exam.signal)
+    assert np.array_equal(read_now.exam.affine, from_cache.exam.affine)
+    assert read_now.exam.b_values == from_cache.exam.b_values
+    assert read_now.series_ignored == from_cache.series_ignored
+    assert read_now.exam.series_used == from_cache.exam.series_used
+
+
+def test_a_file_stored_again_is_read_again(exam_files: list[Path], tmp_path: Path) -> None:
+    source = _dwi_files(exam_files)[0]
+    path = tmp_path / "instance.dcm"
+    shutil.copyfile(source, path)
+    cache = InstanceCache(max_bytes=1 << 30)
+    assert cache.prefetch(path)
+    first = cache.read(path)
+    assert isinstance(first, DwiInstance)
+    # The scanner sends the instance again with other pixels: the spool replaces the file.
+    dataset = dcmread(path)
+    pixels = dataset.pixel_array.copy()
+    pixels[:] = 7
+    dataset.PixelData = pixels.tobytes()
+    time.sleep(0.01)  # a later modification time even on coarse clocks
+    dataset.save_as(tmp_path / "replacement.dcm")
+    (tmp_path / "replacement.dcm").replace(path)
+    second = cache.read(path)
+    assert isinstance(second, DwiInstance)
+    assert cache.misses == 1
+    assert int(second.frames[0].stored.max()) == 7
+    assert not np.array_equal(first.frames[0].stored, second.frames[0].stored)
+
+
+def test_a_file_that_cannot_be_read_is_not_kept_and_the_job_gets_the_error(
+    tmp_path: Path,
+) -> None:
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff" + b"x" * 20)
+    cache = InstanceCache(max_bytes=1 << 30)
+    assert not cache.prefetch(broken)
+    assert len(cache) == 0
+    with pytest.raises(UnreadableInstanceError):
+        cache.read(broken)
+
+
+def test_the_cache_keeps_at_most_its_bound_oldest_out(exam_files: list[Path]) -> None:
+    dwi = _dwi_files(exam_files)[:6]
+    one = sum(frame.stored.nbytes for frame in read_instance(dwi[0]).frames)  # type: ignore[union-attr]
+    cache = InstanceCache(max_bytes=3 * one)
+    for path in dwi:
+        assert cache.prefetch(path)
+    assert cache.nbytes <= 3 * one
+    assert len(cache) == 3
+    assert cache.lookup(dwi[0]) is None  # the first read went first
+    assert cache.lookup(dwi[-1]) is not None
+    cache.discard(dwi)
+    assert len(cache) == 0 and cache.nbytes == 0
+
+
+def test_cached_pixels_cannot_be_changed_by_a_job(exam_files: list[Path]) -> None:
+    path = _dwi_files(exam_files)[0]
+    cache = InstanceCache(max_bytes=1 << 30)
+    cache.prefetch(path)
+    found = cache.lookup(path)
+    assert isinstance(found, DwiInstance)
+    with pytest.raises(ValueError, match="read-only"):
+        found.frames[0].stored[0, 0] = 1
+
+
+def test_the_read_ahead_thread_reads_what_it_is_offered(exam_files: list[Path]) -> None:
+    read_ahead = ReadAhead(InstanceCache(max_bytes=1 << 30))
+    stop = threading.Event()
+    thread = threading.Thread(target=read_ahead.run, args=(stop,))
+    thread.start()
+    try:
+        for path in exam_files:
+            read_ahead.offer(path)
+        read_ahead.offer(exam_files[0].parent / "gone.dcm")  # removed meanwhile: skipped
+        deadline = time.monotonic() + 60
+        while read_ahead.read + read_ahead.failed < len(exam_files) + 1:
+            assert time.monotonic() < deadline, "the read-ahead thread did not keep up"
+            time.sleep(0.02)
+    finally:
+        read_ahead.stop()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert read_ahead.read == len(exam_files)
+    assert read_ahead.failed == 1
+    assert all(read_ahead.cache.lookup(path) is not None for path in exam_files)

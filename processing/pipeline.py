@@ -27,7 +27,7 @@ from processing.adc import (
 )
 from processing.backend import Backend, Device, select_backend
 from processing.computed_b import compute_high_b
-from processing.crop import box_or_whole, mask_box, paste
+from processing.crop import Box, box_or_whole, mask_box, paste
 from processing.exam import DwiExam, index_to_patient
 from processing.landmarks import BodyLandmarks, find_landmarks
 from processing.normal_structures import (
@@ -419,8 +419,13 @@ def _segment(
 
     The high-b image is the computed one at ``settings.segmentation_b_value``.
     """
-    low_b, adc, valid, body = maps.low_b, maps.adc, maps.valid, maps.body
-    high_b = maps.images[settings.segmentation_b_value]
+    # Every mask below lies in the body: work on the body's columns (its in-plane box
+    # grown by one voxel, every slice, so that the per-slice rules see the same slice
+    # indices and the head's depth map the same background), then paste the tumour back.
+    columns = _body_columns(maps.body, backend)
+    low_b, adc, valid = maps.low_b[columns], maps.adc[columns], maps.valid[columns]
+    body = maps.body[columns]
+    high_b = maps.images[settings.segmentation_b_value][columns]
     landmarks, noise_sigma = maps.landmarks, maps.noise_sigma
     xp = backend.xp
     spacing = exam.spacing_mm
@@ -447,7 +452,7 @@ def _segment(
     )
     candidates &= ~head_exclusion(body, landmarks, spacing, settings, backend)
     if settings.cranio_caudal_limit_z_mm is not None:
-        candidates &= _below_limit(exam, settings.cranio_caudal_limit_z_mm, backend)
+        candidates &= _below_limit(exam, settings.cranio_caudal_limit_z_mm, backend)[columns]
     candidates &= ~fluid_and_kidney(candidates, adc, spacing, settings, backend)
     window_low, window_high = settings.adc_window_um2s
     candidates &= (adc >= xp.float32(window_low)) & (adc <= xp.float32(window_high))
@@ -491,7 +496,13 @@ def _segment(
         marrow_adc_sd_um2s=marrow_ref.adc_sd,
         quality=assess_image(signals, settings),
     )
-    return tumour, summary
+    return paste(tumour, columns, maps.body.shape, backend), summary
+
+
+def _body_columns(body: Any, backend: Backend) -> Box:
+    """Every slice of the body's in-plane box grown by one voxel (the whole grid without body)."""
+    box = box_or_whole(body, backend, margin=1)
+    return (slice(0, body.shape[0]), *box[1:])
 
 
 # Each argument is one measured input of the image checks, so that processing.quality's

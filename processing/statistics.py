@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from processing.backend import Backend
+from processing.crop import box_or_whole, paste
 from processing.results import AdcClass, AdcStats, ClassVolumes, Histogram
 
 __all__ = [
@@ -113,11 +114,13 @@ def classify_adc(
 ) -> Any:
     """uint8 map of :class:`AdcClass` values inside ``mask``, 0 outside."""
     xp = backend.xp
-    labels = xp.full(adc.shape, AdcClass.RED.value, dtype=xp.uint8)
-    labels[adc >= xp.float32(yellow_lower_um2s)] = AdcClass.YELLOW.value
-    labels[adc >= xp.float32(green_lower_um2s)] = AdcClass.GREEN.value
-    labels[~mask] = 0
-    return labels
+    box = box_or_whole(mask, backend, margin=0)  # 0 outside the mask's box
+    part = adc[box]
+    labels = xp.full(part.shape, AdcClass.RED.value, dtype=xp.uint8)
+    labels[part >= xp.float32(yellow_lower_um2s)] = AdcClass.YELLOW.value
+    labels[part >= xp.float32(green_lower_um2s)] = AdcClass.GREEN.value
+    labels[~mask[box]] = 0
+    return paste(labels, box, adc.shape, backend)
 
 
 def class_volumes(
@@ -131,7 +134,9 @@ def class_volumes(
 ) -> ClassVolumes:
     """Volumes (ml) of the red, yellow and green classes."""
     xp = backend.xp
-    counts = backend.to_host(xp.bincount(class_labels.ravel(), minlength=4))
+    flat = class_labels.ravel()
+    # Only the classes (1-3) are counted: the background (0, most of the grid) is skipped.
+    counts = backend.to_host(xp.bincount(flat[flat != 0], minlength=4))
     return ClassVolumes(
         red_ml=float(counts[AdcClass.RED.value]) * voxel_volume_ml,
         yellow_ml=float(counts[AdcClass.YELLOW.value]) * voxel_volume_ml,

@@ -33,6 +33,8 @@ class SegmentReferences:
 
     def __init__(self) -> None:
         self._indices: dict[str, dict[int, list[_Source]]] = {}
+        # one content item per source image, shared by the segments that cite it (same bytes)
+        self._items: dict[_Source, hd.sr.SourceImageForSegmentation] = {}
 
     def reference(self, seg: Dataset, segment_number: int) -> hd.sr.ReferencedSegment:
         """The TID 1411 Referenced Segment of ``segment_number`` in ``seg``.
@@ -56,17 +58,20 @@ class SegmentReferences:
             sop_class_uid=seg.SOPClassUID,
             sop_instance_uid=seg.SOPInstanceUID,
             segment_number=segment_number,
-            source_images=[
-                hd.sr.SourceImageForSegmentation(
-                    referenced_sop_class_uid=source.sop_class_uid,
-                    referenced_sop_instance_uid=source.sop_instance_uid,
-                    referenced_frame_numbers=(
-                        list(source.frame_numbers) if source.frame_numbers is not None else None
-                    ),
-                )
-                for source in sources
-            ],
+            source_images=[self._item(source) for source in sources],
         )
+
+    def _item(self, source: _Source) -> hd.sr.SourceImageForSegmentation:
+        item = self._items.get(source)
+        if item is None:
+            item = self._items[source] = hd.sr.SourceImageForSegmentation(
+                referenced_sop_class_uid=source.sop_class_uid,
+                referenced_sop_instance_uid=source.sop_instance_uid,
+                referenced_frame_numbers=(
+                    list(source.frame_numbers) if source.frame_numbers is not None else None
+                ),
+            )
+        return item
 
 
 def _index(seg: Dataset) -> dict[int, list[_Source]]:

@@ -69,6 +69,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
+from scipy import ndimage
 
 from dicom_node.readers.report_codes import (
     ARBITRARY_UNIT,
@@ -254,20 +255,43 @@ class _Spot:
     row: int
 
     @classmethod
-    def inside(cls, voxels: NDArray[np.bool_]) -> _Spot | None:
+    def inside(
+        cls, voxels: NDArray[np.bool_], origin: tuple[int, int, int] = (0, 0, 0)
+    ) -> _Spot | None:
         """The pixel of ``voxels`` nearest the centroid of its largest cross-section.
 
         A pixel of the finding itself: the centroid of a ring-shaped or curved
         finding can lie outside it. ``None`` if ``voxels`` is empty.
+        ``voxels`` may be a box of the grid that holds the whole finding, whose
+        first voxel is ``origin`` (slice, row, column) of the grid: the spot is
+        the same as on the whole grid (the same pixels in the same order, the
+        first of equal slices or distances).
         """
         areas = voxels.sum(axis=(1, 2))
         if not areas.any():
             return None
         z = int(np.argmax(areas))
         rows, columns = np.nonzero(voxels[z])
+        rows += origin[1]
+        columns += origin[2]
         distance = (rows - rows.mean()) ** 2 + (columns - columns.mean()) ** 2
         nearest = int(np.argmin(distance))
-        return cls(z, int(columns[nearest]), int(rows[nearest]))
+        return cls(z + origin[0], int(columns[nearest]), int(rows[nearest]))
+
+    @classmethod
+    def of_label(
+        cls, labels: NDArray[np.integer], boxes: Sequence[tuple[slice, ...] | None], label: int
+    ) -> _Spot | None:
+        """:meth:`inside` the voxels of ``label``, looked at in its box only.
+
+        ``boxes``: :func:`scipy.ndimage.find_objects` of ``labels`` (one pass
+        for all labels, instead of one pass over the grid per label).
+        """
+        box = boxes[label - 1] if 0 < label <= len(boxes) else None
+        if box is None:
+            return None
+        origin = (int(box[0].start), int(box[1].start), int(box[2].start))
+        return cls.inside(labels[box] == label, origin)
 
     def point(self) -> NDArray[np.float64]:
         """The pixel's centre as one (column, row) pair (PS3.3 C.18.6.1.2, origin at the
@@ -349,6 +373,8 @@ class _Groups:
         self.located: dict[int, Dataset] = {}  # slice index -> image a location is drawn on
         self.segment_references = SegmentReferences()  # each SEG's frames walked once
         self.digest = digest_parameters
+        # one TID 4019 per parameter list, shared by the groups that cite it (same items)
+        self.algorithms: dict[tuple[str, ...], hd.sr.AlgorithmIdentification] = {}
         self.quality = result.quality
         self.total_uid = ctx.uids.uid("tracking", "total-tumour-load")
         self.bone = [hd.sr.FindingSite(anatomic_location=codes.SCT.Bone)]
@@ -358,7 +384,11 @@ class _Groups:
         )
 
     def algorithm(self, parameters: Sequence[str] = ()) -> hd.sr.AlgorithmIdentification:
-        return _algorithm(self.ctx, [*parameters] if parameters else self.digest)
+        key = tuple(parameters or self.digest)
+        algorithm = self.algorithms.get(key)
+        if algorithm is None:
+            algorithm = self.algorithms[key] = _algorithm(self.ctx, key)
+        return algorithm
 
     def location(
         self,
@@ -444,7 +474,7 @@ class _Groups:
         measurements: list[hd.sr.Measurement],
         sites: list[hd.sr.FindingSite] | None,
         parameters: Sequence[str],
-        voxels: NDArray[np.bool_],
+        spot: _Spot | None,
         label: str,
         evaluations: Sequence[hd.sr.QualitativeEvaluation] = (),
         extra: Sequence[hd.sr.ContentItem] = (),
@@ -462,7 +492,6 @@ class _Groups:
             qualitative_evaluations=[*self.marks, *evaluations] or None,
         )
         built[0].ContentSequence.extend(extra)
-        spot = _Spot.inside(voxels)
         if spot is None:  # a segment always has voxels; keep the group displayable anyway
             raise WriterError(f"segment {info.label!r} has no voxels to locate")
         return [built, self.location(info.tracking_uid, info.label, spot, sites, label=label)]
@@ -531,7 +560,7 @@ class _Groups:
                 measurements=[_volume(class_volumes[adc_class])],
                 sites=self.bone,
                 parameters=class_parameters,
-                voxels=classes == adc_class.value,
+                spot=_Spot.inside(classes == adc_class.value),
                 label=viewer_label(info.label, class_volumes[adc_class]),
             )
         groups += empty
@@ -540,6 +569,7 @@ class _Groups:
         if comparison is not None:
             assessments = {a.label: a for a in comparison.lesions if a.label is not None}
         lesion_seg = segmentation.lesion_dataset
+        boxes = ndimage.find_objects(lesions) if stats.lesions else []
         for lesion in stats.lesions:
             info = segmentation.lesions[lesion.label]
             assert lesion_seg is not None  # lesions have segments
@@ -565,7 +595,7 @@ class _Groups:
                 measurements=measurements,
                 sites=sites,
                 parameters=self.digest,
-                voxels=lesions == lesion.label,
+                spot=_Spot.of_label(lesions, boxes, lesion.label),
                 label=viewer_label(_name(info.label), lesion.volume_ml, lesion.adc_median),
                 evaluations=evaluations,
                 extra=extra,
@@ -585,7 +615,7 @@ class _Groups:
                 measurements=measurements,
                 sites=self.bone,
                 parameters=self.digest,
-                voxels=mask & (lesions == 0),
+                spot=_Spot.inside(mask & (lesions == 0)),
                 label=viewer_label(_name(other.label), volume),
             )
         return groups

@@ -56,6 +56,9 @@ __all__ = [
 _B_SCALE = 1000.0  # b in units of 1000 s/mm2; the slope is then in 1e-3 mm2/s
 _HISTOGRAM_BINS = 512
 _MAX_MODE_FRACTION = 0.1  # a Rayleigh mode above 10 % of the bright-tissue level is tissue
+_SAMPLED_PERCENTILE_MIN = 1 << 16  # below this, numpy.percentile on the whole array
+_PERCENTILE_SAMPLE_STEP = 64  # every 64th value estimates the threshold ...
+_PERCENTILE_SAMPLE_MARGIN = 0.5  # ... at q - 0.5 percentage points of the sample
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,19 +111,22 @@ def check_signal(signal: Any, b_values: tuple[float, ...], backend: Backend) -> 
             raise InvalidExamError(
                 f"b-values must strictly increase along the first signal axis, got {list(b_values)}"
             )
-    if not bool(xp.isfinite(signal).all()):
+    # Two passes over the signal: the minimum, and the maximum of each b-value's plane.
+    # A NaN makes the minimum NaN, an infinity the minimum or a maximum infinite.
+    minimum = backend.scalar(signal.min())
+    plane_maxima = backend.to_host(signal.reshape(signal.shape[0], -1).max(axis=1))
+    if not (math.isfinite(minimum) and bool(np.isfinite(plane_maxima).all())):
         count = int(xp.count_nonzero(~xp.isfinite(signal)))
         raise InvalidExamError(f"signal contains {count} NaN or infinite values")
-    minimum = backend.scalar(signal.min())
     if minimum < 0:
         raise InvalidExamError(
             f"signal contains negative values (minimum {minimum:g}); magnitude DWI cannot be "
             "negative, check rescale slope/intercept"
         )
-    if backend.scalar(signal.max()) <= 0:
+    if float(plane_maxima.max()) <= 0:
         raise InvalidExamError("signal is zero everywhere")
     for index, b_value in enumerate(b_values):
-        if backend.scalar(signal[index].max()) <= 0:
+        if float(plane_maxima[index]) <= 0:
             raise InvalidExamError(f"signal is zero everywhere at b = {b_value:g} s/mm2")
 
 
@@ -184,7 +190,7 @@ def estimate_noise_sigma(
     positive = flat[flat > 0]
     if positive.size == 0:
         raise InvalidExamError("lowest-b signal is zero everywhere")
-    p99 = backend.scalar(xp.percentile(positive, 99.0))
+    p99 = _upper_percentile(positive, 99.0, backend)
     floor_abs = max(1e-6 * p99, float(xp.finfo(xp.float32).tiny))
     zero_fraction = 1.0 - positive.size / flat.size
     if zero_fraction >= settings.zero_background_fraction:
@@ -198,6 +204,41 @@ def estimate_noise_sigma(
         # The most frequent intensity is tissue, not air: no usable background.
         return NoiseEstimate(sigma=0.0, floor=floor_abs, method="no air in field of view", p99=p99)
     return NoiseEstimate(sigma=sigma, floor=max(sigma, floor_abs), method="rayleigh mode", p99=p99)
+
+
+def _upper_percentile(values: Any, q: float, backend: Backend) -> float:
+    """``percentile(values, q)`` (linear interpolation) of a 1-D array, for ``q`` near 100.
+
+    The result is NumPy's own, bit for bit. :func:`numpy.percentile` reads the
+    two order statistics at rank ``q / 100 * (n - 1)`` and partitions the whole
+    array to find them; on the CPU, a threshold below that rank is taken from
+    a strided sample, the values at or above it are kept and sorted, and NumPy
+    is asked for the percentile of an array of the same length that is sorted
+    and equal to the sorted values from the threshold's rank on: the same order
+    statistics at the same ranks, hence the same number, in about a third of
+    the time on a whole-body volume. When the sample's threshold is not below
+    the rank (or the values hold a NaN), the whole array is used.
+    """
+    xp = backend.xp
+    count = int(values.size)
+    if backend.is_gpu or count < _SAMPLED_PERCENTILE_MIN:
+        return backend.scalar(xp.percentile(values, q))
+    sample = values[::_PERCENTILE_SAMPLE_STEP]
+    rank = int((q - _PERCENTILE_SAMPLE_MARGIN) / 100.0 * (sample.size - 1))
+    # The lowest rank NumPy may read, one below its (rounded) virtual index.
+    lowest_read = math.floor(q / 100.0 * (count - 1)) - 1
+    if rank < 0 or lowest_read < 0:
+        return backend.scalar(np.percentile(values, q))
+    threshold = np.partition(sample, rank)[rank]
+    top = values[values >= threshold]
+    below = count - int(top.size)
+    if below > lowest_read or int(np.count_nonzero(values < threshold)) != below:
+        return backend.scalar(np.percentile(values, q))
+    top.sort()
+    same_ranks = np.empty(count, dtype=values.dtype)
+    same_ranks[:below] = top[0]
+    same_ranks[below:] = top
+    return backend.scalar(np.percentile(same_ranks, q, overwrite_input=True))
 
 
 def fit_adc(

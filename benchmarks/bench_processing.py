@@ -5,9 +5,11 @@ For the ``reference`` (5 x 50 slices, 128 x 128, 3 b-values) and ``large``
 :func:`processing.pipeline.process_exam` is timed per stage (the stage timer
 synchronises the device at every boundary). Each preset and device runs in a
 fresh subprocess that loads the exam from a ``.npz`` file, processes it once to
-warm up (CuPy compiles its kernels on first use) and then once timed; its peak
-resident memory beyond the loaded exam (``VmHWM`` minus the resident size
-after loading) is the processing's peak host memory.
+warm up (CuPy compiles its kernels on first use) and then three times timed;
+each stage's figure is the median of the three (the development machine is
+shared, and one run can be slowed by another process), and the three totals
+are printed too. Its peak resident memory beyond the loaded exam (``VmHWM``
+minus the resident size after loading) is the processing's peak host memory.
 
 On a GPU the same run reports the ratio to the CPU run of the same preset
 measured in this invocation, and an effective bandwidth: the bytes of the input
@@ -22,6 +24,7 @@ GPU >= 20 x faster than CPU on ``large``.
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +40,7 @@ PRESETS = ("reference", "large")
 TARGET_CPU_REFERENCE_S = 5.0
 TARGET_GPU_SPEEDUP_LARGE = 20.0
 _TRANSFER_STAGES = ("upload", "download")
+REPEATS = 3
 
 
 def _save_exam(preset: str, folder: Path) -> Path:
@@ -79,9 +83,14 @@ def _child(path: str, device: str) -> dict[str, Any]:
     )
     loaded_kb = _resident_kb("VmRSS")
     process_exam(exam, device=device)  # warm-up
-    started = time.perf_counter()
-    result = process_exam(exam, device=device)
-    wall = time.perf_counter() - started
+    walls: list[float] = []
+    runs: list[dict[str, float]] = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        result = process_exam(exam, device=device)
+        walls.append(time.perf_counter() - started)
+        runs.append(dict(result.timings_s))
+    timings = {stage: statistics.median(run[stage] for run in runs) for stage in runs[0]}
     output_bytes = (
         result.adc.nbytes
         + result.adc_valid.nbytes
@@ -93,8 +102,9 @@ def _child(path: str, device: str) -> dict[str, Any]:
     )
     report: dict[str, Any] = {
         "device": result.device,
-        "wall_s": wall,
-        "timings_s": result.timings_s,
+        "wall_s": statistics.median(walls),
+        "timings_s": timings,
+        "totals_s": [run["total"] for run in runs],
         "peak_host_mb": (_resident_kb("VmHWM") - loaded_kb) / 1024.0,
         "exam_mb": exam.signal.nbytes / 2**20,
         "shape": list(exam.shape),
@@ -122,7 +132,7 @@ def _device_copy_bandwidth() -> float:
     stop.record()
     stop.synchronize()
     seconds = cupy.cuda.get_elapsed_time(start, stop) / 1000.0
-    return 2.0 * source.nbytes * repeats / seconds / 1e9
+    return float(2.0 * source.nbytes * repeats / seconds / 1e9)
 
 
 def _run_child(path: Path, device: str) -> dict[str, Any]:
@@ -139,12 +149,13 @@ def _run_child(path: Path, device: str) -> dict[str, Any]:
 def _print_run(preset: str, report: dict[str, Any]) -> None:
     timings = report["timings_s"]
     stages = ", ".join(f"{k} {v:.3f}" for k, v in timings.items() if k != "total")
+    totals = ", ".join(f"{total:.2f}" for total in report["totals_s"])
     print(
-        f"{preset:9s} {report['device']}: total {timings['total']:.2f} s "
+        f"{preset:9s} {report['device']}: total {timings['total']:.2f} s, median of {totals} "
         f"(shape {report['shape']}, input {report['exam_mb']:.0f} MB, "
         f"peak host memory +{report['peak_host_mb']:.0f} MB, tDV {report['tdv_ml']:.1f} ml)"
     )
-    print(f"          stages (s): {stages}")
+    print(f"          stages (s, medians): {stages}")
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ from typing import Any
 from processing.backend import Backend
 from processing.crop import box_or_whole, mask_box, paste
 from processing.landmarks import BodyLandmarks
+from processing.morphology import close, dilate, maximum_3
 from processing.segmentation import (
     Components,
     component_slice_range,
@@ -139,7 +140,7 @@ def fluid_and_kidney(
     keep[0] = False
     organ = keep[components.labels]
     near = box_or_whole(organ, backend, margin=1)  # the dilation's reach
-    grown = ndimage.binary_dilation(organ[near], structure=xp.ones((3, 3, 3), dtype=bool))
+    grown = dilate(organ[near], axes=(0, 1, 2))  # the 3 x 3 x 3 box
     removed = xp.zeros_like(inside)
     removed[near] = grown & inside[near]
     return paste(removed, box, candidates.shape, backend)
@@ -163,7 +164,6 @@ def spinal_cord(
     large as a vertebral body.
     """
     xp = backend.xp
-    ndimage = backend.ndimage
     dz, dy, dx = spacing_mm
     # On the candidates' box grown by one voxel (the in-plane dilation's reach).
     box = mask_box(candidates, backend, margin=1)
@@ -183,7 +183,7 @@ def spinal_cord(
     long_enough[0] = False
     cord = long_enough[chains.labels]
     near = box_or_whole(cord, backend, margin=1)  # the dilation's reach
-    grown = ndimage.binary_dilation(cord[near], structure=in_plane_structure(backend))
+    grown = dilate(cord[near], axes=(1, 2))  # the in-plane 3 x 3 box
     removed = xp.zeros_like(inside)
     removed[near] = grown & inside[near]
     return paste(removed, box, candidates.shape, backend)
@@ -405,9 +405,7 @@ def component_rules(
         box = _bounding_box(inside, backend)
         # Close single-voxel gaps first: an organ just above the threshold breaks into
         # speckles at low SNR, and its holes would hide its thickness.
-        solid = ndimage.binary_closing(
-            inside[box], structure=xp.ones((3, 3, 3), dtype=bool), border_value=0
-        )
+        solid = close(inside[box], axes=(0, 1, 2))  # the 3 x 3 x 3 box, border 0
         depth = ndimage.distance_transform_edt(solid | inside[box], sampling=spacing_mm)
         deep = depth >= xp.float32(settings.organ_min_thickness_mm)
         organ = xp.bincount(labels[box][deep], minlength=count + 1) > 0
@@ -423,7 +421,7 @@ def component_rules(
         near = mask_box(kept > 0, backend, margin=1)
         assert near is not None  # at least one component is kept
         kept = kept[near]
-        grown = ndimage.grey_dilation(kept, size=(3, 3, 3))
+        grown = maximum_3(kept, axes=(0, 1, 2), xp=xp)  # grey dilation, size 3 x 3 x 3
         ring = (grown > 0) & (kept == 0) & (labels[near] == 0)
         ring_labels = grown[ring]
         ring_total = xp.bincount(ring_labels, minlength=count + 1)

@@ -1,4 +1,4 @@
-"""Stages that work on a mask's bounding box give the whole volume's result bit for bit.
+"""Stages moved onto bounding boxes or array shifts give the whole volume's result bit for bit.
 
 Each stage of :mod:`processing` that was moved onto a bounding box
 (:mod:`processing.crop`) is compared here with the whole-volume computation it
@@ -6,7 +6,8 @@ replaced, written out below with the same SciPy calls, on random masks and
 values: blobs inside the volume and blobs touching its edges, where the box is
 clipped. The comparisons are exact (``np.array_equal`` on the arrays, ``==``
 on the numbers), so a box one voxel too tight, a wrong offset or a filter whose
-result depends on where its line starts fails them.
+result depends on where its line starts fails them. The box morphology of
+:mod:`processing.morphology` is compared with ``scipy.ndimage``'s the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from processing.adc import NoiseEstimate, fit_adc, fit_slope, fitted_b_indices
 from processing.backend import Device, select_backend
 from processing.crop import box_or_whole, mask_box, paste
 from processing.landmarks import BodyLandmarks, find_landmarks
+from processing.morphology import close, dilate, erode, maximum_3
 from processing.normal_structures import (
     component_rules,
     fluid_and_kidney,
@@ -359,3 +361,43 @@ def test_landmarks_follow_the_body_wherever_it_lies_in_the_grid() -> None:
     assert np.array_equal(there.trunk_box[shift[0] :], here.trunk_box + offsets, equal_nan=True)
     assert np.array_equal(there.trunk[shift[0] :, shift[1] :, shift[2] :], here.trunk)
     assert int(there.trunk.sum()) == int(here.trunk.sum())
+
+
+def _plane() -> np.ndarray:
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = True
+    return structure
+
+
+@pytest.mark.parametrize(("seed", "edge"), _cases())
+@pytest.mark.parametrize("in_plane", [True, False])
+def test_box_morphology_is_scipys(seed: int, edge: bool, in_plane: bool) -> None:
+    """Dilation, erosion, closing and the grey dilation as shifts equal scipy.ndimage's."""
+    rng = np.random.default_rng(seed)
+    mask = _blobs(rng, (20, 24, 28), edge=edge) | (rng.random((20, 24, 28)) < 0.3)
+    mask[:, :, -1] |= rng.random((20, 24)) < 0.5  # voxels on a face: the border matters
+    axes = (1, 2) if in_plane else (0, 1, 2)
+    structure = _plane() if in_plane else np.ones((3, 3, 3), dtype=bool)
+    assert np.array_equal(
+        dilate(mask, axes), ndi.binary_dilation(mask, structure=structure, border_value=0)
+    )
+    assert np.array_equal(
+        erode(mask, axes), ndi.binary_erosion(mask, structure=structure, border_value=0)
+    )
+    assert np.array_equal(
+        close(mask, axes),
+        ndi.binary_closing(mask, structure=structure, iterations=1, border_value=0),
+    )
+    labels = np.where(mask, rng.integers(1, 40, mask.shape), 0).astype(np.int32)
+    size = (1, 3, 3) if in_plane else (3, 3, 3)
+    assert np.array_equal(maximum_3(labels, axes, np), ndi.grey_dilation(labels, size=size))
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 5), (2, 1, 4), (3, 2, 2)])
+def test_box_morphology_on_thin_arrays(shape: tuple[int, int, int]) -> None:
+    mask = np.ones(shape, dtype=bool)
+    box = np.ones((3, 3, 3), dtype=bool)
+    assert np.array_equal(erode(mask, (0, 1, 2)), ndi.binary_erosion(mask, box, border_value=0))
+    single = np.zeros(shape, dtype=bool)
+    single[0, 0, 0] = True
+    assert np.array_equal(dilate(single, (0, 1, 2)), ndi.binary_dilation(single, box))

@@ -296,7 +296,11 @@ def _check_labels(
         raise EmptySegmentationError(
             "the tumour mask is empty: no SEG is written for an exam without segmented disease"
         )
-    if np.any(classes[~mask]) or np.any(lesions[~mask]):
+    # a label outside the mask: more labelled voxels on the grid than in the mask
+    outside = (
+        np.count_nonzero(labels) != np.count_nonzero(labels[mask]) for labels in (classes, lesions)
+    )
+    if any(outside):
         raise ResultGeometryError("ADC class or lesion labels lie outside the tumour mask")
     class_values = {adc_class.value for adc_class in AdcClass}
     if not np.isin(classes[mask], list(class_values)).all():

@@ -319,6 +319,12 @@ class _Spot:
         )
 
 
+def _box_of(voxels: NDArray[np.bool_]) -> tuple[slice, ...]:
+    """The smallest box of the grid that holds every voxel of ``voxels`` (the grid if none)."""
+    boxes = ndimage.find_objects(voxels.view(np.uint8))
+    return tuple(boxes[0]) if boxes else tuple(slice(0, size) for size in voxels.shape)
+
+
 def _body_spot(result: ProcessingResult) -> _Spot:
     """Where to show a report without disease: the body on the middle slice (or the slice)."""
     body = np.asarray(result.body_mask, dtype=bool)
@@ -506,7 +512,10 @@ class _Groups:
         mask = np.asarray(result.tumour_mask, dtype=bool)
         classes = np.asarray(result.class_labels)
         lesions = np.asarray(result.lesion_labels)
-        total_spot = _Spot.inside(mask)
+        # every spot but the lesions' is looked for in the box of the tumour and its classes
+        box = _box_of(mask | (classes != 0))
+        origin = (int(box[0].start), int(box[1].start), int(box[2].start))
+        total_spot = _Spot.inside(mask[box], origin)
         if total_spot is None:
             raise WriterError("a SEG was given but the tumour mask is empty")
         median = stats.adc.median if stats.adc is not None else None
@@ -560,7 +569,7 @@ class _Groups:
                 measurements=[_volume(class_volumes[adc_class])],
                 sites=self.bone,
                 parameters=class_parameters,
-                spot=_Spot.inside(classes == adc_class.value),
+                spot=_Spot.inside(classes[box] == adc_class.value, origin),
                 label=viewer_label(info.label, class_volumes[adc_class]),
             )
         groups += empty
@@ -615,7 +624,7 @@ class _Groups:
                 measurements=measurements,
                 sites=self.bone,
                 parameters=self.digest,
-                spot=_Spot.inside(mask & (lesions == 0)),
+                spot=_Spot.inside(mask[box] & (lesions[box] == 0), origin),
                 label=viewer_label(_name(other.label), volume),
             )
         return groups

@@ -11,7 +11,7 @@ from dicom_node.writers import (
     build_segmentation,
 )
 from dicom_node.writers.segment_references import SegmentReferences
-from dicom_node.writers.sr import _Spot
+from dicom_node.writers.sr import _box_of, _Spot
 from processing.results import ProcessingResult
 
 
@@ -61,3 +61,17 @@ def test_segments_citing_one_image_share_its_item(
     assert all(
         item is items[item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID][0] for item in again
     )
+
+
+def test_spots_in_the_tumour_box_are_the_spots_on_the_whole_grid() -> None:
+    rng = np.random.default_rng(11)
+    grid = np.zeros((10, 30, 40), dtype=bool)
+    grid[3:8, 5:20, 12:33] = rng.random((5, 15, 21)) > 0.6
+    box = _box_of(grid)
+    assert box == (slice(3, 8), slice(5, 20), slice(12, 33))
+    origin = (3, 5, 12)
+    assert _Spot.inside(grid[box], origin) == _Spot.inside(grid)
+    some = grid & (rng.random(grid.shape) > 0.5)
+    assert _Spot.inside(some[box], origin) == _Spot.inside(some)
+    empty = np.zeros((2, 3, 4), dtype=bool)
+    assert _box_of(empty) == (slice(0, 2), slice(0, 3), slice(0, 4))

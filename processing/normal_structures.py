@@ -241,12 +241,15 @@ def marrow_reference(image: Any, adc: Any, marrow: Any, backend: Backend) -> Mar
     something else (lesion voxels with a marrow-like ADC are a few per cent of the
     marrow in a patient with focal disease).
     """
+    return _reference_of(image[marrow], adc[marrow], backend)
+
+
+def _reference_of(signal: Any, values: Any, backend: Backend) -> MarrowReference:
+    """:func:`marrow_reference` of the marrow voxels' signal and ADC values (1-D)."""
     xp = backend.xp
-    count = int(xp.count_nonzero(marrow))
+    count = int(signal.size)
     if count == 0:
         return MarrowReference(0.0, 0.0, 0.0, 0.0, 0)
-    signal = image[marrow]
-    values = adc[marrow]
     signal_median = xp.median(signal)
     adc_median = xp.median(values)
     signal_mad = xp.median(xp.abs(signal - signal_median))
@@ -339,11 +342,18 @@ def marrow_limits(
         half = max(1, round(settings.marrow_level_mm / (2.0 * dz)))
         step = max(1, round(settings.marrow_level_mm / (4.0 * dz)))
         per_slice = backend.to_host(xp.count_nonzero(marrow, axis=(1, 2)))
+        # The marrow voxels' values once, slice after slice: a window's values are a
+        # run of them (the same values, in the same order, as masking the window).
+        signal_values, adc_values = image[marrow], adc[marrow]
         for centre in range(step // 2, nz + step // 2, step):
             low, high = max(0, centre - half), min(nz, centre + half + 1)
-            if int(per_slice[low:high].sum()) < settings.marrow_level_min_voxels:
+            voxels = int(per_slice[low:high].sum())
+            if voxels < settings.marrow_level_min_voxels:
                 continue
-            level = marrow_reference(image[low:high], adc[low:high], marrow[low:high], backend)
+            start = int(per_slice[:low].sum())
+            level = _reference_of(
+                signal_values[start : start + voxels], adc_values[start : start + voxels], backend
+            )
             first, last = max(0, centre - step // 2), min(nz, centre - step // 2 + step)
             for z in range(first, last):
                 signal_limits[z] = level.signal + signal_sd * level.signal_sd

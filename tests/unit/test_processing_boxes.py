@@ -22,6 +22,7 @@ import scipy.ndimage as ndi
 
 from processing.adc import NoiseEstimate, fit_adc, fit_slope, fitted_b_indices
 from processing.backend import Device, select_backend
+from processing.computed_b import compute_high_b
 from processing.crop import box_or_whole, mask_box, paste
 from processing.landmarks import BodyLandmarks, find_landmarks
 from processing.morphology import close, dilate, erode, maximum_3
@@ -29,6 +30,8 @@ from processing.normal_structures import (
     component_rules,
     fluid_and_kidney,
     head_exclusion,
+    marrow_limits,
+    marrow_reference,
     spinal_cord,
 )
 from processing.phantom import make_phantom
@@ -401,3 +404,48 @@ def test_box_morphology_on_thin_arrays(shape: tuple[int, int, int]) -> None:
     single = np.zeros(shape, dtype=bool)
     single[0, 0, 0] = True
     assert np.array_equal(dilate(single, (0, 1, 2)), ndi.binary_dilation(single, box))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_marrow_limits_from_runs_of_the_marrow_values_equal_masking_each_window(
+    seed: int,
+) -> None:
+    rng = np.random.default_rng(seed)
+    shape = (40, 12, 14)
+    marrow = rng.random(shape) < rng.uniform(0.02, 0.3)
+    marrow[5:9] = False  # slices without marrow
+    image = rng.normal(100.0, 20.0, shape).astype(np.float32)
+    adc = rng.normal(450.0, 60.0, shape).astype(np.float32)
+    settings = dataclasses.replace(SETTINGS, marrow_level_mm=60.0, marrow_level_min_voxels=30)
+    reference = marrow_reference(image, adc, marrow, CPU)
+    limits = marrow_limits(
+        image, adc, marrow, reference=reference, spacing_mm=SPACING, settings=settings, backend=CPU
+    )
+    nz = shape[0]
+    half = max(1, round(60.0 / (2.0 * SPACING[0])))
+    step = max(1, round(60.0 / (4.0 * SPACING[0])))
+    signal_limit = [reference.signal + settings.marrow_signal_margin_sd * reference.signal_sd] * nz
+    for centre in range(step // 2, nz + step // 2, step):
+        low, high = max(0, centre - half), min(nz, centre + half + 1)
+        if int(marrow[low:high].sum()) < 30:
+            continue
+        level = marrow_reference(image[low:high], adc[low:high], marrow[low:high], CPU)
+        for z in range(max(0, centre - step // 2), min(nz, centre - step // 2 + step)):
+            signal_limit[z] = level.signal + settings.marrow_signal_margin_sd * level.signal_sd
+    expected = np.asarray(signal_limit, dtype=np.float32).reshape(nz, 1, 1)
+    assert np.array_equal(limits[0], expected)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_computed_b_on_the_valid_voxels_equals_the_whole_volume(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    shape = (9, 31, 17)
+    adc = rng.uniform(0.0, 3000.0, shape).astype(np.float32)
+    signal = rng.uniform(0.0, 800.0, shape).astype(np.float32)
+    valid = rng.random(shape) < 0.4
+    for b_value in (600.0, 1000.0, 1500.0, 2000.0):
+        exponent = adc * np.float32(-(b_value - 900.0) * 1e-6)
+        expected = np.where(valid, np.exp(exponent) * signal, np.float32(0.0))
+        image = compute_high_b(signal, 900.0, adc, valid, b_value, backend=CPU)
+        assert image.dtype == np.float32
+        assert np.array_equal(image, expected)

@@ -42,12 +42,14 @@ import sqlite3
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
 
+from dicom_node.assembly.read_ahead import InstanceCache, ReadAhead
 from dicom_node.receive.scp import DicomReceiver, ReceiverConfig
 from dicom_node.receive.spool import Spool
 from dicom_node.scu.mpps import complete_mpps, create_mpps, performed_exam
@@ -147,22 +149,36 @@ def _storescp_rate(groups: Sequence[Sequence[Path]], workdir: Path) -> float:
     return total / seconds
 
 
-def _node_rate(groups: Sequence[Sequence[Path]], workdir: Path, *, fsync: bool) -> float:
+def _node_rate(
+    groups: Sequence[Sequence[Path]], workdir: Path, *, fsync: bool, read_ahead: bool = False
+) -> float:
+    """Instances/s into the node's receiver; ``read_ahead``: with the node's read-ahead
+    thread reading every stored image meanwhile (as ``wbdwi serve`` does)."""
     data = workdir / "node"
     shutil.rmtree(data, ignore_errors=True)
     store = SqliteJobStore(data / "jobs.sqlite")
     spool = Spool(data / "spool", fsync=fsync)
+    reader = ReadAhead(InstanceCache(512 * 1024 * 1024)) if read_ahead else None
+    stop = threading.Event()
+    thread = None if reader is None else threading.Thread(target=reader.run, args=(stop,))
     receiver = DicomReceiver(
         ReceiverConfig(ae_title="WBDWI", port=_free_port(), bind_address="127.0.0.1"),
         spool,
         store,
+        on_stored=None if reader is None else (lambda instance: reader.offer(instance.path)),
     )
     receiver.start()
+    if thread is not None:
+        thread.start()
     try:
         seconds = _send(groups, receiver.port, "WBDWI")
     finally:
         receiver.stop(grace_seconds=5)
         spool.close()
+        stop.set()
+        if reader is not None and thread is not None:
+            reader.stop()
+            thread.join(timeout=30)
     stored, _ = store.instance_totals()
     store.close()
     total = sum(len(g) for g in groups)
@@ -219,10 +235,12 @@ def _throughput(files: list[Path], workdir: Path, associations: int) -> None:
     peer: list[float] = []
     durable: list[float] = []
     no_fsync: list[float] = []
+    reading: list[float] = []
     for _ in range(THROUGHPUT_REPEATS):
         peer.append(_storescp_rate(groups, workdir))
         durable.append(_node_rate(groups, workdir, fsync=True))
         no_fsync.append(_node_rate(groups, workdir, fsync=False))
+        reading.append(_node_rate(groups, workdir, fsync=True, read_ahead=True))
     ratio = _best(durable) / _best(peer)
     paired = statistics.median(node / dcmtk for node, dcmtk in zip(durable, peer, strict=True))
     label = "1 association" if associations == 1 else f"{associations} associations"
@@ -232,6 +250,9 @@ def _throughput(files: list[Path], workdir: Path, associations: int) -> None:
           f"   ratio {ratio:.2f}x (target >= {TARGET_RATIO}x)")  # fmt: skip
     print(f"  node, receive.fsync = false        {_best(no_fsync):8.0f} instances/s"
           f"   ratio {_best(no_fsync) / _best(peer):.2f}x")  # fmt: skip
+    print(f"  node, durable, reading ahead       {_best(reading):8.0f} instances/s"
+          f"   ratio {_best(reading) / _best(peer):.2f}x"
+          f" ({_best(reading) / _best(durable):.2f}x of durable without)")  # fmt: skip
     by_run = " ".join(f"{node / dcmtk:.2f}" for node, dcmtk in zip(durable, peer, strict=True))
     print(f"  durable / storescp run by run      {by_run} (median {paired:.2f}x)")
 

@@ -172,6 +172,7 @@ def run_exam(
     correction: CorrectionReader | None = None,
     *,
     instances: InstanceCache | None = None,
+    on_derived_written: Callable[[list[tuple[Path, str]]], None] | None = None,
 ) -> ExamRun:
     """Assemble, compare with priors, process and write the results of one exam.
 
@@ -190,6 +191,10 @@ def run_exam(
         The node's read-ahead cache: the input files it read while they arrived
         are taken from it (and dropped from it once assembled); ``None``: every
         file is read now.
+    on_derived_written
+        Given the derived MR series and the Parametric Map as soon as they are
+        written, before the SEG, SR and key images (see
+        :func:`~dicom_node.writers.write_results.write_results`).
 
     Raises
     ------
@@ -262,6 +267,7 @@ def run_exam(
         earlier_reports=(
             earlier_version_reports(request.earlier_versions) if request.earlier_versions else ()
         ),
+        on_derived_written=on_derived_written,
     )
     if summary is not None:
         summary = (

@@ -93,6 +93,7 @@ def run_job(
     *,
     history: ExamHistory | None = None,
     instances: InstanceCache | None = None,
+    on_results_ready: Callable[[JobSpec, list[tuple[str, str]]], None] | None = None,
 ) -> JobOutcome:
     """Assemble, compare with priors, process and write the results of one exam.
 
@@ -114,7 +115,11 @@ def run_job(
     cannot be asked and ``spec.priors.continue_without_pacs`` is off.
 
     ``instances``: the node's read-ahead cache (:mod:`dicom_node.assembly.read_ahead`),
-    which holds the input files read while they arrived.
+    which holds the input files read while they arrived. ``on_results_ready``:
+    given ``(spec, [(path, sop_instance_uid), ...])`` of the derived series and
+    the Parametric Map as soon as they are written, while the SEG and SR are
+    made (the node queues them for delivery then; the job's outcome lists them
+    again with the rest).
     """
     if spec.correction is not None:
         check_correction_target(spec.correction)
@@ -148,6 +153,11 @@ def run_job(
         HistoryPriors(spec.priors, history=history),
         None if spec.correction is None else partial(prepare_correction, spec),
         instances=instances,
+        on_derived_written=(
+            None
+            if on_results_ready is None
+            else lambda written: on_results_ready(spec, [(str(p), uid) for p, uid in written])
+        ),
     )
     result = run.result
     warnings = (*run.notes, *([run.gpu_fallback] if run.gpu_fallback else []))

@@ -14,7 +14,7 @@ from service.jobs import JobSpec, JobState, OutboxRecord, OutboxState
 from service.jobstore.connection import StoreConnection
 from service.jobstore.records import JobDelivery
 
-__all__ = ["DeliveryRecords"]
+__all__ = ["DeliveryRecords", "settle_job"]
 
 
 class DeliveryRecords(StoreConnection):
@@ -99,7 +99,7 @@ class DeliveryRecords(StoreConnection):
                 "UPDATE outbox SET state = ?, last_error = '', updated_at = ? WHERE outbox_id = ?",
                 (OutboxState.SENT.value, now, outbox_id),
             )
-            self._settle_job(db, row["job_id"], now)
+            settle_job(db, row["job_id"], now)
 
     def mark_attempt_failed(
         self, outbox_id: int, error: str, next_try_at: float, *, max_attempts: int
@@ -122,7 +122,7 @@ class DeliveryRecords(StoreConnection):
                 "updated_at = ? WHERE outbox_id = ?",
                 (state.value, attempts, next_try_at, error, now, outbox_id),
             )
-            self._settle_job(db, row["job_id"], now)
+            settle_job(db, row["job_id"], now)
         return state
 
     def retry_deliveries_now(self, destination: str | None = None) -> int:
@@ -171,43 +171,8 @@ class DeliveryRecords(StoreConnection):
                 ),
             )
             for job_id in jobs:
-                self._settle_job(db, job_id, now)
+                settle_job(db, job_id, now)
         return int(cursor.rowcount)
-
-    @staticmethod
-    def _settle_job(db: sqlite3.Connection, job_id: int, now: float) -> None:
-        # Called for every acknowledgement: one index probe while rows wait (counting the
-        # job's rows each time made a round of n files cost n^2/2 row visits).
-        waiting = db.execute(
-            "SELECT 1 FROM outbox WHERE job_id = ? AND state = ? LIMIT 1",
-            (job_id, OutboxState.PENDING.value),
-        ).fetchone()
-        if waiting is not None:
-            return
-        dead = db.execute(
-            "SELECT COUNT(*) FROM outbox WHERE job_id = ? AND state = ?",
-            (job_id, OutboxState.DEAD.value),
-        ).fetchone()[0]
-        if dead:
-            last = db.execute(
-                "SELECT destination, last_error FROM outbox WHERE job_id = ? AND state = ? "
-                "ORDER BY updated_at DESC LIMIT 1",
-                (job_id, OutboxState.DEAD.value),
-            ).fetchone()
-            reason = (
-                f"{dead} result file(s) dead-lettered for {last['destination']}: "
-                f"{last['last_error']}"
-            )
-            db.execute(
-                "UPDATE jobs SET state = ?, reason = ?, updated_at = ? WHERE job_id = ?",
-                (JobState.FAILED.value, reason, now, job_id),
-            )
-        else:
-            db.execute(
-                "UPDATE jobs SET state = ?, reason = '', updated_at = ? WHERE job_id = ? "
-                "AND state = ?",
-                (JobState.DONE.value, now, job_id, JobState.EXPORTING.value),
-            )
 
     def outbox_counts(self) -> dict[tuple[str, OutboxState], int]:
         """Number of outbox rows per destination and state."""
@@ -256,3 +221,42 @@ class DeliveryRecords(StoreConnection):
             )
             for row in rows
         ]
+
+
+def settle_job(db: sqlite3.Connection, job_id: int, now: float) -> None:
+    """End an ``exporting`` job whose rows are all settled: ``done``, or ``failed`` with dead ones.
+
+    A job still ``processing`` is left alone: its derived series may be delivered while
+    it runs, and :meth:`~service.jobstore.queue.JobQueueRecords.finish_processing`
+    settles it when it ends.
+    """
+    # Called for every acknowledgement: one index probe while rows wait (counting the
+    # job's rows each time made a round of n files cost n^2/2 row visits).
+    waiting = db.execute(
+        "SELECT 1 FROM outbox WHERE job_id = ? AND state = ? LIMIT 1",
+        (job_id, OutboxState.PENDING.value),
+    ).fetchone()
+    if waiting is not None:
+        return
+    dead = db.execute(
+        "SELECT COUNT(*) FROM outbox WHERE job_id = ? AND state = ?",
+        (job_id, OutboxState.DEAD.value),
+    ).fetchone()[0]
+    if dead:
+        last = db.execute(
+            "SELECT destination, last_error FROM outbox WHERE job_id = ? AND state = ? "
+            "ORDER BY updated_at DESC LIMIT 1",
+            (job_id, OutboxState.DEAD.value),
+        ).fetchone()
+        reason = (
+            f"{dead} result file(s) dead-lettered for {last['destination']}: {last['last_error']}"
+        )
+        db.execute(
+            "UPDATE jobs SET state = ?, reason = ?, updated_at = ? WHERE job_id = ? AND state != ?",
+            (JobState.FAILED.value, reason, now, job_id, JobState.PROCESSING.value),
+        )
+    else:
+        db.execute(
+            "UPDATE jobs SET state = ?, reason = '', updated_at = ? WHERE job_id = ? AND state = ?",
+            (JobState.DONE.value, now, job_id, JobState.EXPORTING.value),
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -10,6 +11,7 @@ from dataclasses import replace
 from processing.quality import QualityAssessment, Verdict
 from service.jobs import JobRecord, JobSpec, JobState, OutboxState
 from service.jobstore.connection import StoreConnection
+from service.jobstore.delivery import settle_job
 from service.jobstore.records import QueueOutcome
 
 __all__ = ["JobQueueRecords"]
@@ -146,20 +148,28 @@ class JobQueueRecords(StoreConnection):
         quality_json = None if quality is None else json.dumps(quality.as_dict())
         state = JobState.EXPORTING if destinations and results else JobState.DONE
         with self._transaction() as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO outbox (job_id, destination, path, sop_instance_uid, "
-                "state, next_try_at, updated_at) VALUES (?,?,?,?,?,?,?)",
-                [
-                    (job_id, destination, path, uid, OutboxState.PENDING.value, now, now)
-                    for destination in destinations
-                    for path, uid in results
-                ],
-            )
+            _queue_results(db, job_id, results, destinations, now)
             db.execute(
                 "UPDATE jobs SET state = ?, reason = '', processing_seconds = ?, updated_at = ?, "
                 "not_before = 0, deferred_since = NULL, verdict = ?, quality = ? WHERE job_id = ?",
                 (state.value, processing_seconds, now, verdict, quality_json, job_id),
             )
+            if state is JobState.EXPORTING:
+                # rows queued early (queue_results_early) may be settled already
+                settle_job(db, job_id, now)
+
+    def queue_results_early(
+        self, job_id: int, results: Sequence[tuple[str, str]], destinations: Sequence[str]
+    ) -> int:
+        """Queue result files of a job still ``processing`` (its derived series, written
+        before its SEG and SR); :meth:`finish_processing` queues the rest. How many rows.
+
+        The job's state does not change; the exporter delivers these rows meanwhile.
+        """
+        if not destinations or not results:
+            return 0
+        with self._transaction() as db:
+            return _queue_results(db, job_id, results, destinations, time.time())
 
     def finish_without_results(
         self,
@@ -394,3 +404,23 @@ def _input_count(state: str, spec: str | None, study_instances: int) -> int:
         return study_instances
     paths = json.loads(spec).get("input_paths")
     return len(paths) if isinstance(paths, list) else study_instances
+
+
+def _queue_results(
+    db: sqlite3.Connection,
+    job_id: int,
+    results: Sequence[tuple[str, str]],
+    destinations: Sequence[str],
+    now: float,
+) -> int:
+    """One pending outbox row per result file and destination (kept when there already)."""
+    cursor = db.executemany(
+        "INSERT OR IGNORE INTO outbox (job_id, destination, path, sop_instance_uid, "
+        "state, next_try_at, updated_at) VALUES (?,?,?,?,?,?,?)",
+        [
+            (job_id, destination, path, uid, OutboxState.PENDING.value, now, now)
+            for destination in destinations
+            for path, uid in results
+        ],
+    )
+    return int(cursor.rowcount)

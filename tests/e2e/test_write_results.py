@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,59 @@ def test_a_later_version_replaces_the_earlier_report_and_leaves_its_files(
         for note in report_notes(sr)
     )
     assert sr.SeriesDescription.startswith("Tumour load report (revised)")
+
+
+def test_the_derived_series_are_handed_on_in_place_before_the_writing_ends(
+    phantom_case: tuple[DwiExam, ProcessingResult], tmp_path: Path
+) -> None:
+    """on_derived_written: every derived MR file and the Parametric Map, once, in place."""
+    exam, result = phantom_case
+    handed: list[list[tuple[Path, str]]] = []
+    seen_then: list[tuple[bool, bool]] = []
+
+    def hand_on(files: list[tuple[Path, str]]) -> None:
+        handed.append(files)
+        seen_then.append(
+            (
+                all(path.is_file() for path, _ in files),
+                any(path.with_name(f".{path.name}.part").exists() for path, _ in files),
+            )
+        )
+
+    written = write_results(
+        exam, result, tmp_path / "out", version_label="1.0.0", on_derived_written=hand_on
+    )
+    [files] = handed
+    assert seen_then == [(True, False)]  # in place, no part file left, when handed on
+    derived = {path for path in written if path.parent.name in {"adc", "b1000", "adc_map"}}
+    assert {path for path, _ in files} == derived
+    assert all(path.stem == uid for path, uid in files)
+    assert all(pydicom.dcmread(path).SOPInstanceUID == uid for path, uid in files[:3])
+    plain = write_results(exam, result, tmp_path / "plain", version_label="1.0.0")
+    assert sorted(path.name for path in plain) == sorted(path.name for path in written)
+    assert not list((tmp_path / "out").rglob("*.part"))
+
+
+def test_a_failure_after_the_hand_on_keeps_only_the_handed_on_series(
+    phantom_case: tuple[DwiExam, ProcessingResult],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The derived series were complete (and may be on their way): they stay; the rest does not."""
+    exam, result = phantom_case
+    handed: list[list[tuple[Path, str]]] = []
+
+    def report_after_the_hand_on(*args: object, **kwargs: object) -> object:
+        deadline = time.monotonic() + 60
+        while not handed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise WriterError("the report cannot be built (injected)")
+
+    monkeypatch.setattr(write_results_module, "build_measurement_report", report_after_the_hand_on)
+    with pytest.raises(WriterError, match="injected"):
+        write_results(
+            exam, result, tmp_path / "out", version_label="1.0.0", on_derived_written=handed.append
+        )
+    [files] = handed
+    left = {path for path in (tmp_path / "out").rglob("*") if path.is_file()}
+    assert left == {path for path, _ in files}

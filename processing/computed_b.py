@@ -54,7 +54,11 @@ def compute_high_b(
     if backend.is_gpu:  # one fused kernel; the lines below are the reference
         k = np.float32(-(b_value - b_ref) * _UM2S_TO_MM2S)
         return computed_b_kernel(xp)(signal_ref, adc, valid, k)
-    exponent = adc * xp.float32(-(b_value - b_ref) * _UM2S_TO_MM2S)
-    image = xp.exp(exponent, out=exponent)
-    image *= signal_ref
-    return xp.where(valid, image, xp.float32(0.0))
+    # Element-wise, so only the valid voxels (a seventh of a whole-body grid) are computed.
+    where = xp.flatnonzero(valid)
+    exponent = adc.ravel()[where] * xp.float32(-(b_value - b_ref) * _UM2S_TO_MM2S)
+    values = xp.exp(exponent, out=exponent)
+    values *= signal_ref.ravel()[where]
+    image = xp.zeros(adc.shape, dtype=values.dtype)
+    image.ravel()[where] = values
+    return image

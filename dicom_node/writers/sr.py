@@ -90,7 +90,7 @@ from dicom_node.writers.seg import (
 )
 from dicom_node.writers.segment_references import SegmentReferences
 from dicom_node.writers.sr_comparison import comparison_groups, lesion_comparison_items
-from dicom_node.writers.sr_document import build_document, survey
+from dicom_node.writers.sr_document import build_document, declare_encoding, survey
 from dicom_node.writers.sr_quality import (
     description_suffix,
     reliability_evaluation,
@@ -814,6 +814,7 @@ def build_measurement_report(  # noqa: PLR0913 - keyword-only: each object the r
         scheme.CodingSchemeName = "wbdwi-node local codes"
         scheme.CodingSchemeResponsibleOrganization = ctx.identity.manufacturer
         sr.CodingSchemeIdentificationSequence = [scheme]
+    declare_encoding(sr)  # last: the finished document
     return sr
 
 

@@ -21,6 +21,15 @@ puts the root's own Content Sequence element into the document: the written
 bytes are the same. The check that the evidence covers every referenced
 instance is done here, in the one walk (:func:`survey`) that also finds
 whether the tree uses a given coding scheme.
+
+Writing the document, pydicom re-derives each nested dataset's encoding at
+every level of nesting (a dataset built in memory has no "original
+encoding", so each of the report's ~4,000 datasets is searched for ambiguous
+VRs once per ancestor): about 0.1 s of the SR's 0.25 s write.
+:func:`declare_encoding` records, on every dataset of the finished document,
+the encoding its transfer syntax will write it in, when no element has an
+ambiguous VR (nothing to correct): pydicom then writes the same bytes without
+that search.
 """
 
 from __future__ import annotations
@@ -30,10 +39,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import highdicom as hd
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
+from pydicom.valuerep import VR
 
-__all__ = ["TreeSurvey", "build_document", "survey"]
+__all__ = ["TreeSurvey", "build_document", "declare_encoding", "survey"]
 
 _CONTENT_SEQUENCE = BaseTag(0x0040A730)
 _VALUE_TYPE = BaseTag(0x0040A040)
@@ -132,3 +143,34 @@ def build_document(
     # what highdicom keeps as the typed content: the tree itself, not a converted copy
     document._content = hd.sr.ContentSequence([root], is_root=True)
     return document
+
+
+def declare_encoding(document: Dataset) -> bool:
+    """Record on every dataset of ``document`` the encoding it will be written in.
+
+    The encoding of the document's transfer syntax (file meta) and each
+    dataset's own character set: what pydicom compares with the encoding it
+    writes to decide whether to search the dataset for ambiguous VRs (``US or
+    SS``...) to correct. Done only when no element of the document has an
+    ambiguous VR (and none is still undecoded), so the search would change
+    nothing; otherwise nothing is recorded (returns ``False``) and pydicom
+    corrects as usual. Written with another encoding or character set, pydicom
+    searches again as before. Call it on the finished document: pydicom
+    refuses to write an element with an ambiguous VR added later.
+    """
+    syntax = document.file_meta.TransferSyntaxUID
+    datasets: list[Dataset] = []
+    stack: list[Dataset] = [document]
+    while stack:
+        dataset = stack.pop()
+        datasets.append(dataset)
+        for element in dataset.values():
+            if not isinstance(element, DataElement) or " or " in (element.VR or ""):
+                return False  # undecoded (read from a file) or ambiguous: pydicom's way
+            if element.VR == VR.SQ:
+                stack.extend(element.value)
+    for dataset in datasets:
+        dataset.set_original_encoding(
+            syntax.is_implicit_VR, syntax.is_little_endian, dataset._character_set
+        )
+    return True

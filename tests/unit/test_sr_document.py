@@ -9,6 +9,7 @@ from datetime import datetime
 import highdicom as hd
 import pydicom
 import pytest
+from pydicom.charset import default_encoding
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
@@ -23,7 +24,7 @@ from dicom_node.writers import (
     build_parametric_map,
     build_segmentation,
 )
-from dicom_node.writers.sr_document import build_document, survey
+from dicom_node.writers.sr_document import build_document, declare_encoding, survey
 from processing.comparison import compare_exams
 from processing.exam_summary import ExamSummary, summarize_exam
 from processing.results import ProcessingResult
@@ -157,3 +158,41 @@ def test_build_document_checks_the_evidence_before_building() -> None:
     with pytest.raises(ValueError, match=r"referenced in the document content: 1\.2\.3$"):
         build_document(root, [other], survey(root, "99TEST").referenced, build)
     assert built == []
+
+
+def _datasets(document: Dataset) -> list[Dataset]:
+    found, stack = [], [document]
+    while stack:
+        dataset = stack.pop()
+        found.append(dataset)
+        for element in dataset.values():
+            if element.VR == "SQ":
+                stack.extend(element.value)
+    return found
+
+
+def test_the_declared_encoding_writes_the_bytes_pydicom_derives(
+    fixed_ctx: WriterContext, result: ProcessingResult
+) -> None:
+    report = _report(fixed_ctx, result)
+    datasets = _datasets(report)
+    assert len(datasets) > 100
+    assert all(dataset.original_encoding == (False, True) for dataset in datasets)
+    declared = _part10(report)
+    for dataset in datasets:  # as built in memory: pydicom derives and corrects each one
+        dataset.set_original_encoding(None, None, default_encoding)
+    assert _part10(report) == declared
+    assert declare_encoding(report)
+    assert _part10(report) == declared
+
+
+def test_no_encoding_is_declared_over_an_ambiguous_vr(
+    fixed_ctx: WriterContext, result: ProcessingResult
+) -> None:
+    report = _report(fixed_ctx, result)
+    for dataset in _datasets(report):
+        dataset.set_original_encoding(None, None, default_encoding)
+    item = report.ContentSequence[-1]
+    item.add_new(0x00280106, "US or SS", 3)  # Smallest Image Pixel Value: US or SS
+    assert not declare_encoding(report)
+    assert all(dataset.original_encoding == (None, None) for dataset in _datasets(report))

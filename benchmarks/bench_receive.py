@@ -42,7 +42,6 @@ import sqlite3
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -153,14 +152,14 @@ def _node_rate(
     groups: Sequence[Sequence[Path]], workdir: Path, *, fsync: bool, read_ahead: bool = False
 ) -> float:
     """Instances/s into the node's receiver; ``read_ahead``: with the node's read-ahead
-    thread reading every stored image meanwhile (as ``wbdwi serve`` does)."""
+    process reading every stored image meanwhile (as ``wbdwi serve`` does)."""
     data = workdir / "node"
     shutil.rmtree(data, ignore_errors=True)
     store = SqliteJobStore(data / "jobs.sqlite")
     spool = Spool(data / "spool", fsync=fsync)
     reader = ReadAhead(InstanceCache(512 * 1024 * 1024)) if read_ahead else None
-    stop = threading.Event()
-    thread = None if reader is None else threading.Thread(target=reader.run, args=(stop,))
+    if reader is not None:
+        reader.start()  # as the node does at its start
     receiver = DicomReceiver(
         ReceiverConfig(ae_title="WBDWI", port=_free_port(), bind_address="127.0.0.1"),
         spool,
@@ -168,17 +167,13 @@ def _node_rate(
         on_stored=None if reader is None else (lambda instance: reader.offer(instance.path)),
     )
     receiver.start()
-    if thread is not None:
-        thread.start()
     try:
         seconds = _send(groups, receiver.port, "WBDWI")
     finally:
         receiver.stop(grace_seconds=5)
         spool.close()
-        stop.set()
-        if reader is not None and thread is not None:
+        if reader is not None:
             reader.stop()
-            thread.join(timeout=30)
     stored, _ = store.instance_totals()
     store.close()
     total = sum(len(g) for g in groups)

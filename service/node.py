@@ -300,6 +300,8 @@ class Node:
         self.recover()
         self.warn_unconfigured_destinations()
         self.select_device()
+        if self.read_ahead is not None:
+            self.read_ahead.start()
         self._spawn(
             "completion",
             lambda: self.completion.run(self._stop, on_submitted=self._wake_job_takers),
@@ -312,9 +314,6 @@ class Node:
             self._spawn("dispatcher", lambda: receiver.run_dispatcher(self._worker_stop))
             self._spawn("queue-events", lambda: receiver.run_events(self._worker_stop))
         self._spawn("exporter", lambda: self.exporter.run(self._stop))
-        if self.read_ahead is not None:
-            read_ahead = self.read_ahead
-            self._spawn("read-ahead", lambda: read_ahead.run(self._stop))
         if self.settings.retention.enabled:
             self._spawn("retention", lambda: self.retention.run(self._stop))
         if self.http is not None:

@@ -5,7 +5,7 @@ header, the b-value, the geometry and the pixels): about 0.7 ms per file, some
 0.8 s for a 1,100-image whole-body exam, all of it after the exam is complete
 and the radiologist is waiting. A scanner sends an exam over minutes, so the
 node reads each file as it is stored (:meth:`ReadAhead.offer`, from the
-receiver) on a thread of its own, and the job's assembly takes what was read
+receiver) in a process of its own, and the job's assembly takes what was read
 (:meth:`InstanceCache.read`).
 
 What is kept is exactly what :func:`read_instance` returned for the file as it
@@ -19,11 +19,16 @@ assembled them.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import multiprocessing
 import os
 import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,21 +123,24 @@ class InstanceCache:
         return self._reader(str(path)) if found is None else found
 
     def prefetch(self, path: Path | str) -> bool:
-        """Read ``path`` into the cache; ``False`` when it failed (the job will say why)."""
+        """Read ``path`` into the cache here; ``False`` when it failed (the job will say why)."""
         name = str(path)
         stamp = _stamp(name)
         if stamp is None:
             return False
-        with self._lock:
-            entry = self._entries.get(name)
-            if entry is not None and entry.stamp == stamp:
-                return True
         try:
-            result = _freeze(self._reader(name))
+            result = self._reader(name)
         except Exception:  # the job reads it again and reports the error
             return False
-        if _stamp(name) != stamp:  # replaced while it was read
+        return self.keep(name, stamp, result)
+
+    def keep(self, path: Path | str, stamp: tuple[int, int, int], result: ReadResult) -> bool:
+        """Keep ``result``, read from ``path`` as it was at ``stamp``; ``False`` when the
+        file has changed since (it is then read again when needed)."""
+        name = str(path)
+        if _stamp(name) != stamp:
             return False
+        result = _freeze(result)
         self._put(name, _Entry(stamp, result, _pixel_bytes(result)))
         return True
 
@@ -158,41 +166,169 @@ class InstanceCache:
                     self._bytes -= entry.nbytes
 
 
-class ReadAhead:
-    """A thread that reads each newly stored file into an :class:`InstanceCache`.
+#: Files handed to the reading process at a time, at most (one pickled round trip each).
+_BATCH = 32
 
-    :meth:`offer` is cheap (a queue put) and safe to call from the receiver's
-    association threads; the reading happens on :meth:`run`'s thread.
+
+def _lowest_priority() -> None:
+    """In the reading process: use only CPU time nothing else wants (``nice`` 19).
+
+    Reading ahead is worth doing only with spare time: during a burst of
+    C-STOREs the receiver (and on a small server the sender too) needs every
+    core, and a job that starts meanwhile reads what is not read yet itself.
+    """
+    with contextlib.suppress(AttributeError, OSError):  # no nice() (not POSIX)
+        os.nice(19)
+
+
+def _read_batch(paths: list[str]) -> list[ReadResult | None]:
+    """In the reading process: each file as :func:`read_instance` reads it, ``None`` on error."""
+    results: list[ReadResult | None] = []
+    for path in paths:
+        try:
+            results.append(read_instance(path))
+        except Exception:  # the job reads it again and reports the error
+            results.append(None)
+    return results
+
+
+class ReadAhead:
+    """Reads each newly stored file into an :class:`InstanceCache`, in another process.
+
+    The reading (pydicom parsing, pixel decoding) runs in one worker process,
+    so that it does not hold the interpreter lock the receiver's threads need
+    (on a thread of the node it roughly halved the instances received per
+    second during a burst). :meth:`offer` only queues the path: it is cheap and
+    safe to call from the receiver's association threads; a feeder thread hands
+    the paths over in batches, and the pool's result thread puts what comes
+    back into the cache. When the worker process dies the read-ahead stops
+    (logged once) and jobs read their files themselves.
     """
 
     def __init__(self, cache: InstanceCache) -> None:
         self.cache = cache
-        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self.read = 0
         self.failed = 0
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._feeder: threading.Thread | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._closed = False
+        self._pending = 0
+
+    @property
+    def pending(self) -> int:
+        """Files offered and not read yet."""
+        return self._pending
+
+    def start(self) -> None:
+        """Start the reading process now (a second or so of imports), not at the first file."""
+        with self._lock:
+            if self._closed:
+                return
+            pool = self._pool_locked()
+        try:
+            pool.submit(_read_batch, []).result(timeout=120)
+        except Exception as error:  # the jobs read their files themselves
+            self._give_up(error)
+
+    def _pool_locked(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawned, not forked: the node has threads (a fork copies their locks)
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_lowest_priority,
+            )
+        return self._pool
 
     def offer(self, path: Path | str) -> None:
-        """Read ``path`` soon."""
+        """Read ``path`` soon (ignored once stopped)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._pending += 1
+            if self._feeder is None:
+                self._feeder = threading.Thread(target=self._feed, name="read-ahead", daemon=True)
+                self._feeder.start()
         self._queue.put(str(path))
 
-    def stop(self) -> None:
-        """End :meth:`run` (after the file it is reading)."""
-        self._queue.put(None)
-
-    def run(self, stop: threading.Event) -> None:
-        """Read offered files until :meth:`stop` or ``stop`` (checked at least once a second)."""
-        while not stop.is_set():
-            try:
-                path = self._queue.get(timeout=1.0)
-            except queue.Empty:
-                continue
-            if path is None:
+    def _feed(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
                 return
-            try:
-                if self.cache.prefetch(path):
-                    self.read += 1
-                else:
-                    self.failed += 1
-            except Exception:  # never end the thread over one file
-                self.failed += 1
-                LOGGER.exception("read_ahead_failed", path=path)
+            batch = [first]
+            while len(batch) < _BATCH:
+                try:
+                    following = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if following is None:
+                    self._queue.put(None)  # end after this batch
+                    break
+                batch.append(following)
+            self._submit(batch)
+
+    def _submit(self, paths: list[str]) -> None:
+        stamps = [_stamp(path) for path in paths]
+        readable = [path for path, stamp in zip(paths, stamps, strict=True) if stamp is not None]
+        self._count(read=0, failed=len(paths) - len(readable))
+        if not readable:
+            return
+        with self._lock:
+            if self._closed:
+                self._pending = max(0, self._pending - len(readable))
+                return
+            pool = self._pool_locked()
+        try:
+            future = pool.submit(_read_batch, readable)
+        except (BrokenProcessPool, RuntimeError) as error:
+            self._give_up(error)
+            self._count(read=0, failed=len(readable))
+            return
+        known = [stamp for stamp in stamps if stamp is not None]
+        future.add_done_callback(functools.partial(self._done, readable, known))
+
+    def _done(
+        self,
+        paths: list[str],
+        stamps: list[tuple[int, int, int]],
+        future: Future[list[ReadResult | None]],
+    ) -> None:
+        try:
+            results = future.result()
+        except BrokenProcessPool as error:
+            self._give_up(error)
+            self._count(read=0, failed=len(paths))
+            return
+        except BaseException:
+            self._count(read=0, failed=len(paths))
+            return
+        kept = 0
+        for path, stamp, result in zip(paths, stamps, results, strict=True):
+            if result is not None and self.cache.keep(path, stamp, result):
+                kept += 1
+        self._count(read=kept, failed=len(paths) - kept)
+
+    def _give_up(self, error: BaseException) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        LOGGER.warning("read_ahead_stopped", reason=str(error) or type(error).__name__)
+
+    def _count(self, *, read: int, failed: int) -> None:
+        with self._lock:
+            self.read += read
+            self.failed += failed
+            self._pending = max(0, self._pending - read - failed)
+
+    def stop(self) -> None:
+        """Stop reading; files not read yet are left to the jobs."""
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        self._queue.put(None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)

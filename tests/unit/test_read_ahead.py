@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -102,23 +101,27 @@ def test_cached_pixels_cannot_be_changed_by_a_job(exam_files: list[Path]) -> Non
         found.frames[0].stored[0, 0] = 1
 
 
-def test_the_read_ahead_thread_reads_what_it_is_offered(exam_files: list[Path]) -> None:
+def test_the_read_ahead_process_reads_what_it_is_offered(
+    exam_files: list[Path], tmp_path: Path
+) -> None:
     read_ahead = ReadAhead(InstanceCache(max_bytes=1 << 30))
-    stop = threading.Event()
-    thread = threading.Thread(target=read_ahead.run, args=(stop,))
-    thread.start()
+    broken = tmp_path / "cut-short.dcm"  # a DWI image cut off in its header
+    broken.write_bytes(_dwi_files(exam_files)[0].read_bytes()[:1500])
     try:
         for path in exam_files:
             read_ahead.offer(path)
-        read_ahead.offer(exam_files[0].parent / "gone.dcm")  # removed meanwhile: skipped
-        deadline = time.monotonic() + 60
-        while read_ahead.read + read_ahead.failed < len(exam_files) + 1:
-            assert time.monotonic() < deadline, "the read-ahead thread did not keep up"
-            time.sleep(0.02)
+        read_ahead.offer(tmp_path / "gone.dcm")  # removed meanwhile: skipped
+        read_ahead.offer(broken)  # left for the job, which reports why
+        deadline = time.monotonic() + 120
+        while read_ahead.read + read_ahead.failed < len(exam_files) + 2:
+            assert time.monotonic() < deadline, "the read-ahead process did not keep up"
+            time.sleep(0.05)
     finally:
         read_ahead.stop()
-        thread.join(timeout=10)
-    assert not thread.is_alive()
     assert read_ahead.read == len(exam_files)
-    assert read_ahead.failed == 1
+    assert read_ahead.failed == 2
+    assert read_ahead.pending == 0
     assert all(read_ahead.cache.lookup(path) is not None for path in exam_files)
+    assert read_ahead.cache.lookup(broken) is None
+    read_ahead.offer(exam_files[0])  # stopped: ignored
+    assert read_ahead.pending == 0

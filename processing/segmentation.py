@@ -80,7 +80,12 @@ def label_components(mask: Any, backend: Backend, *, structure: Any = None) -> C
         rank[xp.argsort(where[first])] = xp.arange(1, count + 1, dtype=xp.int32)
         remap = xp.concatenate([xp.zeros(1, dtype=xp.int32), rank])
         labels = remap[labels]
-    sizes = xp.bincount(labels.ravel(), minlength=count + 1)
+    # Count the labelled voxels only (bincount widens its input to 64 bits: skip the
+    # background, most of a grid); the background's count is what is left.
+    flat = labels.ravel()
+    labelled = flat[flat != 0]
+    sizes = xp.bincount(labelled, minlength=count + 1)
+    sizes[0] = int(flat.size) - int(labelled.size)
     return Components(labels=labels, count=count, sizes=sizes)
 
 
@@ -177,19 +182,20 @@ def body_mask(
 def _fill_holes_per_slice(mask: Any, backend: Backend) -> Any:
     """Fill holes in every slice at once: background blobs not touching the slice border."""
     xp = backend.xp
-    background = label_components(~mask, backend, structure=in_plane_structure(backend, full=False))
+    # Which background blob a voxel is in is all that counts: no sizes, no renumbering.
+    labels, count = backend.ndimage.label(~mask, structure=in_plane_structure(backend, full=False))
     edge_labels = xp.concatenate(
         [
-            background.labels[:, 0, :].ravel(),
-            background.labels[:, -1, :].ravel(),
-            background.labels[:, :, 0].ravel(),
-            background.labels[:, :, -1].ravel(),
+            labels[:, 0, :].ravel(),
+            labels[:, -1, :].ravel(),
+            labels[:, :, 0].ravel(),
+            labels[:, :, -1].ravel(),
         ]
     )
-    outside = xp.zeros(background.count + 1, dtype=bool)
+    outside = xp.zeros(int(count) + 1, dtype=bool)
     outside[edge_labels] = True
     outside[0] = False
-    return ~outside[background.labels]
+    return ~outside[labels]
 
 
 def reference_signal(

@@ -15,7 +15,10 @@ says yes): the total, the node's own stages from its job summary
 log the wait until the exam is ready (MPPS grace), until the worker starts it,
 the job itself and the sending after it is processed (of which the time in
 the exporter's C-STORE rounds, each acknowledgement recorded in the ledger
-included), with the GPU/CPU ratio of each. Target (issue 13): <= 5 s on the 2-core development
+included), how long before the job had processed its derived series were
+queued for delivery (they go out while the SEG and SR are made), and the share
+of the input images the read-ahead had read when the job started, with the
+GPU/CPU ratio of each. Target (issue 13): <= 5 s on the 2-core development
 machine's CPU, <= 2 s on a GPU host.
 
 ``python -m benchmarks latency`` (needs dcmtk: ``make tools``).
@@ -78,6 +81,19 @@ def _event_times(log: str) -> dict[str, float]:
     return times
 
 
+def _event_fields(log: str, event: str) -> dict[str, Any]:
+    """The fields of the first ``event`` in the node's JSON log (empty when absent)."""
+    for line in log.splitlines():
+        if line.startswith("{") and f'"{event}"' in line:
+            try:
+                entry: dict[str, Any] = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("event") == event:
+                return entry
+    return {}
+
+
 def _export_seconds(log: str) -> float:
     """Seconds the exporter spent in C-STORE rounds (``export_round`` events), ledger included."""
     total = 0.0
@@ -136,6 +152,7 @@ def measure_latency(device: str, workdir: Path, exam_dir: Path) -> dict[str, Any
                 time.sleep(0.02)
             total = time.perf_counter() - started
             events = _event_times(node.log())
+            assembled = _event_fields(node.log(), "exam_assembled")
             # the round is logged after its last acknowledgement (which ended the job)
             settle = time.monotonic() + 5
             while not (exporting := _export_seconds(node.log())) and time.monotonic() < settle:
@@ -154,6 +171,7 @@ def measure_latency(device: str, workdir: Path, exam_dir: Path) -> dict[str, Any
     ready = events.get("job_ready", started_wall) - started_wall
     begun = events.get("job_started", started_wall) - started_wall
     processed = events.get("job_processed", started_wall + total) - started_wall
+    queued_early = events.get("results_queued_early")
     return {
         "device": summary["device"],
         "total": total,
@@ -166,6 +184,13 @@ def measure_latency(device: str, workdir: Path, exam_dir: Path) -> dict[str, Any
         "job (start to processed)": processed - begun,
         "send (processed to done)": total - processed,
         "send: C-STORE rounds": exporting,
+        # the derived series go out while the SEG and SR are made (results_queued_early)
+        "derived queued early by": (
+            0.0 if queued_early is None else processed - (queued_early - started_wall)
+        ),
+        "inputs read ahead": (
+            float(assembled.get("read_ahead", 0)) / max(1, int(assembled.get("instances", 1)))
+        ),
         "unaccounted in job": (processed - begun) - job,
         "result_files": len(summary["result_files"]),
         "peer_received": received,

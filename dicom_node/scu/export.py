@@ -31,7 +31,6 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom.status import code_to_category
 
 from dicom_node.errors import SendError
 from dicom_node.scu.association import associate, reactor_paused
@@ -150,17 +149,9 @@ def _store_one(
                 None,
                 f"result file could not be read: {error}",
             )
-    response = association.send_c_store(payload)
-    if "Status" not in response:
-        return StoreOutcome(
-            result.path,
-            result.sop_instance_uid,
-            None,
-            "no C-STORE response (association aborted or DIMSE timeout)",
-        )
-    status = int(response.Status)
-    detail = ""
-    if code_to_category(status) not in ("Success", "Warning"):
-        comment = str(response.get("ErrorComment", "") or "").strip()
-        detail = f"C-STORE status 0x{status:04X}" + (f": {comment}" if comment else "")
-    return StoreOutcome(result.path, result.sop_instance_uid, status, detail)
+    return StoreOutcome.from_response(
+        result.path,
+        result.sop_instance_uid,
+        association.send_c_store(payload),
+        no_response="no C-STORE response (association aborted or DIMSE timeout)",
+    )

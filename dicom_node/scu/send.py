@@ -90,6 +90,26 @@ class StoreOutcome:
     def warning(self) -> bool:
         return self.status is not None and code_to_category(self.status) == "Warning"
 
+    @classmethod
+    def from_response(
+        cls,
+        path: str,
+        sop_instance_uid: str,
+        response: Dataset,
+        *,
+        no_response: str,
+        detail: str = "",
+    ) -> StoreOutcome:
+        """What a C-STORE response says (an empty one, from pynetdicom: ``no_response``);
+        ``detail`` is kept for a stored file, a failure status gets its own."""
+        if "Status" not in response:
+            return cls(path, sop_instance_uid, None, no_response)
+        status = int(response.Status)
+        if code_to_category(status) not in ("Success", "Warning"):
+            comment = str(response.get("ErrorComment", "") or "").strip()
+            detail = f"C-STORE status 0x{status:04X}" + (f": {comment}" if comment else "")
+        return cls(path, sop_instance_uid, status, detail)
+
 
 @dataclass(frozen=True, slots=True)
 class SendReport:
@@ -213,18 +233,13 @@ def _send_one(assoc: Association, header: _FileHeader) -> StoreOutcome:
         )
     with reactor_paused(assoc):
         response = assoc.send_c_store(payload)
-    if "Status" not in response:
-        return StoreOutcome(
-            header.path,
-            header.sop_instance_uid,
-            None,
-            "no C-STORE response (association lost or DIMSE timeout)",
-        )
-    status = int(response.Status)
-    if code_to_category(status) not in ("Success", "Warning"):
-        comment = str(response.get("ErrorComment", "")).strip()
-        detail = f"C-STORE status 0x{status:04X}" + (f": {comment}" if comment else "")
-    return StoreOutcome(header.path, header.sop_instance_uid, status, detail)
+    return StoreOutcome.from_response(
+        header.path,
+        header.sop_instance_uid,
+        response,
+        no_response="no C-STORE response (association lost or DIMSE timeout)",
+        detail=detail,
+    )
 
 
 def send_files(paths: Sequence[Path | str], destination: Destination) -> SendReport:

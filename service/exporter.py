@@ -213,8 +213,11 @@ class Exporter:
         """
         to_send: list[tuple[OutboxRecord, ResultFile]] = []
         acknowledged = 0
+        already = self.store.acknowledged_among(
+            destination_text, [row.sop_instance_uid for row in rows]
+        )
         for row in rows:
-            if self.store.acknowledged(destination_text, row.sop_instance_uid):
+            if row.sop_instance_uid in already:
                 self.store.mark_sent(row.outbox_id)
                 acknowledged += 1
                 LOGGER.info(

@@ -231,6 +231,10 @@ class Outbox(Protocol):
         """Whether the destination already acknowledged this instance (the ledger)."""
         ...
 
+    def acknowledged_among(self, destination: str, sop_instance_uids: Sequence[str]) -> set[str]:
+        """Those of ``sop_instance_uids`` the ledger says ``destination`` acknowledged."""
+        ...
+
     def mark_sent(self, outbox_id: int, *, durable: bool = True) -> None:
         """The destination acknowledged the file (``durable=False``: not forced to disk yet)."""
         ...

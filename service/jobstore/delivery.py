@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 
 from service.jobs import JobSpec, JobState, OutboxRecord, OutboxState
 from service.jobstore.connection import StoreConnection
@@ -73,6 +74,25 @@ class DeliveryRecords(StoreConnection):
                 (destination, sop_instance_uid),
             ).fetchone()
         return row is not None
+
+    def acknowledged_among(self, destination: str, sop_instance_uids: Sequence[str]) -> set[str]:
+        """Those of ``sop_instance_uids`` the ledger says ``destination`` acknowledged
+        (one query per 500, not one per instance)."""
+        found: set[str] = set()
+        uids = list(sop_instance_uids)
+        with self._lock:
+            for start in range(0, len(uids), 500):
+                chunk = uids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    row[0]
+                    for row in self._db.execute(
+                        "SELECT sop_instance_uid FROM ledger WHERE destination = ? "
+                        f"AND sop_instance_uid IN ({marks})",
+                        (destination, *chunk),
+                    )
+                )
+        return found
 
     def mark_sent(self, outbox_id: int, *, durable: bool = True) -> None:
         """Record the destination's acknowledgement in the ledger; finish the job if complete.

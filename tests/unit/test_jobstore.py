@@ -92,6 +92,9 @@ def test_job_lifecycle_to_done_with_ledger(store: SqliteJobStore) -> None:
     store.mark_sent(rows[0].outbox_id)
     assert store.acknowledged("PACS@h:104", "9.1")
     assert not store.acknowledged("PACS@h:104", "9.2")
+    many = [f"8.{n}" for n in range(1200)]  # more than one query's worth
+    assert store.acknowledged_among("PACS@h:104", [*many, "9.2", "9.1"]) == {"9.1"}
+    assert store.acknowledged_among("OTHER@h:104", ["9.1"]) == set()
     assert store.status(spec.job_id).state is JobState.EXPORTING
     store.mark_sent(rows[1].outbox_id)
     record = store.status(spec.job_id)

@@ -222,14 +222,22 @@ class ReadAhead:
         return self._pending
 
     def start(self) -> None:
-        """Start the reading process now (a second or so of imports), not at the first file."""
+        """Start the reading process now, not at the first file (it takes a second or so
+        of imports); returns at once."""
         with self._lock:
             if self._closed:
                 return
             pool = self._pool_locked()
         try:
-            pool.submit(_read_batch, []).result(timeout=120)
-        except Exception as error:  # the jobs read their files themselves
+            warm_up = pool.submit(_read_batch, [])
+        except (BrokenProcessPool, RuntimeError) as error:
+            self._give_up(error)
+            return
+        warm_up.add_done_callback(self._started)
+
+    def _started(self, future: Future[list[ReadResult | None]]) -> None:
+        error = future.exception()
+        if error is not None:  # the jobs read their files themselves
             self._give_up(error)
 
     def _pool_locked(self) -> ProcessPoolExecutor:

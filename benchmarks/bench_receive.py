@@ -41,6 +41,7 @@ import shutil
 import sqlite3
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -57,7 +58,7 @@ from dicom_node.simulator.scanner import write_exam
 from processing.phantom import make_phantom
 from service.jobstore import SqliteJobStore
 from service.logging import configure_logging
-from service.node import Node
+from service.node import SWITCH_INTERVAL_S, Node
 from service.settings import LogFormat, LoggingSettings, load_settings
 
 __all__ = ["main"]
@@ -303,6 +304,7 @@ def _latency(files: list[Path], workdir: Path) -> None:
 def main() -> None:
     """Print the spool's own cost, receive throughput (1 and 4 associations), latency."""
     configure_logging(LoggingSettings(level="warning", format=LogFormat.CONSOLE))
+    sys.setswitchinterval(SWITCH_INTERVAL_S)  # the receiver's threads as in `wbdwi serve`
     with tempfile.TemporaryDirectory(prefix="wbdwi-bench-receive-") as folder:
         workdir = Path(folder)
         exam_dir = workdir / "exam"

@@ -65,7 +65,7 @@ __all__ = ["Node", "PortUnavailableError", "RecoveryReport", "check_port_free"]
 LOGGER = structlog.get_logger(__name__)
 
 #: The interpreter's thread switch interval in the node (Python's default: 0.005 s).
-_SWITCH_INTERVAL_S = 0.0005
+SWITCH_INTERVAL_S = 0.0005
 
 # What is read ahead: the images assembly reads (MR Image, Enhanced MR Image Storage).
 _READ_AHEAD_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1"})
@@ -279,7 +279,7 @@ class Node:
         # back, which a computing thread gives up only after the switch interval (5 ms by
         # default): 469 C-STORE exchanges next to a computing job took seconds instead of
         # ~1 s. 0.5 ms keeps the I/O threads moving at a small cost to the computing one.
-        sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL_S))
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         if node.http_port:
             http = self.settings.http
             try:  # binds now, serves once the rest has started

@@ -160,7 +160,9 @@ def _node_rate(
     spool = Spool(data / "spool", fsync=fsync)
     reader = ReadAhead(InstanceCache(512 * 1024 * 1024)) if read_ahead else None
     if reader is not None:
-        reader.start()  # as the node does at its start
+        reader.start()  # as the node does at its start, long before a study arrives
+        if not reader.wait_started(timeout=120):
+            raise RuntimeError("the read-ahead process did not start")
     receiver = DicomReceiver(
         ReceiverConfig(ae_title="WBDWI", port=_free_port(), bind_address="127.0.0.1"),
         spool,

@@ -216,6 +216,7 @@ class Node:
         self._jobs_failed = 0
         self._gpu_fallbacks = 0
         self._started = False
+        self._switch_interval_before: float | None = None
 
     # --------------------------------------------------------------- lifecycle
     def recover(self) -> RecoveryReport:
@@ -279,7 +280,8 @@ class Node:
         # back, which a computing thread gives up only after the switch interval (5 ms by
         # default): 469 C-STORE exchanges next to a computing job took seconds instead of
         # ~1 s. 0.5 ms keeps the I/O threads moving at a small cost to the computing one.
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
+        self._switch_interval_before = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval_before, SWITCH_INTERVAL_S))
         if node.http_port:
             http = self.settings.http
             try:  # binds now, serves once the rest has started
@@ -364,8 +366,15 @@ class Node:
         thread.start()
         self._threads[name] = thread
 
+    def _restore_switch_interval(self) -> None:
+        """The interpreter's switch interval as it was before :meth:`start`."""
+        if self._switch_interval_before is not None:
+            sys.setswitchinterval(self._switch_interval_before)
+            self._switch_interval_before = None
+
     def stop(self) -> None:
         """Graceful stop (see the module docstring)."""
+        self._restore_switch_interval()
         if not self._started:
             if self.http is not None:  # bound, never served
                 self.http.stop()

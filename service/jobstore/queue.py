@@ -332,33 +332,37 @@ class JobQueueRecords(StoreConnection):
         Raises ``KeyError`` for an unknown job and ``ValueError`` when the job is not
         failed and has no dead-lettered delivery.
         """
-        record = self.status(job_id)
-        now = time.time()
-        with self._transaction() as db:
-            revived = db.execute(
-                "UPDATE outbox SET state = ?, attempts = 0, next_try_at = ?, updated_at = ? "
-                "WHERE job_id = ? AND state = ?",
-                (OutboxState.PENDING.value, now, now, job_id, OutboxState.DEAD.value),
-            ).rowcount
-            if revived:
-                db.execute(
-                    "UPDATE jobs SET state = ?, reason = '', updated_at = ? WHERE job_id = ?",
-                    (JobState.EXPORTING.value, now, job_id),
-                )
-            elif record.state is JobState.FAILED:
-                if record.job_key is None:
-                    raise ValueError(f"job {job_id} failed before it was queued; nothing to retry")
-                db.execute(
-                    "UPDATE jobs SET state = ?, reason = '', updated_at = ?, not_before = 0, "
-                    "deferred_since = NULL WHERE job_id = ?",
-                    (JobState.READY.value, now, job_id),
-                )
-            else:
-                raise ValueError(
-                    f"job {job_id} is {record.state.value}, not failed, and has no "
-                    "dead-lettered delivery"
-                )
-        return self.status(job_id)
+        with self._lock:
+            record = self.status(job_id)
+            now = time.time()
+            with self._transaction() as db:
+                revived = db.execute(
+                    "UPDATE outbox SET state = ?, attempts = 0, next_try_at = ?, updated_at = ? "
+                    "WHERE job_id = ? AND state = ?",
+                    (OutboxState.PENDING.value, now, now, job_id, OutboxState.DEAD.value),
+                ).rowcount
+                if revived:
+                    db.execute(
+                        "UPDATE jobs SET state = ?, reason = '', updated_at = ? WHERE job_id = ?",
+                        (JobState.EXPORTING.value, now, job_id),
+                    )
+                elif record.state is JobState.FAILED:
+                    if record.job_key is None:
+                        raise ValueError(
+                            f"job {job_id} failed before it was queued; nothing to retry"
+                        )
+                    db.execute(
+                        "UPDATE jobs SET state = ?, reason = '', updated_at = ?, not_before = 0, "
+                        "deferred_since = NULL WHERE job_id = ?",
+                        (JobState.READY.value, now, job_id),
+                    )
+                else:
+                    raise ValueError(
+                        f"job {job_id} is {record.state.value}, not failed, and has no "
+                        "dead-lettered delivery"
+                    )
+            # read under the same lock: a worker of this process may claim it at once
+            return self.status(job_id)
 
     def resume_after_restart(self) -> int:
         """Put jobs caught in ``processing`` back to ``ready``; returns how many."""

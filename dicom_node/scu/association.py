@@ -53,6 +53,7 @@ __all__ = [
     "Context",
     "Peer",
     "associate",
+    "end_if_unanswered",
     "pass_contextvars_to_association_threads",
     "reactor_paused",
     "rejection_hint",
@@ -167,6 +168,20 @@ def _disable_nagle(event: evt.Event) -> None:
         transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         _quick_ack(transport.socket)
         _reading_with_quick_acks(transport)
+
+
+def end_if_unanswered(association: Association, response: Any) -> None:
+    """After a DIMSE request that got no response: abort the association if it still
+    claims to be up.
+
+    When the peer closes the connection, pynetdicom leaves the abort to the
+    association's reactor, which the caller keeps paused during each exchange and
+    re-pauses at once for the next: the association then stays "established",
+    and each following request waits the whole DIMSE timeout. Aborting here
+    makes the next request see the loss at once.
+    """
+    if "Status" not in response and association.is_established:
+        association.abort()
 
 
 @contextmanager

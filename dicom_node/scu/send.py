@@ -28,7 +28,13 @@ from pynetdicom.association import Association
 from pynetdicom.status import code_to_category
 
 from dicom_node.errors import SendError
-from dicom_node.scu.association import DEFAULT_CALLING_AET, Peer, associate, reactor_paused
+from dicom_node.scu.association import (
+    DEFAULT_CALLING_AET,
+    Peer,
+    associate,
+    end_if_unanswered,
+    reactor_paused,
+)
 
 __all__ = [
     "DEFAULT_CALLING_AET",
@@ -233,6 +239,7 @@ def _send_one(assoc: Association, header: _FileHeader) -> StoreOutcome:
         )
     with reactor_paused(assoc):
         response = assoc.send_c_store(payload)
+    end_if_unanswered(assoc, response)
     return StoreOutcome.from_response(
         header.path,
         header.sop_instance_uid,

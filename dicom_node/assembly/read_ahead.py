@@ -20,10 +20,13 @@ assembled them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import functools
 import multiprocessing
 import os
 import queue
+import signal
 import threading
 import time
 from collections import OrderedDict
@@ -170,6 +173,12 @@ class InstanceCache:
 #: Files handed to the reading process at a time, at most (one pickled round trip each).
 _BATCH = 32
 
+#: How long :meth:`ReadAhead.stop` waits for the reading process before it kills it.
+_STOP_WAIT_S = 2.0
+
+#: prctl option: the signal a process gets when its parent ends (Linux).
+_PR_SET_PDEATHSIG = 1
+
 #: How long a batch waits for more files after its first (seconds).
 _GATHER_S = 0.1
 
@@ -183,6 +192,26 @@ def _lowest_priority() -> None:
     """
     with contextlib.suppress(AttributeError, OSError):  # no nice() (not POSIX)
         os.nice(19)
+    _end_with_the_node()
+
+
+def _end_with_the_node() -> None:
+    """In the reading process: end when the node's process ends, even by SIGKILL.
+
+    Linux's ``PR_SET_PDEATHSIG``; elsewhere a thread that watches the parent.
+    """
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0 and os.getppid() == parent:
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _read_batch(paths: list[str]) -> list[ReadResult | None]:
@@ -354,10 +383,19 @@ class ReadAhead:
             self._pending = max(0, self._pending - read - failed)
 
     def stop(self) -> None:
-        """Stop reading; files not read yet are left to the jobs."""
+        """Stop reading and end the reading process; files not read yet are left to the jobs."""
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
         self._queue.put(None)
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        if pool is None:
+            return
+        # Its processes are ended here, not left to the pool's exit handling: a process
+        # still alive after the node's would keep a service manager waiting for it.
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.join(timeout=_STOP_WAIT_S)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=_STOP_WAIT_S)

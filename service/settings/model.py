@@ -87,11 +87,13 @@ class NodeSettings:
         ),
     )
     read_ahead_mb: int = field(
-        default=512,
+        default=0,
         metadata=doc(
-            "Memory for input images read while a study arrives, so that a complete exam "
-            "is assembled at once instead of read then (about 0.7 ms per image; a "
-            "whole-body exam needs some 40-200 MB). 0 = read at the start of the job."
+            "Memory for input images read while a study arrives, by a second process at "
+            "the lowest CPU priority, so that a complete exam is assembled at once instead "
+            "of read then (about 0.7 ms per image; a whole-body exam needs some 40-200 MB; "
+            "512 suits one scanner). 0 = off (the default in this version): the job reads "
+            "its images when it starts."
         ),
     )
     min_free_disk_mb: int = field(

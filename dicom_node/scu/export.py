@@ -33,8 +33,8 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicom_node.errors import SendError
-from dicom_node.scu.association import associate, end_if_unanswered, reactor_paused
-from dicom_node.scu.send import Destination, StoreOutcome, requested_contexts
+from dicom_node.scu.association import associate, reactor_paused
+from dicom_node.scu.send import Destination, StoreOutcome, c_store, requested_contexts
 
 __all__ = ["ResultFile", "read_result_identity", "store_results"]
 
@@ -149,11 +149,4 @@ def _store_one(
                 None,
                 f"result file could not be read: {error}",
             )
-    response = association.send_c_store(payload)
-    end_if_unanswered(association, response)
-    return StoreOutcome.from_response(
-        result.path,
-        result.sop_instance_uid,
-        response,
-        no_response="no C-STORE response (association aborted or DIMSE timeout)",
-    )
+    return c_store(association, payload, result.path, result.sop_instance_uid)

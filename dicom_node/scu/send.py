@@ -238,11 +238,24 @@ def _send_one(assoc: Association, header: _FileHeader) -> StoreOutcome:
             f"in {header.transfer_syntax.name} or uncompressed",
         )
     with reactor_paused(assoc):
-        response = assoc.send_c_store(payload)
-    end_if_unanswered(assoc, response)
+        return c_store(assoc, payload, header.path, header.sop_instance_uid, detail=detail)
+
+
+def c_store(
+    association: Association,
+    payload: str | Dataset,
+    path: str,
+    sop_instance_uid: str,
+    *,
+    detail: str = "",
+) -> StoreOutcome:
+    """One C-STORE on ``association`` (its reactor paused by the caller) and its outcome;
+    an unanswered request ends the association (:func:`end_if_unanswered`)."""
+    response = association.send_c_store(payload)
+    end_if_unanswered(association, response)
     return StoreOutcome.from_response(
-        header.path,
-        header.sop_instance_uid,
+        path,
+        sop_instance_uid,
         response,
         no_response="no C-STORE response (association lost or DIMSE timeout)",
         detail=detail,

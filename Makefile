@@ -43,15 +43,17 @@ bench: $(STAMP) tools
 gpu-check:
 	./benchmarks/gpu_check.sh
 
-## gpu-wheels: the project's dependency wheels (CPython 3.12, x86-64) in .whl/, for an offline GPU host (carry .whl)
+## gpu-wheels: the project's dependency wheels (CPython $(GPU_PYTHON), x86-64) and dcmtk's storescu/storescp in .whl/, for an offline GPU host (carry .whl)
 # Left out: what the lent GPU machine's image already has (carried paths are limited to 64 MiB).
 GPU_HOST_HAS ?= numpy scipy pillow
+GPU_PYTHON ?= 3.12
 gpu-wheels: $(STAMP)
-	$(BIN)/python -m pip download --quiet --dest .whl --only-binary=:all: --python-version 3.12 \
-	  --implementation cp --abi cp312 --abi abi3 --abi none --platform manylinux_2_28_x86_64 \
+	$(BIN)/python -m pip download --quiet --dest .whl --only-binary=:all: --python-version $(GPU_PYTHON) \
+	  --implementation cp --abi cp$(subst .,,$(GPU_PYTHON)) --abi abi3 --abi none --platform manylinux_2_28_x86_64 \
 	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \
 	  $$($(BIN)/python -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
 	@for name in $(GPU_HOST_HAS); do rm -f .whl/$$name-*.whl; done
+	./benchmarks/dcmtk_bundle.sh
 	@du -sh .whl
 
 ## image-test: build the Dockerfile with podman, run it, send a phantom exam, check results reach Orthanc (root)

@@ -7,8 +7,9 @@
 #   - CuPy already importable: the project alone (pip install -e .), keeping that CuPy
 #     (it may be built for another CUDA major version than the gpu extra's cupy-cuda12x);
 #   - else the gpu extra: pip install -e '.[gpu]' (cupy-cuda12x[ctk]: NVRTC and cuFFT too).
-#   Offline (nothing can be fetched), from the wheels in .whl/ that `make gpu-wheels` put
-#   there on a connected machine (carry .whl along).
+#   Offline (nothing can be fetched): the wheels in .whl/ that `make gpu-wheels` put there
+#   on a connected machine (carry .whl along) go into a folder of their own on PYTHONPATH,
+#   and dcmtk's storescu/storescp come from .whl/dcmtk-bundle.tar.xz when the host has none.
 # Then WBDWI_REQUIRE_GPU=1: a GPU test that would skip fails instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,16 +29,32 @@ else
     target='.[gpu]'
 fi
 if ! "$python" "${pip_quiet[@]}" --retries 1 --timeout 10 -e "$target" 2>/tmp/wbdwi-gpu-check-pip.log; then
-    echo "gpu-check: online install failed ($(tail -n 1 /tmp/wbdwi-gpu-check-pip.log)); trying the wheels in .whl/"
-    if [[ ! -d .whl ]]; then
-        echo "gpu-check: no .whl/ folder: run 'make gpu-wheels' on a connected machine and carry .whl" >&2
+    echo "gpu-check: online install failed ($(tail -n 1 /tmp/wbdwi-gpu-check-pip.log)); using the wheels in .whl/"
+    if ! compgen -G '.whl/*.whl' >/dev/null; then
+        echo "gpu-check: no wheels in .whl/: run 'make gpu-wheels' on a connected machine and carry .whl" >&2
         exit 1
     fi
-    "$python" "${pip_quiet[@]}" --no-index --find-links .whl --no-build-isolation -e "$target"
+    # Into a folder of their own, put first on the path: the host's packages stay as they are
+    # (the project itself is used from this checkout, which needs no build step).
+    site=${TMPDIR:-/tmp}/wbdwi-gpu-site
+    rm -rf "$site"
+    "$python" "${pip_quiet[@]}" --no-index --no-deps --no-compile --target "$site" .whl/*.whl
+    export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-"$python" -c 'import cupy' || {
+if ! command -v storescu >/dev/null || ! command -v storescp >/dev/null; then
+    if [[ -f .whl/dcmtk-bundle.tar.xz ]]; then
+        tools=${TMPDIR:-/tmp}/wbdwi-gpu-dcmtk
+        rm -rf "$tools" && mkdir -p "$tools"
+        tar -C "$tools" -xJf .whl/dcmtk-bundle.tar.xz
+        export PATH="$tools/dcmtk/bin:$PATH"
+        echo "gpu-check: dcmtk from .whl/dcmtk-bundle.tar.xz: $(storescu --version | head -n 1)"
+    else
+        echo "gpu-check: no dcmtk here (storescu, storescp): the latency rows will fail" >&2
+    fi
+fi
+if ! "$python" -c 'import cupy' 2>/dev/null && [[ " $* " != *" --without-gpu "* ]]; then
     echo "gpu-check: CuPy is not importable; install the gpu extra (pip install -e '.[gpu]')" >&2
     exit 1
-}
+fi
 export WBDWI_REQUIRE_GPU=1 PYTHONUNBUFFERED=1
 exec "$python" -m benchmarks.gpu_check "$@"

@@ -22,19 +22,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import functools
-import multiprocessing
 import os
+import pickle
 import queue
 import signal
+import subprocess
+import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import structlog
 
@@ -182,6 +182,9 @@ _PR_SET_PDEATHSIG = 1
 #: How long a batch waits for more files after its first (seconds).
 _GATHER_S = 0.1
 
+#: The reading process's first message: its imports are done.
+_READY = "ready"
+
 
 def _lowest_priority() -> None:
     """In the reading process: use only CPU time nothing else wants (``nice`` 19).
@@ -189,8 +192,10 @@ def _lowest_priority() -> None:
     Reading ahead is worth doing only with spare time: during a burst of
     C-STOREs the receiver (and on a small server the sender too) needs every
     core, and a job that starts meanwhile reads what is not read yet itself.
+    A sandbox that forbids it (systemd's ``SystemCallFilter=~@resources``)
+    leaves the priority as it is.
     """
-    with contextlib.suppress(AttributeError, OSError):  # no nice() (not POSIX)
+    with contextlib.suppress(AttributeError, OSError):  # no nice() (not POSIX), or refused
         os.nice(19)
     _end_with_the_node()
 
@@ -199,6 +204,7 @@ def _end_with_the_node() -> None:
     """In the reading process: end when the node's process ends, even by SIGKILL.
 
     Linux's ``PR_SET_PDEATHSIG``; elsewhere a thread that watches the parent.
+    (It also ends at the end of its input, which the node's end closes.)
     """
     parent = os.getppid()
     with contextlib.suppress(OSError, AttributeError):
@@ -225,17 +231,56 @@ def _read_batch(paths: list[str]) -> list[ReadResult | None]:
     return results
 
 
+def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
+    """The reading process: a batch of paths in, what was read of them out, until the end
+    of ``requests`` (the node closed it, or ended)."""
+    pickle.dump(_READY, replies, protocol=pickle.HIGHEST_PROTOCOL)
+    replies.flush()
+    while True:
+        try:
+            paths = pickle.load(requests)
+        except EOFError:
+            return
+        pickle.dump(_read_batch(paths), replies, protocol=pickle.HIGHEST_PROTOCOL)
+        replies.flush()
+
+
+def _worker_main() -> None:
+    """``python -m dicom_node.assembly.read_ahead``: the reading process."""
+    _lowest_priority()
+    # The protocol owns the original standard output; anything printed goes to stderr.
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
+        _serve(sys.stdin.buffer, replies)
+
+
+def _worker_environment() -> dict[str, str]:
+    """The node's environment, with this package importable as in the node."""
+    root = str(Path(__file__).resolve().parents[2])
+    environment = dict(os.environ)
+    paths = [root, *filter(None, environment.get("PYTHONPATH", "").split(os.pathsep))]
+    environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return environment
+
+
 class ReadAhead:
     """Reads each newly stored file into an :class:`InstanceCache`, in another process.
 
-    The reading (pydicom parsing, pixel decoding) runs in one worker process,
-    so that it does not hold the interpreter lock the receiver's threads need
-    (on a thread of the node it roughly halved the instances received per
-    second during a burst). :meth:`offer` only queues the path: it is cheap and
-    safe to call from the receiver's association threads; a feeder thread hands
-    the paths over in batches, and the pool's result thread puts what comes
-    back into the cache. When the worker process dies the read-ahead stops
-    (logged once) and jobs read their files themselves.
+    The reading (pydicom parsing, pixel decoding) runs in one child process
+    (``python -m dicom_node.assembly.read_ahead``, started, not forked: the
+    node has threads), so that it does not hold the interpreter lock the
+    receiver's threads need (on a thread of the node it roughly halved the
+    instances received per second during a burst). It is a plain subprocess
+    talking over its standard input and output: batches of paths in, what
+    was read out, in order. It ends when its input closes (:meth:`stop`, or
+    the node's end, even by SIGKILL), so nothing of it outlives the node, and
+    a service manager stopping the node waits for no pool or tracker process.
+    :meth:`offer` only queues the path: it is cheap and safe to call from the
+    receiver's association threads; a feeder thread hands the paths over in
+    batches, and a reply thread puts what comes back into the cache. When the
+    reading process dies the read-ahead stops (logged once) and jobs read their
+    files themselves.
     """
 
     def __init__(self, cache: InstanceCache) -> None:
@@ -245,10 +290,12 @@ class ReadAhead:
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._feeder: threading.Thread | None = None
-        self._pool: ProcessPoolExecutor | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._replies: threading.Thread | None = None
+        self._in_flight: deque[tuple[list[str], list[tuple[int, int, int]]]] = deque()
+        self._ready = threading.Event()
         self._closed = False
         self._pending = 0
-        self._warm_up: Future[list[ReadResult | None]] | None = None
 
     @property
     def pending(self) -> int:
@@ -261,40 +308,31 @@ class ReadAhead:
         with self._lock:
             if self._closed:
                 return
-            pool = self._pool_locked()
-        try:
-            warm_up = pool.submit(_read_batch, [])
-        except (BrokenProcessPool, RuntimeError) as error:
-            self._give_up(error)
-            return
-        self._warm_up = warm_up
-        warm_up.add_done_callback(self._started)
+            try:
+                self._process_locked()
+            except OSError as error:
+                self._closed = True
+                LOGGER.warning("read_ahead_stopped", reason=str(error) or type(error).__name__)
 
     def wait_started(self, timeout: float) -> bool:
         """Wait until the reading process is up (after :meth:`start`); ``False`` if not."""
-        warm_up = self._warm_up
-        if warm_up is None:
-            return False
-        try:
-            warm_up.result(timeout=timeout)
-        except Exception:
-            return False
-        return True
+        return self._ready.wait(timeout)
 
-    def _started(self, future: Future[list[ReadResult | None]]) -> None:
-        error = future.exception()
-        if error is not None:  # the jobs read their files themselves
-            self._give_up(error)
-
-    def _pool_locked(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            # spawned, not forked: the node has threads (a fork copies their locks)
-            self._pool = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_lowest_priority,
+    def _process_locked(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            process = subprocess.Popen(
+                [sys.executable, "-m", __name__],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=_worker_environment(),
+                close_fds=True,
             )
-        return self._pool
+            self._process = process
+            self._replies = threading.Thread(
+                target=self._receive, args=(process,), name="read-ahead-replies", daemon=True
+            )
+            self._replies.start()
+        return self._process
 
     def offer(self, path: Path | str) -> None:
         """Read ``path`` soon (ignored once stopped)."""
@@ -314,8 +352,9 @@ class ReadAhead:
                 return
             batch = [first]
             # A batch closes when full or _GATHER_S after its first file: during a burst
-            # one hand-over per 32 files, not one per file (each wakes the pool's threads,
-            # which a burst of 750 files paid with a third of its rate).
+            # one hand-over per 32 files, not one per file (each wakes the reading
+            # process and the reply thread, which a burst of 750 files paid with a
+            # third of its rate).
             closes = time.monotonic() + _GATHER_S
             while len(batch) < _BATCH:
                 try:
@@ -334,46 +373,59 @@ class ReadAhead:
         self._count(read=0, failed=len(paths) - len(readable))
         if not readable:
             return
+        known = [stamp for stamp in stamps if stamp is not None]
+        request = pickle.dumps(readable, protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
             if self._closed:
                 self._pending = max(0, self._pending - len(readable))
                 return
-            pool = self._pool_locked()
+            try:
+                process = self._process_locked()
+            except OSError as error:
+                self._closed = True
+                self._pending = max(0, self._pending - len(readable))
+                LOGGER.warning("read_ahead_stopped", reason=str(error) or type(error).__name__)
+                return
+            self._in_flight.append((readable, known))
+        # Written outside the lock (only this thread writes): while the reading process is
+        # behind, the pipe fills and this thread waits, not the receiver's offers.
         try:
-            future = pool.submit(_read_batch, readable)
-        except (BrokenProcessPool, RuntimeError) as error:
+            assert process.stdin is not None
+            process.stdin.write(request)
+            process.stdin.flush()
+        except (OSError, ValueError) as error:  # it ended (a broken pipe), or stop() closed it
             self._give_up(error)
-            self._count(read=0, failed=len(readable))
-            return
-        known = [stamp for stamp in stamps if stamp is not None]
-        future.add_done_callback(functools.partial(self._done, readable, known))
 
-    def _done(
-        self,
-        paths: list[str],
-        stamps: list[tuple[int, int, int]],
-        future: Future[list[ReadResult | None]],
-    ) -> None:
+    def _receive(self, process: subprocess.Popen[bytes]) -> None:
+        """The reply thread: what the reading process read, batch by batch, into the cache."""
+        assert process.stdout is not None
+        replies = process.stdout
         try:
-            results = future.result()
-        except BrokenProcessPool as error:
-            self._give_up(error)
-            self._count(read=0, failed=len(paths))
-            return
-        except BaseException:
-            self._count(read=0, failed=len(paths))
-            return
-        kept = 0
-        for path, stamp, result in zip(paths, stamps, results, strict=True):
-            if result is not None and self.cache.keep(path, stamp, result):
-                kept += 1
-        self._count(read=kept, failed=len(paths) - kept)
+            if pickle.load(replies) != _READY:
+                raise pickle.UnpicklingError("the reading process did not start")
+            self._ready.set()
+            while True:
+                results = pickle.load(replies)
+                with self._lock:
+                    paths, stamps = self._in_flight.popleft()
+                kept = 0
+                for path, stamp, result in zip(paths, stamps, results, strict=True):
+                    if result is not None and self.cache.keep(path, stamp, result):
+                        kept += 1
+                self._count(read=kept, failed=len(paths) - kept)
+        except (EOFError, OSError, ValueError, IndexError, pickle.UnpicklingError) as error:
+            code = process.poll()
+            self._give_up(error if code is None else RuntimeError(f"exit status {code}"))
 
     def _give_up(self, error: BaseException) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            left = sum(len(paths) for paths, _ in self._in_flight)
+            self._in_flight.clear()
+            self._pending = max(0, self._pending - left)
+            self.failed += left
         LOGGER.warning("read_ahead_stopped", reason=str(error) or type(error).__name__)
 
     def _count(self, *, read: int, failed: int) -> None:
@@ -383,19 +435,28 @@ class ReadAhead:
             self._pending = max(0, self._pending - read - failed)
 
     def stop(self) -> None:
-        """Stop reading and end the reading process; files not read yet are left to the jobs."""
+        """Stop reading and end the reading process; files not read yet are left to the jobs.
+
+        Its input is closed (it ends after the batch in hand); after
+        :data:`_STOP_WAIT_S` it is killed.
+        """
         with self._lock:
             self._closed = True
-            pool, self._pool = self._pool, None
+            process, self._process = self._process, None
         self._queue.put(None)
-        if pool is None:
+        if process is None:
             return
-        # Its processes are ended here, not left to the pool's exit handling: a process
-        # still alive after the node's would keep a service manager waiting for it.
-        processes = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            process.join(timeout=_STOP_WAIT_S)
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=_STOP_WAIT_S)
+        with contextlib.suppress(OSError, ValueError):
+            if process.stdin is not None:
+                process.stdin.close()
+        try:
+            process.wait(timeout=_STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=_STOP_WAIT_S)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+if __name__ == "__main__":
+    _worker_main()

@@ -2,7 +2,7 @@
 
 dcmtk ``storescu`` plays the scanner; the exam becomes complete after the quiet
 period, by which time the read-ahead process has read every MR image. Without
-it (``node.read_ahead_mb = 0``, the default) the job reads them itself, and the
+it (``node.read_ahead_mb = 0``; on by default) the job reads them itself, and the
 results are the same objects.
 """
 
@@ -44,16 +44,16 @@ def _run(workdir: Path, exam: Path, env: dict[str, str]) -> tuple[dict[str, obje
 
 def test_the_job_takes_the_images_read_while_they_arrived(tmp_path: Path) -> None:
     files = write_phantom_exam(tmp_path / "exam", distractors=True)
-    event, written = _run(
-        tmp_path / "ahead", tmp_path / "exam", {"WBDWI_NODE_READ_AHEAD_MB": "512"}
-    )
+    event, written = _run(tmp_path / "ahead", tmp_path / "exam", {})  # on by default
     mr_instances = int(event["instances"])  # type: ignore[call-overload]
     assert 0 < mr_instances <= len(files)
     # the quiet period (2 s) leaves the read-ahead thread ample time for a small exam
     assert event["read_ahead"] == mr_instances, event
     assert written
 
-    event_off, written_off = _run(tmp_path / "off", tmp_path / "exam", {})  # off by default
+    event_off, written_off = _run(
+        tmp_path / "off", tmp_path / "exam", {"WBDWI_NODE_READ_AHEAD_MB": "0"}
+    )
     assert event_off["read_ahead"] == 0, event_off
     assert event_off["instances"] == mr_instances
     assert written_off == written  # the same objects

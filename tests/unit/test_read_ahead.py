@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from pydicom import dcmread
+from structlog.testing import capture_logs
 
 from dicom_node.assembly.assemble import assemble_exam
 from dicom_node.assembly.dwi_frames import DwiInstance, read_instance
@@ -125,3 +128,83 @@ def test_the_read_ahead_process_reads_what_it_is_offered(
     assert read_ahead.cache.lookup(broken) is None
     read_ahead.offer(exam_files[0])  # stopped: ignored
     assert read_ahead.pending == 0
+
+
+def _reading_process(read_ahead: ReadAhead) -> subprocess.Popen[bytes]:
+    process = read_ahead._process
+    assert process is not None, "no reading process"
+    return process
+
+
+def test_the_reading_process_ends_with_stop_and_leaves_nothing(exam_files: list[Path]) -> None:
+    read_ahead = ReadAhead(InstanceCache(max_bytes=1 << 30))
+    read_ahead.start()
+    assert read_ahead.wait_started(60), "the reading process did not start"
+    process = _reading_process(read_ahead)
+    read_ahead.offer(exam_files[0])
+    started = time.monotonic()
+    read_ahead.stop()
+    # ended by the end of its input (exit status 0), not killed after the wait
+    assert process.returncode == 0
+    assert time.monotonic() - started < 30
+    assert read_ahead._process is None
+
+
+def test_a_dead_reading_process_stops_the_read_ahead_and_the_jobs_read_themselves(
+    exam_files: list[Path],
+) -> None:
+    read_ahead = ReadAhead(InstanceCache(max_bytes=1 << 30))
+    read_ahead.start()
+    assert read_ahead.wait_started(60), "the reading process did not start"
+    try:
+        with capture_logs() as logs:
+            _reading_process(read_ahead).kill()
+            deadline = time.monotonic() + 30
+            while not any(entry["event"] == "read_ahead_stopped" for entry in logs):
+                assert time.monotonic() < deadline, logs
+                time.sleep(0.05)
+            for path in exam_files:
+                read_ahead.offer(path)  # ignored: the jobs read their files
+    finally:
+        read_ahead.stop()
+    assert read_ahead.pending == 0
+    assert read_ahead.read == 0
+    assert all(read_ahead.cache.lookup(path) is None for path in exam_files)
+
+
+def test_the_reading_process_ends_when_the_node_is_killed(tmp_path: Path) -> None:
+    # A node killed with SIGKILL runs no stop(): its reading process must end by itself.
+    script = tmp_path / "node.py"
+    script.write_text(
+        "import sys, time\n"
+        "from dicom_node.assembly.read_ahead import InstanceCache, ReadAhead\n"
+        "read_ahead = ReadAhead(InstanceCache(1 << 20))\n"
+        "read_ahead.start()\n"
+        "assert read_ahead.wait_started(60)\n"
+        "print(read_ahead._process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    node = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert node.stdout is not None
+        reader = int(node.stdout.readline())
+        assert Path(f"/proc/{reader}").exists()
+    finally:
+        node.kill()
+        node.wait()
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{reader}").exists() and "zombie" not in _state(reader):
+        assert time.monotonic() < deadline, f"the reading process {reader} outlived the node"
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
+    except (OSError, IndexError):
+        return "gone"

@@ -576,10 +576,14 @@ for _ in $(seq "$RESULTS_TIMEOUT_S"); do
   sleep 1
 done
 [ "$results" -gt 0 ] || die "wbdwi.service wrote no results into /var/lib/wbdwi/results within $RESULTS_TIMEOUT_S s"
+# The read-ahead process (on by default) ran inside the sandbox: the job found images read.
+assembled=$(podman exec "$UNIT_CONTAINER" journalctl -u wbdwi -o cat --no-pager | grep '"exam_assembled"' | tail -n 1)
+read_ahead=$(printf '%s' "$assembled" | "$HOST_BIN/python" -c 'import json, sys; print(json.loads(sys.stdin.read() or "{}").get("read_ahead", 0))')
+[ "${read_ahead:-0}" -gt 0 ] || die "wbdwi.service: no image was read ahead (exam_assembled: ${assembled:-none})"
 podman exec "$UNIT_CONTAINER" systemctl stop wbdwi || die "systemctl stop wbdwi failed"
 unit_result=$(podman exec "$UNIT_CONTAINER" systemctl show --property Result --property ExecMainStatus wbdwi | tr '\n' ' ')
 [ "$unit_result" = "Result=success ExecMainStatus=0 " ] || die "wbdwi.service did not stop cleanly: $unit_result"
-log "wbdwi.service: sandboxed ($sandbox), $results result files, stopped with $unit_result"
+log "wbdwi.service: sandboxed ($sandbox), $results result files, $read_ahead images read ahead, stopped with $unit_result"
 
 step "done"
 log "timings:"

@@ -170,7 +170,14 @@ def _latency_rows(rows: list[tuple[str, str, str]], exam_dir: Path, use_gpu: boo
             continue
         stages = ", ".join(
             f"{k} {run[k]:.2f}"
-            for k in ("assemble", "process", "write", "send (processed to done)")
+            for k in (
+                "assemble",
+                "process",
+                "write",
+                "send (processed to done)",
+                "derived queued early by",
+                "inputs read ahead",
+            )
         )
         _row(rows, f"latency node --device {device}", f"{run['total']:.2f} s", stages)
 

@@ -2,9 +2,13 @@
 
 Each due outbox row is first checked against the ledger: an instance the
 destination already acknowledged (a job that ran twice, a restart after the
-acknowledgement) is marked sent without sending it again. The rest go over one
-association per destination and round. Every acknowledgement is written to the
-ledger before the next file is sent.
+acknowledgement) is marked sent without sending it again. The rest of a
+destination's round is split into ``associations_per_destination`` runs of
+consecutive files, each sent over an association of its own at the same time
+(the destination stores one file while the next comes; a destination that
+refuses the extra associations gets those files over the one it took). Every
+acknowledgement is written to the ledger before the next file of its
+association is sent.
 
 Retry policy (``[export]`` settings):
 
@@ -28,15 +32,36 @@ from dataclasses import dataclass, field
 import structlog
 
 from dicom_node.errors import AssociationFailedError, AssociationRejectedError, SendError
-from dicom_node.scu.export import ResultFile, read_result_identity, store_results
+from dicom_node.scu.export import (
+    GroupsReport,
+    ResultFile,
+    read_result_identity,
+    store_result_groups,
+)
 from dicom_node.scu.send import Destination, StoreOutcome
 from service.jobs import OutboxRecord, OutboxState
 from service.queue_protocols import Outbox
 from service.settings import ExportSettings, parse_destination
 
-__all__ = ["ExportCounters", "Exporter", "backoff_seconds"]
+__all__ = ["ExportCounters", "Exporter", "backoff_seconds", "split_round"]
 
 LOGGER = structlog.get_logger(__name__)
+
+#: Fewest files an association of a round carries: a smaller share costs more in
+#: opening the association (a few ms) than it saves.
+MIN_FILES_PER_ASSOCIATION = 16
+
+
+def split_round(count: int, associations: int) -> list[range]:
+    """``count`` files as consecutive runs for up to ``associations`` associations.
+
+    As many runs as allowed with at least :data:`MIN_FILES_PER_ASSOCIATION`
+    files each (always one); their lengths differ by one at most.
+    """
+    runs = max(1, min(associations, count // MIN_FILES_PER_ASSOCIATION))
+    size, extra = divmod(count, runs)
+    starts = [number * size + min(number, extra) for number in range(runs + 1)]
+    return [range(starts[number], starts[number + 1]) for number in range(runs)]
 
 
 def backoff_seconds(attempts: int, settings: ExportSettings) -> float:
@@ -158,39 +183,57 @@ class Exporter:
             )
 
     def _deliver(self, destination_text: str, rows: list[OutboxRecord]) -> int:
-        """Send ``rows`` to one destination on one association; how many were acknowledged."""
+        """Send ``rows`` to one destination, over one association or several at once;
+        how many were acknowledged."""
         peer = self._peer(destination_text)
         to_send, acknowledged = self._files_to_send(destination_text, rows)
         if not to_send:
             return acknowledged
         by_path = {result.path: row for row, result in to_send}
-        last_path = to_send[-1][1].path
+        runs = [
+            [to_send[index][1] for index in run]
+            for run in split_round(len(to_send), self.settings.associations_per_destination)
+        ]
+        # one forced disk write (~3 ms) per association, not per file: the last
+        # acknowledgement of each run forces the earlier ones (a failure is recorded
+        # durably anyway)
+        last_paths = {run[-1].path for run in runs}
         stored: list[OutboxRecord] = []
 
-        def record(outcome: StoreOutcome) -> None:
+        def record(outcome: StoreOutcome) -> None:  # from each association's thread
             row = by_path[outcome.path]
-            # one forced disk write (~3 ms) per round, not per file: the round's last
-            # acknowledgement forces the earlier ones (a failure is recorded durably anyway)
-            if self._record(destination_text, row, outcome, durable=outcome.path == last_path):
+            if self._record(destination_text, row, outcome, durable=outcome.path in last_paths):
                 stored.append(row)
 
-        try:
-            seconds = store_results([result for _, result in to_send], peer, record, tls=self.tls)
-        except AssociationRejectedError as error:
-            self._rejected(destination_text, [row for row, _ in to_send], error)
-            return acknowledged
-        except AssociationFailedError as error:
-            self._unreachable(destination_text, [row for row, _ in to_send], error)
-            return acknowledged
+        report = store_result_groups(runs, peer, record, tls=self.tls)
+        if report.unsent:
+            self._not_carried(destination_text, report, by_path)
         sent_now = len(stored)
-        LOGGER.info(
-            "export_round",
-            destination=destination_text,
-            sent=sent_now,
-            failed=len(to_send) - sent_now,
-            seconds=round(seconds, 3),
-        )
+        if report.associations:
+            LOGGER.info(
+                "export_round",
+                destination=destination_text,
+                sent=sent_now,
+                failed=len(to_send) - sent_now,
+                associations=report.associations,
+                seconds=round(report.seconds, 3),
+            )
         return acknowledged + sent_now
+
+    def _not_carried(
+        self, destination_text: str, report: GroupsReport, by_path: dict[str, OutboxRecord]
+    ) -> None:
+        """Record the files no association carried, once for the round."""
+        rows = [by_path[result.path] for group, _ in report.unsent for result in group]
+        error = report.unsent[-1][1]
+        if report.associations:
+            # the destination took an association this round: an extra one it refused is
+            # neither a configuration problem nor an outage; those files are retried
+            self._refused(destination_text, rows, error)
+        elif isinstance(error, AssociationRejectedError):
+            self._rejected(destination_text, rows, error)
+        else:
+            self._unreachable(destination_text, rows, error)
 
     def _peer(self, destination_text: str) -> Destination:
         """The configured destination ``host:port:AE`` as the peer of this node's AE title."""
@@ -270,6 +313,23 @@ class Exporter:
             hint=error.hint or "check both AE titles (the destination's own and this node's)",
         )
         retry_at = self._clock() + self.settings.rejected_retry_seconds
+        for row in rows:
+            self._fail_until(row, str(error), retry_at)
+
+    def _refused(
+        self, destination_text: str, rows: list[OutboxRecord], error: AssociationFailedError
+    ) -> None:
+        """The destination took one association of the round but no more for these files."""
+        self.counters.add(attempts=len(rows))
+        delay = backoff_seconds(min(row.attempts for row in rows) + 1, self.settings)
+        LOGGER.warning(
+            "export_association_refused",
+            destination=destination_text,
+            reason=str(error),
+            retry_in_seconds=delay,
+            files=len(rows),
+        )
+        retry_at = self._clock() + delay
         for row in rows:
             self._fail_until(row, str(error), retry_at)
 

@@ -376,9 +376,23 @@ class ExportSettings:
     timeout_seconds: float = field(
         default=30.0, metadata=doc("Association and DIMSE timeout of the sender.")
     )
+    associations_per_destination: int = field(
+        default=2,
+        metadata=doc(
+            "Associations a delivery round opens to one destination at the same time, each "
+            "sending its share of the files (the destination stores one file while the next "
+            "comes); 1: one association. A destination that refuses the extra ones still "
+            "gets every file, over the association it took."
+        ),
+    )
 
     def __post_init__(self) -> None:
         problems = []
+        if self.associations_per_destination < 1:
+            problems.append(
+                "associations_per_destination must be at least 1, "
+                f"got {self.associations_per_destination}"
+            )
         if not 0 < self.backoff_initial_seconds <= self.backoff_max_seconds:
             problems.append("backoff_initial_seconds must be > 0 and <= backoff_max_seconds")
         if self.max_attempts < 1:

@@ -49,7 +49,8 @@ def test_only_the_last_acknowledgement_of_a_round_is_forced(tmp_path: Path) -> N
             mark_sent(outbox_id, durable=durable)
 
         store.mark_sent = spy  # type: ignore[method-assign]
-        exporter = Exporter(store, ExportSettings(), "WBDWI")
+        # one association (several: one forced write each, tests/unit/test_export_associations.py)
+        exporter = Exporter(store, ExportSettings(associations_per_destination=1), "WBDWI")
         assert exporter.deliver_due() == FILES
         assert len(received) == FILES
         assert forced == [False] * (FILES - 1) + [True]

@@ -56,11 +56,13 @@ import functools
 import gc
 import hashlib
 import io
+import itertools
 import os
 import platform
 import select
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -487,29 +489,113 @@ def _write_folder(
     return written
 
 
-#: How long the parent waits for the child writing the derived series.
+#: How long the parent waits for the children writing the derived series.
 _DERIVED_TIMEOUT_S = 600.0
+
+#: The most child processes writing the derived series and the Parametric Map.
+_MAX_WRITERS = 8
+
+#: Fewest slices a child writes of a series (fewer cost more in forking than they save).
+_MIN_SLAB = 16
+
+#: Forces the number of writing children (a positive integer), for measurements only;
+#: not a ``WBDWI_*`` name, which the settings would refuse as unknown.
+WRITERS_ENV = "DICOM_NODE_WRITE_WORKERS"
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def _writer_count(chunks: int) -> int:
+    """How many children write ``chunks`` pieces: one per usable core but this one's.
+
+    At most ``chunks`` and :data:`_MAX_WRITERS`, at least one; :data:`WRITERS_ENV`
+    replaces the count of cores and the cap (still at most ``chunks``).
+    """
+    forced = os.environ.get(WRITERS_ENV, "").strip()
+    if forced.isdigit() and int(forced) > 0:
+        wanted = int(forced)
+    else:
+        wanted = min(_usable_cpus() - 1, _MAX_WRITERS)
+    return max(1, min(chunks, wanted))
+
+
+@dataclass(frozen=True, slots=True)
+class _Share:
+    """What one child writes: contiguous slabs ``(folder, start, stop)`` of the series,
+    and the Parametric Map or not."""
+
+    slabs: tuple[tuple[str, int, int], ...]
+    parametric_map: bool = False
+
+
+def _shares(
+    series: dict[str, tuple[Dataset, ...]], parametric_map: bool, writers: int
+) -> list[_Share]:
+    """Split the series and the Parametric Map over ``writers`` children.
+
+    One child: everything. More: the Parametric Map (the longest piece, built
+    as well as written) alone in the first, the series' files in series order
+    cut into equal runs for the others; a run crossing the end of a series is
+    two slabs.
+    """
+    whole = tuple((folder, 0, len(datasets)) for folder, datasets in series.items() if datasets)
+    if writers <= 1:
+        return [_Share(whole, parametric_map)]
+    shares = [_Share((), parametric_map=True)] if parametric_map else []
+    runs = writers - len(shares)
+    total = sum(count for _, _, count in whole)
+    for first, last in itertools.pairwise(total * n // runs for n in range(runs + 1)):
+        slabs: list[tuple[str, int, int]] = []
+        offset = 0  # of the series in the whole run
+        for folder, _, count in whole:
+            start, stop = max(first, offset), min(last, offset + count)
+            if start < stop:
+                slabs.append((folder, start - offset, stop - offset))
+            offset += count
+        if slabs:
+            shares.append(_Share(tuple(slabs)))
+    return shares
+
+
+@dataclass(slots=True)
+class _Child:
+    """One forked writer: its process, the read end of its pipe, its files."""
+
+    pid: int
+    pipe: int
+    files: list[tuple[Path, str]]
 
 
 class _ResultWriter:
-    """Writes the result files of one exam, part of them in a forked child process.
+    """Writes the result files of one exam, part of them in forked child processes.
 
     The derived series (about 470 single-frame files on the reference exam)
-    and the Parametric Map are about half of the work; a child process builds
-    and writes them (:meth:`start`) while the parent builds and writes the
-    SEG, SR and key images (:meth:`add`), so that the two run on two cores.
+    and the Parametric Map are about half of the work; child processes build
+    and write them (:meth:`start`) while the parent builds and writes the
+    SEG, SR and key images (:meth:`add`). There is one child per usable core
+    but the parent's, at most :data:`_MAX_WRITERS` and one per
+    :data:`_MIN_SLAB` slices (:func:`_writer_count`): one child writes
+    everything on a 2-core host; with more, the Parametric Map has a child of
+    its own and the series are cut into contiguous slabs of slices for the
+    others (:func:`_shares`; the bytes of a file do not depend on its slab).
     Every file is written under a hidden ``.part`` name and renamed only when
     every object was built and written (:meth:`finish`), so that a failure
     leaves no result file: a failed build, write or child removes the
-    ``.part`` files and the folders made for them (:meth:`abandon`). With
-    ``on_derived_written`` the child renames its own files when it has written
-    them all, and a thread of the parent hands them on at once (they stay if
-    the SEG, SR or key images then fail). The
-    bytes are those of :func:`~dicom_node.writers.encoding.encode_series` and
-    ``save_as`` in either process. Without ``os.fork`` (not POSIX) the child's
-    part is written in this process.
+    ``.part`` files and the folders made for them (:meth:`abandon`), and the
+    other children are stopped. With ``on_derived_written`` each child renames
+    its own files when it has written them all, and a thread of the parent
+    hands them on as each child ends (they stay if another child, the SEG,
+    the SR or the key images then fail). The bytes are those of
+    :func:`~dicom_node.writers.encoding.encode_series` and ``save_as`` in
+    any process. Without ``os.fork`` (not POSIX) the children's part is
+    written in this process.
 
-    The child only encodes and writes files: it does no logging, takes no
+    A child only encodes and writes files: it does no logging, takes no
     lock of the node's threads, and leaves with ``os._exit`` (no cleanup of
     the parent's state runs twice).
     """
@@ -521,15 +607,14 @@ class _ResultWriter:
     ) -> None:
         self.root = root
         self.folders: dict[str, list[Path]] = {}
-        self._pid: int | None = None
-        self._pipe: int | None = None
+        self.writers = 0  # children started
+        self._children: list[_Child] = []  # started, not yet waited for
         self._created: list[Path] = []  # folders made here, removed again on failure
         self._parametric_map: Callable[[], Dataset] | None = None
         self._on_derived_written = on_derived_written
-        self._derived: list[tuple[Path, str]] = []  # the child's files and their instances
         self._waiter: threading.Thread | None = None
-        self._child_outcome: tuple[int, bytes] | None = None
-        self._published = False
+        self._failure: str | None = None  # the first child's failure
+        self._published: set[Path] = set()  # handed on (in place)
 
     def add(
         self, folder: str, datasets: Sequence[Dataset], contents: Iterable[Dataset | bytes]
@@ -571,16 +656,42 @@ class _ResultWriter:
         for folder in self.folders:
             self._note_missing(self.root / folder)
             _make_folder(self.root / folder)
-        self._derived = [
-            (self.root / folder / f"{d.SOPInstanceUID}.dcm", str(d.SOPInstanceUID))
-            for folder, datasets in folders
-            for d in datasets
-        ]
+        chunks = sum(-(-len(datasets) // _MIN_SLAB) for datasets in series.values())
+        chunks += parametric_map is not None
         if not hasattr(os, "fork"):
-            self._write(series)
-            self._child_outcome = (0, b"ok")
-            self._publish()
+            share = _shares(series, parametric_map is not None, 1)[0]
+            self._write(series, share)
+            if self._on_derived_written is not None:
+                self._rename(path for path, _ in self._files(series, share))
+                self._publish(self._files(series, share))
             return
+        shares = _shares(series, parametric_map is not None, _writer_count(chunks))
+        for share in shares:
+            self._fork(series, share)
+        if self._on_derived_written is not None:
+            # The derived series are final as soon as a child is done (they do not depend
+            # on the SEG, SR or key images): hand each child's files on then.
+            self._waiter = threading.Thread(
+                target=self._wait, name="derived-series-writer", daemon=True
+            )
+            self._waiter.start()
+
+    def _files(
+        self, series: dict[str, tuple[Dataset, ...]], share: _Share
+    ) -> list[tuple[Path, str]]:
+        """The files ``share`` writes and their instances, in order."""
+        files = [
+            (self.folders[folder][index], str(series[folder][index].SOPInstanceUID))
+            for folder, start, stop in share.slabs
+            for index in range(start, stop)
+        ]
+        if share.parametric_map:
+            path = self.folders["adc_map"][0]
+            files.append((path, path.stem))
+        return files
+
+    def _fork(self, series: dict[str, tuple[Dataset, ...]], share: _Share) -> None:
+        files = self._files(series, share)
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: encode and write, report in the pipe, leave
@@ -589,18 +700,20 @@ class _ResultWriter:
             # child shares with the parent (measured: the child 0.7 s alone, 1.7 s with a
             # node's heap). The child lives a second or two and makes little cyclic garbage.
             gc.disable()
-            os.close(read_end)
             message = b"ok"
             code = 0
             try:
+                os.close(read_end)
+                for child in self._children:  # the earlier children's pipes
+                    os.close(child.pipe)
                 for name in ("SIGTERM", "SIGINT"):
                     signal.signal(getattr(signal, name), signal.SIG_DFL)
-                self._write(series)
+                self._write(series, share)
                 if self._on_derived_written is not None:
                     # in place here, not in the parent: there a thread renaming hundreds of
                     # files waits for the interpreter lock at each (the parent is busy with
                     # the SEG and SR), ~0.6 s on the reference exam
-                    self._rename(path for path, _ in self._derived)
+                    self._rename(path for path, _ in files)
             except BaseException as exc:  # every failure goes to the parent
                 message = (str(exc) or type(exc).__name__).encode("utf-8", "replace")[:4000]
                 code = 1
@@ -610,32 +723,78 @@ class _ResultWriter:
                 finally:
                     os._exit(code)
         os.close(write_end)
-        self._pid, self._pipe = pid, read_end
-        if self._on_derived_written is not None:
-            # The derived series are final as soon as the child is done (they do not depend
-            # on the SEG, SR or key images): put them in place and hand them on then.
-            self._waiter = threading.Thread(
-                target=self._wait_and_publish, name="derived-series-writer", daemon=True
-            )
-            self._waiter.start()
+        self._children.append(_Child(pid, read_end, files))
+        self.writers += 1
 
-    def _wait_and_publish(self) -> None:
-        self._child_outcome = self._reap(kill=False)
-        self._publish()
-
-    def _publish(self) -> None:
-        """Hand on the child's files (in place now) when it wrote them all."""
-        if self._on_derived_written is None or self._child_outcome != (0, b"ok"):
+    def _write(self, series: dict[str, tuple[Dataset, ...]], share: _Share) -> None:
+        for folder, start, stop in share.slabs:
+            datasets = series[folder][start:stop]
+            _write_folder(self.root / folder, datasets, encode_series(datasets))
+        if not share.parametric_map or self._parametric_map is None:
             return
-        if not hasattr(os, "fork"):  # written in this process: put them in place here
-            try:
-                self._rename(path for path, _ in self._derived)
-            except WriterError as error:
-                self._child_outcome = (1, str(error).encode())
+        built = self._parametric_map()
+        if [self.root / "adc_map" / f"{built.SOPInstanceUID}.dcm"] != self.folders["adc_map"]:
+            raise WriterError(
+                f"the Parametric Map was built as {built.SOPInstanceUID}, "
+                f"not as the instance the report cites ({self.folders['adc_map']})"
+            )
+        _write_folder(self.root / "adc_map", (built,), (built,))
+
+    def _wait(self) -> None:
+        """Wait for every child, handing on each one's files as it ends well.
+
+        Without ``on_derived_written`` the first failure stops the others (their
+        files would be removed); with it they go on and are handed on, each
+        child's files being complete and correct.
+        """
+        deadline = time.monotonic() + _DERIVED_TIMEOUT_S
+        while self._children:
+            pipes = {child.pipe: child for child in self._children}
+            ready, _, _ = select.select(list(pipes), [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                self._stop_children(f"not written within {_DERIVED_TIMEOUT_S:.0f} s")
                 return
-        self._published = True
+            for pipe in ready:
+                child = pipes[pipe]
+                self._children.remove(child)
+                status, message = self._reap(child, kill=False)
+                if status == 0 and message == b"ok":
+                    if self._on_derived_written is not None:
+                        self._publish(child.files)
+                    continue
+                text = message.decode("utf-8", "replace") or f"child process status {status}"
+                self._failure = self._failure or text
+                if self._on_derived_written is None:
+                    self._stop_children(text)
+                    return
+
+    def _stop_children(self, reason: str) -> None:
+        """Kill and wait for the children still running; ``reason`` fails the writing."""
+        self._failure = self._failure or reason
+        children, self._children = self._children, []
+        for child in children:
+            self._reap(child, kill=True)
+
+    @staticmethod
+    def _reap(child: _Child, *, kill: bool) -> tuple[int, bytes]:
+        """Wait for ``child`` (ended, or killed now); its exit status and its message."""
+        message = b""
         try:
-            self._on_derived_written(list(self._derived))
+            if kill:
+                os.kill(child.pid, signal.SIGKILL)
+            else:
+                message = os.read(child.pipe, 4096)
+        finally:
+            os.close(child.pipe)
+            _, status = os.waitpid(child.pid, 0)
+        return status, message
+
+    def _publish(self, files: list[tuple[Path, str]]) -> None:
+        """Hand on files a child (or this process) has put in place."""
+        assert self._on_derived_written is not None
+        self._published.update(path for path, _ in files)
+        try:
+            self._on_derived_written(list(files))
         except Exception:  # the caller queues them again with the rest; never fail the write
             LOGGER.exception("derived_series_hand_on_failed")
 
@@ -646,79 +805,42 @@ class _ResultWriter:
             except OSError as exc:
                 raise WriterError(f"cannot write {path}: {exc}") from exc
 
-    def _write(self, series: dict[str, tuple[Dataset, ...]]) -> None:
-        for folder, datasets in series.items():
-            _write_folder(self.root / folder, datasets, encode_series(datasets))
-        if self._parametric_map is None:
-            return
-        built = self._parametric_map()
-        if [self.root / "adc_map" / f"{built.SOPInstanceUID}.dcm"] != self.folders["adc_map"]:
-            raise WriterError(
-                f"the Parametric Map was built as {built.SOPInstanceUID}, "
-                f"not as the instance the report cites ({self.folders['adc_map']})"
-            )
-        _write_folder(self.root / "adc_map", (built,), (built,))
-
-    def _reap(self, *, kill: bool) -> tuple[int, bytes]:
-        """Wait for the child; its exit status and its message."""
-        pid, pipe = self._pid, self._pipe
-        self._pid = self._pipe = None
-        if pid is None or pipe is None:
-            return 0, b"ok"
-        try:
-            message = b""
-            if kill:
-                os.kill(pid, signal.SIGKILL)
-            else:
-                ready, _, _ = select.select([pipe], [], [], _DERIVED_TIMEOUT_S)
-                if ready:
-                    message = os.read(pipe, 4096)
-                else:
-                    os.kill(pid, signal.SIGKILL)
-                    message = f"not written within {_DERIVED_TIMEOUT_S:.0f} s".encode()
-        finally:
-            os.close(pipe)
-            _, status = os.waitpid(pid, 0)
-        return status, message
-
     def finish(self) -> None:
-        """Wait for the child and rename its files into place.
+        """Wait for the children and rename their files into place.
 
         Raises
         ------
         WriterError
-            When the child failed (its message), or did not finish in time.
+            When a child failed (its message), or did not finish in time.
         """
         if self._waiter is not None:
             self._waiter.join()
-            status, message = self._child_outcome or (1, b"")
-        elif self._child_outcome is not None:  # written in this process
-            status, message = self._child_outcome
         else:
-            status, message = self._reap(kill=False)
-        if status != 0 or message != b"ok":
+            self._wait()
+        if self._failure is not None:
             self._remove_parts()
-            text = message.decode("utf-8", "replace") or f"child process status {status}"
-            raise WriterError(f"cannot write the derived MR series: {text}")
-        published = {path for path, _ in self._derived} if self._published else set()
+            raise WriterError(f"cannot write the derived MR series: {self._failure}")
         try:
             self._rename(
-                path for paths in self.folders.values() for path in paths if path not in published
+                path
+                for paths in self.folders.values()
+                for path in paths
+                if path not in self._published
             )
         except WriterError:
             self._remove_parts()
             raise
 
     def abandon(self) -> None:
-        """Stop the child (if running) and remove what is not in place yet.
+        """Stop the children (if running) and remove what is not in place yet.
 
-        With ``on_derived_written`` the child is left to finish (it only writes
-        files), and series it already put in place and handed on stay.
+        With ``on_derived_written`` the children are left to finish (they only
+        write files), and the files each put in place and handed on stay.
         """
         if self._waiter is not None:
             self._waiter.join()
         else:
-            self._reap(kill=True)
+            self._stop_children("abandoned")
         self._remove_parts()
 
     def _remove_parts(self) -> None:

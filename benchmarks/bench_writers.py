@@ -7,12 +7,18 @@ each time. Printed per preset: the time, the number of files, the size of each
 object kind on disk, and a peer measured in the same run: writing the same
 pixel payloads (float32 ADC, uint16 ADC and computed-b slices, the tumour mask
 as bits) as raw files with NumPy, the floor that any DICOM encoding adds to.
+The derived series and the Parametric Map are written by up to
+:func:`~dicom_node.writers.write_results.writer_limit` child processes (one per
+usable core but one, at most 8; ``DICOM_NODE_WRITE_WORKERS=N`` forces N); where
+that is more than one, ``reference`` is also timed with one child, the peer of
+the split.
 
 Target (issue 4): <= 5 s for ``reference`` on the 2-core development machine.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -24,7 +30,7 @@ import numpy as np
 
 from dicom_node.assembly.assemble import assemble_exam
 from dicom_node.simulator.scanner import write_exam
-from dicom_node.writers.write_results import write_results
+from dicom_node.writers.write_results import WRITERS_ENV, write_results, writer_limit
 from processing.exam import DwiExam
 from processing.phantom import make_phantom
 from processing.pipeline import process_exam
@@ -72,6 +78,18 @@ def _bench(preset: str, workdir: Path) -> None:
 
     seconds = _timed(write, _REPEATS[preset])
     raw_seconds = _timed(write_raw, _REPEATS[preset])
+    writers = writer_limit()
+    one_child: float | None = None
+    if writers > 1 and preset == "reference":
+        forced = os.environ.get(WRITERS_ENV)
+        os.environ[WRITERS_ENV] = "1"
+        try:
+            one_child = _timed(write, _REPEATS[preset])
+        finally:
+            if forced is None:
+                del os.environ[WRITERS_ENV]
+            else:
+                os.environ[WRITERS_ENV] = forced
     sizes: dict[str, int] = defaultdict(int)
     counts: dict[str, int] = defaultdict(int)
     for path in written:
@@ -82,7 +100,11 @@ def _bench(preset: str, workdir: Path) -> None:
         f"{preset}: grid {slices}x{rows}x{columns}, {len(result.stats.lesions)} lesions, "
         f"tDV {result.stats.tdv_ml:.1f} ml"
     )
-    print(f"  write_results        {seconds:7.2f} s   {len(written)} files")
+    print(f"  write_results        {seconds:7.2f} s   {len(written)} files, <= {writers} children")
+    if one_child is not None:
+        print(
+            f"  peer: one child      {one_child:7.2f} s   the split saves {one_child - seconds:.2f} s"
+        )
     print(f"  peer: raw NumPy dump {raw_seconds:7.2f} s   ratio {seconds / raw_seconds:.1f}x")
     for folder in sorted(sizes):
         print(f"  {folder:<12} {counts[folder]:4d} files {sizes[folder] / 1e6:9.2f} MB")

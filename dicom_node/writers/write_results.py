@@ -17,11 +17,12 @@ name, then rename), so a reader never sees half a file and writing the same
 exam again replaces files with identical UIDs. The derived MR series are
 encoded with :func:`dicom_node.writers.encoding.encode_series` (shared elements
 encoded once; the same bytes as pydicom writes). They and the Parametric Map
-are written by a forked child process while this one builds the SEG, SR and
-key images; every file is renamed into place only when all were written, so
-a failure leaves none (``_ResultWriter``), unless the caller asked for the
-derived series as soon as they are written (``on_derived_written``: the node
-delivers them while the SEG and SR are made).
+are written by forked child processes (one per usable core but this one's, at
+most 8) while this one builds the SEG, SR and key images; every file is
+renamed into place only when all were written, so a failure leaves none
+(``_ResultWriter``), unless the caller asked for the derived series as soon
+as they are written (``on_derived_written``: the node delivers each child's
+files while the others, the SEG and the SR are made).
 
 The derived computed-b series (or the ADC series when no computed-b image
 exists) is the *geometric source* of the Parametric Map and the SEG: one
@@ -97,11 +98,13 @@ from processing.results import Histogram, ProcessingResult
 
 __all__ = [
     "READER_CORRECTED",
+    "WRITERS_ENV",
     "ReaderCorrection",
     "ResultObjects",
     "build_result_objects",
     "earlier_version_reports",
     "write_results",
+    "writer_limit",
     "written_instance_uid",
 ]
 
@@ -396,13 +399,14 @@ def write_results(  # noqa: PLR0913
         new SR names them in its Predecessor Documents Sequence and says that
         it replaces them. Their files are never touched.
     on_derived_written
-        Called (on another thread) with the files of the derived MR series and
-        the Parametric Map, ``(path, SOP Instance UID)``, as soon as they are
-        all written and in place, while
-        the SEG, SR and key images are still being made, so that the caller
-        can deliver them meanwhile. Those files then stay even when a later
-        object fails (they are complete and correct); without it, a failure
-        leaves no file.
+        Called (on another thread, one call at a time) with files of the
+        derived MR series and the Parametric Map, ``(path, SOP Instance UID)``,
+        once per writing child as soon as that child's files are written and
+        in place (a run of slices of a series, or the map; every such file in
+        exactly one call), while the SEG, SR and key images are still being
+        made, so that the caller can deliver them meanwhile. Those files then
+        stay even when another child or a later object fails (they are
+        complete and correct); without it, a failure leaves no file.
 
     Returns
     -------
@@ -510,18 +514,21 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _writer_count(chunks: int) -> int:
-    """How many children write ``chunks`` pieces: one per usable core but this one's.
+def writer_limit() -> int:
+    """The most children :func:`write_results` writes the derived series with.
 
-    At most ``chunks`` and :data:`_MAX_WRITERS`, at least one; :data:`WRITERS_ENV`
-    replaces the count of cores and the cap (still at most ``chunks``).
+    One per usable core but this process's, at most :data:`_MAX_WRITERS`, at
+    least one; :data:`WRITERS_ENV` replaces both (for measurements).
     """
     forced = os.environ.get(WRITERS_ENV, "").strip()
     if forced.isdigit() and int(forced) > 0:
-        wanted = int(forced)
-    else:
-        wanted = min(_usable_cpus() - 1, _MAX_WRITERS)
-    return max(1, min(chunks, wanted))
+        return int(forced)
+    return max(1, min(_usable_cpus() - 1, _MAX_WRITERS))
+
+
+def _writer_count(chunks: int) -> int:
+    """How many children write ``chunks`` pieces: :func:`writer_limit`, at most ``chunks``."""
+    return max(1, min(chunks, writer_limit()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,7 +103,7 @@ def _bench(preset: str, workdir: Path) -> None:
     print(f"  write_results        {seconds:7.2f} s   {len(written)} files, <= {writers} children")
     if one_child is not None:
         print(
-            f"  peer: one child      {one_child:7.2f} s   the split saves {one_child - seconds:.2f} s"
+            f"  peer: one child      {one_child:7.2f} s   split saves {one_child - seconds:.2f} s"
         )
     print(f"  peer: raw NumPy dump {raw_seconds:7.2f} s   ratio {seconds / raw_seconds:.1f}x")
     for folder in sorted(sizes):

@@ -169,3 +169,23 @@ def test_with_hand_on_a_failing_child_keeps_only_the_other_childrens_files(
     left = {path for path in (tmp_path / "out").rglob("*") if path.is_file()}
     assert left == {path for batch in handed for path, _ in batch}
     assert {path.parent.name for path in left} == {"adc", "b1000"}
+
+
+def test_a_failure_of_this_process_stops_and_waits_for_every_child(
+    phantom_case: tuple[DwiExam, ProcessingResult],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    forks: list[int],
+) -> None:
+    def no_report(*args: object, **kwargs: object) -> object:
+        raise WriterError("the report cannot be built (injected)")
+
+    monkeypatch.setattr(write_results_module, "build_measurement_report", no_report)
+    monkeypatch.setenv(WRITERS_ENV, "3")
+    with pytest.raises(WriterError, match=r"report cannot be built \(injected\)"):
+        _write(phantom_case, tmp_path / "out")
+    assert len(forks) == 3
+    assert not (tmp_path / "out").exists()
+    for pid in forks:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)

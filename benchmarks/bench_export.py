@@ -15,7 +15,14 @@ With one association each C-STORE waits for the peer's response before the next
 goes: the round takes about our time per file plus the peer's. With several, the
 peer stores one file while another comes.
 
-``python -m benchmarks export [--repeats N]`` (needs dcmtk and Orthanc: ``make tools``).
+``--latency RUNS``: instead, the reference exam end to end (MPPS COMPLETED to the
+last acknowledgement) with one association and with the default, runs
+interleaved, median of RUNS each: through ``wbdwi serve`` to ``storescp --fork``
+(``bench_latency``'s measurement, its "send (processed to done)" too) and, where
+Orthanc is installed, the node in-process to Orthanc (``bench_receive``'s).
+
+``python -m benchmarks export [--repeats N] [--latency RUNS] [--device cpu|gpu]``
+(needs dcmtk, and Orthanc for its rows: ``make tools``).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -163,6 +171,71 @@ def _results(workdir: Path) -> list[Path]:
     return sorted((workdir / "results").rglob("*.dcm"))
 
 
+def _end_to_end(runs: int, device: str) -> None:
+    """The reference exam end to end, 1 association against the default; medians."""
+    import contextlib
+    import io
+
+    import tests.helpers.node_harness as harness
+    from benchmarks import bench_receive
+    from benchmarks.bench_latency import measure_latency
+    from dicom_node.simulator.scanner import write_exam
+    from processing.phantom import make_phantom
+    from service.settings import ExportSettings
+
+    default = ExportSettings().associations_per_destination
+    node_process = harness.NodeProcess
+    load_settings = vars(bench_receive)["load_settings"]
+    with tempfile.TemporaryDirectory(prefix="wbdwi-bench-export-e2e-") as folder:
+        workdir = Path(folder)
+        exam_dir = workdir / "exam"
+        files = sorted(write_exam(make_phantom("reference", seed=1), exam_dir, distractors=False))
+        orthanc = Path("/usr/sbin/Orthanc").exists() or shutil.which("Orthanc") is not None
+        measured: dict[tuple[str, int], list[float]] = {}
+        for run in range(runs):
+            for associations in (1, default):
+                variable = {"WBDWI_EXPORT_ASSOCIATIONS_PER_DESTINATION": str(associations)}
+
+                def with_setting(*args: Any, **kwargs: Any) -> Any:
+                    kwargs["env"] = {**kwargs.get("env", {}), **variable}  # noqa: B023
+                    return node_process(*args, **kwargs)
+
+                vars(harness)["NodeProcess"] = with_setting
+                try:
+                    result = measure_latency(
+                        device, workdir / f"storescp-{run}-{associations}", exam_dir
+                    )
+                finally:
+                    vars(harness)["NodeProcess"] = node_process
+                for key in ("total", "send (processed to done)"):
+                    measured.setdefault((f"storescp, {key}", associations), []).append(result[key])
+                if not orthanc:
+                    continue
+
+                def loaded(*args: Any, **kwargs: Any) -> Any:
+                    export = kwargs["overrides"]["export"]
+                    export["associations_per_destination"] = associations  # noqa: B023
+                    return load_settings(*args, **kwargs)
+
+                vars(bench_receive)["load_settings"] = loaded
+                printed = io.StringIO()
+                try:
+                    with contextlib.redirect_stdout(printed):
+                        bench_receive._latency(files, workdir / f"orthanc-{run}-{associations}")
+                finally:
+                    vars(bench_receive)["load_settings"] = load_settings
+                line = next(x for x in printed.getvalue().splitlines() if "COMPLETED" in x)
+                seconds = float(line.split("acknowledged")[1].split()[0])
+                measured.setdefault(("Orthanc (in-process node), total", associations), [])
+                measured[("Orthanc (in-process node), total", associations)].append(seconds)
+    print(f"reference exam end to end, device {device}: median of {runs} (seconds)")
+    for (name, associations), values in measured.items():
+        print(
+            f"  {name:<44} associations {associations}: {statistics.median(values):6.2f}"
+            f"   (runs: {', '.join(f'{value:.2f}' for value in values)})"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print seconds per delivery round for 1-4 associations, storescp and Orthanc."""
     from service.logging import configure_logging
@@ -171,11 +244,15 @@ def main(argv: list[str] | None = None) -> None:
 
     arguments = list(argv or [])
     repeats = int(arguments[arguments.index("--repeats") + 1]) if "--repeats" in arguments else 3
+    device = arguments[arguments.index("--device") + 1] if "--device" in arguments else "cpu"
     if shutil.which("storescp") is None:
         print("dcmtk storescp not found: make tools", file=sys.stderr)
         raise SystemExit(2)
     configure_logging(LoggingSettings(level="warning", format=LogFormat.CONSOLE))
     sys.setswitchinterval(SWITCH_INTERVAL_S)  # as in `wbdwi serve`
+    if "--latency" in arguments:
+        _end_to_end(int(arguments[arguments.index("--latency") + 1]), device)
+        return
     peers: dict[str, Callable[[Path], AbstractContextManager[tuple[str, int]]]] = {
         "storescp --fork": _storescp,
         "Orthanc": _orthanc,
@@ -184,7 +261,13 @@ def main(argv: list[str] | None = None) -> None:
         workdir = Path(folder)
         results = _results(workdir)
         print(f"{len(results)} result objects, {sum(p.stat().st_size for p in results) >> 20} MiB")
+        with _storescp(workdir) as (destination, pid):  # warm-up: imports, page cache
+            _round(results, workdir, destination, pid, 1)
         for name, peer in peers.items():
+            orthanc = Path("/usr/sbin/Orthanc").exists() or shutil.which("Orthanc") is not None
+            if name == "Orthanc" and not orthanc:
+                print("Orthanc: not installed, skipped")
+                continue
             runs: dict[int, list[dict[str, float]]] = {n: [] for n in SETTINGS}
             for _ in range(repeats):
                 for associations in SETTINGS:

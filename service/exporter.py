@@ -216,6 +216,7 @@ class Exporter:
                 sent=sent_now,
                 failed=len(to_send) - sent_now,
                 associations=report.associations,
+                refused_associations=report.refused,
                 seconds=round(report.seconds, 3),
             )
         return acknowledged + sent_now

@@ -122,13 +122,16 @@ class GroupsReport:
     """What :func:`store_result_groups` did.
 
     ``associations``: how many associations were made (0: the peer took none);
-    ``unsent``: the groups no association carried, each with the error of the
-    last association refused for it (every group when ``associations`` is 0).
+    ``refused``: how many more the peer refused (their groups went over others,
+    or are in ``unsent``); ``unsent``: the groups no association carried, each
+    with the error of the last association refused for it (every group when
+    ``associations`` is 0).
     """
 
     seconds: float
     associations: int
     unsent: tuple[tuple[tuple[ResultFile, ...], AssociationFailedError], ...]
+    refused: int = 0
 
 
 class _GroupSender:
@@ -149,6 +152,7 @@ class _GroupSender:
         # groups whose association was refused, waiting for an association that was made
         self._orphans: deque[tuple[tuple[ResultFile, ...], AssociationFailedError]] = deque()
         self.associations = 0
+        self.refused = 0
         self.failures: list[BaseException] = []
 
     def send(self, group: tuple[ResultFile, ...]) -> None:
@@ -159,6 +163,7 @@ class _GroupSender:
         except AssociationFailedError as error:
             with self._lock:
                 self._orphans.append((group, error))
+                self.refused += 1
 
     def send_on(self, association: Any, group: tuple[ResultFile, ...]) -> None:
         """Send ``group`` on ``association``, then the groups orphaned meanwhile."""
@@ -190,6 +195,8 @@ class _GroupSender:
                         _store_all(association, group, self._destination, self._on_outcome)
                 return []
             except AssociationFailedError as error:
+                with self._lock:
+                    self.refused += 1
                 if pause is None:
                     return [(group, error) for group, _ in left]
                 time.sleep(pause)
@@ -274,7 +281,9 @@ def store_result_groups(
     if sender.failures:
         raise sender.failures[0]
     left = sender.send_left()
-    return GroupsReport(time.perf_counter() - started, sender.associations, tuple(left))
+    return GroupsReport(
+        time.perf_counter() - started, sender.associations, tuple(left), sender.refused
+    )
 
 
 def _store_all(

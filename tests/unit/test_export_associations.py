@@ -117,6 +117,7 @@ def test_every_file_acknowledged_once_over_three_associations(tmp_path: Path) ->
             counters = exporter.counters
             assert (counters.attempts, counters.sent, counters.failures) == (FILES, FILES, 0)
             assert _round_logged(logs)["associations"] == 3
+            assert _round_logged(logs)["refused_associations"] == 0
             assert _round_logged(logs)["sent"] == FILES
         finally:
             store.close()
@@ -157,6 +158,9 @@ def test_peer_limited_to_one_association_gets_every_file(tmp_path: Path) -> None
             assert (counters.sent, counters.failures, counters.dead_lettered) == (FILES, 0, 0)
             assert (counters.rejected_associations, counters.failed_rounds) == (0, 0)
             assert not [entry for entry in logs if entry["log_level"] in ("warning", "error")]
+            # the other two asked while the first ran: refused, their runs went over it
+            assert _round_logged(logs)["refused_associations"] == 2
+            assert len(peer.by_association) == _round_logged(logs)["associations"]
             # within each association the files of a run keep their order
             runs = [[_uids(FILES)[index] for index in run] for run in split_round(FILES, 3)]
             for uids in peer.by_association.values():

@@ -614,7 +614,6 @@ class _ResultWriter:
     ) -> None:
         self.root = root
         self.folders: dict[str, list[Path]] = {}
-        self.writers = 0  # children started
         self._children: list[_Child] = []  # started, not yet waited for
         self._created: list[Path] = []  # folders made here, removed again on failure
         self._parametric_map: Callable[[], Dataset] | None = None
@@ -731,7 +730,6 @@ class _ResultWriter:
                     os._exit(code)
         os.close(write_end)
         self._children.append(_Child(pid, read_end, files))
-        self.writers += 1
 
     def _write(self, series: dict[str, tuple[Dataset, ...]], share: _Share) -> None:
         for folder, start, stop in share.slabs:

@@ -59,6 +59,7 @@ import hashlib
 import io
 import itertools
 import os
+import pickle
 import platform
 import select
 import signal
@@ -68,6 +69,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 from pydicom.dataset import Dataset
@@ -84,6 +86,7 @@ from dicom_node.writers import (
     build_segmentation,
 )
 from dicom_node.writers.common import UidFactory
+from dicom_node.writers.derived_mr import DerivedSeries
 from dicom_node.writers.encoding import encode_series
 from dicom_node.writers.errors import WriterError
 from dicom_node.writers.key_images import trend_samples
@@ -185,6 +188,58 @@ def build_result_objects(  # noqa: PLR0913
     same UIDs; the SR takes patient and study from the SEG) instead of the
     map, after the same input checks; without a SEG the map is built here.
     """
+    derived = _build_derived_objects(
+        exam,
+        result,
+        version_label=version_label,
+        device_serial_number=device_serial_number,
+        institution_name=institution_name,
+        content_datetime=content_datetime,
+        comparison=comparison,
+        report_notes=report_notes,
+        correction=correction,
+        on_derived_series=on_derived_series,
+    )
+    return _build_report_objects(
+        derived,
+        result,
+        prior_histograms=prior_histograms,
+        comparison=comparison,
+        correction=correction,
+        earlier_reports=earlier_reports,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _DerivedObjects:
+    """The first part of the results: the derived series and the Parametric Map (or what the
+    SR cites of it), with the contexts the rest is built in."""
+
+    ctx: WriterContext
+    dependent: WriterContext  # the priors-dependent context of the SEG, SR and key images
+    adc: DerivedSeries
+    computed: tuple[DerivedSeries, ...]
+    geometric_source: tuple[Dataset, ...]
+    parametric_map: Dataset
+    report_notes: tuple[str, ...]
+
+
+def _build_derived_objects(  # noqa: PLR0913
+    exam: DwiExam,
+    result: ProcessingResult,
+    *,
+    version_label: str | None,
+    device_serial_number: str | None,
+    institution_name: str,
+    content_datetime: datetime | None,
+    comparison: Comparison | None,
+    report_notes: Sequence[str],
+    correction: ReaderCorrection | None,
+    on_derived_series: Callable[
+        [dict[str, tuple[Dataset, ...]], tuple[Dataset, Callable[[], Dataset]] | None], None
+    ]
+    | None,
+) -> _DerivedObjects:
     identity = WriterIdentity(
         software_version=version_label or installed_version(),
         device_serial_number=device_serial_number or platform.node() or "unknown",
@@ -226,6 +281,29 @@ def build_result_objects(  # noqa: PLR0913
         on_derived_series(derived_series, parametric_map_job)
     else:
         parametric_map = build_parametric_map(ctx, result, geometric_source)
+    return _DerivedObjects(
+        ctx=ctx,
+        dependent=dependent,
+        adc=adc,
+        computed=tuple(computed),
+        geometric_source=tuple(geometric_source),
+        parametric_map=parametric_map,
+        report_notes=tuple(report_notes),
+    )
+
+
+def _build_report_objects(
+    derived: _DerivedObjects,
+    result: ProcessingResult,
+    *,
+    prior_histograms: Sequence[tuple[str, Histogram]],
+    comparison: Comparison | None,
+    correction: ReaderCorrection | None,
+    earlier_reports: Sequence[Dataset],
+) -> ResultObjects:
+    """The SEG, SR and key images, and every object of the exam by folder."""
+    dependent = derived.dependent
+    geometric_source = list(derived.geometric_source)
     segmentation = (
         build_segmentation(dependent, result, geometric_source)
         if result.tumour_mask.any()
@@ -235,11 +313,11 @@ def build_result_objects(  # noqa: PLR0913
         dependent,
         result,
         segmentation=segmentation,
-        parametric_map=parametric_map,
-        evidence=[*geometric_source, *ctx.source_evidence()],
+        parametric_map=derived.parametric_map,
+        evidence=[*geometric_source, *derived.ctx.source_evidence()],
         comparison=comparison,
         geometric_source=geometric_source,
-        notes=report_notes,
+        notes=derived.report_notes,
         predecessors=(
             *earlier_reports,
             *(() if correction is None else correction.predecessors),
@@ -249,16 +327,16 @@ def build_result_objects(  # noqa: PLR0913
     key_images = build_key_images(
         dependent,
         result,
-        adc.datasets[0],
+        derived.adc.datasets[0],
         priors=prior_histograms,
         trend=trend_samples(comparison) if comparison is not None else (),
     )
 
     folders: dict[str, tuple[Dataset, ...]] = {
-        "adc_map": (parametric_map,),
-        "adc": adc.datasets,
+        "adc_map": (derived.parametric_map,),
+        "adc": derived.adc.datasets,
     }
-    for series, image in zip(computed, result.computed, strict=True):
+    for series, image in zip(derived.computed, result.computed, strict=True):
         folders[f"b{image.b_value:g}"] = series.datasets
     if segmentation is not None:
         folders["seg"] = (segmentation.dataset,)
@@ -266,10 +344,10 @@ def build_result_objects(  # noqa: PLR0913
             folders["seg_lesions"] = (segmentation.lesion_dataset,)
     folders["sr"] = (report,)
     folders["key_images"] = tuple(key.dataset for key in key_images)
-    derived = {"adc", *(f"b{image.b_value:g}" for image in result.computed)}
+    derived_folders = {"adc", *(f"b{image.b_value:g}" for image in result.computed)}
     if correction is not None:
         return _corrected_objects(folders)
-    return ResultObjects(by_folder=folders, derived_series_folders=frozenset(derived))
+    return ResultObjects(by_folder=folders, derived_series_folders=frozenset(derived_folders))
 
 
 def _corrected_objects(folders: dict[str, tuple[Dataset, ...]]) -> ResultObjects:
@@ -422,29 +500,36 @@ def write_results(  # noqa: PLR0913
     root = Path(out_dir)
     derived = _ResultWriter(root, on_derived_written)
     try:
-        objects = build_result_objects(
+        first = _build_derived_objects(
             exam,
             result,
             version_label=version_label,
             device_serial_number=device_serial_number,
             institution_name=institution_name,
             content_datetime=content_datetime,
-            prior_histograms=prior_histograms,
             comparison=comparison,
             report_notes=report_notes,
             correction=correction,
-            earlier_reports=earlier_reports,
             on_derived_series=derived.start,
         )
-        written: list[Path] = []
-        for folder, datasets in objects.by_folder.items():
-            if folder in derived.folders:
-                written += derived.paths(folder)
-                continue
-            contents: Iterable[Dataset | bytes] = (
-                encode_series(datasets) if folder in objects.derived_series_folders else datasets
-            )
-            written += derived.add(folder, datasets, contents)
+        build_reports = functools.partial(
+            _build_report_objects,
+            first,
+            result,
+            prior_histograms=prior_histograms,
+            comparison=comparison,
+            correction=correction,
+            earlier_reports=earlier_reports,
+        )
+        if derived.forked and writer_limit() > 1:
+            # With cores to spare, the SEG, SR and key images are built and written in a
+            # child of their own, beside the derived series' children: this process then
+            # waits without the interpreter lock, which its other threads get (the node's
+            # exporter, sending the derived series meanwhile). On 2 cores this process
+            # builds them itself, beside the one child.
+            written = derived.reports_in_child(build_reports)
+        else:
+            written = derived.write_here(build_reports())
         derived.finish()
     except BaseException:
         derived.abandon()
@@ -621,6 +706,7 @@ class _ResultWriter:
         self._waiter: threading.Thread | None = None
         self._failure: str | None = None  # the first child's failure
         self._published: set[Path] = set()  # handed on (in place)
+        self.forked = False  # the derived series are written by child processes
 
     def add(
         self, folder: str, datasets: Sequence[Dataset], contents: Iterable[Dataset | bytes]
@@ -630,6 +716,72 @@ class _ResultWriter:
         written = _write_folder(self.root / folder, datasets, contents)
         self.folders.setdefault(folder, []).extend(written)
         return written
+
+    def write_here(self, objects: ResultObjects) -> list[Path]:
+        """Write every object of ``objects`` the child does not (renamed by :meth:`finish`);
+        every file of the exam, in folder order."""
+        written: list[Path] = []
+        derived = set(self.folders)
+        for folder, datasets in objects.by_folder.items():
+            if folder in derived:
+                written += self.paths(folder)
+                continue
+            contents: Iterable[Dataset | bytes] = (
+                encode_series(datasets) if folder in objects.derived_series_folders else datasets
+            )
+            written += self.add(folder, datasets, contents)
+        return written
+
+    def reports_in_child(self, build: Callable[[], ResultObjects]) -> list[Path]:
+        """Build (``build``) and write the objects the derived series' child does not, in a
+        second child process; every file of the exam, as :meth:`write_here` gives them.
+
+        The child writes ``.part`` files as :meth:`write_here` does and reports them (and
+        the folders it made) back; :meth:`finish` renames them with the rest. A child that
+        fails removes its own files and its message is raised here.
+
+        Raises
+        ------
+        WriterError
+            When building or writing failed (the child's message), or took over
+            :data:`_DERIVED_TIMEOUT_S`.
+        """
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: as the derived series' child, no logging, no cleanup
+            gc.disable()
+            os.close(read_end)
+            known = {*self.folders}
+            created = len(self._created)
+            try:
+                for name in ("SIGTERM", "SIGINT"):
+                    signal.signal(getattr(signal, name), signal.SIG_DFL)
+                written = self.write_here(build())
+                added = {k: v for k, v in self.folders.items() if k not in known}
+                report: tuple[Any, ...] = ("ok", written, added, self._created[created:])
+            except BaseException as exc:  # every failure goes to the parent
+                self._remove_parts(only=set(self.folders) - known, folders=created)
+                report = ("error", _picklable_writer_error(exc), str(exc) or type(exc).__name__)
+            try:
+                _send_message(write_end, pickle.dumps(report))
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        try:
+            outcome: tuple[Any, ...] = pickle.loads(
+                _receive_message(read_end, pid, _DERIVED_TIMEOUT_S)
+            )
+        finally:
+            os.close(read_end)
+            os.waitpid(pid, 0)
+        if outcome[0] != "ok":
+            _, writer_error, text = outcome
+            if writer_error is not None:  # as raised there (a ResultGeometryError, say)
+                raise writer_error
+            raise WriterError(f"cannot build the SEG, SR or key images: {text}")
+        self.folders.update(outcome[2])
+        self._created += [folder for folder in outcome[3] if folder not in self._created]
+        return list(outcome[1])
 
     def _note_missing(self, folder: Path) -> None:
         missing = folder
@@ -730,6 +882,7 @@ class _ResultWriter:
                     os._exit(code)
         os.close(write_end)
         self._children.append(_Child(pid, read_end, files))
+        self.forked = True
 
     def _write(self, series: dict[str, tuple[Dataset, ...]], share: _Share) -> None:
         for folder, start, stop in share.slabs:
@@ -848,10 +1001,53 @@ class _ResultWriter:
             self._stop_children("abandoned")
         self._remove_parts()
 
-    def _remove_parts(self) -> None:
-        for paths in self.folders.values():
+    def _remove_parts(self, only: set[str] | None = None, folders: int = 0) -> None:
+        """Remove the ``.part`` files (of the folders ``only``, or all), and the folders
+        made for them (from the ``folders``-th on)."""
+        for folder, paths in self.folders.items():
+            if only is not None and folder not in only:
+                continue
             for path in paths:
                 _part_path(path).unlink(missing_ok=True)
-        for folder in sorted(self._created, key=lambda path: len(path.parts), reverse=True):
+        for made in sorted(self._created[folders:], key=lambda path: len(path.parts), reverse=True):
             with contextlib.suppress(OSError):  # not empty: another object was written there
-                folder.rmdir()
+                made.rmdir()
+
+
+def _picklable_writer_error(error: BaseException) -> WriterError | None:
+    """``error`` when it is a :class:`WriterError` that can travel to the parent as such."""
+    if not isinstance(error, WriterError):
+        return None
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return WriterError(str(error))
+    return error
+
+
+def _send_message(pipe: int, data: bytes) -> None:
+    """Write ``data`` with its length first (the reader needs no end of file: another
+    process forked meanwhile may hold this pipe open)."""
+    view = memoryview(len(data).to_bytes(8, "big") + data)
+    while view:
+        view = view[os.write(pipe, view) :]
+
+
+def _receive_message(pipe: int, pid: int, timeout: float) -> bytes:
+    """The message :func:`_send_message` wrote into ``pipe``; the writer ``pid`` is
+    killed when it has not come within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    data = bytearray()
+    size: int | None = None
+    while size is None or len(data) < size + 8:
+        ready, _, _ = select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(pipe, 1 << 20) if ready else b""
+        if not chunk:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            reason = "ended without a report" if ready else f"not done within {timeout:.0f} s"
+            return pickle.dumps(("error", False, f"the writing process {reason}"))
+        data += chunk
+        if size is None and len(data) >= 8:
+            size = int.from_bytes(data[:8], "big")
+    return bytes(data[8:])

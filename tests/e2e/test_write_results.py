@@ -228,8 +228,11 @@ def test_a_failure_after_the_hand_on_keeps_only_the_handed_on_series(
     handed: list[list[tuple[Path, str]]] = []
 
     def report_after_the_hand_on(*args: object, **kwargs: object) -> object:
+        # (in the process building the report: the derived series are in place when the
+        # Parametric Map, written last, is)
         deadline = time.monotonic() + 60
-        while not handed and time.monotonic() < deadline:
+        while not any((tmp_path / "out" / "adc_map").glob("*.dcm")):
+            assert time.monotonic() < deadline, "the derived series were not written"
             time.sleep(0.01)
         raise WriterError("the report cannot be built (injected)")
 
@@ -241,3 +244,25 @@ def test_a_failure_after_the_hand_on_keeps_only_the_handed_on_series(
     left = {path for path in (tmp_path / "out").rglob("*") if path.is_file()}
     assert left == {path for batch in handed for path, _ in batch}
     assert left
+
+
+def test_an_unexpected_failure_building_the_report_writes_nothing_and_says_what(
+    phantom_case: tuple[DwiExam, ProcessingResult],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With cores to spare the SEG, SR and key images are built in a child process: its
+    error, whatever its type, reaches the caller as a WriterError with its text; no file
+    or folder is left."""
+    exam, result = phantom_case
+    monkeypatch.setenv(write_results_module.WRITERS_ENV, "3")  # as on a 4-core host
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise ValueError("a frame without a position (injected)")
+
+    monkeypatch.setattr(write_results_module, "build_key_images", broken)
+    with pytest.raises(
+        WriterError, match=r"SEG, SR or key images: a frame without a position \(injected\)"
+    ):
+        write_results(exam, result, tmp_path / "out", version_label="1.0.0")
+    assert not (tmp_path / "out").exists()

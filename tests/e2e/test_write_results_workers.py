@@ -25,6 +25,8 @@ from tests.helpers.writer_fixtures import phantom_exam_and_result
 pytestmark = pytest.mark.slow
 
 DERIVED = {"adc", "b1000", "adc_map"}
+#: With more than one writing child, the SEG, SR and key images have a child of their own.
+REPORTS = 1
 WHEN = datetime(2026, 6, 1, 12, 0, 0)  # the same content date in every run: the same bytes
 
 
@@ -85,7 +87,7 @@ def test_several_children_write_the_same_bytes_as_one(
     assert len(forks) == 1
     monkeypatch.setenv(WRITERS_ENV, "4")  # the map, and three runs of slices (one crosses series)
     several = _write(phantom_case, tmp_path / "several")
-    assert len(forks) == 1 + 4
+    assert len(forks) == 1 + 4 + REPORTS
     assert sorted(path.relative_to(tmp_path / "one") for path in one) == sorted(
         path.relative_to(tmp_path / "several") for path in several
     )
@@ -110,7 +112,7 @@ def test_a_failing_child_among_several_leaves_nothing_and_names_its_failure(
     monkeypatch.setenv(WRITERS_ENV, "4")
     with pytest.raises(WriterError, match=r"derived MR series: no space left .*injected in a slab"):
         _write(phantom_case, tmp_path / "out")
-    assert len(forks) == 4
+    assert len(forks) == 4 + REPORTS
     assert not (tmp_path / "out").exists()
     for pid in forks:  # every child was waited for
         with pytest.raises(ChildProcessError):
@@ -137,7 +139,7 @@ def test_each_child_hands_on_its_own_files_in_place(
 
     monkeypatch.setenv(WRITERS_ENV, "3")
     written = _write(phantom_case, tmp_path / "out", hand_on)
-    assert len(forks) == 3
+    assert len(forks) == 3 + REPORTS
     assert len(handed) == 3  # one call per child, as each ends
     assert in_place == [True, True, True]
     assert sorted(len(files) for files in handed)[0] == 1  # the Parametric Map's own child
@@ -164,19 +166,22 @@ def test_with_hand_on_a_failing_child_keeps_only_the_other_childrens_files(
     handed: list[list[tuple[Path, str]]] = []
     with pytest.raises(WriterError, match=r"derived MR series: .*Parametric Map .*\(injected\)"):
         _write(phantom_case, tmp_path / "out", handed.append)
-    assert len(forks) == 3
+    assert len(forks) == 3 + REPORTS
     assert len(handed) == 2  # the two children writing the series
     left = {path for path in (tmp_path / "out").rglob("*") if path.is_file()}
     assert left == {path for batch in handed for path, _ in batch}
     assert {path.parent.name for path in left} == {"adc", "b1000"}
 
 
-def test_a_failure_of_this_process_stops_and_waits_for_every_child(
+def test_a_failed_report_stops_and_waits_for_every_child(
     phantom_case: tuple[DwiExam, ProcessingResult],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     forks: list[int],
 ) -> None:
+    """The report fails (in its own child here): the derived series' children are stopped
+    and reaped, and nothing is left."""
+
     def no_report(*args: object, **kwargs: object) -> object:
         raise WriterError("the report cannot be built (injected)")
 
@@ -184,7 +189,7 @@ def test_a_failure_of_this_process_stops_and_waits_for_every_child(
     monkeypatch.setenv(WRITERS_ENV, "3")
     with pytest.raises(WriterError, match=r"report cannot be built \(injected\)"):
         _write(phantom_case, tmp_path / "out")
-    assert len(forks) == 3
+    assert len(forks) == 3 + REPORTS
     assert not (tmp_path / "out").exists()
     for pid in forks:
         with pytest.raises(ChildProcessError):

@@ -12,9 +12,12 @@ Steps (each row of the table):
    the GPU/CPU ratio;
 4. end to end: ``wbdwi process`` of the ``reference`` phantom written as DICOM,
    on the CPU and twice on the GPU (the first run compiles kernels unless the
-   on-disk kernel cache has them), wall time of the whole command;
+   on-disk kernel cache has them), wall time of the whole command; on a host
+   with the cores for several writing children, once more on the GPU with one
+   (``DICOM_NODE_WRITE_WORKERS=1``, as on 2 cores), its peer;
 5. the node's latency (``benchmarks.bench_latency``): MPPS COMPLETED to the
-   last acknowledgement of a ``storescp`` peer, CPU and GPU, per stage.
+   last acknowledgement of a ``storescp`` peer, CPU and GPU, per stage, and
+   on such a host once more on the GPU with one writing child.
 
 ``python -m benchmarks.gpu_check --without-gpu`` runs the same steps with the
 GPU parts left out, to check the script on a CPU-only machine (exit 0 there).
@@ -22,11 +25,13 @@ GPU parts left out, to check the script on a CPU-only machine (exit 0 there).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["main"]
@@ -76,6 +81,23 @@ def _wbdwi(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     return time.perf_counter() - started, completed
 
 
+@contextlib.contextmanager
+def _one_writing_child() -> Iterator[None]:
+    """Within: the result files written by one child, as on a 2-core host (the peer of
+    the many-child default on a host with more cores)."""
+    from dicom_node.writers.write_results import WRITERS_ENV
+
+    before = os.environ.get(WRITERS_ENV)
+    os.environ[WRITERS_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[WRITERS_ENV]
+        else:
+            os.environ[WRITERS_ENV] = before
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the checks, print the table; 0 when every check passed."""
     from benchmarks.bench_processing import _run_child, _save_exam
@@ -122,37 +144,44 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         dicom = folder / "phantom"
-        elapsed, done = _wbdwi(
-            "phantom", "--out", str(dicom), "--preset", "reference", "--snr", "40"
-        )
+        _, done = _wbdwi("phantom", "--out", str(dicom), "--preset", "reference", "--snr", "40")
         if done.returncode != 0:
             failed = True
             _row(rows, "wbdwi phantom", "FAILED", done.stderr.strip()[-300:])
         else:
-            devices = ["cpu", *(["gpu", "gpu"] if use_gpu else [])]
-            for index, device in enumerate(devices):
-                elapsed, done = _wbdwi(
-                    "process",
-                    str(dicom / "dicom"),
-                    "--out",
-                    str(folder / f"out-{index}"),
-                    "--device",
-                    device,
-                )
-                label = f"wbdwi process --device {device}" + (
-                    " (again, kernels cached)" if index == 2 else ""
-                )
-                if done.returncode != 0:
-                    failed = True
-                    _row(rows, label, "FAILED", done.stderr.strip()[-300:])
-                else:
-                    first = next(iter(done.stdout.strip().splitlines()), "")
-                    _row(rows, label, f"{elapsed:.2f} s wall", first[:160])
+            failed |= _process_rows(rows, dicom / "dicom", folder, use_gpu)
         _latency_rows(rows, folder / "phantom" / "dicom", use_gpu)
     if not use_gpu:
         _row(rows, "GPU", "not measured", "--without-gpu or no usable GPU")
     _print_table(rows)
     return 1 if failed else 0
+
+
+def _process_rows(
+    rows: list[tuple[str, str, str]], exam_dir: Path, folder: Path, use_gpu: bool
+) -> bool:
+    """4. ``wbdwi process`` wall times; ``True`` when one failed."""
+    from dicom_node.writers.write_results import writer_limit
+
+    runs = [("cpu", ""), *([("gpu", ""), ("gpu", " (again, kernels cached)")] if use_gpu else [])]
+    if use_gpu and writer_limit() > 1:
+        runs.append(("gpu", " (one writing child)"))
+    failed = False
+    for index, (device, note) in enumerate(runs):
+        arguments = ("process", str(exam_dir), "--out", str(folder / f"out-{index}"))
+        if "one writing child" in note:
+            with _one_writing_child():
+                elapsed, done = _wbdwi(*arguments, "--device", device)
+        else:
+            elapsed, done = _wbdwi(*arguments, "--device", device)
+        label = f"wbdwi process --device {device}{note}"
+        if done.returncode != 0:
+            failed = True
+            _row(rows, label, "FAILED", done.stderr.strip()[-300:])
+        else:
+            first = next(iter(done.stdout.strip().splitlines()), "")
+            _row(rows, label, f"{elapsed:.2f} s wall", first[:160])
+    return failed
 
 
 def _latency_rows(rows: list[tuple[str, str, str]], exam_dir: Path, use_gpu: bool) -> None:
@@ -161,12 +190,21 @@ def _latency_rows(rows: list[tuple[str, str, str]], exam_dir: Path, use_gpu: boo
 
     if not exam_dir.is_dir():
         return
-    for device in ("cpu", *(("gpu",) if use_gpu else ())):
+    from dicom_node.writers.write_results import writer_limit
+
+    runs = [("cpu", ""), *([("gpu", "")] if use_gpu else [])]
+    if use_gpu and writer_limit() > 1:
+        runs.append(("gpu", " (one writing child)"))
+    for device, note in runs:
+        label = f"latency node --device {device}{note}"
         try:
-            with tempfile.TemporaryDirectory(prefix=f"wbdwi-latency-{device}-") as work:
+            with (
+                tempfile.TemporaryDirectory(prefix=f"wbdwi-latency-{device}-") as work,
+                _one_writing_child() if note else contextlib.nullcontext(),
+            ):
                 run = measure_latency(device, Path(work), exam_dir)
         except (RuntimeError, OSError, AssertionError) as error:
-            _row(rows, f"latency node --device {device}", "FAILED", str(error)[-300:])
+            _row(rows, label, "FAILED", str(error)[-300:])
             continue
         stages = ", ".join(
             f"{k} {run[k]:.2f}"
@@ -179,7 +217,7 @@ def _latency_rows(rows: list[tuple[str, str, str]], exam_dir: Path, use_gpu: boo
                 "inputs read ahead",
             )
         )
-        _row(rows, f"latency node --device {device}", f"{run['total']:.2f} s", stages)
+        _row(rows, label, f"{run['total']:.2f} s", stages)
 
 
 def _print_table(rows: list[tuple[str, str, str]]) -> None:

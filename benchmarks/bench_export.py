@@ -38,7 +38,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
 
 __all__ = ["main"]
 
@@ -173,19 +172,13 @@ def _results(workdir: Path) -> list[Path]:
 
 def _end_to_end(runs: int, device: str) -> None:
     """The reference exam end to end, 1 association against the default; medians."""
-    import contextlib
-    import io
-
-    import tests.helpers.node_harness as harness
-    from benchmarks import bench_receive
     from benchmarks.bench_latency import measure_latency
+    from benchmarks.bench_receive import orthanc_latency
     from dicom_node.simulator.scanner import write_exam
     from processing.phantom import make_phantom
     from service.settings import ExportSettings
 
     default = ExportSettings().associations_per_destination
-    node_process = harness.NodeProcess
-    load_settings = vars(bench_receive)["load_settings"]
     with tempfile.TemporaryDirectory(prefix="wbdwi-bench-export-e2e-") as folder:
         workdir = Path(folder)
         exam_dir = workdir / "exam"
@@ -194,38 +187,21 @@ def _end_to_end(runs: int, device: str) -> None:
         measured: dict[tuple[str, int], list[float]] = {}
         for run in range(runs):
             for associations in (1, default):
-                variable = {"WBDWI_EXPORT_ASSOCIATIONS_PER_DESTINATION": str(associations)}
-
-                def with_setting(*args: Any, **kwargs: Any) -> Any:
-                    kwargs["env"] = {**kwargs.get("env", {}), **variable}  # noqa: B023
-                    return node_process(*args, **kwargs)
-
-                vars(harness)["NodeProcess"] = with_setting
-                try:
-                    result = measure_latency(
-                        device, workdir / f"storescp-{run}-{associations}", exam_dir
-                    )
-                finally:
-                    vars(harness)["NodeProcess"] = node_process
+                result = measure_latency(
+                    device,
+                    workdir / f"storescp-{run}-{associations}",
+                    exam_dir,
+                    node_env={"WBDWI_EXPORT_ASSOCIATIONS_PER_DESTINATION": str(associations)},
+                )
                 for key in ("total", "send (processed to done)"):
                     measured.setdefault((f"storescp, {key}", associations), []).append(result[key])
                 if not orthanc:
                     continue
-
-                def loaded(*args: Any, **kwargs: Any) -> Any:
-                    export = kwargs["overrides"]["export"]
-                    export["associations_per_destination"] = associations  # noqa: B023
-                    return load_settings(*args, **kwargs)
-
-                vars(bench_receive)["load_settings"] = loaded
-                printed = io.StringIO()
-                try:
-                    with contextlib.redirect_stdout(printed):
-                        bench_receive._latency(files, workdir / f"orthanc-{run}-{associations}")
-                finally:
-                    vars(bench_receive)["load_settings"] = load_settings
-                line = next(x for x in printed.getvalue().splitlines() if "COMPLETED" in x)
-                seconds = float(line.split("acknowledged")[1].split()[0])
+                seconds, _ = orthanc_latency(
+                    files,
+                    workdir / f"orthanc-{run}-{associations}",
+                    {"associations_per_destination": associations},
+                )
                 measured.setdefault(("Orthanc (in-process node), total", associations), [])
                 measured[("Orthanc (in-process node), total", associations)].append(seconds)
     print(f"reference exam end to end, device {device}: median of {runs} (seconds)")

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -110,12 +111,13 @@ def _export_seconds(log: str) -> float:
 
 
 def measure_latency(
-    device: str, workdir: Path, exam_dir: Path, *, read_ahead_mb: int | None = None
+    device: str, workdir: Path, exam_dir: Path, *, node_env: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     """One exam through a fresh node on ``device``; seconds per stage and in total.
 
-    ``read_ahead_mb``: the node's ``node.read_ahead_mb`` (``None``: its default, on;
-    0: off).
+    ``node_env``: variables for the node's process, e.g. a setting
+    (``WBDWI_NODE_READ_AHEAD_MB``); the node takes no ``WBDWI_*`` variable from
+    this process's environment.
     """
     sys.path.insert(0, str(_ROOT))
     from dicom_node.scu.mpps import complete_mpps, create_mpps, performed_exam
@@ -141,7 +143,7 @@ def measure_latency(
             destinations=[f"PACS@127.0.0.1:{pacs_port}"],
             quiet_seconds=600,
             extra_args=["--device", device],
-            env={} if read_ahead_mb is None else {"WBDWI_NODE_READ_AHEAD_MB": str(read_ahead_mb)},
+            env=dict(node_env or {}),
         )
         with node:
             scanner = Destination("127.0.0.1", node.port, "WBDWI", calling_aet="SCANNER")
@@ -223,7 +225,10 @@ def main() -> None:
         exam_dir = workdir / "phantom" / "dicom"
         runs = {"cpu": measure_latency("cpu", workdir / "cpu", exam_dir)}
         runs["cpu, read-ahead off"] = measure_latency(
-            "cpu", workdir / "cpu-read-ahead-off", exam_dir, read_ahead_mb=0
+            "cpu",
+            workdir / "cpu-read-ahead-off",
+            exam_dir,
+            node_env={"WBDWI_NODE_READ_AHEAD_MB": "0"},
         )
         usable, _ = gpu_status()
         if usable:

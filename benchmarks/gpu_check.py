@@ -25,13 +25,12 @@ GPU parts left out, to check the script on a CPU-only machine (exit 0 there).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = ["main"]
@@ -69,11 +68,14 @@ def _run_tests(require_gpu: bool) -> tuple[bool, str, float]:
     return completed.returncode == 0, lines[-1].strip("= ") if lines else "no output", seconds
 
 
-def _wbdwi(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+def _wbdwi(
+    *args: str, env: Mapping[str, str] | None = None
+) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.perf_counter()
     completed = subprocess.run(
         [sys.executable, "-m", "service.cli", *args],
         cwd=_ROOT,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         check=False,
@@ -81,21 +83,12 @@ def _wbdwi(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     return time.perf_counter() - started, completed
 
 
-@contextlib.contextmanager
-def _one_writing_child() -> Iterator[None]:
-    """Within: the result files written by one child, as on a 2-core host (the peer of
-    the many-child default on a host with more cores)."""
+def _one_writing_child() -> dict[str, str]:
+    """The variable for one writing child, as on a 2-core host (the peer of the
+    many-child default on a host with more cores)."""
     from dicom_node.writers.write_results import WRITERS_ENV
 
-    before = os.environ.get(WRITERS_ENV)
-    os.environ[WRITERS_ENV] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[WRITERS_ENV]
-        else:
-            os.environ[WRITERS_ENV] = before
+    return {WRITERS_ENV: "1"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,11 +162,8 @@ def _process_rows(
     failed = False
     for index, (device, note) in enumerate(runs):
         arguments = ("process", str(exam_dir), "--out", str(folder / f"out-{index}"))
-        if "one writing child" in note:
-            with _one_writing_child():
-                elapsed, done = _wbdwi(*arguments, "--device", device)
-        else:
-            elapsed, done = _wbdwi(*arguments, "--device", device)
+        env = _one_writing_child() if note.endswith("(one writing child)") else None
+        elapsed, done = _wbdwi(*arguments, "--device", device, env=env)
         label = f"wbdwi process --device {device}{note}"
         if done.returncode != 0:
             failed = True
@@ -198,11 +188,9 @@ def _latency_rows(rows: list[tuple[str, str, str]], exam_dir: Path, use_gpu: boo
     for device, note in runs:
         label = f"latency node --device {device}{note}"
         try:
-            with (
-                tempfile.TemporaryDirectory(prefix=f"wbdwi-latency-{device}-") as work,
-                _one_writing_child() if note else contextlib.nullcontext(),
-            ):
-                run = measure_latency(device, Path(work), exam_dir)
+            with tempfile.TemporaryDirectory(prefix=f"wbdwi-latency-{device}-") as work:
+                env = _one_writing_child() if note else None
+                run = measure_latency(device, Path(work), exam_dir, node_env=env)
         except (RuntimeError, OSError, AssertionError) as error:
             _row(rows, label, "FAILED", str(error)[-300:])
             continue

@@ -321,27 +321,28 @@ class Exporter:
         self, destination_text: str, rows: list[OutboxRecord], error: AssociationFailedError
     ) -> None:
         """The destination took one association of the round but no more for these files."""
-        self.counters.add(attempts=len(rows))
-        delay = backoff_seconds(min(row.attempts for row in rows) + 1, self.settings)
-        LOGGER.warning(
-            "export_association_refused",
-            destination=destination_text,
-            reason=str(error),
-            retry_in_seconds=delay,
-            files=len(rows),
-        )
-        retry_at = self._clock() + delay
-        for row in rows:
-            self._fail_until(row, str(error), retry_at)
+        self._retry_together(destination_text, rows, error, "export_association_refused")
 
     def _unreachable(
         self, destination_text: str, rows: list[OutboxRecord], error: AssociationFailedError
     ) -> None:
         """No association could be made: every row is retried after its back-off."""
-        self.counters.add(attempts=len(rows), failed_rounds=1)
+        self.counters.add(failed_rounds=1)
+        self._retry_together(destination_text, rows, error, "export_destination_unreachable")
+
+    def _retry_together(
+        self,
+        destination_text: str,
+        rows: list[OutboxRecord],
+        error: AssociationFailedError,
+        event: str,
+    ) -> None:
+        """``rows`` went over no association: one warning ``event``, and one next try for
+        them all after the back-off of the least tried."""
+        self.counters.add(attempts=len(rows))
         delay = backoff_seconds(min(row.attempts for row in rows) + 1, self.settings)
         LOGGER.warning(
-            "export_destination_unreachable",
+            event,
             destination=destination_text,
             reason=str(error),
             retry_in_seconds=delay,

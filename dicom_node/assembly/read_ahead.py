@@ -310,9 +310,10 @@ class ReadAhead:
                 return
             try:
                 self._process_locked()
+                return
             except OSError as error:
-                self._closed = True
-                LOGGER.warning("read_ahead_stopped", reason=str(error) or type(error).__name__)
+                failed = error
+        self._give_up(failed)
 
     def wait_started(self, timeout: float) -> bool:
         """Wait until the reading process is up (after :meth:`start`); ``False`` if not."""
@@ -375,26 +376,27 @@ class ReadAhead:
             return
         known = [stamp for stamp in stamps if stamp is not None]
         request = pickle.dumps(readable, protocol=pickle.HIGHEST_PROTOCOL)
+        failed: BaseException | None = None
         with self._lock:
             if self._closed:
                 self._pending = max(0, self._pending - len(readable))
                 return
+            self._in_flight.append((readable, known))  # failed with the rest on a give-up
             try:
                 process = self._process_locked()
-            except OSError as error:
-                self._closed = True
-                self._pending = max(0, self._pending - len(readable))
-                LOGGER.warning("read_ahead_stopped", reason=str(error) or type(error).__name__)
-                return
-            self._in_flight.append((readable, known))
-        # Written outside the lock (only this thread writes): while the reading process is
-        # behind, the pipe fills and this thread waits, not the receiver's offers.
-        try:
-            assert process.stdin is not None
-            process.stdin.write(request)
-            process.stdin.flush()
-        except (OSError, ValueError) as error:  # it ended (a broken pipe), or stop() closed it
-            self._give_up(error)
+            except OSError as error:  # could not be started
+                failed = error
+        if failed is None:
+            # Written outside the lock (only this thread writes): while the reading process
+            # is behind, the pipe fills and this thread waits, not the receiver's offers.
+            try:
+                assert process.stdin is not None
+                process.stdin.write(request)
+                process.stdin.flush()
+            except (OSError, ValueError) as error:  # it ended (a broken pipe), or stop()
+                failed = error
+        if failed is not None:
+            self._give_up(failed)
 
     def _receive(self, process: subprocess.Popen[bytes]) -> None:
         """The reply thread: what the reading process read, batch by batch, into the cache."""

@@ -156,7 +156,9 @@ class _GroupSender:
         self.failures: list[BaseException] = []
 
     def send(self, group: tuple[ResultFile, ...]) -> None:
-        """Send ``group`` over an association of its own, then any orphaned group."""
+        """In a thread of its own: send ``group`` over an association of its own, then any
+        orphaned group; a refused association orphans ``group``, and an unexpected error
+        is kept for the calling thread to raise."""
         try:
             with self.associate() as association:
                 self.send_on(association, group)
@@ -164,19 +166,14 @@ class _GroupSender:
             with self._lock:
                 self._orphans.append((group, error))
                 self.refused += 1
+        except BaseException as error:
+            self.failures.append(error)
 
     def send_on(self, association: Any, group: tuple[ResultFile, ...]) -> None:
         """Send ``group`` on ``association``, then the groups orphaned meanwhile."""
         _store_all(association, group, self._destination, self._on_outcome)
         while (orphan := self._take()) is not None:
             _store_all(association, orphan, self._destination, self._on_outcome)
-
-    def send_in_thread(self, group: tuple[ResultFile, ...]) -> None:
-        """:meth:`send`, an unexpected error kept for the calling thread to raise."""
-        try:
-            self.send(group)
-        except BaseException as error:
-            self.failures.append(error)
 
     def send_left(self) -> list[tuple[tuple[ResultFile, ...], AssociationFailedError]]:
         """After the threads: the groups no association took go over one more; what is left."""
@@ -262,7 +259,7 @@ def store_result_groups(
             threads = [
                 threading.Thread(
                     target=contextvars.copy_context().run,
-                    args=(sender.send_in_thread, group),
+                    args=(sender.send, group),
                     name=f"c-store-{number}",
                     daemon=True,
                 )

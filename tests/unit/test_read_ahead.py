@@ -13,6 +13,7 @@ import pytest
 from pydicom import dcmread
 from structlog.testing import capture_logs
 
+import dicom_node.assembly.read_ahead as read_ahead_module
 from dicom_node.assembly.assemble import assemble_exam
 from dicom_node.assembly.dwi_frames import DwiInstance, read_instance
 from dicom_node.assembly.read_ahead import InstanceCache, ReadAhead
@@ -208,3 +209,27 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
     except (OSError, IndexError):
         return "gone"
+
+
+def test_a_reading_process_that_cannot_start_stops_the_read_ahead_once(
+    exam_files: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_process(*args: object, **kwargs: object) -> object:
+        raise OSError("Resource temporarily unavailable (injected)")
+
+    monkeypatch.setattr(read_ahead_module.subprocess, "Popen", no_process)
+    read_ahead = ReadAhead(InstanceCache(max_bytes=1 << 30))
+    try:
+        with capture_logs() as logs:
+            for path in exam_files[:3]:  # the first batch starts the process, and fails
+                read_ahead.offer(path)
+            deadline = time.monotonic() + 30
+            while read_ahead.pending:
+                assert time.monotonic() < deadline, "the offered files were not let go"
+                time.sleep(0.05)
+            read_ahead.start()  # stopped: nothing more is tried or logged
+    finally:
+        read_ahead.stop()
+    stopped = [entry for entry in logs if entry["event"] == "read_ahead_stopped"]
+    assert len(stopped) == 1 and "injected" in stopped[0]["reason"], logs
+    assert read_ahead.read == 0 and read_ahead.failed == 3
